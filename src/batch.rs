@@ -1,0 +1,103 @@
+//! Sealed batches and the INSERTs built from them.
+//!
+//! Owns: [`Batch`], the immutable RowBinary bytes a shard sealed, and
+//! [`InsertBatch`], what one INSERT carries to a [`Sink`](crate::Sink) (one or
+//! more batches, concatenated without copying). Must not: encode, decide when
+//! to seal, or talk to a sink.
+
+use bytes::Bytes;
+use std::sync::Arc;
+
+/// Rows a shard sealed: RowBinary bytes for `rows` complete rows.
+#[derive(Debug, Clone)]
+pub(crate) struct Batch {
+    /// Engine-wide sequence number, allocated when sealed; flush barriers wait on it.
+    pub seq: u64,
+    pub rows: u64,
+    pub data: Bytes,
+}
+
+/// What one INSERT carries: the column names and the RowBinary chunks of one
+/// or more sealed batches, in seal order.
+///
+/// Chunks concatenate: `chunks().concat()` is a valid RowBinary body for
+/// `INSERT INTO t (columns) FORMAT RowBinary`. A sink that is retried gets the
+/// same value again, so it resends the same bytes.
+#[derive(Debug, Clone)]
+pub struct InsertBatch {
+    pub(crate) id: u64,
+    pub(crate) columns: Arc<[&'static str]>,
+    pub(crate) chunks: Vec<Bytes>,
+    pub(crate) seqs: Vec<u64>,
+    pub(crate) rows: u64,
+    pub(crate) bytes: u64,
+}
+
+impl InsertBatch {
+    /// Builds an INSERT from raw parts (for tests and custom drivers of a sink).
+    pub fn new(id: u64, columns: Arc<[&'static str]>, chunks: Vec<Bytes>, rows: u64) -> Self {
+        let bytes = chunks.iter().map(|c| c.len() as u64).sum();
+        Self {
+            id,
+            columns,
+            chunks,
+            seqs: vec![id],
+            rows,
+            bytes,
+        }
+    }
+
+    /// Stable id: the sequence number of the first sealed batch it carries.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+    /// Column names, in RowBinary order.
+    pub fn columns(&self) -> &[&'static str] {
+        &self.columns
+    }
+    /// The RowBinary body, as the chunks the shards sealed.
+    pub fn chunks(&self) -> &[Bytes] {
+        &self.chunks
+    }
+    /// Number of rows.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+    /// Number of RowBinary bytes (uncompressed).
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+    /// The sealed-batch sequence numbers it carries (flush barriers use them).
+    pub fn batch_seqs(&self) -> &[u64] {
+        &self.seqs
+    }
+    /// The whole body as one buffer (copies unless there is a single chunk).
+    pub fn to_bytes(&self) -> Bytes {
+        match self.chunks.as_slice() {
+            [one] => one.clone(),
+            many => Bytes::from(many.concat()),
+        }
+    }
+
+    pub(crate) fn from_batches(columns: Arc<[&'static str]>, batches: Vec<Batch>) -> Self {
+        let id = batches.first().map_or(0, |b| b.seq);
+        let mut rows = 0;
+        let mut bytes = 0;
+        let mut seqs = Vec::with_capacity(batches.len());
+        let mut chunks = Vec::with_capacity(batches.len());
+        for b in batches {
+            rows += b.rows;
+            bytes += b.data.len() as u64;
+            seqs.push(b.seq);
+            chunks.push(b.data);
+        }
+        Self {
+            id,
+            columns,
+            chunks,
+            seqs,
+            rows,
+            bytes,
+        }
+    }
+}

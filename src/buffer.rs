@@ -1,0 +1,443 @@
+//! The public handle: [`Buffer`], its [`Builder`], and `track`.
+//!
+//! Owns: configuration and its defaults, starting the coordinator, the hot
+//! path (`track`: pick this thread's shard, encode under its lock, seal at a
+//! threshold), and the flush / shutdown / stats calls. Must not: await, block
+//! on a channel or do I/O inside `track`.
+
+use crate::coordinator::{Command, Coordinator, FlushReport, Shared};
+use crate::rowbinary::{encode_row, EncodeError};
+use crate::shard::{shard_for_this_thread, SealTarget, Shard};
+use crate::sink::Sink;
+use crate::stats::{Counters, Stats};
+use serde::Serialize;
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// Engine configuration. Build it with [`Buffer::builder`]; every knob says
+/// its default.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub shards: usize,
+    pub max_rows: u64,
+    pub max_bytes: usize,
+    pub flush_interval: Duration,
+    pub max_inflight: usize,
+    pub queue_batches: usize,
+    pub max_insert_rows: u64,
+    pub max_insert_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let shards = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self {
+            shards,
+            max_rows: 500,
+            max_bytes: 1 << 20,
+            flush_interval: Duration::from_secs(10),
+            max_inflight: 2,
+            queue_batches: (16 * shards).max(8),
+            max_insert_rows: 100_000,
+            max_insert_bytes: 16 << 20,
+        }
+    }
+}
+
+impl Config {
+    /// Worst-case bytes of RowBinary the engine holds, by construction:
+    /// open shard buffers, one parked batch per shard, the sealed-batch queue,
+    /// and the in-flight INSERTs. A single row larger than `max_bytes` may add
+    /// its own size once per shard.
+    pub(crate) fn memory_bound(&self) -> usize {
+        let open_and_parked = self.shards * 2 * self.max_bytes;
+        let queued = self.queue_batches * self.max_bytes;
+        let inflight = self.max_inflight * self.max_insert_bytes.max(self.max_bytes);
+        open_and_parked + queued + inflight
+    }
+}
+
+/// Sets up a [`Buffer`]. Obtained from [`Buffer::builder`].
+#[derive(Debug, Clone, Default)]
+pub struct Builder {
+    cfg: Config,
+}
+
+impl Builder {
+    /// Number of shards (independent buffers). Default: available cores.
+    /// Producer threads are spread over them round-robin; with threads <=
+    /// shards no two producers ever share a lock.
+    pub fn shards(mut self, n: usize) -> Self {
+        self.cfg.shards = n;
+        self
+    }
+    /// Rows at which a shard seals its batch. Default: 500 (the seed's
+    /// `max_buffer_size`).
+    pub fn max_rows(mut self, n: u64) -> Self {
+        self.cfg.max_rows = n;
+        self
+    }
+    /// RowBinary bytes at which a shard seals its batch. Default: 1 MiB.
+    pub fn max_bytes(mut self, n: usize) -> Self {
+        self.cfg.max_bytes = n;
+        self
+    }
+    /// Period of the shared tick that seals every non-empty shard. Default:
+    /// 10 s (the seed's `flush_interval`).
+    pub fn flush_interval(mut self, d: Duration) -> Self {
+        self.cfg.flush_interval = d;
+        self
+    }
+    /// INSERTs allowed in flight at once. Default: 2, so one slow INSERT never
+    /// stalls the next while keeping part creation on the server modest.
+    pub fn max_inflight(mut self, n: usize) -> Self {
+        self.cfg.max_inflight = n;
+        self
+    }
+    /// Sealed batches that may wait for an INSERT. Default: 16 per shard (at
+    /// least 8). When the queue is full a shard keeps one sealed batch parked,
+    /// then `track` returns [`TrackError::Full`].
+    pub fn queue_batches(mut self, n: usize) -> Self {
+        self.cfg.queue_batches = n;
+        self
+    }
+    /// Queued batches are coalesced into one INSERT up to this many rows.
+    /// Default: 100 000 (ClickHouse prefers few large INSERTs).
+    pub fn max_insert_rows(mut self, n: u64) -> Self {
+        self.cfg.max_insert_rows = n;
+        self
+    }
+    /// ... and up to this many bytes. Default: 16 MiB.
+    pub fn max_insert_bytes(mut self, n: usize) -> Self {
+        self.cfg.max_insert_bytes = n;
+        self
+    }
+
+    /// The worst-case RowBinary bytes this configuration can hold in memory.
+    pub fn memory_bound(&self) -> usize {
+        self.cfg.memory_bound()
+    }
+
+    /// Starts the engine on the current tokio runtime (multi-thread or
+    /// current-thread) and returns its first handle.
+    pub fn build<T, S>(self, sink: S) -> Result<Buffer<T>, BuildError>
+    where
+        T: Serialize,
+        S: Sink,
+    {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
+        let cfg = self.cfg;
+        let check = |ok: bool, field: &'static str, reason: &'static str| {
+            if ok {
+                Ok(())
+            } else {
+                Err(BuildError::Invalid { field, reason })
+            }
+        };
+        check(cfg.shards >= 1, "shards", "must be at least 1")?;
+        check(cfg.max_rows >= 1, "max_rows", "must be at least 1")?;
+        check(cfg.max_bytes >= 1, "max_bytes", "must be at least 1")?;
+        check(
+            !cfg.flush_interval.is_zero(),
+            "flush_interval",
+            "must be longer than zero",
+        )?;
+        check(cfg.max_inflight >= 1, "max_inflight", "must be at least 1")?;
+        check(
+            cfg.queue_batches >= 1,
+            "queue_batches",
+            "must be at least 1",
+        )?;
+        check(
+            cfg.max_insert_rows >= 1,
+            "max_insert_rows",
+            "must be at least 1",
+        )?;
+        check(
+            cfg.max_insert_bytes >= 1,
+            "max_insert_bytes",
+            "must be at least 1",
+        )?;
+
+        let (tx, rx) = flume::bounded(cfg.queue_batches);
+        // A first guess at a batch's size; shards resize from what they seal.
+        let initial = (cfg.max_rows as usize * 64).min(cfg.max_bytes) + 64;
+        let shared = Arc::new(Shared {
+            shards: (0..cfg.shards).map(|_| Shard::new(initial)).collect(),
+            seal: SealTarget {
+                tx,
+                next_seq: AtomicU64::new(0),
+                parked: AtomicUsize::new(0),
+                stats: Counters::default(),
+            },
+            closed: AtomicBool::new(false),
+            columns: OnceLock::new(),
+            cfg,
+        });
+        let (ctrl, ctrl_rx) = mpsc::unbounded_channel();
+        runtime.spawn(Coordinator::new(shared.clone(), rx, sink).run(ctrl_rx));
+        Ok(Buffer {
+            inner: Arc::new(Inner { shared, ctrl }),
+            _row: PhantomData,
+        })
+    }
+}
+
+/// A handle to the engine: cheap to clone, `Send + Sync`, usable from any
+/// thread, inside a runtime or not.
+///
+/// ```
+/// use ch_ingest::{Buffer, PostEvent, sink::MemorySink};
+/// # let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+/// # rt.block_on(async {
+/// let sink = MemorySink::new();
+/// let buffer: Buffer<PostEvent> = Buffer::builder().shards(2).max_rows(500).build(sink.clone())?;
+///
+/// // From any thread, never blocks:
+/// buffer.track(PostEvent::new("impression", 1_234, 1_700_000_000))?;
+///
+/// let report = buffer.flush().await?; // every row tracked so far is in the sink
+/// assert_eq!(report.rows, 1);
+/// buffer.shutdown().await?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// ```
+pub struct Buffer<T> {
+    inner: Arc<Inner>,
+    _row: PhantomData<fn(T)>,
+}
+
+impl<T> Clone for Buffer<T> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            _row: PhantomData,
+        }
+    }
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    ctrl: mpsc::UnboundedSender<Command>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if self.shared.closed.load(Relaxed) {
+            return;
+        }
+        let stats = snapshot(&self.shared);
+        let left = stats.buffered_rows + stats.pending_rows;
+        if left > 0 {
+            tracing::warn!(
+                rows = left,
+                "ch-ingest Buffer dropped without shutdown(): {left} rows not yet acknowledged; \
+                 draining in the background while the runtime lives"
+            );
+        }
+    }
+}
+
+impl Buffer<()> {
+    /// A builder with the defaults.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+}
+
+impl<T: Serialize> Buffer<T> {
+    /// Encodes `row` into this thread's shard. Returns at once: never blocks,
+    /// never awaits. On error the row is handed back and nothing was buffered.
+    ///
+    /// When the shard reaches `max_rows` or `max_bytes` this call seals the
+    /// batch and hands it to the coordinator, which starts an INSERT.
+    #[inline]
+    pub fn track(&self, row: T) -> Result<(), TrackError<T>> {
+        let shared = &*self.inner.shared;
+        let cfg = &shared.cfg;
+        let shard = &shared.shards[shard_for_this_thread(shared.shards.len())];
+        let mut st = shard.lock();
+        if shared.closed.load(Relaxed) {
+            drop(st);
+            Counters::add(&shared.seal.stats.rejected_closed, 1);
+            return Err(TrackError::Closed(row));
+        }
+        if st.rows >= cfg.max_rows || st.buf.len() >= cfg.max_bytes {
+            // Only reachable when a parked batch kept the last seal from happening.
+            shard.seal(&mut st, &shared.seal);
+            if st.rows != 0 {
+                Shard::bump(&shard.rejected_full, 1);
+                return Err(TrackError::Full(row));
+            }
+        }
+        let before = st.buf.len();
+        let columns = shared.columns.get().map(|c| &**c);
+        match encode_row(&row, &mut st.buf, columns) {
+            Ok(None) => {}
+            Ok(Some(learned)) => {
+                let learned: Arc<[&'static str]> = Arc::from(learned);
+                let set = shared.columns.get_or_init(|| learned.clone());
+                if **set != *learned {
+                    st.buf.truncate(before);
+                    Shard::bump(&shard.encode_errors, 1);
+                    let error = EncodeError::ColumnMismatch {
+                        index: 0,
+                        expected: set.first().copied().unwrap_or(""),
+                        found: learned.first().copied().unwrap_or(""),
+                    };
+                    return Err(TrackError::Encode { row, error });
+                }
+            }
+            Err(error) => {
+                Shard::bump(&shard.encode_errors, 1);
+                return Err(TrackError::Encode { row, error });
+            }
+        }
+        st.rows += 1;
+        Shard::bump(&shard.tracked_rows, 1);
+        Shard::bump(&shard.tracked_bytes, (st.buf.len() - before) as u64);
+        if st.rows >= cfg.max_rows || st.buf.len() >= cfg.max_bytes {
+            shard.seal(&mut st, &shared.seal);
+        }
+        Ok(())
+    }
+}
+
+impl<T> Buffer<T> {
+    /// Seals every shard and resolves once every row accepted before the call
+    /// has been acknowledged by the sink, or has failed (the report says
+    /// exactly which INSERTs failed, with their rows and errors).
+    pub async fn flush(&self) -> Result<FlushReport, Closed> {
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .ctrl
+            .send(Command::Flush(tx))
+            .map_err(|_| Closed)?;
+        rx.await.map_err(|_| Closed)
+    }
+
+    /// Stops accepting rows (`track` then returns [`TrackError::Closed`]),
+    /// drains everything buffered and in flight, and reports what happened to
+    /// it. Other handles see the buffer closed too.
+    pub async fn shutdown(&self) -> Result<FlushReport, Closed> {
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .ctrl
+            .send(Command::Shutdown(tx))
+            .map_err(|_| Closed)?;
+        rx.await.map_err(|_| Closed)
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> Stats {
+        snapshot(&self.inner.shared)
+    }
+
+    /// The worst-case RowBinary bytes this buffer can hold (see ARCHITECTURE.md).
+    pub fn memory_bound(&self) -> usize {
+        self.inner.shared.cfg.memory_bound()
+    }
+
+    /// Column names, once the first row has been tracked.
+    pub fn columns(&self) -> Option<&[&'static str]> {
+        self.inner.shared.columns.get().map(|c| &**c)
+    }
+}
+
+fn snapshot(shared: &Shared) -> Stats {
+    let mut s = Stats::default();
+    let mut sealed = 0;
+    for shard in shared.shards.iter() {
+        s.tracked_rows += shard.tracked_rows.load(Relaxed);
+        s.tracked_bytes += shard.tracked_bytes.load(Relaxed);
+        s.rejected_full += shard.rejected_full.load(Relaxed);
+        s.encode_errors += shard.encode_errors.load(Relaxed);
+        sealed += shard.sealed_rows.load(Relaxed);
+    }
+    s.buffered_rows = s.tracked_rows.saturating_sub(sealed);
+    shared.seal.stats.fill(&mut s);
+    s
+}
+
+/// Why `track` handed a row back. The row is inside: nothing was buffered.
+pub enum TrackError<T> {
+    /// This thread's shard is full because the sink is behind (the queue of
+    /// sealed batches is full). Counted in [`Stats::rejected_full`].
+    Full(T),
+    /// The buffer was shut down.
+    Closed(T),
+    /// The row could not be encoded as RowBinary.
+    Encode {
+        /// The row, handed back.
+        row: T,
+        /// Which field and why.
+        error: EncodeError,
+    },
+}
+
+impl<T> TrackError<T> {
+    /// The row that was not buffered.
+    pub fn into_inner(self) -> T {
+        match self {
+            TrackError::Full(row) | TrackError::Closed(row) | TrackError::Encode { row, .. } => row,
+        }
+    }
+}
+
+impl<T> fmt::Debug for TrackError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TrackError::Full(_) => f.write_str("Full(..)"),
+            TrackError::Closed(_) => f.write_str("Closed(..)"),
+            TrackError::Encode { error, .. } => f
+                .debug_struct("Encode")
+                .field("error", error)
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+impl<T> fmt::Display for TrackError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TrackError::Full(_) => f.write_str("buffer full: the sink is behind; row handed back"),
+            TrackError::Closed(_) => f.write_str("buffer closed; row handed back"),
+            TrackError::Encode { error, .. } => write!(f, "row not encodable: {error}"),
+        }
+    }
+}
+
+impl<T> std::error::Error for TrackError<T> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            TrackError::Encode { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+}
+
+/// Why a [`Buffer`] could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// `build` must run inside a tokio runtime: the coordinator is a task on it.
+    #[error("Buffer::build must be called inside a tokio runtime")]
+    NoRuntime,
+    /// A setting is out of range.
+    #[error("invalid setting `{field}`: {reason}")]
+    Invalid {
+        /// The builder method's name.
+        field: &'static str,
+        /// What is wrong with the value.
+        reason: &'static str,
+    },
+}
+
+/// The buffer has shut down (or its runtime is gone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the buffer is shut down")]
+pub struct Closed;

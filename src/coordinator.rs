@@ -1,0 +1,426 @@
+//! The coordinator: one task per buffer that turns sealed batches into INSERTs.
+//!
+//! Owns: the flush tick, flush and shutdown barriers, coalescing queued
+//! batches into INSERTs, the in-flight INSERTs (at most `max_inflight`,
+//! overlapping), and the fate of each batch (acknowledged or failed). Must
+//! not: encode rows or block producers; it only ever `try_send`s into the
+//! channel it drains, and it talks to shards through their short locks.
+//!
+//! Failure seam: [`Coordinator::on_failure`] is where a failed INSERT's rows
+//! go. Today they are logged, counted and dropped, like the seed; retries and
+//! spill plug in there without touching the rest of the path.
+
+use crate::batch::{Batch, InsertBatch};
+use crate::shard::{SealTarget, Shard};
+use crate::sink::{Sink, SinkError};
+use crate::stats::Counters;
+use crate::ticks::Ticks;
+use crate::Config;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+
+/// What the handles and the coordinator share.
+pub(crate) struct Shared {
+    pub cfg: Config,
+    pub shards: Box<[Shard]>,
+    pub seal: SealTarget,
+    pub closed: AtomicBool,
+    pub columns: OnceLock<Arc<[&'static str]>>,
+}
+
+impl Shared {
+    /// Seals shard `i`; true when its open buffer is empty afterwards.
+    fn seal_shard(&self, i: usize) -> bool {
+        let shard = &self.shards[i];
+        let mut st = shard.lock();
+        shard.seal(&mut st, &self.seal);
+        st.rows == 0
+    }
+
+    /// Shards that still have unsealed rows after an attempt to seal them all.
+    fn seal_all(&self) -> Vec<usize> {
+        (0..self.shards.len())
+            .filter(|&i| !self.seal_shard(i))
+            .collect()
+    }
+
+    fn unpark_all(&self) {
+        for shard in self.shards.iter() {
+            let mut st = shard.lock();
+            if st.parked.is_some() {
+                Shard::unpark(&mut st, &self.seal);
+            }
+        }
+    }
+}
+
+pub(crate) enum Command {
+    Flush(oneshot::Sender<FlushReport>),
+    Shutdown(oneshot::Sender<FlushReport>),
+}
+
+/// What a flush (or shutdown) saw happen to the rows that were buffered or in
+/// flight when it was called.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FlushReport {
+    /// Rows acknowledged by the sink.
+    pub rows: u64,
+    /// RowBinary bytes acknowledged.
+    pub bytes: u64,
+    /// Sealed batches acknowledged.
+    pub batches: u64,
+    /// Rows whose INSERT failed.
+    pub failed_rows: u64,
+    /// Exactly which INSERTs failed, with their rows and the error.
+    pub failures: Vec<FailedInsert>,
+}
+
+impl FlushReport {
+    /// True when nothing failed.
+    pub fn is_complete(&self) -> bool {
+        self.failures.is_empty()
+    }
+}
+
+/// One failed INSERT in a [`FlushReport`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedInsert {
+    /// The INSERT's id ([`InsertBatch::id`]).
+    pub insert_id: u64,
+    /// Sequence numbers of the sealed batches it carried.
+    pub batches: Vec<u64>,
+    /// Rows it carried.
+    pub rows: u64,
+    /// Why it failed.
+    pub error: SinkError,
+}
+
+#[derive(Clone)]
+struct PartOutcome {
+    rows: u64,
+    bytes: u64,
+    insert_id: u64,
+    error: Option<Arc<SinkError>>,
+}
+
+struct Waiter {
+    start: u64,
+    /// Shards whose rows at call time are not sealed yet (a parked batch was in
+    /// the way). The barrier is fixed once they all sealed.
+    unsealed: Vec<usize>,
+    target: Option<u64>,
+    tx: oneshot::Sender<FlushReport>,
+}
+
+/// Which sealed batches are done, and the barriers waiting on them.
+#[derive(Default)]
+struct Ledger {
+    /// Every batch with a smaller sequence number is done.
+    watermark: u64,
+    done: BTreeMap<u64, PartOutcome>,
+    waiters: Vec<Waiter>,
+}
+
+impl Ledger {
+    fn record(&mut self, seq: u64, outcome: PartOutcome) {
+        self.done.insert(seq, outcome);
+        while self.done.contains_key(&self.watermark) {
+            self.watermark += 1;
+        }
+    }
+
+    fn resolve(&mut self) {
+        let watermark = self.watermark;
+        let mut i = 0;
+        while i < self.waiters.len() {
+            match self.waiters[i].target {
+                Some(t) if t <= watermark => {
+                    let w = self.waiters.swap_remove(i);
+                    let report = self.report(w.start, t);
+                    // The caller may have stopped waiting; that is fine.
+                    let _ = w.tx.send(report);
+                }
+                _ => i += 1,
+            }
+        }
+        let floor = self
+            .waiters
+            .iter()
+            .map(|w| w.start)
+            .min()
+            .unwrap_or(watermark)
+            .min(watermark);
+        self.done = self.done.split_off(&floor);
+    }
+
+    fn report(&self, start: u64, end: u64) -> FlushReport {
+        let mut r = FlushReport::default();
+        let mut failed: BTreeMap<u64, FailedInsert> = BTreeMap::new();
+        for (&seq, o) in self.done.range(start..end) {
+            match &o.error {
+                None => {
+                    r.rows += o.rows;
+                    r.bytes += o.bytes;
+                    r.batches += 1;
+                }
+                Some(e) => {
+                    r.failed_rows += o.rows;
+                    let f = failed.entry(o.insert_id).or_insert_with(|| FailedInsert {
+                        insert_id: o.insert_id,
+                        batches: Vec::new(),
+                        rows: 0,
+                        error: (**e).clone(),
+                    });
+                    f.batches.push(seq);
+                    f.rows += o.rows;
+                }
+            }
+        }
+        r.failures = failed.into_values().collect();
+        r
+    }
+}
+
+struct Flight {
+    insert: Arc<InsertBatch>,
+    part_rows: Vec<u64>,
+}
+
+pub(crate) struct Coordinator<S> {
+    shared: Arc<Shared>,
+    rx: flume::Receiver<Batch>,
+    sink: Arc<S>,
+    inflight: JoinSet<Result<(), SinkError>>,
+    flights: HashMap<tokio::task::Id, Flight>,
+    /// A batch taken from the channel that did not fit the last INSERT.
+    carry: Option<Batch>,
+    ledger: Ledger,
+    draining: bool,
+}
+
+impl<S: Sink> Coordinator<S> {
+    pub(crate) fn new(shared: Arc<Shared>, rx: flume::Receiver<Batch>, sink: S) -> Self {
+        Self {
+            shared,
+            rx,
+            sink: Arc::new(sink),
+            inflight: JoinSet::new(),
+            flights: HashMap::new(),
+            carry: None,
+            ledger: Ledger::default(),
+            draining: false,
+        }
+    }
+
+    pub(crate) async fn run(mut self, mut ctrl: mpsc::UnboundedReceiver<Command>) {
+        let mut ticks = Ticks::new(self.shared.cfg.flush_interval);
+        let mut detached = false;
+        loop {
+            if self.shared.seal.parked.load(Relaxed) > 0 {
+                self.shared.unpark_all();
+            }
+            self.advance_barriers();
+            if self.draining && self.ledger.waiters.is_empty() && self.idle() {
+                break;
+            }
+            let can_dispatch = self.inflight.len() < self.shared.cfg.max_inflight;
+            tokio::select! {
+                biased;
+                Some(done) = self.inflight.join_next_with_id(), if !self.inflight.is_empty() => {
+                    self.complete(done);
+                }
+                cmd = ctrl.recv(), if !detached => match cmd {
+                    Some(Command::Flush(tx)) => self.add_waiter(tx),
+                    Some(Command::Shutdown(tx)) => {
+                        self.begin_drain();
+                        self.add_waiter(tx);
+                    }
+                    None => {
+                        // Every handle is gone without shutdown(): drain what we have.
+                        detached = true;
+                        self.begin_drain();
+                    }
+                },
+                first = next_batch(&mut self.carry, &self.rx), if can_dispatch => {
+                    if let Some(first) = first {
+                        self.dispatch(first);
+                    }
+                }
+                _ = ticks.tick() => {
+                    self.shared.seal_all();
+                }
+            }
+        }
+        if detached {
+            let s = &self.shared.seal.stats;
+            tracing::info!(
+                acked_rows = s.acked_rows.load(Relaxed),
+                failed_rows = s.failed_rows.load(Relaxed),
+                "buffer drained after its last handle was dropped"
+            );
+        }
+    }
+
+    fn begin_drain(&mut self) {
+        // Producers check `closed` under the shard lock, and sealing takes the
+        // same lock, so every row accepted before this point is sealed below.
+        self.shared.closed.store(true, Relaxed);
+        self.draining = true;
+    }
+
+    fn add_waiter(&mut self, tx: oneshot::Sender<FlushReport>) {
+        let start = self.ledger.watermark;
+        let unsealed = self.shared.seal_all();
+        self.ledger.waiters.push(Waiter {
+            start,
+            unsealed,
+            target: None,
+            tx,
+        });
+        self.advance_barriers();
+    }
+
+    /// Fixes the target of barriers whose shards are all sealed, and answers
+    /// the ones whose batches are all done.
+    fn advance_barriers(&mut self) {
+        if self.draining {
+            self.shared.seal_all();
+        }
+        let shared = &self.shared;
+        for w in self
+            .ledger
+            .waiters
+            .iter_mut()
+            .filter(|w| w.target.is_none())
+        {
+            w.unsealed.retain(|&i| !shared.seal_shard(i));
+            if w.unsealed.is_empty() {
+                w.target = Some(shared.seal.next_seq.load(Relaxed));
+            }
+        }
+        self.ledger.resolve();
+    }
+
+    fn idle(&self) -> bool {
+        self.carry.is_none()
+            && self.rx.is_empty()
+            && self.inflight.is_empty()
+            && self.shared.seal.parked.load(Relaxed) == 0
+            && self.shared.shards.iter().all(|s| s.lock().rows == 0)
+    }
+
+    /// Starts one INSERT with `first` and whatever else is already queued, up
+    /// to `max_insert_rows` / `max_insert_bytes`.
+    fn dispatch(&mut self, first: Batch) {
+        let cfg = &self.shared.cfg;
+        let mut rows = first.rows;
+        let mut bytes = first.data.len();
+        let mut batches = vec![first];
+        while rows < cfg.max_insert_rows && bytes < cfg.max_insert_bytes {
+            let Ok(next) = self.rx.try_recv() else { break };
+            if rows + next.rows > cfg.max_insert_rows
+                || bytes + next.data.len() > cfg.max_insert_bytes
+            {
+                self.carry = Some(next);
+                break;
+            }
+            rows += next.rows;
+            bytes += next.data.len();
+            batches.push(next);
+        }
+        let part_rows = batches.iter().map(|b| b.rows).collect();
+        let columns = self
+            .shared
+            .columns
+            .get()
+            .cloned()
+            .unwrap_or_else(|| Arc::from(Vec::new()));
+        let insert = Arc::new(InsertBatch::from_batches(columns, batches));
+        let stats = &self.shared.seal.stats;
+        Counters::add(&stats.inserts, 1);
+        Counters::add(&stats.inflight_inserts, 1);
+        let sink = self.sink.clone();
+        let task_insert = insert.clone();
+        let handle = self
+            .inflight
+            .spawn(async move { sink.insert(&task_insert).await });
+        self.flights
+            .insert(handle.id(), Flight { insert, part_rows });
+    }
+
+    fn complete(
+        &mut self,
+        done: Result<(tokio::task::Id, Result<(), SinkError>), tokio::task::JoinError>,
+    ) {
+        let (id, result) = match done {
+            Ok((id, result)) => (id, result),
+            Err(e) => {
+                let msg = if e.is_panic() {
+                    "the sink panicked"
+                } else {
+                    "the sink task was cancelled"
+                };
+                (e.id(), Err(SinkError::Other(msg.into())))
+            }
+        };
+        let stats = &self.shared.seal.stats;
+        stats.inflight_inserts.fetch_sub(1, Relaxed);
+        let Some(flight) = self.flights.remove(&id) else {
+            return;
+        };
+        let error = match result {
+            Ok(()) => {
+                Counters::add(&stats.acked_rows, flight.insert.rows());
+                Counters::add(&stats.acked_bytes, flight.insert.bytes());
+                Counters::add(&stats.acked_batches, flight.part_rows.len() as u64);
+                None
+            }
+            Err(e) => Some(Arc::new(self.on_failure(&flight.insert, e))),
+        };
+        let insert = &flight.insert;
+        for ((&seq, &rows), chunk) in insert
+            .seqs
+            .iter()
+            .zip(&flight.part_rows)
+            .zip(&insert.chunks)
+        {
+            self.ledger.record(
+                seq,
+                PartOutcome {
+                    rows,
+                    bytes: chunk.len() as u64,
+                    insert_id: insert.id(),
+                    error: error.clone(),
+                },
+            );
+        }
+    }
+
+    /// Where a failed INSERT's rows go. Today: logged once, counted, dropped
+    /// (the seed's behaviour). Returns the error to report to flush barriers.
+    fn on_failure(&mut self, insert: &InsertBatch, error: SinkError) -> SinkError {
+        let stats = &self.shared.seal.stats;
+        Counters::add(&stats.failed_rows, insert.rows());
+        Counters::add(&stats.failed_inserts, 1);
+        tracing::error!(
+            insert_id = insert.id(),
+            rows = insert.rows(),
+            bytes = insert.bytes(),
+            retryable = error.is_retryable(),
+            %error,
+            "INSERT failed; rows dropped"
+        );
+        error
+    }
+}
+
+async fn next_batch(carry: &mut Option<Batch>, rx: &flume::Receiver<Batch>) -> Option<Batch> {
+    match carry.take() {
+        Some(b) => Some(b),
+        None => rx.recv_async().await.ok(),
+    }
+}

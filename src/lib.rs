@@ -1,0 +1,56 @@
+//! # ch-ingest
+//!
+//! Gets millions of small rows per second from a busy Rust server into
+//! ClickHouse without losing them and without slowing the request path.
+//!
+//! The data path, one module each, top to bottom:
+//!
+//! ```text
+//! track(row) ──► buffer   pick this thread's shard, encode under its lock
+//!            ──► rowbinary  row -> RowBinary bytes (serde), columns from field names
+//!            ──► shard    open BytesMut; seal at max_rows | max_bytes | tick | flush
+//!            ──► batch    sealed Bytes, handed over a flume channel
+//!            ──► coordinator  coalesce queued batches, ≤ max_inflight INSERTs, barriers
+//!            ──► sink     ClickHouseSink (HTTP) | FileSink | MemorySink | yours
+//! ```
+//!
+//! ```no_run
+//! use ch_ingest::{Buffer, PostEvent, sink::{ClickHouseSink, nodelay_client}};
+//! use std::time::Duration;
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let client = nodelay_client().with_url("http://127.0.0.1:8123");
+//! let sink = ClickHouseSink::new(client, "post_events");
+//! let buffer: Buffer<PostEvent> = Buffer::builder()
+//!     .max_rows(500)
+//!     .flush_interval(Duration::from_secs(10))
+//!     .build(sink)?;
+//!
+//! buffer.track(PostEvent::new("like", 42, 1_700_000_000))?; // never blocks
+//! let report = buffer.flush().await?;                     // acknowledged by ClickHouse
+//! println!("{} rows in ClickHouse", report.rows);
+//! buffer.shutdown().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! See `ARCHITECTURE.md` for the memory bound and the ordering guarantee.
+
+#![warn(missing_docs)]
+
+mod batch;
+mod buffer;
+mod coordinator;
+mod post_event;
+pub mod rowbinary;
+mod shard;
+pub mod sink;
+mod stats;
+mod ticks;
+
+pub(crate) use buffer::Config;
+pub use buffer::{Buffer, BuildError, Builder, Closed, TrackError};
+pub use coordinator::{FailedInsert, FlushReport};
+pub use post_event::PostEvent;
+pub use rowbinary::EncodeError;
+pub use sink::{InsertBatch, Sink, SinkError};
+pub use stats::Stats;

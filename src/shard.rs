@@ -1,0 +1,150 @@
+//! One shard: an open RowBinary buffer that producer threads append to.
+//!
+//! Owns: the per-shard buffer, the decision to seal it (at `max_rows` or
+//! `max_bytes`), handing sealed batches to the coordinator's channel, and the
+//! one "parked" slot that holds a sealed batch while that channel is full.
+//! Must not: block on the channel, await, or do I/O: the lock is held for one
+//! row's encode, so a producer never waits for more than that.
+//!
+//! Producer threads stick to one shard (see [`shard_for_this_thread`]), so with
+//! threads <= shards the lock is never contended and rows of one thread stay in
+//! order within a shard.
+
+use crate::batch::Batch;
+use bytes::BytesMut;
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Mutex, MutexGuard};
+
+/// Where sealed batches go, and what the shards share for sealing them.
+pub(crate) struct SealTarget {
+    pub tx: flume::Sender<Batch>,
+    /// Engine-wide batch sequence (flush barriers wait on it).
+    pub next_seq: AtomicU64,
+    /// Shards holding a parked batch; the coordinator retries them.
+    pub parked: AtomicUsize,
+    pub stats: crate::stats::Counters,
+}
+
+pub(crate) struct ShardState {
+    pub buf: BytesMut,
+    pub rows: u64,
+    /// A sealed batch the channel had no room for. At most one: while it is
+    /// here the open buffer fills up to its limits and then `track` reports
+    /// `Full`, which is how back-pressure reaches producers.
+    pub parked: Option<Batch>,
+    /// Bytes of the last sealed batch, to size the next buffer in one allocation.
+    last_len: usize,
+}
+
+/// Padded so two shards never share a cache line.
+#[repr(align(128))]
+pub(crate) struct Shard {
+    state: Mutex<ShardState>,
+    // Written only by the lock holder; read by `stats()` without the lock.
+    pub tracked_rows: AtomicU64,
+    pub tracked_bytes: AtomicU64,
+    pub sealed_rows: AtomicU64,
+    pub rejected_full: AtomicU64,
+    pub encode_errors: AtomicU64,
+}
+
+impl Shard {
+    pub(crate) fn new(initial_capacity: usize) -> Self {
+        Self {
+            state: Mutex::new(ShardState {
+                buf: BytesMut::with_capacity(initial_capacity),
+                rows: 0,
+                parked: None,
+                last_len: initial_capacity,
+            }),
+            tracked_rows: AtomicU64::new(0),
+            tracked_bytes: AtomicU64::new(0),
+            sealed_rows: AtomicU64::new(0),
+            rejected_full: AtomicU64::new(0),
+            encode_errors: AtomicU64::new(0),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn lock(&self) -> MutexGuard<'_, ShardState> {
+        // Nothing that can panic runs under this lock while the state is
+        // inconsistent (encode errors truncate first), so a poisoned lock still
+        // guards a valid buffer.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Bumps a counter that only the lock holder writes: a plain load and
+    /// store, no atomic read-modify-write on the hot path.
+    #[inline]
+    pub(crate) fn bump(counter: &AtomicU64, n: u64) {
+        counter.store(counter.load(Relaxed) + n, Relaxed);
+    }
+
+    /// Seals the open buffer (if it has rows) and hands it to the coordinator.
+    /// A parked batch goes first, so one shard's batches keep their order. If
+    /// the channel is full the new batch is parked; if a batch is already
+    /// parked, the open buffer stays open.
+    pub(crate) fn seal(&self, st: &mut ShardState, target: &SealTarget) {
+        if !Self::unpark(st, target) || st.rows == 0 {
+            return;
+        }
+        let rows = std::mem::take(&mut st.rows);
+        let data = st.buf.split().freeze();
+        st.last_len = data.len();
+        // One allocation per batch, sized like the last one plus slack, so
+        // `track` does not reallocate row by row.
+        st.buf.reserve(st.last_len + st.last_len / 8);
+        let batch = Batch {
+            seq: target.next_seq.fetch_add(1, Relaxed),
+            rows,
+            data,
+        };
+        Self::bump(&self.sealed_rows, rows);
+        crate::stats::Counters::add(&target.stats.sealed_batches, 1);
+        crate::stats::Counters::add(&target.stats.sealed_rows, rows);
+        if let Err(e) = target.tx.try_send(batch) {
+            // Full, or the coordinator is gone: keep the batch, never drop it here.
+            st.parked = Some(e.into_inner());
+            target.parked.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Tries to move the parked batch into the channel. Returns whether the
+    /// slot is now free.
+    pub(crate) fn unpark(st: &mut ShardState, target: &SealTarget) -> bool {
+        let Some(batch) = st.parked.take() else {
+            return true;
+        };
+        match target.tx.try_send(batch) {
+            Ok(()) => {
+                target.parked.fetch_sub(1, Relaxed);
+                true
+            }
+            Err(e) => {
+                st.parked = Some(e.into_inner());
+                false
+            }
+        }
+    }
+}
+
+static NEXT_THREAD: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static THREAD_SLOT: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+/// The shard this thread uses: assigned round-robin on the thread's first
+/// `track`, then fixed, so a thread's rows stay in one shard and in order.
+#[inline]
+pub(crate) fn shard_for_this_thread(shards: usize) -> usize {
+    THREAD_SLOT.with(|slot| {
+        let mut s = slot.get();
+        if s == usize::MAX {
+            s = NEXT_THREAD.fetch_add(1, Relaxed);
+            slot.set(s);
+        }
+        s % shards
+    })
+}

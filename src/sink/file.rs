@@ -1,0 +1,170 @@
+//! RowBinary files on local disk: the embedded default, no server needed.
+//!
+//! Owns: writing each batch to its own file atomically (temporary name, then
+//! rename), and the `INSERT.sql` / `load.sh` beside them that load the files
+//! into ClickHouse later. Must not: read files back or delete them.
+
+use super::{insert_sql, InsertBatch, Sink, SinkError};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// Writes each batch as `<dir>/<table>-<run>-<batch id>.rowbinary`.
+///
+/// Beside them it writes `INSERT.sql` (the statement the files fit) and
+/// `load.sh`, which loads every file with
+/// `clickhouse-client --query "$(cat INSERT.sql)" < file`. A file only appears
+/// under its final name once completely written, so a crash leaves at worst a
+/// `.tmp` file, never a truncated `.rowbinary`.
+#[derive(Clone)]
+pub struct FileSink {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    table: String,
+    run: String,
+    fsync: bool,
+    wrote_loader: AtomicBool,
+}
+
+impl FileSink {
+    /// Writes under `dir` (created if missing), files named for `table`.
+    pub fn new(dir: impl Into<PathBuf>, table: impl Into<String>) -> std::io::Result<Self> {
+        let dir = dir.into();
+        std::fs::create_dir_all(&dir)?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Ok(Self {
+            inner: Arc::new(Inner {
+                dir,
+                table: table.into(),
+                // Unique per process start, so a second run never overwrites
+                // the files of the first.
+                run: format!("{}-{}", now.as_millis(), std::process::id()),
+                fsync: false,
+                wrote_loader: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// Also fsync each file and the directory before acknowledging (default:
+    /// off; the file is complete but may sit in the page cache).
+    pub fn with_fsync(self, fsync: bool) -> Self {
+        let inner = &self.inner;
+        Self {
+            inner: Arc::new(Inner {
+                dir: inner.dir.clone(),
+                table: inner.table.clone(),
+                run: inner.run.clone(),
+                fsync,
+                wrote_loader: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// The output directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+}
+
+impl Inner {
+    fn write(&self, batch: &InsertBatch) -> std::io::Result<()> {
+        if !self.wrote_loader.load(Ordering::Relaxed) {
+            self.write_loader(batch.columns())?;
+            self.wrote_loader.store(true, Ordering::Relaxed);
+        }
+        let name = format!("{}-{}-{:012}.rowbinary", self.table, self.run, batch.id());
+        let path = self.dir.join(&name);
+        let tmp = self.dir.join(format!("{name}.tmp"));
+        let mut f = std::fs::File::create(&tmp)?;
+        for chunk in batch.chunks() {
+            f.write_all(chunk)?;
+        }
+        if self.fsync {
+            f.sync_all()?;
+        }
+        drop(f);
+        std::fs::rename(&tmp, &path)?;
+        if self.fsync {
+            std::fs::File::open(&self.dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+
+    fn write_loader(&self, columns: &[&str]) -> std::io::Result<()> {
+        let sql = insert_sql(&self.table, columns);
+        atomic_write(&self.dir.join("INSERT.sql"), format!("{sql}\n").as_bytes())?;
+        let script = format!(
+            "#!/bin/sh\n\
+             # Loads every RowBinary batch in this directory into ClickHouse.\n\
+             # Usage: ./load.sh [clickhouse-client options, e.g. --port 9000]\n\
+             set -e\n\
+             cd \"$(dirname \"$0\")\"\n\
+             for f in {table}-*.rowbinary; do\n  \
+               [ -e \"$f\" ] || continue\n  \
+               clickhouse-client \"$@\" --query \"$(cat INSERT.sql)\" < \"$f\"\n\
+             done\n",
+            table = self.table
+        );
+        let path = self.dir.join("load.sh");
+        atomic_write(&path, script.as_bytes())?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+        }
+        Ok(())
+    }
+}
+
+fn atomic_write(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, data)?;
+    std::fs::rename(&tmp, path)
+}
+
+impl Sink for FileSink {
+    async fn insert(&self, batch: &InsertBatch) -> Result<(), SinkError> {
+        let inner = self.inner.clone();
+        let batch = batch.clone(); // cheap: Bytes are reference-counted
+        tokio::task::spawn_blocking(move || inner.write(&batch))
+            .await
+            .map_err(|e| SinkError::Other(format!("file writer task failed: {e}")))?
+            .map_err(SinkError::from_io)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    #[tokio::test]
+    async fn writes_batches_and_loader() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = FileSink::new(dir.path(), "t").unwrap();
+        let cols: Arc<[&'static str]> = Arc::from(vec!["a", "b"]);
+        let batch = InsertBatch::new(
+            3,
+            cols,
+            vec![Bytes::from_static(b"ab"), Bytes::from_static(b"cd")],
+            2,
+        );
+        sink.insert(&batch).await.unwrap();
+        let files: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.ends_with(".rowbinary"))
+            .collect();
+        assert_eq!(files.len(), 1);
+        assert_eq!(std::fs::read(dir.path().join(&files[0])).unwrap(), b"abcd");
+        let sql = std::fs::read_to_string(dir.path().join("INSERT.sql")).unwrap();
+        assert_eq!(sql.trim(), "INSERT INTO `t` (`a`, `b`) FORMAT RowBinary");
+        assert!(dir.path().join("load.sh").exists());
+    }
+}

@@ -1,0 +1,86 @@
+//! Counters: what happened to every row.
+//!
+//! Owns: the engine-wide counters the coordinator updates and the [`Stats`]
+//! snapshot users read. Per-shard counters live in the shard (written under
+//! its lock, so producers on different shards never share a cache line).
+//! Must not: take locks on the hot path.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// A snapshot of the engine's counters. Every row accepted by `track` is, at
+/// any instant, in exactly one of: `buffered_rows`, `pending_rows` (sealed,
+/// queued or in flight), `acked_rows`, `failed_rows`:
+///
+/// `tracked_rows == buffered_rows + pending_rows + acked_rows + failed_rows`
+///
+/// (exact once the engine is idle; a snapshot taken mid-flight reads the
+/// counters one after another).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Rows accepted by `track`.
+    pub tracked_rows: u64,
+    /// RowBinary bytes of the accepted rows.
+    pub tracked_bytes: u64,
+    /// Rows handed back with `TrackError::Full`.
+    pub rejected_full: u64,
+    /// Rows handed back with `TrackError::Closed`.
+    pub rejected_closed: u64,
+    /// Rows handed back with `TrackError::Encode`.
+    pub encode_errors: u64,
+    /// Rows in shard buffers, not yet sealed.
+    pub buffered_rows: u64,
+    /// Rows sealed and waiting for, or in, an INSERT.
+    pub pending_rows: u64,
+    /// Batches sealed by the shards (threshold, tick or flush).
+    pub sealed_batches: u64,
+    /// INSERTs started.
+    pub inserts: u64,
+    /// INSERTs in flight now.
+    pub inflight_inserts: u64,
+    /// Rows the sink acknowledged.
+    pub acked_rows: u64,
+    /// Bytes the sink acknowledged.
+    pub acked_bytes: u64,
+    /// Sealed batches the sink acknowledged.
+    pub acked_batches: u64,
+    /// Rows whose INSERT failed and were dropped (logged once per INSERT).
+    pub failed_rows: u64,
+    /// INSERTs that failed.
+    pub failed_inserts: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub sealed_batches: AtomicU64,
+    pub sealed_rows: AtomicU64,
+    pub inserts: AtomicU64,
+    pub inflight_inserts: AtomicU64,
+    pub acked_rows: AtomicU64,
+    pub acked_bytes: AtomicU64,
+    pub acked_batches: AtomicU64,
+    pub failed_rows: AtomicU64,
+    pub failed_inserts: AtomicU64,
+    pub rejected_closed: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Relaxed);
+    }
+
+    /// Fills the engine-wide part of a snapshot.
+    pub(crate) fn fill(&self, s: &mut Stats) {
+        s.sealed_batches = self.sealed_batches.load(Relaxed);
+        s.inserts = self.inserts.load(Relaxed);
+        s.inflight_inserts = self.inflight_inserts.load(Relaxed);
+        s.acked_rows = self.acked_rows.load(Relaxed);
+        s.acked_bytes = self.acked_bytes.load(Relaxed);
+        s.acked_batches = self.acked_batches.load(Relaxed);
+        s.failed_rows = self.failed_rows.load(Relaxed);
+        s.failed_inserts = self.failed_inserts.load(Relaxed);
+        s.rejected_closed = self.rejected_closed.load(Relaxed);
+        let sealed = self.sealed_rows.load(Relaxed);
+        s.pending_rows = sealed.saturating_sub(s.acked_rows + s.failed_rows);
+    }
+}
