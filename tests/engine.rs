@@ -1,0 +1,329 @@
+//! Engine behaviour against in-memory sinks: thresholds, the tick (on tokio's
+//! paused clock), flush and shutdown barriers, back-pressure, failures,
+//! ordering and accounting. The same scenarios against a real ClickHouse are
+//! in `clickhouse.rs`.
+
+use ch_ingest::sink::{InsertBatch, MemorySink, Sink, SinkError};
+use ch_ingest::{Buffer, EncodeError, PostEvent, TrackError};
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+
+fn ev(i: u64) -> PostEvent {
+    PostEvent::new("like", i, 1_700_000_000)
+}
+
+async fn wait_rows(sink: &MemorySink, rows: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while sink.rows() < rows {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "sink has {} of {rows} rows",
+            sink.rows()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn assert_accounted<T>(b: &Buffer<T>) {
+    let s = b.stats();
+    assert_eq!(
+        s.tracked_rows,
+        s.buffered_rows + s.pending_rows + s.acked_rows + s.failed_rows,
+        "{s:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_500th_row_triggers_an_insert_without_flush() {
+    let sink = MemorySink::new();
+    let b: Buffer<PostEvent> = Buffer::builder()
+        .shards(1)
+        .flush_interval(Duration::from_secs(3600))
+        .build(sink.clone())
+        .unwrap();
+    for i in 0..499 {
+        b.track(ev(i)).unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(sink.rows(), 0, "499 rows must stay buffered");
+    assert_eq!(b.stats().buffered_rows, 499);
+    b.track(ev(499)).unwrap();
+    wait_rows(&sink, 500).await;
+    assert_eq!(sink.batches().len(), 1);
+    assert_accounted(&b);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_tick_seals_partial_batches() {
+    let sink = MemorySink::new();
+    let b: Buffer<PostEvent> = Buffer::builder()
+        .shards(2)
+        .flush_interval(Duration::from_secs(10))
+        .build(sink.clone())
+        .unwrap();
+    for i in 0..10 {
+        b.track(ev(i)).unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    assert_eq!(sink.rows(), 0);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(sink.rows(), 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flush_waits_for_every_row_tracked_before_it() {
+    let sink = MemorySink::new();
+    let b: Buffer<PostEvent> = Buffer::builder().shards(4).build(sink.clone()).unwrap();
+    let handles: Vec<_> = (0..4)
+        .map(|t| {
+            let b = b.clone();
+            std::thread::spawn(move || {
+                for i in 0..1234u64 {
+                    b.track(ev(t * 10_000 + i)).unwrap();
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let report = b.flush().await.unwrap();
+    assert_eq!(sink.rows(), 4 * 1234);
+    assert_eq!(b.stats().acked_rows, 4 * 1234);
+    assert!(report.rows <= 4 * 1234);
+    assert!(report.is_complete());
+    assert_accounted(&b);
+}
+
+#[tokio::test]
+async fn shutdown_drains_and_closes() {
+    let sink = MemorySink::new();
+    let b: Buffer<PostEvent> = Buffer::builder().shards(2).build(sink.clone()).unwrap();
+    for i in 0..777 {
+        b.track(ev(i)).unwrap();
+    }
+    let report = b.shutdown().await.unwrap();
+    assert_eq!(sink.rows(), 777);
+    assert_eq!(report.rows, 777);
+    match b.track(ev(1)) {
+        Err(TrackError::Closed(row)) => assert_eq!(row.tweet_id, 1),
+        other => panic!("expected Closed, got {other:?}"),
+    }
+    assert!(b.flush().await.is_err());
+    assert_eq!(b.stats().rejected_closed, 1);
+}
+
+#[tokio::test]
+async fn failed_inserts_are_reported_counted_and_dropped() {
+    let sink = MemorySink::new();
+    let b: Buffer<PostEvent> = Buffer::builder()
+        .shards(1)
+        .max_rows(100)
+        .build(sink.clone())
+        .unwrap();
+    sink.set_failing(true);
+    for i in 0..250 {
+        b.track(ev(i)).unwrap();
+    }
+    let report = b.flush().await.unwrap();
+    assert_eq!(report.rows, 0);
+    assert_eq!(report.failed_rows, 250);
+    assert_eq!(report.failures.iter().map(|f| f.rows).sum::<u64>(), 250);
+    assert!(matches!(report.failures[0].error, SinkError::Network(_)));
+    sink.set_failing(false);
+    for i in 0..50 {
+        b.track(ev(i)).unwrap();
+    }
+    let report = b.flush().await.unwrap();
+    assert_eq!((report.rows, report.failed_rows), (50, 0));
+    let s = b.stats();
+    assert_eq!(
+        (s.failed_rows, s.acked_rows, s.tracked_rows),
+        (250, 50, 300)
+    );
+    assert_accounted(&b);
+}
+
+/// A sink that holds every INSERT until the test releases it.
+#[derive(Clone)]
+struct Gate {
+    open: Arc<Semaphore>,
+    inner: MemorySink,
+}
+
+impl Sink for Gate {
+    async fn insert(&self, batch: &InsertBatch) -> Result<(), SinkError> {
+        self.open.acquire().await.unwrap().forget();
+        self.inner.insert(batch).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_sink_makes_track_return_full_with_the_row_and_bounded_memory() {
+    let gate = Gate {
+        open: Arc::new(Semaphore::new(0)),
+        inner: MemorySink::new(),
+    };
+    let b: Buffer<PostEvent> = Buffer::builder()
+        .shards(1)
+        .max_rows(10)
+        .queue_batches(2)
+        .max_inflight(1)
+        .max_insert_rows(10)
+        .build(gate.clone())
+        .unwrap();
+    let mut accepted = 0u64;
+    let mut full = None;
+    for i in 0..1000 {
+        match b.track(ev(i)) {
+            Ok(()) => accepted += 1,
+            Err(TrackError::Full(row)) => {
+                full = Some(row);
+                break;
+            }
+            Err(e) => panic!("{e}"),
+        }
+        tokio::task::yield_now().await;
+    }
+    let row = full.expect("track must report Full once the queue is full");
+    // in flight (10) + queue (2 x 10) + parked (10) + open (10)
+    assert!(accepted <= 50, "accepted {accepted}");
+    assert_eq!(row.tweet_id, accepted);
+    assert_eq!(b.stats().rejected_full, 1);
+    gate.open.add_permits(1_000);
+    let report = b.flush().await.unwrap();
+    assert_eq!(report.rows, accepted);
+    assert_eq!(gate.inner.rows(), accepted);
+    b.track(row).unwrap();
+    assert_accounted(&b);
+}
+
+#[derive(Serialize)]
+struct Seq {
+    thread: u8,
+    seq: u32,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_threads_arrive_exactly_once_and_in_order() {
+    const PER_THREAD: u32 = 250_000;
+    let sink = MemorySink::new();
+    let b: Buffer<Seq> = Buffer::builder()
+        .shards(4)
+        .max_inflight(1)
+        .queue_batches(4096)
+        .build(sink.clone())
+        .unwrap();
+    let handles: Vec<_> = (0..4u8)
+        .map(|t| {
+            let b = b.clone();
+            std::thread::spawn(move || {
+                for seq in 0..PER_THREAD {
+                    let mut row = Seq { thread: t, seq };
+                    loop {
+                        match b.track(row) {
+                            Ok(()) => break,
+                            Err(TrackError::Full(r)) => {
+                                row = r;
+                                std::thread::yield_now();
+                            }
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    b.shutdown().await.unwrap();
+    let bytes = sink.concat();
+    assert_eq!(bytes.len(), 4 * PER_THREAD as usize * 5);
+    let mut next = [0u32; 4];
+    for row in bytes.chunks_exact(5) {
+        let t = row[0] as usize;
+        let seq = u32::from_le_bytes(row[1..5].try_into().unwrap());
+        assert_eq!(seq, next[t], "thread {t} out of order");
+        next[t] += 1;
+    }
+    assert_eq!(next, [PER_THREAD; 4]);
+}
+
+#[tokio::test]
+async fn a_bad_row_is_handed_back_and_leaves_the_batch_intact() {
+    #[derive(Serialize)]
+    struct Maybe {
+        a: u32,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        b: Option<u32>,
+    }
+    let sink = MemorySink::new();
+    let b: Buffer<Maybe> = Buffer::builder().shards(1).build(sink.clone()).unwrap();
+    b.track(Maybe { a: 1, b: Some(2) }).unwrap();
+    match b.track(Maybe { a: 3, b: None }) {
+        Err(TrackError::Encode { row, error }) => {
+            assert_eq!(row.a, 3);
+            assert_eq!(error, EncodeError::SkippedField("b"));
+            assert!(error.to_string().contains("`b`"));
+        }
+        other => panic!("{other:?}"),
+    }
+    b.track(Maybe { a: 5, b: Some(6) }).unwrap();
+    b.flush().await.unwrap();
+    assert_eq!(
+        sink.concat(),
+        [1, 0, 0, 0, 0, 2, 0, 0, 0, 5, 0, 0, 0, 0, 6, 0, 0, 0]
+    );
+    assert_eq!(b.stats().encode_errors, 1);
+    assert_eq!(b.columns(), Some(&["a", "b"][..]));
+}
+
+#[tokio::test]
+async fn dropping_the_last_handle_drains_in_the_background() {
+    let sink = MemorySink::new();
+    let b: Buffer<PostEvent> = Buffer::builder().shards(1).build(sink.clone()).unwrap();
+    for i in 0..42 {
+        b.track(ev(i)).unwrap();
+    }
+    drop(b);
+    wait_rows(&sink, 42).await;
+}
+
+#[test]
+fn track_works_from_threads_outside_the_runtime_on_a_current_thread_runtime() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let sink = MemorySink::new();
+    let b: Buffer<PostEvent> = rt
+        .block_on(async { Buffer::builder().shards(1).build(sink.clone()) })
+        .unwrap();
+    let b2 = b.clone();
+    std::thread::spawn(move || {
+        for i in 0..1000 {
+            b2.track(ev(i)).unwrap();
+        }
+    })
+    .join()
+    .unwrap();
+    let report = rt.block_on(b.shutdown()).unwrap();
+    assert_eq!(report.rows, 1000);
+    assert_eq!(sink.rows(), 1000);
+}
+
+#[test]
+fn build_outside_a_runtime_is_a_typed_error() {
+    let r: Result<Buffer<PostEvent>, _> = Buffer::builder().build(MemorySink::new());
+    assert_eq!(r.err(), Some(ch_ingest::BuildError::NoRuntime));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let r: Result<Buffer<PostEvent>, _> =
+        rt.block_on(async { Buffer::builder().max_rows(0).build(MemorySink::new()) });
+    assert!(r.err().unwrap().to_string().contains("max_rows"));
+}
