@@ -99,12 +99,32 @@ pub struct FailedInsert {
     pub error: SinkError,
 }
 
-#[derive(Clone)]
+#[derive(Clone, Copy, Default)]
 struct PartOutcome {
     rows: u64,
     bytes: u64,
-    insert_id: u64,
-    error: Option<Arc<SinkError>>,
+    failed: bool,
+}
+
+/// Running sums over every sealed batch below some sequence number.
+#[derive(Clone, Copy, Default)]
+struct Sums {
+    rows: u64,
+    bytes: u64,
+    batches: u64,
+    failed_rows: u64,
+}
+
+impl Sums {
+    fn add(&mut self, o: PartOutcome) {
+        if o.failed {
+            self.failed_rows += o.rows;
+        } else {
+            self.rows += o.rows;
+            self.bytes += o.bytes;
+            self.batches += 1;
+        }
+    }
 }
 
 struct Waiter {
@@ -116,20 +136,74 @@ struct Waiter {
     tx: oneshot::Sender<FlushReport>,
 }
 
+/// Failed INSERTs kept for flush reports; beyond this the oldest are
+/// forgotten (they stay counted in `Stats`), so an engine nobody flushes does
+/// not grow.
+const MAX_REMEMBERED_FAILURES: usize = 4096;
+
 /// Which sealed batches are done, and the barriers waiting on them.
+///
+/// A flush reports every batch between the previous flush's barrier and its
+/// own, so failures that happened before the call are reported too. Memory is
+/// bounded: per-batch outcomes are kept only above the watermark (at most the
+/// in-flight batches), sums only at barrier points.
 #[derive(Default)]
 struct Ledger {
     /// Every batch with a smaller sequence number is done.
     watermark: u64,
-    done: BTreeMap<u64, PartOutcome>,
+    /// Sums over all batches below `watermark`.
+    sums: Sums,
+    /// Completed batches at or above the watermark (out-of-order completions).
+    ahead: BTreeMap<u64, PartOutcome>,
+    /// `sums` as it was when the watermark passed each barrier point.
+    marks: BTreeMap<u64, Sums>,
+    /// Barrier points the watermark has not reached yet.
+    pending_marks: Vec<u64>,
+    /// Where the next flush's report starts: the last barrier fixed.
+    last_target: u64,
+    failures: std::collections::VecDeque<FailedInsert>,
     waiters: Vec<Waiter>,
 }
 
 impl Ledger {
+    fn new() -> Self {
+        let mut l = Self::default();
+        l.marks.insert(0, Sums::default());
+        l
+    }
+
     fn record(&mut self, seq: u64, outcome: PartOutcome) {
-        self.done.insert(seq, outcome);
-        while self.done.contains_key(&self.watermark) {
+        self.ahead.insert(seq, outcome);
+        while let Some(o) = self.ahead.remove(&self.watermark) {
+            self.sums.add(o);
             self.watermark += 1;
+            self.mark_if_pending();
+        }
+    }
+
+    fn mark_if_pending(&mut self) {
+        let w = self.watermark;
+        if let Some(i) = self.pending_marks.iter().position(|&m| m == w) {
+            self.pending_marks.swap_remove(i);
+            self.marks.insert(w, self.sums);
+        }
+    }
+
+    fn record_failure(&mut self, f: FailedInsert) {
+        if self.failures.len() == MAX_REMEMBERED_FAILURES {
+            self.failures.pop_front();
+        }
+        self.failures.push_back(f);
+    }
+
+    fn fix_target(&mut self, target: u64) {
+        self.last_target = self.last_target.max(target);
+        if target <= self.watermark {
+            // Only reachable when target == watermark (targets are read after
+            // sealing, so they are never below batches still pending).
+            self.marks.entry(target).or_insert(self.sums);
+        } else if !self.pending_marks.contains(&target) {
+            self.pending_marks.push(target);
         }
     }
 
@@ -152,36 +226,30 @@ impl Ledger {
             .iter()
             .map(|w| w.start)
             .min()
-            .unwrap_or(watermark)
-            .min(watermark);
-        self.done = self.done.split_off(&floor);
+            .unwrap_or(self.last_target)
+            .min(self.last_target);
+        self.marks = self.marks.split_off(&floor);
+        while self.failures.front().is_some_and(|f| f.insert_id < floor) {
+            self.failures.pop_front();
+        }
     }
 
     fn report(&self, start: u64, end: u64) -> FlushReport {
-        let mut r = FlushReport::default();
-        let mut failed: BTreeMap<u64, FailedInsert> = BTreeMap::new();
-        for (&seq, o) in self.done.range(start..end) {
-            match &o.error {
-                None => {
-                    r.rows += o.rows;
-                    r.bytes += o.bytes;
-                    r.batches += 1;
-                }
-                Some(e) => {
-                    r.failed_rows += o.rows;
-                    let f = failed.entry(o.insert_id).or_insert_with(|| FailedInsert {
-                        insert_id: o.insert_id,
-                        batches: Vec::new(),
-                        rows: 0,
-                        error: (**e).clone(),
-                    });
-                    f.batches.push(seq);
-                    f.rows += o.rows;
-                }
-            }
+        let zero = Sums::default();
+        let a = self.marks.get(&start).copied().unwrap_or(zero);
+        let b = self.marks.get(&end).copied().unwrap_or(self.sums);
+        FlushReport {
+            rows: b.rows - a.rows,
+            bytes: b.bytes - a.bytes,
+            batches: b.batches - a.batches,
+            failed_rows: b.failed_rows - a.failed_rows,
+            failures: self
+                .failures
+                .iter()
+                .filter(|f| (start..end).contains(&f.insert_id))
+                .cloned()
+                .collect(),
         }
-        r.failures = failed.into_values().collect();
-        r
     }
 }
 
@@ -211,7 +279,7 @@ impl<S: Sink> Coordinator<S> {
             inflight: JoinSet::new(),
             flights: HashMap::new(),
             carry: None,
-            ledger: Ledger::default(),
+            ledger: Ledger::new(),
             draining: false,
         }
     }
@@ -273,7 +341,7 @@ impl<S: Sink> Coordinator<S> {
     }
 
     fn add_waiter(&mut self, tx: oneshot::Sender<FlushReport>) {
-        let start = self.ledger.watermark;
+        let start = self.ledger.last_target;
         let unsealed = self.shared.seal_all();
         self.ledger.waiters.push(Waiter {
             start,
@@ -301,6 +369,15 @@ impl<S: Sink> Coordinator<S> {
             if w.unsealed.is_empty() {
                 w.target = Some(shared.seal.next_seq.load(Relaxed));
             }
+        }
+        let targets: Vec<u64> = self
+            .ledger
+            .waiters
+            .iter()
+            .filter_map(|w| w.target)
+            .collect();
+        for t in targets {
+            self.ledger.fix_target(t);
         }
         self.ledger.resolve();
     }
@@ -372,29 +449,38 @@ impl<S: Sink> Coordinator<S> {
         let Some(flight) = self.flights.remove(&id) else {
             return;
         };
-        let error = match result {
-            Ok(()) => {
-                Counters::add(&stats.acked_rows, flight.insert.rows());
-                Counters::add(&stats.acked_bytes, flight.insert.bytes());
-                Counters::add(&stats.acked_batches, flight.part_rows.len() as u64);
-                None
-            }
-            Err(e) => Some(Arc::new(self.on_failure(&flight.insert, e))),
-        };
         let insert = &flight.insert;
+        let failed = match result {
+            Ok(()) => {
+                Counters::add(&stats.acked_rows, insert.rows());
+                Counters::add(&stats.acked_bytes, insert.bytes());
+                Counters::add(&stats.acked_batches, flight.part_rows.len() as u64);
+                false
+            }
+            Err(e) => {
+                let error = self.on_failure(insert, e);
+                self.ledger.record_failure(FailedInsert {
+                    insert_id: insert.id(),
+                    batches: insert.seqs.clone(),
+                    rows: insert.rows(),
+                    error,
+                });
+                true
+            }
+        };
         for ((&seq, &rows), chunk) in insert
             .seqs
             .iter()
             .zip(&flight.part_rows)
             .zip(&insert.chunks)
         {
+            let bytes = chunk.len() as u64;
             self.ledger.record(
                 seq,
                 PartOutcome {
                     rows,
-                    bytes: chunk.len() as u64,
-                    insert_id: insert.id(),
-                    error: error.clone(),
+                    bytes,
+                    failed,
                 },
             );
         }

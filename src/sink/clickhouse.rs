@@ -80,8 +80,12 @@ impl ClickHouseSink {
     async fn server_info(&self) -> Result<ServerInfo, SinkError> {
         self.server
             .get_or_try_init(|| async {
+                // Without validation: servers before 22.x lack the typed
+                // RowBinaryWithNamesAndTypes format the crate validates with.
                 let version: String = self
                     .client
+                    .clone()
+                    .with_validation(false)
                     .query("SELECT version()")
                     .fetch_one()
                     .await

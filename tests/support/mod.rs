@@ -1,0 +1,283 @@
+//! Test support: a private `clickhouse-server` per test binary (or the one
+//! `CLICKHOUSE_URL` names), and a minimal HTTP client to query it.
+//!
+//! The private server runs on free loopback ports with its data on /dev/shm
+//! (tmpfs: dropping tables on this machine's disk slows file creation for
+//! minutes) and dies with the test binary (PR_SET_PDEATHSIG on a thread that
+//! never exits). Under `CI=true` a missing server is a failure, never a skip.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub struct Server {
+    pub url: String,
+    pub version: String,
+    http: String,
+    child: Option<std::sync::Mutex<Child>>,
+    dir: Option<PathBuf>,
+}
+
+/// The server shared by every test in this binary, or `None` (with a notice)
+/// when no server can be had outside CI.
+pub fn shared() -> Option<&'static Server> {
+    static SERVER: OnceLock<Option<Server>> = OnceLock::new();
+    SERVER
+        .get_or_init(|| {
+            if let Ok(url) = std::env::var("CLICKHOUSE_URL") {
+                return Some(Server::external(url));
+            }
+            match Server::start() {
+                Ok(s) => Some(s),
+                Err(e) if std::env::var("CI").as_deref() == Ok("true") => {
+                    panic!("CI=true and no ClickHouse server could be started: {e}")
+                }
+                Err(e) => {
+                    eprintln!("NOTICE: skipping ClickHouse tests, no server: {e}");
+                    None
+                }
+            }
+        })
+        .as_ref()
+}
+
+/// Shorthand for tests: the shared server, or return early (outside CI only).
+#[macro_export]
+macro_rules! server_or_skip {
+    () => {
+        match support::shared() {
+            Some(s) => s,
+            None => return,
+        }
+    };
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
+}
+
+const BINARY: &str = "/usr/sbin/clickhouse-server";
+
+impl Server {
+    fn external(url: String) -> Self {
+        let http = url
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string();
+        let mut s = Server {
+            url,
+            version: String::new(),
+            http,
+            child: None,
+            dir: None,
+        };
+        s.version = s.query("SELECT version()").trim().to_string();
+        s
+    }
+
+    /// Starts a private server. It is killed when this value is dropped, or
+    /// when the test binary exits.
+    pub fn start() -> Result<Server, String> {
+        if !std::path::Path::new(BINARY).exists() {
+            return Err(format!(
+                "{BINARY} not found (apt-get install clickhouse-server)"
+            ));
+        }
+        clean_stale_dirs();
+        let (http_port, tcp_port) = (free_port(), free_port());
+        let dir = PathBuf::from(format!(
+            "/dev/shm/ch-ingest-test-{}-{http_port}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let d = dir.display();
+        let config = format!(
+            r#"<?xml version="1.0"?>
+<yandex>
+  <logger><level>warning</level><log>{d}/server.log</log><errorlog>{d}/server.err.log</errorlog><console>0</console></logger>
+  <http_port>{http_port}</http_port>
+  <tcp_port>{tcp_port}</tcp_port>
+  <listen_host>127.0.0.1</listen_host>
+  <path>{d}/data/</path>
+  <tmp_path>{d}/tmp/</tmp_path>
+  <user_files_path>{d}/user_files/</user_files_path>
+  <format_schema_path>{d}/format_schemas/</format_schema_path>
+  <users_config>{d}/users.xml</users_config>
+  <default_profile>default</default_profile>
+  <default_database>default</default_database>
+  <mark_cache_size>268435456</mark_cache_size>
+  <max_concurrent_queries>100</max_concurrent_queries>
+</yandex>
+"#
+        );
+        let users = r#"<?xml version="1.0"?>
+<yandex>
+  <profiles><default><max_memory_usage>4000000000</max_memory_usage><allow_experimental_low_cardinality_type>1</allow_experimental_low_cardinality_type></default></profiles>
+  <users><default><password></password><networks><ip>::/0</ip></networks><profile>default</profile><quota>default</quota></default></users>
+  <quotas><default><interval><duration>3600</duration><queries>0</queries><errors>0</errors><result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time></interval></default></quotas>
+</yandex>
+"#;
+        std::fs::write(dir.join("config.xml"), config).map_err(|e| e.to_string())?;
+        std::fs::write(dir.join("users.xml"), users).map_err(|e| e.to_string())?;
+        let child = spawn_tied_to_process(dir.join("config.xml"))?;
+        let mut s = Server {
+            url: format!("http://127.0.0.1:{http_port}"),
+            version: String::new(),
+            http: format!("127.0.0.1:{http_port}"),
+            child: Some(std::sync::Mutex::new(child)),
+            dir: Some(dir),
+        };
+        s.wait_ready(Duration::from_secs(30))?;
+        s.version = s.query("SELECT version()").trim().to_string();
+        Ok(s)
+    }
+
+    fn wait_ready(&self, limit: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok((200, body)) = self.request("GET", "/ping", b"") {
+                if body.starts_with(b"Ok") {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                let log = self
+                    .dir
+                    .as_ref()
+                    .and_then(|d| std::fs::read_to_string(d.join("server.err.log")).ok())
+                    .unwrap_or_default();
+                return Err(format!(
+                    "server did not answer /ping within {limit:?}: {log}"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends a signal to the private server (SIGKILL, SIGSTOP, SIGCONT...).
+    pub fn signal(&self, sig: &str) {
+        let child = self.child.as_ref().expect("not a private server");
+        let pid = child.lock().unwrap().id();
+        Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(pid.to_string())
+            .status()
+            .unwrap();
+    }
+
+    /// Runs `sql`, panics on an error, returns the body as text.
+    pub fn query(&self, sql: &str) -> String {
+        String::from_utf8(self.query_bytes(sql)).expect("utf8 response")
+    }
+
+    /// Runs `sql`, panics on an error, returns the raw body.
+    pub fn query_bytes(&self, sql: &str) -> Vec<u8> {
+        match self.request("POST", "/", sql.as_bytes()) {
+            Ok((200, body)) => body,
+            Ok((status, body)) => {
+                panic!("{sql}: HTTP {status}: {}", String::from_utf8_lossy(&body))
+            }
+            Err(e) => panic!("{sql}: {e}"),
+        }
+    }
+
+    pub fn count(&self, table: &str) -> u64 {
+        self.query(&format!("SELECT count() FROM {table}"))
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    /// A fresh table name; the table is dropped first if it exists.
+    pub fn fresh_table(&self, name: &str, columns_and_engine: &str) -> String {
+        let table = format!("{name}_{}", std::process::id());
+        self.query(&format!("DROP TABLE IF EXISTS {table}"));
+        self.query(&format!("CREATE TABLE {table} {columns_and_engine}"));
+        table
+    }
+
+    fn request(&self, method: &str, path: &str, body: &[u8]) -> Result<(u16, Vec<u8>), String> {
+        let mut s = TcpStream::connect(&self.http).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_secs(60))).ok();
+        let head = format!(
+            "{method} {path} HTTP/1.0\r\nHost: {}\r\nContent-Length: {}\r\n\r\n",
+            self.http,
+            body.len()
+        );
+        s.write_all(head.as_bytes()).map_err(|e| e.to_string())?;
+        s.write_all(body).map_err(|e| e.to_string())?;
+        let mut resp = Vec::new();
+        s.read_to_end(&mut resp).map_err(|e| e.to_string())?;
+        let split = resp
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .ok_or("no HTTP header end")?;
+        let status: u16 = std::str::from_utf8(&resp[9..12])
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or("bad status line")?;
+        Ok((status, resp[split + 4..].to_vec()))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(child) = &self.child {
+            let mut c = child.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// Spawns the server from a thread that never exits, with PR_SET_PDEATHSIG,
+/// so the server dies with the test process even if statics are never dropped.
+fn spawn_tied_to_process(config: PathBuf) -> Result<Child, String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut cmd = Command::new(BINARY);
+        cmd.arg(format!("--config-file={}", config.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let _ = tx.send(cmd.spawn().map_err(|e| e.to_string()));
+        loop {
+            std::thread::park();
+        }
+    });
+    rx.recv().map_err(|e| e.to_string())?
+}
+
+/// Removes data directories left by test processes that no longer exist.
+fn clean_stale_dirs() {
+    let Ok(entries) = std::fs::read_dir("/dev/shm") else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if let Some(rest) = name.strip_prefix("ch-ingest-test-") {
+            let pid = rest.split('-').next().unwrap_or("");
+            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+}
