@@ -13,8 +13,8 @@ use std::sync::Arc;
 /// Writes each batch as `<dir>/<table>-<run>-<batch id>.rowbinary`.
 ///
 /// Beside them it writes `INSERT.sql` (the statement the files fit) and
-/// `load.sh`, which loads every file with
-/// `clickhouse-client --query "$(cat INSERT.sql)" < file`. A file only appears
+/// `load.sh`, which streams every file (RowBinary files concatenate) into
+/// `clickhouse-client --query "$(cat INSERT.sql)"`. A file only appears
 /// under its final name once completely written, so a crash leaves at worst a
 /// `.tmp` file, never a truncated `.rowbinary`.
 #[derive(Clone)]
@@ -105,10 +105,9 @@ impl Inner {
              # Usage: ./load.sh [clickhouse-client options, e.g. --port 9000]\n\
              set -e\n\
              cd \"$(dirname \"$0\")\"\n\
-             for f in {table}-*.rowbinary; do\n  \
-               [ -e \"$f\" ] || continue\n  \
-               clickhouse-client \"$@\" --query \"$(cat INSERT.sql)\" < \"$f\"\n\
-             done\n",
+             # RowBinary files concatenate: one client, one streamed INSERT.\n\
+             ls {table}-*.rowbinary >/dev/null 2>&1 || exit 0\n\
+             cat {table}-*.rowbinary | clickhouse-client \"$@\" --query \"$(cat INSERT.sql)\"\n",
             table = self.table
         );
         let path = self.dir.join("load.sh");

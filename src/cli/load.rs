@@ -1,0 +1,352 @@
+//! `ch-ingest load`: P producer threads generate realistic PostEvents as fast
+//! as they can (or at `--rate`), track them, and the run ends with a report.
+//! With no server named the batches go to a FileSink (no server needed).
+
+use super::histogram::Histogram;
+use ch_ingest::sink::{nodelay_client, ClickHouseSink, FileSink, Sink};
+use ch_ingest::{Buffer, PostEvent, Stats, TrackError};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args, Debug)]
+pub struct LoadArgs {
+    /// Total events to send (ignored when --duration is given).
+    #[arg(long, default_value_t = 2_000_000)]
+    events: u64,
+    /// Run for this long instead of a fixed count, e.g. 30s, 2m.
+    #[arg(long, value_parser = parse_duration)]
+    duration: Option<Duration>,
+    /// Producer threads. Default: available cores.
+    #[arg(long)]
+    producers: Option<usize>,
+    /// Target events per second over all producers (default: as fast as possible).
+    #[arg(long)]
+    rate: Option<u64>,
+    /// Shards. Default: available cores.
+    #[arg(long)]
+    shards: Option<usize>,
+    /// Rows per sealed shard batch.
+    #[arg(long, default_value_t = 500)]
+    max_rows: u64,
+    /// Bytes per sealed shard batch.
+    #[arg(long, default_value_t = 1 << 20)]
+    max_bytes: usize,
+    /// Shared flush tick, e.g. 10s, 500ms.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    flush_interval: Duration,
+    /// INSERTs in flight at once.
+    #[arg(long, default_value_t = 2)]
+    max_inflight: usize,
+    /// ClickHouse HTTP URL; without it batches go to RowBinary files in --out.
+    #[arg(long)]
+    clickhouse_url: Option<String>,
+    /// Table to insert into.
+    #[arg(long, default_value = "post_events")]
+    table: String,
+    /// CREATE TABLE IF NOT EXISTS before loading (ClickHouse only).
+    #[arg(long)]
+    create_table: bool,
+    /// Directory for the file sink.
+    #[arg(long, default_value = "./ch-ingest-out")]
+    out: PathBuf,
+    /// No live progress line.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(
+        s.find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(s.len()),
+    );
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}`: expected a number and a unit (ms, s, m, h)"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("`{s}`: unknown unit `{unit}` (use ms, s, m or h)")),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+pub fn run(args: LoadArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cores.min(2))
+        .enable_all()
+        .build()?;
+    match &args.clickhouse_url {
+        Some(url) => {
+            let client = nodelay_client().with_url(url);
+            let sink = ClickHouseSink::new(client.clone(), &args.table);
+            if args.create_table {
+                rt.block_on(
+                    client
+                        .query(&PostEvent::create_table_sql(&args.table))
+                        .execute(),
+                )?;
+            }
+            let before = rt.block_on(count(&client, &args.table))?;
+            let outcome = drive(&rt, &args, sink, cores)?;
+            let after = rt.block_on(count(&client, &args.table))?;
+            let arrived = after - before;
+            println!(
+                "check     SELECT count() FROM {}: {arrived} new rows, {} acknowledged: {}",
+                args.table,
+                outcome.acked_rows,
+                if arrived == outcome.acked_rows {
+                    "match"
+                } else {
+                    "MISMATCH"
+                }
+            );
+            if arrived != outcome.acked_rows {
+                return Err("row count in ClickHouse does not match what was acknowledged".into());
+            }
+        }
+        None => {
+            let sink = FileSink::new(&args.out, &args.table)?;
+            drive(&rt, &args, sink, cores)?;
+            println!(
+                "files     {}/ (load with: {}/load.sh, or clickhouse-client --query \"$(cat {}/INSERT.sql)\" < FILE)",
+                args.out.display(),
+                args.out.display(),
+                args.out.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn count(client: &clickhouse::Client, table: &str) -> Result<u64, clickhouse::error::Error> {
+    client
+        .clone()
+        .with_validation(false)
+        .query(&format!(
+            "SELECT count() FROM {}",
+            ch_ingest::sink::quote_table(table)
+        ))
+        .fetch_one::<u64>()
+        .await
+}
+
+fn drive<S: Sink>(
+    rt: &tokio::runtime::Runtime,
+    args: &LoadArgs,
+    sink: S,
+    cores: usize,
+) -> Result<Stats, Box<dyn std::error::Error>> {
+    let producers = args.producers.unwrap_or(cores).max(1);
+    let buffer: Buffer<PostEvent> = rt.block_on(async {
+        Buffer::builder()
+            .shards(args.shards.unwrap_or(cores))
+            .max_rows(args.max_rows)
+            .max_bytes(args.max_bytes)
+            .flush_interval(args.flush_interval)
+            .max_inflight(args.max_inflight)
+            .build(sink)
+    })?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let per_producer = args.events / producers as u64;
+    let handles: Vec<_> = (0..producers)
+        .map(|p| {
+            let buffer = buffer.clone();
+            let stop = stop.clone();
+            let sent = sent.clone();
+            let quota = if args.duration.is_some() {
+                u64::MAX
+            } else {
+                per_producer + u64::from((p as u64) < args.events % producers as u64)
+            };
+            let rate = args.rate.map(|r| (r as f64 / producers as f64).max(1.0));
+            std::thread::spawn(move || produce(p as u64, buffer, quota, rate, &stop, &sent))
+        })
+        .collect();
+
+    let bar = (!args.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr())).then(|| {
+        let bar = indicatif::ProgressBar::new(if args.duration.is_some() {
+            0
+        } else {
+            args.events
+        });
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {bar:30} {pos}/{len} events  {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    while !handles.iter().all(|h| h.is_finished()) {
+        std::thread::sleep(Duration::from_millis(100));
+        if let Some(d) = args.duration {
+            if started.elapsed() >= d {
+                stop.store(true, Relaxed);
+            }
+        }
+        if let Some(bar) = &bar {
+            let s = buffer.stats();
+            let secs = started.elapsed().as_secs_f64().max(1e-9);
+            bar.set_position(sent.load(Relaxed));
+            bar.set_message(format!(
+                "{:.0} ev/s, {} acked, {} inserts, {} failed",
+                sent.load(Relaxed) as f64 / secs,
+                s.acked_rows,
+                s.inserts,
+                s.failed_rows
+            ));
+        }
+    }
+    let mut hist = Histogram::new();
+    let mut full_retries = 0;
+    for h in handles {
+        let (h_part, retries) = h.join().map_err(|_| "a producer thread panicked")?;
+        hist.merge(&h_part);
+        full_retries += retries;
+    }
+    let produced_in = started.elapsed();
+    let report = rt.block_on(buffer.shutdown())?;
+    let total = started.elapsed();
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let s = buffer.stats();
+    let events = sent.load(Relaxed);
+    println!("ch-ingest load report");
+    println!(
+        "events    {events} from {producers} producers in {:.2}s (+{:.2}s to drain)",
+        produced_in.as_secs_f64(),
+        (total - produced_in).as_secs_f64()
+    );
+    println!(
+        "rate      {:.0} events/s tracked, {:.0} events/s end to end",
+        events as f64 / produced_in.as_secs_f64(),
+        s.acked_rows as f64 / total.as_secs_f64()
+    );
+    println!(
+        "batches   {} sealed ({:.0} rows each), {} inserts ({:.0} rows each)",
+        s.sealed_batches,
+        s.tracked_rows as f64 / s.sealed_batches.max(1) as f64,
+        s.inserts,
+        (s.acked_rows + s.failed_rows) as f64 / s.inserts.max(1) as f64
+    );
+    println!(
+        "track     p50 {} ns, p99 {} ns, max {} ns",
+        hist.quantile(0.50),
+        hist.quantile(0.99),
+        hist.max()
+    );
+    println!(
+        "outcome   {} acked, {} failed, {} Full retries, last flush report: {} rows acked / {} failed",
+        s.acked_rows, s.failed_rows, full_retries, report.rows, report.failed_rows
+    );
+    println!(
+        "memory    peak RSS {} MiB (engine bound {} MiB)",
+        peak_rss_kib() / 1024,
+        buffer.memory_bound() >> 20
+    );
+    Ok(s)
+}
+
+/// One producer: realistic events as fast as allowed; retries a row handed
+/// back as Full after yielding, as a server with a short retry would.
+fn produce(
+    id: u64,
+    buffer: Buffer<PostEvent>,
+    quota: u64,
+    rate: Option<f64>,
+    stop: &AtomicBool,
+    sent: &AtomicU64,
+) -> (Histogram, u64) {
+    const EVENT_TYPES: [&str; 6] = [
+        "impression",
+        "impression",
+        "impression",
+        "like",
+        "click",
+        "retweet",
+    ];
+    const CLIENTS: [&str; 4] = ["ios", "android", "web", ""];
+    const COUNTRIES: [[u8; 2]; 5] = [*b"US", *b"BR", *b"JP", *b"DE", [0, 0]];
+    let mut rng =
+        0x9E37_79B9_7F4A_7C15u64 ^ (id.wrapping_add(1)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let sessions: Vec<String> = (0..256).map(|i| format!("s-{id:x}-{i:08x}")).collect();
+    let mut hist = Histogram::new();
+    let mut retries = 0u64;
+    let started = Instant::now();
+    let mut i = 0u64;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1_700_000_000, |d| d.as_secs() as u32);
+    while i < quota {
+        if i.is_multiple_of(1024) {
+            if stop.load(Relaxed) {
+                break;
+            }
+            if let Some(rate) = rate {
+                let due = Duration::from_secs_f64(i as f64 / rate);
+                if let Some(wait) = due.checked_sub(started.elapsed()) {
+                    std::thread::sleep(wait);
+                }
+            }
+        }
+        let r = next();
+        let mut event = PostEvent {
+            event_type: EVENT_TYPES[(r % 6) as usize].to_string(),
+            tweet_id: 1_000_000_000_000_000_000 + (r >> 20) % 10_000_000,
+            occurred_at: now - (r % 60) as u32,
+            user_id: (r & 0x300 != 0).then_some((r >> 12) % 50_000_000),
+            session_id: (r & 0x400 != 0)
+                .then(|| sessions[(r >> 40) as usize % sessions.len()].clone()),
+            client: CLIENTS[((r >> 8) % 4) as usize].to_string(),
+            country: COUNTRIES[((r >> 16) % 5) as usize],
+            dwell_ms: (r & 0x800 != 0).then_some(((r >> 24) % 30_000) as u32),
+        };
+        loop {
+            let t = Instant::now();
+            let result = buffer.track(event);
+            hist.record(t.elapsed().as_nanos() as u64);
+            match result {
+                Ok(()) => break,
+                Err(TrackError::Full(e)) => {
+                    retries += 1;
+                    event = e;
+                    std::thread::sleep(Duration::from_micros(50));
+                }
+                Err(e) => {
+                    eprintln!("producer {id}: {e}");
+                    return (hist, retries);
+                }
+            }
+        }
+        i += 1;
+        if i.is_multiple_of(4096) {
+            sent.fetch_add(4096, Relaxed);
+        }
+    }
+    sent.fetch_add(i % 4096, Relaxed);
+    (hist, retries)
+}
+
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}

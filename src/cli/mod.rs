@@ -1,0 +1,27 @@
+//! Command-line front end. Owns argument parsing and dispatch; the work of
+//! each subcommand lives in its own module.
+
+mod histogram;
+mod load;
+
+use clap::{Parser, Subcommand};
+
+/// ch-ingest: get millions of small events per second into ClickHouse.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Drive the engine the way a busy server would, then report.
+    Load(load::LoadArgs),
+}
+
+pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+    match cli.command {
+        Command::Load(args) => load::run(args),
+    }
+}
