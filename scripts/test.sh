@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The one test command (README, .ci/run): installs what the tests need when it
+# is missing, then runs fmt, clippy and every test, the ClickHouse integration
+# tests against a private clickhouse-server started by the tests themselves.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ -z "${CLICKHOUSE_URL:-}" ] && [ ! -x /usr/sbin/clickhouse-server ]; then
+  echo "== installing clickhouse-server (missing)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq clickhouse-server clickhouse-client >/dev/null
+fi
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy --all-targets -D warnings"
+cargo clippy --all-targets -- -D warnings
+echo "== cargo test (integration tests start a private ClickHouse; its version is printed below)"
+cargo test --all-targets -- --show-output
+cargo test --doc
