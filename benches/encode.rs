@@ -2,9 +2,9 @@
 //! the same row, measured in the same run (ns/row and MB/s).
 
 use bytes::{BufMut, BytesMut};
-use ch_ingest::PostEvent;
 use ch_ingest::rowbinary::{encode_row, put_leb128};
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use ch_ingest::PostEvent;
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
 
 #[global_allocator]
