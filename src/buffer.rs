@@ -284,10 +284,15 @@ impl<T: Serialize> Buffer<T> {
                 if **set != *learned {
                     st.buf.truncate(before);
                     Shard::bump(&shard.encode_errors, 1);
+                    let index = set
+                        .iter()
+                        .zip(learned.iter())
+                        .position(|(a, b)| a != b)
+                        .unwrap_or(set.len().min(learned.len()));
                     let error = EncodeError::ColumnMismatch {
-                        index: 0,
-                        expected: set.first().copied().unwrap_or(""),
-                        found: learned.first().copied().unwrap_or(""),
+                        index,
+                        expected: set.get(index).copied().unwrap_or(""),
+                        found: learned.get(index).copied().unwrap_or(""),
                     };
                     return Err(TrackError::Encode { row, error });
                 }
@@ -359,7 +364,7 @@ fn snapshot(shared: &Shared) -> Stats {
         sealed += shard.sealed_rows.load(Relaxed);
     }
     s.buffered_rows = s.tracked_rows.saturating_sub(sealed);
-    shared.seal.stats.fill(&mut s);
+    shared.seal.stats.fill(&mut s, sealed);
     s
 }
 

@@ -359,25 +359,18 @@ impl<S: Sink> Coordinator<S> {
             self.shared.seal_all();
         }
         let shared = &self.shared;
-        for w in self
-            .ledger
-            .waiters
-            .iter_mut()
-            .filter(|w| w.target.is_none())
-        {
-            w.unsealed.retain(|&i| !shared.seal_shard(i));
-            if w.unsealed.is_empty() {
-                w.target = Some(shared.seal.next_seq.load(Relaxed));
+        let ledger = &mut self.ledger;
+        for i in 0..ledger.waiters.len() {
+            let w = &mut ledger.waiters[i];
+            if w.target.is_some() {
+                continue;
             }
-        }
-        let targets: Vec<u64> = self
-            .ledger
-            .waiters
-            .iter()
-            .filter_map(|w| w.target)
-            .collect();
-        for t in targets {
-            self.ledger.fix_target(t);
+            w.unsealed.retain(|&s| !shared.seal_shard(s));
+            if w.unsealed.is_empty() {
+                let target = shared.seal.next_seq.load(Relaxed);
+                w.target = Some(target);
+                ledger.fix_target(target);
+            }
         }
         self.ledger.resolve();
     }

@@ -102,7 +102,6 @@ impl Shard {
         };
         Self::bump(&self.sealed_rows, rows);
         crate::stats::Counters::add(&target.stats.sealed_batches, 1);
-        crate::stats::Counters::add(&target.stats.sealed_rows, rows);
         if let Err(e) = target.tx.try_send(batch) {
             // Full, or the coordinator is gone: keep the batch, never drop it here.
             st.parked = Some(e.into_inner());

@@ -53,7 +53,6 @@ pub struct Stats {
 #[derive(Default)]
 pub(crate) struct Counters {
     pub sealed_batches: AtomicU64,
-    pub sealed_rows: AtomicU64,
     pub inserts: AtomicU64,
     pub inflight_inserts: AtomicU64,
     pub acked_rows: AtomicU64,
@@ -69,8 +68,9 @@ impl Counters {
         counter.fetch_add(n, Relaxed);
     }
 
-    /// Fills the engine-wide part of a snapshot.
-    pub(crate) fn fill(&self, s: &mut Stats) {
+    /// Fills the engine-wide part of a snapshot; `sealed_rows` is the sum of
+    /// the shards' counters.
+    pub(crate) fn fill(&self, s: &mut Stats, sealed_rows: u64) {
         s.sealed_batches = self.sealed_batches.load(Relaxed);
         s.inserts = self.inserts.load(Relaxed);
         s.inflight_inserts = self.inflight_inserts.load(Relaxed);
@@ -80,7 +80,6 @@ impl Counters {
         s.failed_rows = self.failed_rows.load(Relaxed);
         s.failed_inserts = self.failed_inserts.load(Relaxed);
         s.rejected_closed = self.rejected_closed.load(Relaxed);
-        let sealed = self.sealed_rows.load(Relaxed);
-        s.pending_rows = sealed.saturating_sub(s.acked_rows + s.failed_rows);
+        s.pending_rows = sealed_rows.saturating_sub(s.acked_rows + s.failed_rows);
     }
 }

@@ -26,7 +26,7 @@ struct Inner {
     dir: PathBuf,
     table: String,
     run: String,
-    fsync: bool,
+    fsync: AtomicBool,
     wrote_loader: AtomicBool,
 }
 
@@ -45,7 +45,7 @@ impl FileSink {
                 // Unique per process start, so a second run never overwrites
                 // the files of the first.
                 run: format!("{}-{}", now.as_millis(), std::process::id()),
-                fsync: false,
+                fsync: AtomicBool::new(false),
                 wrote_loader: AtomicBool::new(false),
             }),
         })
@@ -54,16 +54,8 @@ impl FileSink {
     /// Also fsync each file and the directory before acknowledging (default:
     /// off; the file is complete but may sit in the page cache).
     pub fn with_fsync(self, fsync: bool) -> Self {
-        let inner = &self.inner;
-        Self {
-            inner: Arc::new(Inner {
-                dir: inner.dir.clone(),
-                table: inner.table.clone(),
-                run: inner.run.clone(),
-                fsync,
-                wrote_loader: AtomicBool::new(false),
-            }),
-        }
+        self.inner.fsync.store(fsync, Ordering::Relaxed);
+        self
     }
 
     /// The output directory.
@@ -85,12 +77,13 @@ impl Inner {
         for chunk in batch.chunks() {
             f.write_all(chunk)?;
         }
-        if self.fsync {
+        let fsync = self.fsync.load(Ordering::Relaxed);
+        if fsync {
             f.sync_all()?;
         }
         drop(f);
         std::fs::rename(&tmp, &path)?;
-        if self.fsync {
+        if fsync {
             std::fs::File::open(&self.dir)?.sync_all()?;
         }
         Ok(())
