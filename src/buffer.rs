@@ -129,6 +129,25 @@ impl Builder {
         T: Serialize,
         S: Sink,
     {
+        self.start(sink, None)
+    }
+
+    /// Starts an engine for raw JSON rows of `schema` (see
+    /// [`Buffer::track_json`]): each object is transcoded straight into
+    /// RowBinary, unknown fields ignored.
+    pub fn build_json<S: Sink>(
+        self,
+        schema: crate::Schema,
+        sink: S,
+    ) -> Result<Buffer<Json>, BuildError> {
+        self.start(sink, Some(crate::transcode::Transcoder::new(schema)))
+    }
+
+    fn start<T, S: Sink>(
+        self,
+        sink: S,
+        transcoder: Option<crate::transcode::Transcoder>,
+    ) -> Result<Buffer<T>, BuildError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
         let cfg = self.cfg;
         let check = |ok: bool, field: &'static str, reason: &'static str| {
@@ -166,8 +185,14 @@ impl Builder {
         let (tx, rx) = flume::bounded(cfg.queue_batches);
         // A first guess at a batch's size; shards resize from what they seal.
         let initial = (cfg.max_rows as usize * 64).min(cfg.max_bytes) + 64;
+        let columns = OnceLock::new();
+        if let Some(t) = &transcoder {
+            let _ = columns.set(t.schema().names().clone());
+        }
         let shared = Arc::new(Shared {
-            shards: (0..cfg.shards).map(|_| Shard::new(initial)).collect(),
+            shards: (0..cfg.shards)
+                .map(|_| Shard::new(initial, transcoder.clone()))
+                .collect(),
             seal: SealTarget {
                 tx,
                 next_seq: AtomicU64::new(0),
@@ -175,7 +200,7 @@ impl Builder {
                 stats: Counters::default(),
             },
             closed: AtomicBool::new(false),
-            columns: OnceLock::new(),
+            columns,
             cfg,
         });
         let (ctrl, ctrl_rx) = mpsc::unbounded_channel();
@@ -249,6 +274,13 @@ impl Buffer<()> {
     }
 }
 
+/// Why [`Buffer::append`] did not buffer a row.
+enum Rejected<E> {
+    Full,
+    Closed,
+    Invalid(E),
+}
+
 impl<T: Serialize> Buffer<T> {
     /// Encodes `row` into this thread's shard. Returns at once: never blocks,
     /// never awaits. On error the row is handed back and nothing was buffered.
@@ -258,49 +290,142 @@ impl<T: Serialize> Buffer<T> {
     #[inline]
     pub fn track(&self, row: T) -> Result<(), TrackError<T>> {
         let shared = &*self.inner.shared;
+        let result = self.append(|st| {
+            let before = st.buf.len();
+            let columns = shared.columns.get().map(|c| &**c);
+            let Some(learned) = encode_row(&row, &mut st.buf, columns)? else {
+                return Ok(());
+            };
+            let learned: Arc<[&'static str]> = Arc::from(learned);
+            let set = shared.columns.get_or_init(|| learned.clone());
+            if **set == *learned {
+                return Ok(());
+            }
+            st.buf.truncate(before);
+            let index = set
+                .iter()
+                .zip(learned.iter())
+                .position(|(a, b)| a != b)
+                .unwrap_or(set.len().min(learned.len()));
+            Err(EncodeError::ColumnMismatch {
+                index,
+                expected: set.get(index).copied().unwrap_or(""),
+                found: learned.get(index).copied().unwrap_or(""),
+            })
+        });
+        match result {
+            Ok(()) => Ok(()),
+            Err(Rejected::Full) => Err(TrackError::Full(row)),
+            Err(Rejected::Closed) => Err(TrackError::Closed(row)),
+            Err(Rejected::Invalid(error)) => Err(TrackError::Encode { row, error }),
+        }
+    }
+}
+
+/// The row type of a buffer built with [`Builder::build_json`]: rows arrive
+/// as JSON objects and are transcoded for the buffer's [`Schema`](crate::Schema).
+#[derive(Debug, Clone, Copy)]
+pub struct Json;
+
+impl Buffer<Json> {
+    /// Transcodes one JSON object into this thread's shard, with the same
+    /// guarantees as [`Buffer::track`]: never blocks, and on error nothing of
+    /// the row is buffered.
+    ///
+    /// ```
+    /// use ch_ingest::{Buffer, Schema, sink::MemorySink};
+    /// # let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    /// # rt.block_on(async {
+    /// let schema = Schema::parse("id UInt64, name String")?;
+    /// let buffer = Buffer::builder().build_json(schema, MemorySink::new())?;
+    /// buffer.track_json(br#"{"name": "x", "id": "42"}"#)?;
+    /// let err = buffer.track_json(br#"{"id": "minus one"}"#).unwrap_err();
+    /// assert!(err.to_string().contains("`id`"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    #[inline]
+    pub fn track_json(&self, json: &[u8]) -> Result<(), TrackJsonError> {
+        let result = self.append(|st| match &mut st.transcoder {
+            Some(t) => t.transcode(json, &mut st.buf),
+            None => Err(crate::DecodeError {
+                field: None,
+                kind: crate::DecodeErrorKind::Invalid,
+                reason: "this buffer was not built with build_json".into(),
+                offset: None,
+            }),
+        });
+        match result {
+            Ok(()) => Ok(()),
+            Err(Rejected::Full) => Err(TrackJsonError::Full),
+            Err(Rejected::Closed) => Err(TrackJsonError::Closed),
+            Err(Rejected::Invalid(e)) => Err(TrackJsonError::Decode(e)),
+        }
+    }
+
+    /// Tracks every line of an NDJSON body. Lines that do not decode are
+    /// reported and skipped; good lines are never lost because of bad ones.
+    /// If the buffer fills up or closes, the rest of the body is not taken
+    /// and `stopped` says from which line.
+    pub fn track_ndjson(&self, body: &[u8]) -> NdjsonTracked {
+        let mut out = NdjsonTracked::default();
+        for (line, json) in crate::json::ndjson_lines(body) {
+            match self.track_json(json) {
+                Ok(()) => out.report.accepted += 1,
+                Err(TrackJsonError::Decode(error)) => out
+                    .report
+                    .rejected
+                    .push(crate::RejectedLine { line, error }),
+                Err(other) => {
+                    out.stopped = Some((line, other));
+                    break;
+                }
+            }
+        }
+        out
+    }
+}
+
+/// What [`Buffer::track_ndjson`] did with a body.
+#[derive(Debug, Default)]
+pub struct NdjsonTracked {
+    /// Lines buffered, and lines rejected with their errors.
+    pub report: crate::NdjsonReport,
+    /// Set when the buffer was full or closed: the 1-based line from which
+    /// nothing was taken, and why.
+    pub stopped: Option<(usize, TrackJsonError)>,
+}
+
+impl<T> Buffer<T> {
+    /// The hot path shared by every `track` flavour: this thread's shard,
+    /// closed and full checks, `encode` under the lock, counters, seal at a
+    /// threshold.
+    #[inline]
+    fn append<E>(
+        &self,
+        encode: impl FnOnce(&mut crate::shard::ShardState) -> Result<(), E>,
+    ) -> Result<(), Rejected<E>> {
+        let shared = &*self.inner.shared;
         let cfg = &shared.cfg;
         let shard = &shared.shards[shard_for_this_thread(shared.shards.len())];
         let mut st = shard.lock();
         if shared.closed.load(Relaxed) {
             drop(st);
             Counters::add(&shared.seal.stats.rejected_closed, 1);
-            return Err(TrackError::Closed(row));
+            return Err(Rejected::Closed);
         }
         if st.rows >= cfg.max_rows || st.buf.len() >= cfg.max_bytes {
             // Only reachable when a parked batch kept the last seal from happening.
             shard.seal(&mut st, &shared.seal);
             if st.rows != 0 {
                 Shard::bump(&shard.rejected_full, 1);
-                return Err(TrackError::Full(row));
+                return Err(Rejected::Full);
             }
         }
         let before = st.buf.len();
-        let columns = shared.columns.get().map(|c| &**c);
-        match encode_row(&row, &mut st.buf, columns) {
-            Ok(None) => {}
-            Ok(Some(learned)) => {
-                let learned: Arc<[&'static str]> = Arc::from(learned);
-                let set = shared.columns.get_or_init(|| learned.clone());
-                if **set != *learned {
-                    st.buf.truncate(before);
-                    Shard::bump(&shard.encode_errors, 1);
-                    let index = set
-                        .iter()
-                        .zip(learned.iter())
-                        .position(|(a, b)| a != b)
-                        .unwrap_or(set.len().min(learned.len()));
-                    let error = EncodeError::ColumnMismatch {
-                        index,
-                        expected: set.get(index).copied().unwrap_or(""),
-                        found: learned.get(index).copied().unwrap_or(""),
-                    };
-                    return Err(TrackError::Encode { row, error });
-                }
-            }
-            Err(error) => {
-                Shard::bump(&shard.encode_errors, 1);
-                return Err(TrackError::Encode { row, error });
-            }
+        if let Err(e) = encode(&mut st) {
+            Shard::bump(&shard.encode_errors, 1);
+            return Err(Rejected::Invalid(e));
         }
         st.rows += 1;
         Shard::bump(&shard.tracked_rows, 1);
@@ -310,9 +435,7 @@ impl<T: Serialize> Buffer<T> {
         }
         Ok(())
     }
-}
 
-impl<T> Buffer<T> {
     /// Seals every shard and resolves once every row accepted before the call
     /// has been acknowledged by the sink, or has failed (the report says
     /// exactly which INSERTs failed, with their rows and errors).
@@ -423,6 +546,21 @@ impl<T> std::error::Error for TrackError<T> {
             _ => None,
         }
     }
+}
+
+/// Why [`Buffer::track_json`] did not buffer a row.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TrackJsonError {
+    /// This thread's shard is full because the sink is behind.
+    #[error("buffer full: the sink is behind")]
+    Full,
+    /// The buffer was shut down.
+    #[error("buffer closed")]
+    Closed,
+    /// The row is not valid for the schema.
+    #[error("row rejected: {0}")]
+    Decode(crate::DecodeError),
 }
 
 /// Why a [`Buffer`] could not be built.

@@ -39,18 +39,27 @@
 
 mod batch;
 mod buffer;
+mod civil;
 mod coordinator;
+pub mod json;
 mod post_event;
 pub mod rowbinary;
+pub mod schema;
 mod shard;
 pub mod sink;
 mod stats;
 mod ticks;
+pub mod transcode;
+mod wide;
 
 pub(crate) use buffer::Config;
-pub use buffer::{Buffer, BuildError, Builder, Closed, TrackError};
+pub use buffer::{
+    Buffer, BuildError, Builder, Closed, Json, NdjsonTracked, TrackError, TrackJsonError,
+};
 pub use coordinator::{FailedInsert, FlushReport};
+pub use json::{DecodeError, DecodeErrorKind, JsonOptions, NdjsonReport, RejectedLine};
 pub use post_event::PostEvent;
 pub use rowbinary::EncodeError;
+pub use schema::{Schema, SchemaError, Type};
 pub use sink::{InsertBatch, Sink, SinkError};
 pub use stats::Stats;

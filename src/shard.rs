@@ -35,6 +35,8 @@ pub(crate) struct ShardState {
     pub parked: Option<Batch>,
     /// Bytes of the last sealed batch, to size the next buffer in one allocation.
     last_len: usize,
+    /// For buffers of raw JSON rows: this shard's transcoder (and its scratch).
+    pub transcoder: Option<crate::transcode::Transcoder>,
 }
 
 /// Padded so two shards never share a cache line.
@@ -50,13 +52,17 @@ pub(crate) struct Shard {
 }
 
 impl Shard {
-    pub(crate) fn new(initial_capacity: usize) -> Self {
+    pub(crate) fn new(
+        initial_capacity: usize,
+        transcoder: Option<crate::transcode::Transcoder>,
+    ) -> Self {
         Self {
             state: Mutex::new(ShardState {
                 buf: BytesMut::with_capacity(initial_capacity),
                 rows: 0,
                 parked: None,
                 last_len: initial_capacity,
+                transcoder,
             }),
             tracked_rows: AtomicU64::new(0),
             tracked_bytes: AtomicU64::new(0),

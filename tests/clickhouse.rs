@@ -329,3 +329,35 @@ async fn every_type_reads_back_byte_for_byte() {
         "read-back bytes differ from what was sent"
     );
 }
+
+#[tokio::test]
+async fn ndjson_rows_through_a_schema_fetched_from_the_server() {
+    let server = server_or_skip!();
+    let table = post_table(server, "json_rows");
+    let client = nodelay_client().with_url(&server.url);
+    let schema = ch_ingest::Schema::fetch(&client, &table).await.unwrap();
+    assert_eq!(schema.columns().len(), 8);
+    let b = Buffer::builder()
+        .shards(1)
+        .build_json(schema, sink(server, &table))
+        .unwrap();
+    let mut body = String::new();
+    for i in 0..1000 {
+        body.push_str(&format!(
+            r#"{{"event_type":"like","tweet_id":"{}","occurred_at":"2023-11-14T22:13:20Z","country":"BR","dwell_ms":{i}}}"#,
+            u64::MAX - i
+        ));
+        body.push('\n');
+    }
+    body.push_str("{\"event_type\":\"like\",\"tweet_id\":-5}\n");
+    let tracked = b.track_ndjson(body.as_bytes());
+    assert_eq!(
+        (tracked.report.accepted, tracked.report.rejected.len()),
+        (1000, 1)
+    );
+    b.flush().await.unwrap();
+    let got = server.query(&format!(
+        "SELECT count(), min(tweet_id), any(country), sum(dwell_ms), any(user_id) FROM {table} FORMAT TSV"
+    ));
+    assert_eq!(got.trim(), "1000\t18446744073709550616\tBR\t499500\t\\N");
+}

@@ -327,3 +327,38 @@ fn build_outside_a_runtime_is_a_typed_error() {
         rt.block_on(async { Buffer::builder().max_rows(0).build(MemorySink::new()) });
     assert!(r.err().unwrap().to_string().contains("max_rows"));
 }
+
+#[tokio::test]
+async fn json_rows_are_transcoded_and_bad_lines_reported() {
+    let schema = ch_ingest::Schema::parse("id UInt64, name String").unwrap();
+    let sink = MemorySink::new();
+    let b = Buffer::builder()
+        .shards(1)
+        .max_rows(2)
+        .queue_batches(1)
+        .max_inflight(1)
+        .build_json(schema, sink.clone())
+        .unwrap();
+    let body = b"{\"id\":1,\"name\":\"a\"}\n{\"id\":\"x\"}\n\n{\"name\":\"b\",\"id\":2}\n";
+    let tracked = b.track_ndjson(body);
+    assert_eq!(tracked.report.accepted, 2);
+    assert_eq!(tracked.report.rejected.len(), 1);
+    assert_eq!(tracked.report.rejected[0].line, 2);
+    assert_eq!(
+        tracked.report.rejected[0].error.field.as_deref(),
+        Some("id")
+    );
+    assert!(tracked.stopped.is_none());
+    b.flush().await.unwrap();
+    assert_eq!(
+        sink.concat(),
+        [1, 0, 0, 0, 0, 0, 0, 0, 1, b'a', 2, 0, 0, 0, 0, 0, 0, 0, 1, b'b']
+    );
+    assert_eq!(b.columns(), Some(&["id", "name"][..]));
+    b.shutdown().await.unwrap();
+    let tracked = b.track_ndjson(body);
+    assert!(matches!(
+        tracked.stopped,
+        Some((1, ch_ingest::TrackJsonError::Closed))
+    ));
+}

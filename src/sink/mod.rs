@@ -10,6 +10,7 @@ mod clickhouse;
 mod file;
 mod memory;
 
+pub(crate) use self::clickhouse::map_error as clickhouse_error;
 pub use self::clickhouse::{nodelay_client, ClickHouseSink};
 pub use self::file::FileSink;
 pub use self::memory::MemorySink;

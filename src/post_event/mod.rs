@@ -2,7 +2,9 @@
 //!
 //! Owns: the `PostEvent` struct, which encodes to the `post_events` table of
 //! design.md section 4, and that table's DDL. Must not: parse JSON (decoding
-//! lives in its own module) or know about buffers.
+//! lives in `json`) or know about buffers.
+
+mod json;
 
 use serde::{Deserialize, Serialize};
 

@@ -1,4 +1,5 @@
-//! RowBinary encoding of any `serde::Serialize` struct.
+//! RowBinary encoding of any `serde::Serialize` struct (and, in [`decode`],
+//! decoding driven by a [`Schema`](crate::Schema)).
 //!
 //! Owns: turning one row value into ClickHouse `RowBinary` bytes appended to a
 //! `BytesMut`, and learning the column names from the struct's field names.
@@ -28,6 +29,8 @@
 //! | `Vec<T>`, slices                           | `Array(T)`                                     |
 //! | tuples, tuple structs, nested structs      | `Tuple(...)`                                   |
 //! | `HashMap`, `BTreeMap`, `Vec<(K, V)>`       | `Map(K, V)`                                    |
+
+pub mod decode;
 
 use bytes::{BufMut, BytesMut};
 use serde::ser::{self, Impossible, Serialize};

@@ -1,0 +1,825 @@
+//! JSON objects straight into RowBinary, driven by a [`Schema`].
+//!
+//! Owns: [`Transcoder`], which streams one JSON object through serde_json's
+//! tokenizer and writes each field's RowBinary into a reusable scratch buffer,
+//! then appends the row to the output in column order (missing columns get
+//! their type's default, NULL for `Nullable`). Must not: build a
+//! `serde_json::Value`, write a partial row to the output, or panic on any
+//! input.
+//!
+//! What each type accepts (JSON `null` in a non-Nullable column stores the
+//! default, as ClickHouse's `input_format_null_as_default` does):
+//!
+//! | type | accepts |
+//! | --- | --- |
+//! | integers, `Float*` | numbers, or numbers in strings (exact for 64..256-bit) |
+//! | `Decimal(P, S)` | numbers or strings, exact from strings; extra fraction digits truncated |
+//! | `Bool` | `true`/`false`, 0/1, `"true"`/`"false"` |
+//! | `String`, `FixedString(N)` | strings (numbers and booleans as their text); FixedString is zero-padded |
+//! | `Date`, `Date32` | `"YYYY-MM-DD"` or days since the epoch |
+//! | `DateTime`, `DateTime64(P)` | RFC 3339 with any offset, `"YYYY-MM-DD hh:mm:ss[.f]"` (UTC), or Unix seconds (fraction allowed) |
+//! | `UUID` | canonical text | `IPv4`/`IPv6` | dotted/colon text (IPv4 also a number; IPv4 text into IPv6 is mapped) |
+//! | `Enum8/16` | the name, or the numeric value |
+//! | `Array(T)` | arrays | `Tuple(...)` | arrays (named tuples also objects) | `Map(K, V)` | objects, keys parsed as K |
+
+use crate::civil;
+use crate::json::{DecodeError, DecodeErrorKind, Fault};
+use crate::schema::{Schema, Type};
+use crate::wide;
+use bytes::BufMut;
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use std::fmt;
+
+/// Turns JSON objects into RowBinary rows for one schema. Reuse one per
+/// thread: its scratch buffers are kept between rows.
+///
+/// ```
+/// use ch_ingest::{Schema, transcode::Transcoder};
+/// let schema = Schema::parse("id UInt64, tags Array(String), note Nullable(String)").unwrap();
+/// let mut t = Transcoder::new(schema);
+/// let mut out = bytes::BytesMut::new();
+/// t.transcode(br#"{"tags": ["a"], "id": "18446744073709551615"}"#, &mut out).unwrap();
+/// assert_eq!(&out[..], &[255, 255, 255, 255, 255, 255, 255, 255, 1, 1, b'a', 1]);
+/// let err = t.transcode(br#"{"id": -1}"#, &mut out).unwrap_err();
+/// assert_eq!(err.field.as_deref(), Some("id"));
+/// ```
+#[derive(Debug, Clone)]
+pub struct Transcoder {
+    schema: Schema,
+    deny_unknown: bool,
+    scratch: Vec<u8>,
+    slots: Vec<Option<(usize, usize)>>,
+}
+
+impl Transcoder {
+    /// A transcoder for `schema`; unknown JSON fields are ignored.
+    pub fn new(schema: Schema) -> Self {
+        let n = schema.columns().len();
+        Self {
+            schema,
+            deny_unknown: false,
+            scratch: Vec::new(),
+            slots: vec![None; n],
+        }
+    }
+
+    /// Reject objects with fields the schema does not have (default: ignore them).
+    pub fn deny_unknown_fields(mut self, deny: bool) -> Self {
+        self.deny_unknown = deny;
+        self
+    }
+
+    /// The schema.
+    pub fn schema(&self) -> &Schema {
+        &self.schema
+    }
+
+    /// Appends one row for the JSON object `json` to `out`. On error `out`
+    /// is unchanged.
+    pub fn transcode(&mut self, json: &[u8], out: &mut impl BufMut) -> Result<(), DecodeError> {
+        self.scratch.clear();
+        self.slots.iter_mut().for_each(|s| *s = None);
+        let mut fault = Fault::default();
+        let mut de = serde_json::Deserializer::from_slice(json);
+        let seed = RowSeed {
+            schema: &self.schema,
+            deny_unknown: self.deny_unknown,
+            buf: &mut self.scratch,
+            slots: &mut self.slots,
+            fault: &mut fault,
+        };
+        if let Err(e) = seed.deserialize(&mut de).and_then(|()| de.end()) {
+            return Err(fault.finish(e, json));
+        }
+        for (col, slot) in self.schema.columns().iter().zip(&self.slots) {
+            match slot {
+                Some((a, b)) => out.put_slice(&self.scratch[*a..*b]),
+                None => write_default(&col.ty, out),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The RowBinary of a type's default value.
+pub fn write_default(ty: &Type, out: &mut impl BufMut) {
+    match ty {
+        Type::UInt8 | Type::Int8 | Type::Bool => out.put_u8(0),
+        Type::Enum8(items) => out.put_i8(items.first().map_or(0, |i| i.1)),
+        Type::Enum16(items) => out.put_i16_le(items.first().map_or(0, |i| i.1)),
+        Type::String | Type::Array(_) | Type::Map(..) => out.put_u8(0),
+        Type::Nullable(_) => out.put_u8(1),
+        Type::LowCardinality(t) => write_default(t, out),
+        Type::Tuple(items) => items.iter().for_each(|(_, t)| write_default(t, out)),
+        other => out.put_bytes(0, fixed_width(other).unwrap_or(0)),
+    }
+}
+
+/// Bytes of a fixed-width type.
+pub(crate) fn fixed_width(ty: &Type) -> Option<usize> {
+    Some(match ty {
+        Type::UInt8 | Type::Int8 | Type::Bool | Type::Enum8(_) => 1,
+        Type::UInt16 | Type::Int16 | Type::Date | Type::Enum16(_) => 2,
+        Type::UInt32
+        | Type::Int32
+        | Type::Float32
+        | Type::Date32
+        | Type::DateTime(_)
+        | Type::Ipv4 => 4,
+        Type::UInt64 | Type::Int64 | Type::Float64 | Type::DateTime64(..) => 8,
+        Type::UInt128 | Type::Int128 | Type::Uuid | Type::Ipv6 => 16,
+        Type::UInt256 | Type::Int256 => 32,
+        Type::FixedString(n) => *n,
+        Type::Decimal(p, _) => Type::decimal_width(*p),
+        _ => return None,
+    })
+}
+
+/// How an integer-like type is laid out: (bytes, signed).
+fn int_layout(ty: &Type) -> Option<(usize, bool)> {
+    Some(match ty {
+        Type::UInt8 => (1, false),
+        Type::UInt16 => (2, false),
+        Type::UInt32 => (4, false),
+        Type::UInt64 => (8, false),
+        Type::UInt128 => (16, false),
+        Type::UInt256 => (32, false),
+        Type::Int8 => (1, true),
+        Type::Int16 => (2, true),
+        Type::Int32 => (4, true),
+        Type::Int64 => (8, true),
+        Type::Int128 => (16, true),
+        Type::Int256 => (32, true),
+        _ => return None,
+    })
+}
+
+fn put_leb128(buf: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        buf.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    buf.push(v as u8);
+}
+
+/// Inserts the LEB128 `count` before the elements written from `start`.
+fn prefix_count(buf: &mut Vec<u8>, start: usize, count: u64) {
+    let mut pre = Vec::with_capacity(10);
+    put_leb128(&mut pre, count);
+    buf.splice(start..start, pre);
+}
+
+struct RowSeed<'a> {
+    schema: &'a Schema,
+    deny_unknown: bool,
+    buf: &'a mut Vec<u8>,
+    slots: &'a mut [Option<(usize, usize)>],
+    fault: &'a mut Fault,
+}
+
+impl<'de> DeserializeSeed<'de> for RowSeed<'_> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+enum Key {
+    Column(usize),
+    Unknown(String),
+}
+
+struct KeySeed<'a>(&'a Schema);
+
+impl<'de> DeserializeSeed<'de> for KeySeed<'_> {
+    type Value = Key;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Key, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed<'_> {
+    type Value = Key;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a field name")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Key, E> {
+        Ok(match self.0.index_of(v) {
+            Some(i) => Key::Column(i),
+            None => Key::Unknown(v.to_string()),
+        })
+    }
+}
+
+impl<'de> Visitor<'de> for RowSeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key_seed(KeySeed(self.schema))? {
+            match key {
+                Key::Column(i) => {
+                    let col = &self.schema.columns()[i];
+                    if self.slots[i].is_some() {
+                        return Err(self.fault.set(
+                            Some(&col.name),
+                            DecodeErrorKind::Duplicate,
+                            "field appears twice",
+                        ));
+                    }
+                    let start = self.buf.len();
+                    let val = Val {
+                        ty: &col.ty,
+                        buf: self.buf,
+                        fault: self.fault,
+                    };
+                    if let Err(e) = map.next_value_seed(val) {
+                        if let Some(f) = &mut self.fault.0 {
+                            f.field.get_or_insert_with(|| col.name.clone());
+                        }
+                        return Err(e);
+                    }
+                    self.slots[i] = Some((start, self.buf.len()));
+                }
+                Key::Unknown(name) => {
+                    if self.deny_unknown {
+                        return Err(self.fault.set(
+                            Some(&name),
+                            DecodeErrorKind::Unknown,
+                            "no such column",
+                        ));
+                    }
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<(), A::Error> {
+        Err(self.fault.set(
+            None,
+            DecodeErrorKind::NotAnObject,
+            "a row must be a JSON object, got an array",
+        ))
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        Err(self.fault.set(
+            None,
+            DecodeErrorKind::NotAnObject,
+            "a row must be a JSON object, got a string",
+        ))
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        Err(self.fault.set(
+            None,
+            DecodeErrorKind::NotAnObject,
+            "a row must be a JSON object, got a number",
+        ))
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        Err(self.fault.set(
+            None,
+            DecodeErrorKind::NotAnObject,
+            "a row must be a JSON object, got a number",
+        ))
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        Err(self.fault.set(
+            None,
+            DecodeErrorKind::NotAnObject,
+            "a row must be a JSON object, got a number",
+        ))
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        Err(self.fault.set(
+            None,
+            DecodeErrorKind::NotAnObject,
+            "a row must be a JSON object, got a boolean",
+        ))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Err(self.fault.set(
+            None,
+            DecodeErrorKind::NotAnObject,
+            "a row must be a JSON object, got null",
+        ))
+    }
+}
+
+/// Writes one JSON value as RowBinary of `ty`.
+struct Val<'a> {
+    ty: &'a Type,
+    buf: &'a mut Vec<u8>,
+    fault: &'a mut Fault,
+}
+
+impl<'de> DeserializeSeed<'de> for Val<'_> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'a> Val<'a> {
+    fn bad<E: de::Error>(self, got: &str) -> E {
+        let reason = format!("expected {}, got {got}", self.ty);
+        self.fault.set(None, DecodeErrorKind::Invalid, reason)
+    }
+
+    fn invalid<E: de::Error>(self, reason: impl fmt::Display) -> E {
+        let reason = format!("{reason} (for {})", self.ty);
+        self.fault.set(None, DecodeErrorKind::Invalid, reason)
+    }
+
+    /// Strips LowCardinality, and Nullable (writing its not-null marker).
+    fn value(self) -> Val<'a> {
+        match self.ty {
+            Type::LowCardinality(t) => Val {
+                ty: t,
+                buf: self.buf,
+                fault: self.fault,
+            }
+            .value(),
+            Type::Nullable(t) => {
+                self.buf.push(0);
+                Val {
+                    ty: t,
+                    buf: self.buf,
+                    fault: self.fault,
+                }
+                .value()
+            }
+            _ => self,
+        }
+    }
+
+    fn int<E: de::Error>(self, v: i128) -> Result<(), E> {
+        let w = self.value();
+        match w.ty {
+            Type::Float32 => w.buf.put_f32_le(v_f64(v) as f32),
+            Type::Float64 => w.buf.put_f64_le(v_f64(v)),
+            Type::Bool if v == 0 || v == 1 => w.buf.push(v as u8),
+            Type::Date => match u16::try_from(v) {
+                Ok(d) => w.buf.put_u16_le(d),
+                Err(_) => return Err(w.invalid(format_args!("{v} days is out of range"))),
+            },
+            Type::Date32 => match i32::try_from(v) {
+                Ok(d) => w.buf.put_i32_le(d),
+                Err(_) => return Err(w.invalid(format_args!("{v} days is out of range"))),
+            },
+            Type::DateTime(_) => match u32::try_from(v) {
+                Ok(s) => w.buf.put_u32_le(s),
+                Err(_) => return Err(w.invalid(format_args!("{v} seconds is out of range"))),
+            },
+            Type::DateTime64(p, _) => match i64::try_from(v)
+                .ok()
+                .and_then(|s| s.checked_mul(10i64.pow(*p)))
+            {
+                Some(t) => w.buf.put_i64_le(t),
+                None => return Err(w.invalid(format_args!("{v} seconds is out of range"))),
+            },
+            Type::Ipv4 => match u32::try_from(v) {
+                Ok(a) => w.buf.put_u32_le(a),
+                Err(_) => return Err(w.invalid(format_args!("{v} is not an IPv4 address"))),
+            },
+            Type::Enum8(items) => match items.iter().find(|(_, x)| *x as i128 == v) {
+                Some((_, x)) => w.buf.put_i8(*x),
+                None => return Err(w.invalid(format_args!("{v} is not a value of the enum"))),
+            },
+            Type::Enum16(items) => match items.iter().find(|(_, x)| *x as i128 == v) {
+                Some((_, x)) => w.buf.put_i16_le(*x),
+                None => return Err(w.invalid(format_args!("{v} is not a value of the enum"))),
+            },
+            Type::String | Type::FixedString(_) => return w.text(&v_string(v)),
+            ty if int_layout(ty).is_some() || matches!(ty, Type::Decimal(..)) => {
+                return w.text(&v_string(v))
+            }
+            _ => return Err(w.bad("a number")),
+        }
+        Ok(())
+    }
+
+    /// A value given as text (a JSON string, a map key, or a number's text).
+    fn text<E: de::Error>(self, s: &str) -> Result<(), E> {
+        let v = self.value();
+        match v.ty {
+            Type::String => {
+                put_leb128(v.buf, s.len() as u64);
+                v.buf.extend_from_slice(s.as_bytes());
+            }
+            Type::FixedString(n) => {
+                if s.len() > *n {
+                    return Err(v.invalid(format_args!("{} bytes do not fit", s.len())));
+                }
+                v.buf.extend_from_slice(s.as_bytes());
+                v.buf.put_bytes(0, n - s.len());
+            }
+            Type::Float32 => match s.trim().parse::<f32>() {
+                Ok(f) => v.buf.put_f32_le(f),
+                Err(_) => return Err(v.invalid(format_args!("`{s}` is not a number"))),
+            },
+            Type::Float64 => match s.trim().parse::<f64>() {
+                Ok(f) => v.buf.put_f64_le(f),
+                Err(_) => return Err(v.invalid(format_args!("`{s}` is not a number"))),
+            },
+            Type::Bool => match s {
+                "true" | "1" => v.buf.push(1),
+                "false" | "0" => v.buf.push(0),
+                _ => return Err(v.invalid(format_args!("`{s}` is not a boolean"))),
+            },
+            Type::Decimal(p, scale) => {
+                let bytes = Type::decimal_width(*p);
+                let target = wide::Target {
+                    bytes,
+                    signed: true,
+                    scale: *scale,
+                    precision: Some(*p),
+                };
+                let mut out = [0u8; 32];
+                match wide::parse(s.trim(), target, &mut out) {
+                    Ok(()) => v.buf.extend_from_slice(&out[..bytes]),
+                    Err(why) => return Err(v.invalid(format_args!("`{s}`: {why}"))),
+                }
+            }
+            Type::Date | Type::Date32 => {
+                let days = civil::parse_date(s).or_else(|| s.parse::<i64>().ok());
+                match days {
+                    Some(d) => return v.int(d as i128),
+                    None => return Err(v.invalid(format_args!("`{s}` is not a date (YYYY-MM-DD)"))),
+                }
+            }
+            Type::DateTime(_) | Type::DateTime64(..) => {
+                let at = civil::parse_datetime(s).or_else(|| seconds_text(s));
+                let Some(at) = at else {
+                    return Err(v.invalid(format_args!("`{s}` is not a date-time (RFC 3339, `YYYY-MM-DD hh:mm:ss` or Unix seconds)")));
+                };
+                return v.instant(at);
+            }
+            Type::Uuid => match parse_uuid(s) {
+                Some(u) => {
+                    v.buf.put_u64_le((u >> 64) as u64);
+                    v.buf.put_u64_le(u as u64);
+                }
+                None => return Err(v.invalid(format_args!("`{s}` is not a UUID"))),
+            },
+            Type::Ipv4 => match s.parse::<std::net::Ipv4Addr>() {
+                Ok(a) => v.buf.put_u32_le(u32::from(a)),
+                Err(_) => match s.parse::<u32>() {
+                    Ok(n) => v.buf.put_u32_le(n),
+                    Err(_) => return Err(v.invalid(format_args!("`{s}` is not an IPv4 address"))),
+                },
+            },
+            Type::Ipv6 => match s.parse::<std::net::IpAddr>() {
+                Ok(std::net::IpAddr::V6(a)) => v.buf.extend_from_slice(&a.octets()),
+                Ok(std::net::IpAddr::V4(a)) => {
+                    v.buf.extend_from_slice(&a.to_ipv6_mapped().octets())
+                }
+                Err(_) => return Err(v.invalid(format_args!("`{s}` is not an IP address"))),
+            },
+            Type::Enum8(items) => match items.iter().find(|(n, _)| n == s) {
+                Some((_, x)) => v.buf.put_i8(*x),
+                None => match s.parse::<i128>() {
+                    Ok(n) => return v.int(n),
+                    Err(_) => {
+                        return Err(v.invalid(format_args!("`{s}` is not a name of the enum")))
+                    }
+                },
+            },
+            Type::Enum16(items) => match items.iter().find(|(n, _)| n == s) {
+                Some((_, x)) => v.buf.put_i16_le(*x),
+                None => match s.parse::<i128>() {
+                    Ok(n) => return v.int(n),
+                    Err(_) => {
+                        return Err(v.invalid(format_args!("`{s}` is not a name of the enum")))
+                    }
+                },
+            },
+            ty => match int_layout(ty) {
+                Some((bytes, signed)) => {
+                    let mut out = [0u8; 32];
+                    let target = wide::Target {
+                        bytes,
+                        signed,
+                        scale: 0,
+                        precision: None,
+                    };
+                    match wide::parse(s.trim(), target, &mut out) {
+                        Ok(()) => v.buf.extend_from_slice(&out[..bytes]),
+                        Err(why) => return Err(v.invalid(format_args!("`{s}`: {why}"))),
+                    }
+                }
+                None => return Err(v.bad("a string")),
+            },
+        }
+        Ok(())
+    }
+
+    fn instant<E: de::Error>(self, at: civil::Instant) -> Result<(), E> {
+        match self.ty {
+            Type::DateTime(_) => match u32::try_from(at.secs) {
+                Ok(s) => self.buf.put_u32_le(s),
+                Err(_) => {
+                    return Err(self.invalid(format_args!("{} seconds is out of range", at.secs)))
+                }
+            },
+            Type::DateTime64(p, _) => {
+                let scale = 10i64.pow(*p);
+                let frac = at.nanos as i64 / 10i64.pow(9 - *p);
+                match at.secs.checked_mul(scale).and_then(|t| t.checked_add(frac)) {
+                    Some(t) => self.buf.put_i64_le(t),
+                    None => return Err(self.invalid("time out of range")),
+                }
+            }
+            _ => return Err(self.bad("a date-time")),
+        }
+        Ok(())
+    }
+}
+
+fn v_f64(v: i128) -> f64 {
+    v as f64
+}
+
+fn v_string(v: i128) -> String {
+    v.to_string()
+}
+
+/// `1700000000` or `1700000000.123` as an instant.
+fn seconds_text(s: &str) -> Option<civil::Instant> {
+    let (int, frac) = s.split_once('.').unwrap_or((s, ""));
+    let secs: i64 = int.parse().ok()?;
+    if !frac.bytes().all(|b| b.is_ascii_digit()) || (secs < 0 && !frac.is_empty()) {
+        return None;
+    }
+    let mut nanos = 0u32;
+    for (i, b) in frac.bytes().take(9).enumerate() {
+        nanos += (b - b'0') as u32 * 10u32.pow(8 - i as u32);
+    }
+    Some(civil::Instant { secs, nanos })
+}
+
+fn parse_uuid(s: &str) -> Option<u128> {
+    let hex: String = s.chars().filter(|&c| c != '-').collect();
+    let dashes = s.len() - hex.len();
+    if hex.len() != 32 || !(dashes == 0 || (dashes == 4 && s.as_bytes().get(8) == Some(&b'-'))) {
+        return None;
+    }
+    u128::from_str_radix(&hex, 16).ok()
+}
+
+impl<'de> Visitor<'de> for Val<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "a value of type {}", self.ty)
+    }
+    fn visit_bool<E: de::Error>(self, b: bool) -> Result<(), E> {
+        let v = self.value();
+        match v.ty {
+            Type::String | Type::FixedString(_) => v.text(if b { "true" } else { "false" }),
+            _ => v.int(b as i128),
+        }
+    }
+    fn visit_u64<E: de::Error>(self, n: u64) -> Result<(), E> {
+        self.int(n as i128)
+    }
+    fn visit_i64<E: de::Error>(self, n: i64) -> Result<(), E> {
+        self.int(n as i128)
+    }
+    fn visit_f64<E: de::Error>(self, f: f64) -> Result<(), E> {
+        let v = self.value();
+        match v.ty {
+            Type::Float32 => v.buf.put_f32_le(f as f32),
+            Type::Float64 => v.buf.put_f64_le(f),
+            Type::DateTime(_) | Type::DateTime64(..) => {
+                if !f.is_finite() || f.abs() > 1e15 {
+                    return Err(v.invalid("time out of range"));
+                }
+                let secs = f.floor();
+                let nanos = ((f - secs) * 1e9).round().min(999_999_999.0) as u32;
+                return v.instant(civil::Instant {
+                    secs: secs as i64,
+                    nanos,
+                });
+            }
+            // Shortest text that round-trips, then exact decimal parsing.
+            _ => return v.text(&format!("{f}")),
+        }
+        Ok(())
+    }
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<(), E> {
+        self.text(s)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        match self.ty {
+            Type::Nullable(_) => self.buf.push(1),
+            Type::LowCardinality(t) if t.is_nullable() => self.buf.push(1),
+            ty => write_default(ty, self.buf),
+        }
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let v = self.value();
+        match v.ty {
+            Type::Array(inner) => {
+                let start = v.buf.len();
+                let mut n = 0u64;
+                while seq
+                    .next_element_seed(Val {
+                        ty: inner,
+                        buf: v.buf,
+                        fault: v.fault,
+                    })?
+                    .is_some()
+                {
+                    n += 1;
+                }
+                prefix_count(v.buf, start, n);
+                Ok(())
+            }
+            Type::Tuple(items) => {
+                for (i, (_, t)) in items.iter().enumerate() {
+                    if seq
+                        .next_element_seed(Val {
+                            ty: t,
+                            buf: v.buf,
+                            fault: v.fault,
+                        })?
+                        .is_none()
+                    {
+                        let reason = format!("tuple has {} elements, got {i}", items.len());
+                        return Err(v.fault.set(None, DecodeErrorKind::Invalid, reason));
+                    }
+                }
+                if seq.next_element::<IgnoredAny>()?.is_some() {
+                    let reason = format!("tuple has {} elements, got more", items.len());
+                    return Err(v.fault.set(None, DecodeErrorKind::Invalid, reason));
+                }
+                Ok(())
+            }
+            _ => Err(v.bad("an array")),
+        }
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let v = self.value();
+        match v.ty {
+            Type::Map(k, val) => {
+                let start = v.buf.len();
+                let mut n = 0u64;
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    Val {
+                        ty: k,
+                        buf: v.buf,
+                        fault: v.fault,
+                    }
+                    .text::<A::Error>(&key)?;
+                    map.next_value_seed(Val {
+                        ty: val,
+                        buf: v.buf,
+                        fault: v.fault,
+                    })?;
+                    n += 1;
+                }
+                prefix_count(v.buf, start, n);
+                Ok(())
+            }
+            Type::Tuple(items) if items.iter().all(|(n, _)| n.is_some()) => {
+                // Named tuple as an object: fill by name, defaults for the rest.
+                let mut parts: Vec<Option<Vec<u8>>> = vec![None; items.len()];
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    match items.iter().position(|(n, _)| n.as_deref() == Some(&*key)) {
+                        Some(i) if parts[i].is_none() => {
+                            let mut part = Vec::new();
+                            map.next_value_seed(Val {
+                                ty: &items[i].1,
+                                buf: &mut part,
+                                fault: v.fault,
+                            })?;
+                            parts[i] = Some(part);
+                        }
+                        Some(_) => {
+                            return Err(v.fault.set(
+                                Some(&key),
+                                DecodeErrorKind::Duplicate,
+                                "tuple element appears twice",
+                            ))
+                        }
+                        None => {
+                            return Err(v.fault.set(
+                                Some(&key),
+                                DecodeErrorKind::Unknown,
+                                "no such tuple element",
+                            ))
+                        }
+                    }
+                }
+                for ((_, t), part) in items.iter().zip(parts) {
+                    match part {
+                        Some(p) => v.buf.extend_from_slice(&p),
+                        None => write_default(t, v.buf),
+                    }
+                }
+                Ok(())
+            }
+            _ => Err(v.bad("an object")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(schema: &str, json: &str) -> Result<Vec<u8>, DecodeError> {
+        let mut t = Transcoder::new(Schema::parse(schema).unwrap());
+        let mut out = Vec::new();
+        t.transcode(json.as_bytes(), &mut out)?;
+        Ok(out)
+    }
+
+    #[test]
+    fn key_order_does_not_matter_and_missing_columns_get_defaults() {
+        let s = "a UInt8, b String, c Nullable(UInt16), d Array(UInt8)";
+        assert_eq!(row(s, r#"{"b":"x","a":1}"#).unwrap(), [1, 1, b'x', 1, 0]);
+        assert_eq!(
+            row(s, r#"{"d":[1,2],"c":7,"a":null}"#).unwrap(),
+            [0, 0, 0, 7, 0, 2, 1, 2]
+        );
+    }
+
+    #[test]
+    fn errors_name_the_column_and_leave_nothing_behind() {
+        let s = "a UInt8, b String";
+        let mut t = Transcoder::new(Schema::parse(s).unwrap());
+        let mut out = vec![9u8];
+        let e = t.transcode(br#"{"b":"ok","a":300}"#, &mut out).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("a"));
+        assert_eq!(e.kind, DecodeErrorKind::Invalid);
+        assert!(e.offset.is_some());
+        assert_eq!(out, [9]);
+        let e = t.transcode(br#"{"a":1,"a":2}"#, &mut out).unwrap_err();
+        assert_eq!(e.kind, DecodeErrorKind::Duplicate);
+        let e = t.transcode(br#"[1]"#, &mut out).unwrap_err();
+        assert_eq!(e.kind, DecodeErrorKind::NotAnObject);
+        let e = t.transcode(br#"{"a":1"#, &mut out).unwrap_err();
+        assert_eq!(e.kind, DecodeErrorKind::Syntax);
+        let mut strict = t.clone().deny_unknown_fields(true);
+        let e = strict.transcode(br#"{"zz":1}"#, &mut out).unwrap_err();
+        assert_eq!(
+            (e.kind, e.field.as_deref()),
+            (DecodeErrorKind::Unknown, Some("zz"))
+        );
+        assert_eq!(out, [9]);
+    }
+
+    #[test]
+    fn typed_values() {
+        assert_eq!(
+            row("d Decimal(9, 2)", r#"{"d":"-1.239"}"#).unwrap(),
+            (-123i32).to_le_bytes()
+        );
+        assert_eq!(
+            row("d Decimal(9, 2)", r#"{"d":1.1}"#).unwrap(),
+            110i32.to_le_bytes()
+        );
+        assert_eq!(
+            row("t DateTime", r#"{"t":"2023-11-15T00:13:20+02:00"}"#).unwrap(),
+            1_700_000_000u32.to_le_bytes()
+        );
+        assert_eq!(
+            row("t DateTime64(3)", r#"{"t":"2023-11-14 22:13:20.5"}"#).unwrap(),
+            1_700_000_000_500i64.to_le_bytes()
+        );
+        assert_eq!(row("d Date", r#"{"d":"1970-01-02"}"#).unwrap(), [1, 0]);
+        assert_eq!(
+            row("e Enum8('a' = 1, 'b' = -2)", r#"{"e":"b"}"#).unwrap(),
+            [0xfe]
+        );
+        assert_eq!(
+            row("f FixedString(3)", r#"{"f":"ab"}"#).unwrap(),
+            [b'a', b'b', 0]
+        );
+        assert_eq!(
+            row("i IPv4", r#"{"i":"1.2.3.4"}"#).unwrap(),
+            0x0102_0304u32.to_le_bytes()
+        );
+        assert_eq!(
+            row("m Map(String, UInt8)", r#"{"m":{"k":5}}"#).unwrap(),
+            [1, 1, b'k', 5]
+        );
+        assert_eq!(
+            row("t Tuple(a String, b UInt8)", r#"{"t":{"b":2}}"#).unwrap(),
+            [0, 2]
+        );
+        assert_eq!(
+            row("t Tuple(String, UInt8)", r#"{"t":["x",2]}"#).unwrap(),
+            [1, b'x', 2]
+        );
+        assert_eq!(row("u UInt256", r#"{"u":"1"}"#).unwrap()[..2], [1, 0]);
+        let u = row("u UUID", r#"{"u":"01234567-89ab-cdef-0011-223344556677"}"#).unwrap();
+        assert_eq!(u[..8], 0x0123_4567_89ab_cdefu64.to_le_bytes());
+        assert!(row("u UInt8", r#"{"u":1.5}"#).is_err());
+        assert!(row("a Array(UInt8)", r#"{"a":"x"}"#).is_err());
+        assert!(row("f FixedString(1)", r#"{"f":"ab"}"#).is_err());
+    }
+}
