@@ -2,6 +2,7 @@
 //! each subcommand lives in its own module.
 
 mod histogram;
+mod inspect;
 mod load;
 
 use clap::{Parser, Subcommand};
@@ -18,10 +19,13 @@ pub struct Cli {
 enum Command {
     /// Drive the engine the way a busy server would, then report.
     Load(load::LoadArgs),
+    /// Print a RowBinary batch file as JSON lines.
+    Inspect(inspect::InspectArgs),
 }
 
 pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.command {
         Command::Load(args) => load::run(args),
+        Command::Inspect(args) => inspect::run(args),
     }
 }
