@@ -6,7 +6,12 @@
 //! to seal, or talk to a sink.
 
 use bytes::Bytes;
+use std::borrow::Cow;
 use std::sync::Arc;
+
+/// Column names as the sinks see them: borrowed from a Rust type's field
+/// names, or owned when they come from a [`Schema`](crate::Schema).
+pub type ColumnNames = Arc<[Cow<'static, str>]>;
 
 /// Rows a shard sealed: RowBinary bytes for `rows` complete rows.
 #[derive(Debug, Clone)]
@@ -26,7 +31,7 @@ pub(crate) struct Batch {
 #[derive(Debug, Clone)]
 pub struct InsertBatch {
     pub(crate) id: u64,
-    pub(crate) columns: Arc<[&'static str]>,
+    pub(crate) columns: ColumnNames,
     pub(crate) chunks: Vec<Bytes>,
     pub(crate) seqs: Vec<u64>,
     pub(crate) rows: u64,
@@ -35,7 +40,8 @@ pub struct InsertBatch {
 
 impl InsertBatch {
     /// Builds an INSERT from raw parts (for tests and custom drivers of a sink).
-    pub fn new(id: u64, columns: Arc<[&'static str]>, chunks: Vec<Bytes>, rows: u64) -> Self {
+    pub fn new(id: u64, columns: &[&str], chunks: Vec<Bytes>, rows: u64) -> Self {
+        let columns = columns.iter().map(|c| Cow::Owned(c.to_string())).collect();
         let bytes = chunks.iter().map(|c| c.len() as u64).sum();
         Self {
             id,
@@ -52,7 +58,7 @@ impl InsertBatch {
         self.id
     }
     /// Column names, in RowBinary order.
-    pub fn columns(&self) -> &[&'static str] {
+    pub fn columns(&self) -> &[Cow<'static, str>] {
         &self.columns
     }
     /// The RowBinary body, as the chunks the shards sealed.
@@ -79,7 +85,7 @@ impl InsertBatch {
         }
     }
 
-    pub(crate) fn from_batches(columns: Arc<[&'static str]>, batches: Vec<Batch>) -> Self {
+    pub(crate) fn from_batches(columns: ColumnNames, batches: Vec<Batch>) -> Self {
         let id = batches.first().map_or(0, |b| b.seq);
         let mut rows = 0;
         let mut bytes = 0;

@@ -201,6 +201,7 @@ impl Builder {
             },
             closed: AtomicBool::new(false),
             columns,
+            row_columns: OnceLock::new(),
             cfg,
         });
         let (ctrl, ctrl_rx) = mpsc::unbounded_channel();
@@ -292,13 +293,19 @@ impl<T: Serialize> Buffer<T> {
         let shared = &*self.inner.shared;
         let result = self.append(|st| {
             let before = st.buf.len();
-            let columns = shared.columns.get().map(|c| &**c);
+            let columns = shared.row_columns.get().map(|c| &**c);
             let Some(learned) = encode_row(&row, &mut st.buf, columns)? else {
                 return Ok(());
             };
             let learned: Arc<[&'static str]> = Arc::from(learned);
-            let set = shared.columns.get_or_init(|| learned.clone());
+            let set = shared.row_columns.get_or_init(|| learned.clone());
             if **set == *learned {
+                shared.columns.get_or_init(|| {
+                    learned
+                        .iter()
+                        .map(|&c| std::borrow::Cow::Borrowed(c))
+                        .collect()
+                });
                 return Ok(());
             }
             st.buf.truncate(before);
@@ -471,8 +478,9 @@ impl<T> Buffer<T> {
     }
 
     /// Column names, once the first row has been tracked.
-    pub fn columns(&self) -> Option<&[&'static str]> {
-        self.inner.shared.columns.get().map(|c| &**c)
+    pub fn columns(&self) -> Option<Vec<&str>> {
+        let names = self.inner.shared.columns.get()?;
+        Some(names.iter().map(|c| &**c).collect())
     }
 }
 

@@ -28,7 +28,10 @@ pub(crate) struct Shared {
     pub shards: Box<[Shard]>,
     pub seal: SealTarget,
     pub closed: AtomicBool,
-    pub columns: OnceLock<Arc<[&'static str]>>,
+    /// Column names for the sink (from the first row, or the schema).
+    pub columns: OnceLock<crate::batch::ColumnNames>,
+    /// Field names of a serde row type, for the per-row check in `track`.
+    pub row_columns: OnceLock<Arc<[&'static str]>>,
 }
 
 impl Shared {

@@ -522,7 +522,7 @@ pub struct Column {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Schema {
     columns: Arc<[Column]>,
-    names: Arc<[&'static str]>,
+    names: crate::batch::ColumnNames,
 }
 
 impl Schema {
@@ -551,13 +551,8 @@ impl Schema {
 
     /// A schema from parsed columns.
     pub fn from_columns(cols: Vec<Column>) -> Self {
-        // Column names live as long as the schema's users need them: the
-        // engine's `InsertBatch` carries `&'static str` names, so schemas are
-        // leaked once per distinct schema (tables are few and long-lived).
-        let names: Vec<&'static str> = cols
-            .iter()
-            .map(|c| &*Box::leak(c.name.clone().into_boxed_str()))
-            .collect();
+        let names: Vec<std::borrow::Cow<'static, str>> =
+            cols.iter().map(|c| c.name.clone().into()).collect();
         Self {
             columns: cols.into(),
             names: names.into(),
@@ -684,7 +679,7 @@ impl Schema {
     }
 
     /// The column names, in order.
-    pub fn names(&self) -> &Arc<[&'static str]> {
+    pub fn names(&self) -> &crate::batch::ColumnNames {
         &self.names
     }
 

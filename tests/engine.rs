@@ -278,7 +278,7 @@ async fn a_bad_row_is_handed_back_and_leaves_the_batch_intact() {
         [1, 0, 0, 0, 0, 2, 0, 0, 0, 5, 0, 0, 0, 0, 6, 0, 0, 0]
     );
     assert_eq!(b.stats().encode_errors, 1);
-    assert_eq!(b.columns(), Some(&["a", "b"][..]));
+    assert_eq!(b.columns(), Some(vec!["a", "b"]));
 }
 
 #[tokio::test]
@@ -354,7 +354,7 @@ async fn json_rows_are_transcoded_and_bad_lines_reported() {
         sink.concat(),
         [1, 0, 0, 0, 0, 0, 0, 0, 1, b'a', 2, 0, 0, 0, 0, 0, 0, 0, 1, b'b']
     );
-    assert_eq!(b.columns(), Some(&["id", "name"][..]));
+    assert_eq!(b.columns(), Some(vec!["id", "name"]));
     b.shutdown().await.unwrap();
     let tracked = b.track_ndjson(body);
     assert!(matches!(

@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, TcpListener};
 use std::sync::mpsc;
-use std::sync::Arc;
 use time::macros::{date, datetime};
 
 #[derive(Debug, Clone, Serialize, clickhouse::Row)]
@@ -207,12 +206,7 @@ async fn rowbinary_matches_the_clickhouse_crate_byte_for_byte() {
         "rich",
     );
     // The sink asks the server's version first; answer that, then the INSERT.
-    let batch = InsertBatch::new(
-        0,
-        Arc::from(cols.unwrap()),
-        vec![ours.freeze()],
-        rows.len() as u64,
-    );
+    let batch = InsertBatch::new(0, &cols.unwrap(), vec![ours.freeze()], rows.len() as u64);
     let send = tokio::spawn(async move { sink.insert(&batch).await });
     let (version_req, _) = captured.recv().unwrap();
     assert!(version_req.starts_with("POST") || version_req.starts_with("GET"));

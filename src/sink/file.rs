@@ -89,7 +89,7 @@ impl Inner {
         Ok(())
     }
 
-    fn write_loader(&self, columns: &[&str]) -> std::io::Result<()> {
+    fn write_loader(&self, columns: &[impl AsRef<str>]) -> std::io::Result<()> {
         let sql = insert_sql(&self.table, columns);
         atomic_write(&self.dir.join("INSERT.sql"), format!("{sql}\n").as_bytes())?;
         let script = format!(
@@ -140,10 +140,9 @@ mod tests {
     async fn writes_batches_and_loader() {
         let dir = tempfile::tempdir().unwrap();
         let sink = FileSink::new(dir.path(), "t").unwrap();
-        let cols: Arc<[&'static str]> = Arc::from(vec!["a", "b"]);
         let batch = InsertBatch::new(
             3,
-            cols,
+            &["a", "b"],
             vec![Bytes::from_static(b"ab"), Bytes::from_static(b"cd")],
             2,
         );

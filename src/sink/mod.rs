@@ -138,8 +138,8 @@ pub fn quote_table(table: &str) -> String {
 }
 
 /// `INSERT INTO table (c1, c2) FORMAT RowBinary`, every name quoted.
-pub fn insert_sql(table: &str, columns: &[&str]) -> String {
-    let cols: Vec<String> = columns.iter().map(|c| quote_ident(c)).collect();
+pub fn insert_sql(table: &str, columns: &[impl AsRef<str>]) -> String {
+    let cols: Vec<String> = columns.iter().map(|c| quote_ident(c.as_ref())).collect();
     format!(
         "INSERT INTO {} ({}) FORMAT RowBinary",
         quote_table(table),
