@@ -12,6 +12,11 @@ if [ -z "${CLICKHOUSE_URL:-}" ] && [ ! -x /usr/sbin/clickhouse-server ]; then
   apt-get install -y -qq clickhouse-server clickhouse-client >/dev/null
 fi
 
+if ! python3 -c "import chdb" >/dev/null 2>&1; then
+  echo "== installing chdb-core (ClickHouse 26.x in-process, the RowBinary conformance oracle)"
+  python3 -m pip install --quiet chdb-core
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy --all-targets -D warnings"
@@ -19,3 +24,5 @@ cargo clippy --all-targets -- -D warnings
 echo "== cargo test (integration tests start a private ClickHouse; its version is printed below)"
 cargo test --all-targets -- --show-output
 cargo test --doc
+echo "== fuzz smoke: every cargo-fuzz target for ${FUZZ_SMOKE_SECONDS:-30}s"
+./scripts/fuzz.sh "${FUZZ_SMOKE_SECONDS:-30}"
