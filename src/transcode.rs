@@ -374,7 +374,7 @@ impl<'a> Val<'a> {
             },
             Type::DateTime64(p, _) => match i64::try_from(v)
                 .ok()
-                .and_then(|s| s.checked_mul(10i64.pow(*p)))
+                .and_then(|s| s.checked_mul(10i64.checked_pow(*p)?))
             {
                 Some(t) => w.buf.put_i64_le(t),
                 None => return Err(w.invalid(format_args!("{v} seconds is out of range"))),
@@ -524,9 +524,15 @@ impl<'a> Val<'a> {
                 }
             },
             Type::DateTime64(p, _) => {
-                let scale = 10i64.pow(*p);
-                let frac = at.nanos as i64 / 10i64.pow(9 - *p);
-                match at.secs.checked_mul(scale).and_then(|t| t.checked_add(frac)) {
+                // Precision is at most 9 for parsed types; a hand-built Type
+                // with more is an error here, not an overflow.
+                let ticks = (|| {
+                    let frac = at.nanos as i64 / 10i64.checked_pow(9u32.checked_sub(*p)?)?;
+                    at.secs
+                        .checked_mul(10i64.checked_pow(*p)?)?
+                        .checked_add(frac)
+                })();
+                match ticks {
                     Some(t) => self.buf.put_i64_le(t),
                     None => return Err(self.invalid("time out of range")),
                 }
@@ -821,5 +827,21 @@ mod tests {
         assert!(row("u UInt8", r#"{"u":1.5}"#).is_err());
         assert!(row("a Array(UInt8)", r#"{"a":"x"}"#).is_err());
         assert!(row("f FixedString(1)", r#"{"f":"ab"}"#).is_err());
+    }
+
+    #[test]
+    fn hand_built_types_out_of_range_are_errors_not_panics() {
+        let schema = Schema::from_columns(vec![crate::schema::Column {
+            name: "t".into(),
+            ty: Type::DateTime64(30, None),
+        }]);
+        let mut t = Transcoder::new(schema.clone());
+        let mut out = Vec::new();
+        assert!(t
+            .transcode(br#"{"t":"2023-11-14 22:13:20"}"#, &mut out)
+            .is_err());
+        assert!(t.transcode(br#"{"t":5}"#, &mut out).is_err());
+        let mut input = &[0u8; 8][..];
+        assert!(crate::rowbinary::decode::decode_row(&schema, &mut input).is_err());
     }
 }

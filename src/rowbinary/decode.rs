@@ -180,7 +180,10 @@ fn value(ty: &Type, r: &mut Reader<'_>) -> Result<Value, RowBinaryError> {
         }
         Type::DateTime64(p, _) => {
             let ticks = i64::from_le_bytes(r.array()?);
-            let scale = 10i64.pow(*p);
+            let scale = 10i64
+                .checked_pow(*p)
+                .filter(|_| *p <= 9)
+                .ok_or_else(|| r.err(format!("DateTime64 precision {p} is above 9")))?;
             civil::format_datetime(ticks.div_euclid(scale), ticks.rem_euclid(scale) as u64, *p)
                 .into()
         }
