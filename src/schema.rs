@@ -96,6 +96,21 @@ impl Type {
 
 impl fmt::Display for Type {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fn enum_items<'a>(
+            f: &mut fmt::Formatter<'_>,
+            kind: &str,
+            items: impl Iterator<Item = (&'a String, i64)>,
+        ) -> fmt::Result {
+            write!(f, "{kind}(")?;
+            for (i, (name, v)) in items.enumerate() {
+                if i > 0 {
+                    f.write_str(", ")?;
+                }
+                quoted(f, name)?;
+                write!(f, " = {v}")?;
+            }
+            f.write_str(")")
+        }
         fn quoted(f: &mut fmt::Formatter<'_>, s: &str) -> fmt::Result {
             f.write_str("'")?;
             for c in s.chars() {
@@ -143,27 +158,9 @@ impl fmt::Display for Type {
             Type::Ipv4 => f.write_str("IPv4"),
             Type::Ipv6 => f.write_str("IPv6"),
             Type::Decimal(p, s) => write!(f, "Decimal({p}, {s})"),
-            Type::Enum8(items) => {
-                f.write_str("Enum8(")?;
-                for (i, (name, v)) in items.iter().enumerate() {
-                    if i > 0 {
-                        f.write_str(", ")?;
-                    }
-                    quoted(f, name)?;
-                    write!(f, " = {v}")?;
-                }
-                f.write_str(")")
-            }
+            Type::Enum8(items) => enum_items(f, "Enum8", items.iter().map(|(n, v)| (n, *v as i64))),
             Type::Enum16(items) => {
-                f.write_str("Enum16(")?;
-                for (i, (name, v)) in items.iter().enumerate() {
-                    if i > 0 {
-                        f.write_str(", ")?;
-                    }
-                    quoted(f, name)?;
-                    write!(f, " = {v}")?;
-                }
-                f.write_str(")")
+                enum_items(f, "Enum16", items.iter().map(|(n, v)| (n, *v as i64)))
             }
             Type::Nullable(t) => write!(f, "Nullable({t})"),
             Type::Array(t) => write!(f, "Array({t})"),

@@ -522,42 +522,30 @@ impl<'a> ser::Serializer for ValueSerializer<'a> {
     }
 }
 
-impl ser::SerializeSeq for ValueSerializer<'_> {
-    type Ok = ();
-    type Error = EncodeError;
-    #[inline]
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), EncodeError> {
-        value.serialize(self.reborrow())
-    }
-    #[inline]
-    fn end(self) -> Result<(), EncodeError> {
-        Ok(())
-    }
+/// Sequences, tuples and tuple structs are their elements back to back (the
+/// length prefix, if any, was written when the compound started).
+macro_rules! elements {
+    ($($trait:ident :: $method:ident),*) => {$(
+        impl ser::$trait for ValueSerializer<'_> {
+            type Ok = ();
+            type Error = EncodeError;
+            #[inline]
+            fn $method<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), EncodeError> {
+                value.serialize(self.reborrow())
+            }
+            #[inline]
+            fn end(self) -> Result<(), EncodeError> {
+                Ok(())
+            }
+        }
+    )*};
 }
 
-impl ser::SerializeTuple for ValueSerializer<'_> {
-    type Ok = ();
-    type Error = EncodeError;
-    #[inline]
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), EncodeError> {
-        value.serialize(self.reborrow())
-    }
-    #[inline]
-    fn end(self) -> Result<(), EncodeError> {
-        Ok(())
-    }
-}
-
-impl ser::SerializeTupleStruct for ValueSerializer<'_> {
-    type Ok = ();
-    type Error = EncodeError;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), EncodeError> {
-        value.serialize(self.reborrow())
-    }
-    fn end(self) -> Result<(), EncodeError> {
-        Ok(())
-    }
-}
+elements!(
+    SerializeSeq::serialize_element,
+    SerializeTuple::serialize_element,
+    SerializeTupleStruct::serialize_field
+);
 
 impl ser::SerializeMap for ValueSerializer<'_> {
     type Ok = ();
