@@ -61,6 +61,17 @@ fn bench_track(c: &mut Criterion) {
     g.throughput(Throughput::Elements(EVENTS_PER_ITER));
     g.sample_size(20);
 
+    // What building and dropping the events costs on its own: both sides
+    // below include it, so it bounds any ratio from above.
+    g.bench_function("construct_only_1_producer", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                total += run_producers(1, EVENTS_PER_ITER, |e| drop(std::hint::black_box(e)));
+            }
+            total
+        })
+    });
     for producers in [1u64, 2, 4] {
         g.bench_function(format!("flume_floor_{producers}_producers"), |b| {
             b.iter_custom(|iters| {

@@ -24,5 +24,7 @@ cargo clippy --all-targets -- -D warnings
 echo "== cargo test (integration tests start a private ClickHouse; its version is printed below)"
 cargo test --all-targets -- --show-output
 cargo test --doc
+echo "== instruction-count guard (encode and track per event vs benches/icount-baseline.txt)"
+./scripts/icount.sh
 echo "== fuzz smoke: every cargo-fuzz target for ${FUZZ_SMOKE_SECONDS:-30}s"
 ./scripts/fuzz.sh "${FUZZ_SMOKE_SECONDS:-30}"

@@ -6,7 +6,7 @@
 //! on a channel or do I/O inside `track`.
 
 use crate::coordinator::{Command, Coordinator, FlushReport, Shared};
-use crate::rowbinary::{encode_row, EncodeError};
+use crate::rowbinary::{encode_row, encode_row_as, EncodeError};
 use crate::shard::{shard_for_this_thread, SealTarget, Shard};
 use crate::sink::Sink;
 use crate::stats::{Counters, Stats};
@@ -291,34 +291,9 @@ impl<T: Serialize> Buffer<T> {
     #[inline]
     pub fn track(&self, row: T) -> Result<(), TrackError<T>> {
         let shared = &*self.inner.shared;
-        let result = self.append(|st| {
-            let before = st.buf.len();
-            let columns = shared.row_columns.get().map(|c| &**c);
-            let Some(learned) = encode_row(&row, &mut st.buf, columns)? else {
-                return Ok(());
-            };
-            let learned: Arc<[&'static str]> = Arc::from(learned);
-            let set = shared.row_columns.get_or_init(|| learned.clone());
-            if **set == *learned {
-                shared.columns.get_or_init(|| {
-                    learned
-                        .iter()
-                        .map(|&c| std::borrow::Cow::Borrowed(c))
-                        .collect()
-                });
-                return Ok(());
-            }
-            st.buf.truncate(before);
-            let index = set
-                .iter()
-                .zip(learned.iter())
-                .position(|(a, b)| a != b)
-                .unwrap_or(set.len().min(learned.len()));
-            Err(EncodeError::ColumnMismatch {
-                index,
-                expected: set.get(index).copied().unwrap_or(""),
-                found: learned.get(index).copied().unwrap_or(""),
-            })
+        let result = self.append(|st| match shared.row_columns.get() {
+            Some(columns) => encode_row_as(&row, &mut st.buf, columns),
+            None => first_row(shared, &row, &mut st.buf),
         });
         match result {
             Ok(()) => Ok(()),
@@ -327,6 +302,42 @@ impl<T: Serialize> Buffer<T> {
             Err(Rejected::Invalid(error)) => Err(TrackError::Encode { row, error }),
         }
     }
+}
+
+/// The first row of a serde buffer: learns the column names (or, when
+/// another thread learned them first, checks this row against them).
+#[cold]
+fn first_row<T: Serialize>(
+    shared: &Shared,
+    row: &T,
+    buf: &mut bytes::BytesMut,
+) -> Result<(), EncodeError> {
+    let before = buf.len();
+    let Some(learned) = encode_row(row, buf, None)? else {
+        return Ok(());
+    };
+    let learned: Arc<[&'static str]> = Arc::from(learned);
+    let set = shared.row_columns.get_or_init(|| learned.clone());
+    if **set == *learned {
+        shared.columns.get_or_init(|| {
+            learned
+                .iter()
+                .map(|&c| std::borrow::Cow::Borrowed(c))
+                .collect()
+        });
+        return Ok(());
+    }
+    buf.truncate(before);
+    let index = set
+        .iter()
+        .zip(learned.iter())
+        .position(|(a, b)| a != b)
+        .unwrap_or(set.len().min(learned.len()));
+    Err(EncodeError::ColumnMismatch {
+        index,
+        expected: set.get(index).copied().unwrap_or(""),
+        found: learned.get(index).copied().unwrap_or(""),
+    })
 }
 
 /// The row type of a buffer built with [`Builder::build_json`]: rows arrive

@@ -85,9 +85,32 @@ pub enum EncodeError {
     Custom(String),
 }
 
-impl ser::Error for EncodeError {
+/// The serializer's own error: the [`EncodeError`] behind one pointer, so
+/// every `Result` on the per-field path is a register-sized value and the
+/// `Ok` check is a null test (the enum by value is 48 bytes returned through
+/// memory, which the profile showed on every field).
+#[derive(Debug)]
+struct Fail(Box<EncodeError>);
+
+impl From<EncodeError> for Fail {
+    #[cold]
+    fn from(e: EncodeError) -> Self {
+        Fail(Box::new(e))
+    }
+}
+
+impl Display for Fail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for Fail {}
+
+impl ser::Error for Fail {
+    #[cold]
     fn custom<M: Display>(msg: M) -> Self {
-        EncodeError::Custom(msg.to_string())
+        Fail(Box::new(EncodeError::Custom(msg.to_string())))
     }
 }
 
@@ -105,22 +128,49 @@ pub fn encode_row<T: Serialize + ?Sized>(
     buf: &mut BytesMut,
     columns: Option<&Columns>,
 ) -> Result<Option<Vec<&'static str>>, EncodeError> {
+    match columns {
+        Some(columns) => encode_row_as(row, buf, columns).map(|()| None),
+        None => learn_columns(row, buf).map(Some),
+    }
+}
+
+/// [`encode_row`] for a row whose columns are known: the hot path of `track`.
+#[inline]
+pub(crate) fn encode_row_as<T: Serialize + ?Sized>(
+    row: &T,
+    buf: &mut BytesMut,
+    columns: &Columns,
+) -> Result<(), EncodeError> {
+    run(row, buf, columns, None).map(|_| ())
+}
+
+#[cold]
+fn learn_columns<T: Serialize + ?Sized>(
+    row: &T,
+    buf: &mut BytesMut,
+) -> Result<Vec<&'static str>, EncodeError> {
+    run(row, buf, &[], Some(Vec::new())).map(Option::unwrap_or_default)
+}
+
+#[inline(always)]
+fn run<T: Serialize + ?Sized>(
+    row: &T,
+    buf: &mut BytesMut,
+    all: &Columns,
+    learned: Option<Vec<&'static str>>,
+) -> Result<Option<Vec<&'static str>>, EncodeError> {
     let start = buf.len();
     let mut ser = RowSerializer {
         buf,
-        expected: columns,
-        learned: if columns.is_none() {
-            Some(Vec::new())
-        } else {
-            None
-        },
-        index: 0,
+        all,
+        rest: all,
+        learned,
     };
     match row.serialize(&mut ser) {
         Ok(()) => Ok(ser.learned),
-        Err(e) => {
-            buf.truncate(start);
-            Err(e)
+        Err(Fail(e)) => {
+            ser.buf.truncate(start);
+            Err(*e)
         }
     }
 }
@@ -136,50 +186,138 @@ pub fn put_leb128(buf: &mut BytesMut, mut value: u64) {
     buf.put_u8(value as u8);
 }
 
+/// A length-prefixed string. Analytics strings are short: one capacity check
+/// covers the prefix and the bytes, and the copy avoids a `memcpy` call.
+#[inline(always)]
+fn put_string(buf: &mut BytesMut, v: &[u8]) {
+    if v.len() < 0x80 {
+        buf.reserve(v.len() + 1);
+        // SAFETY: `reserve` made room for `len + 1` bytes past `buf.len()`;
+        // both writes stay inside it and `set_len` covers only what was written.
+        unsafe {
+            let dst = buf.spare_capacity_mut().as_mut_ptr().cast::<u8>();
+            dst.write(v.len() as u8);
+            copy_short(v, dst.add(1));
+            buf.set_len(buf.len() + v.len() + 1);
+        }
+    } else {
+        put_leb128(buf, v.len() as u64);
+        buf.extend_from_slice(v);
+    }
+}
+
+/// A fixed-width value: one capacity check, one store.
+#[inline(always)]
+fn put_fixed<const N: usize>(buf: &mut BytesMut, bytes: [u8; N]) {
+    buf.reserve(N);
+    // SAFETY: `reserve(N)` guarantees N writable bytes past `buf.len()`.
+    unsafe {
+        buf.spare_capacity_mut()
+            .as_mut_ptr()
+            .cast::<[u8; N]>()
+            .write_unaligned(bytes);
+        buf.set_len(buf.len() + N);
+    }
+}
+
+/// Copies `src` (under 128 bytes) to `dst` with at most two overlapping
+/// loads and stores per size class instead of a libc `memcpy` call, which
+/// the profile showed costing more than the copy for 3-10 byte strings.
+///
+/// # Safety
+/// `dst` must be valid for `src.len()` bytes of writes.
+#[inline(always)]
+unsafe fn copy_short(src: &[u8], dst: *mut u8) {
+    let n = src.len();
+    let s = src.as_ptr();
+    // Each arm reads and writes only inside `[0, n)`: the second access of a
+    // pair ends exactly at `n` and may overlap the first.
+    if n >= 16 {
+        std::ptr::copy_nonoverlapping(s, dst, n);
+    } else if n >= 8 {
+        let a = s.cast::<u64>().read_unaligned();
+        let b = s.add(n - 8).cast::<u64>().read_unaligned();
+        dst.cast::<u64>().write_unaligned(a);
+        dst.add(n - 8).cast::<u64>().write_unaligned(b);
+    } else if n >= 4 {
+        let a = s.cast::<u32>().read_unaligned();
+        let b = s.add(n - 4).cast::<u32>().read_unaligned();
+        dst.cast::<u32>().write_unaligned(a);
+        dst.add(n - 4).cast::<u32>().write_unaligned(b);
+    } else if n > 0 {
+        // 1..=3 bytes: first, middle, last (they coincide for short strings).
+        dst.write(*s);
+        dst.add(n / 2).write(*s.add(n / 2));
+        dst.add(n - 1).write(*s.add(n - 1));
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Top level: the row struct. Field names become columns.
 // ---------------------------------------------------------------------------
 
 struct RowSerializer<'a> {
     buf: &'a mut BytesMut,
-    expected: Option<&'a Columns>,
+    /// Every column name (empty while learning them from the first row).
+    all: &'a Columns,
+    /// The names still to come in this row.
+    rest: &'a Columns,
     learned: Option<Vec<&'static str>>,
-    index: usize,
 }
 
 impl RowSerializer<'_> {
-    #[inline]
-    fn check_name(&mut self, name: &'static str) -> Result<(), EncodeError> {
-        let index = self.index;
-        self.index += 1;
+    #[inline(always)]
+    fn check_name(&mut self, name: &'static str) -> Result<(), Fail> {
+        if let [e, tail @ ..] = self.rest {
+            // Same type => same `&'static str`: one pointer comparison.
+            if std::ptr::eq(*e, name) {
+                self.rest = tail;
+                return Ok(());
+            }
+        }
+        self.check_name_slow(name)
+    }
+
+    /// The first row (learning the names), and names that are equal but not
+    /// the same pointer (the same row shape from another type), or wrong.
+    #[cold]
+    #[inline(never)]
+    fn check_name_slow(&mut self, name: &'static str) -> Result<(), Fail> {
         if let Some(learned) = &mut self.learned {
             learned.push(name);
             return Ok(());
         }
-        let expected = self.expected.unwrap_or_default();
-        match expected.get(index) {
-            // Same type => same `&'static str`; compare contents only when the
-            // pointers differ (e.g. the same row shape from another type).
-            Some(&e) if std::ptr::eq(e, name) || e == name => Ok(()),
-            Some(&e) => Err(EncodeError::ColumnMismatch {
+        let index = self.all.len() - self.rest.len();
+        match self.rest {
+            [e, tail @ ..] if *e == name => {
+                self.rest = tail;
+                Ok(())
+            }
+            [e, ..] => Err(Fail::from(EncodeError::ColumnMismatch {
                 index,
                 expected: e,
                 found: name,
-            }),
-            None => Err(EncodeError::ColumnMismatch {
+            })),
+            [] => Err(Fail::from(EncodeError::ColumnMismatch {
                 index,
                 expected: "",
                 found: name,
-            }),
+            })),
         }
     }
+}
+
+#[cold]
+#[inline(never)]
+fn field_error(field: &'static str, e: Fail) -> Fail {
+    Fail(Box::new(EncodeError::Field { field, reason: e.0 }))
 }
 
 macro_rules! not_a_struct {
     ($($method:ident($($arg:ty),*) => $what:literal;)*) => {
         $(
-            fn $method(self, $(_: $arg),*) -> Result<(), EncodeError> {
-                Err(EncodeError::NotAStruct($what))
+            fn $method(self, $(_: $arg),*) -> Result<(), Fail> {
+                Err(Fail::from(EncodeError::NotAStruct($what)))
             }
         )*
     };
@@ -187,14 +325,14 @@ macro_rules! not_a_struct {
 
 impl<'a, 'b> ser::Serializer for &'a mut RowSerializer<'b> {
     type Ok = ();
-    type Error = EncodeError;
-    type SerializeSeq = Impossible<(), EncodeError>;
-    type SerializeTuple = Impossible<(), EncodeError>;
-    type SerializeTupleStruct = Impossible<(), EncodeError>;
-    type SerializeTupleVariant = Impossible<(), EncodeError>;
-    type SerializeMap = Impossible<(), EncodeError>;
+    type Error = Fail;
+    type SerializeSeq = Impossible<(), Fail>;
+    type SerializeTuple = Impossible<(), Fail>;
+    type SerializeTupleStruct = Impossible<(), Fail>;
+    type SerializeTupleVariant = Impossible<(), Fail>;
+    type SerializeMap = Impossible<(), Fail>;
     type SerializeStruct = Self;
-    type SerializeStructVariant = Impossible<(), EncodeError>;
+    type SerializeStructVariant = Impossible<(), Fail>;
 
     fn is_human_readable(&self) -> bool {
         false
@@ -223,14 +361,14 @@ impl<'a, 'b> ser::Serializer for &'a mut RowSerializer<'b> {
         serialize_unit_variant(&'static str, u32, &'static str) => "an enum";
     }
 
-    fn serialize_some<T: Serialize + ?Sized>(self, _: &T) -> Result<(), EncodeError> {
-        Err(EncodeError::NotAStruct("an Option"))
+    fn serialize_some<T: Serialize + ?Sized>(self, _: &T) -> Result<(), Fail> {
+        Err(Fail::from(EncodeError::NotAStruct("an Option")))
     }
     fn serialize_newtype_struct<T: Serialize + ?Sized>(
         self,
         _: &'static str,
         value: &T,
-    ) -> Result<(), EncodeError> {
+    ) -> Result<(), Fail> {
         // A transparent wrapper around the row struct.
         value.serialize(self)
     }
@@ -240,21 +378,21 @@ impl<'a, 'b> ser::Serializer for &'a mut RowSerializer<'b> {
         _: u32,
         _: &'static str,
         _: &T,
-    ) -> Result<(), EncodeError> {
-        Err(EncodeError::NotAStruct("an enum"))
+    ) -> Result<(), Fail> {
+        Err(Fail::from(EncodeError::NotAStruct("an enum")))
     }
-    fn serialize_seq(self, _: Option<usize>) -> Result<Self::SerializeSeq, EncodeError> {
-        Err(EncodeError::NotAStruct("a sequence"))
+    fn serialize_seq(self, _: Option<usize>) -> Result<Self::SerializeSeq, Fail> {
+        Err(Fail::from(EncodeError::NotAStruct("a sequence")))
     }
-    fn serialize_tuple(self, _: usize) -> Result<Self::SerializeTuple, EncodeError> {
-        Err(EncodeError::NotAStruct("a tuple"))
+    fn serialize_tuple(self, _: usize) -> Result<Self::SerializeTuple, Fail> {
+        Err(Fail::from(EncodeError::NotAStruct("a tuple")))
     }
     fn serialize_tuple_struct(
         self,
         _: &'static str,
         _: usize,
-    ) -> Result<Self::SerializeTupleStruct, EncodeError> {
-        Err(EncodeError::NotAStruct("a tuple struct"))
+    ) -> Result<Self::SerializeTupleStruct, Fail> {
+        Err(Fail::from(EncodeError::NotAStruct("a tuple struct")))
     }
     fn serialize_tuple_variant(
         self,
@@ -262,17 +400,13 @@ impl<'a, 'b> ser::Serializer for &'a mut RowSerializer<'b> {
         _: u32,
         _: &'static str,
         _: usize,
-    ) -> Result<Self::SerializeTupleVariant, EncodeError> {
-        Err(EncodeError::NotAStruct("an enum"))
+    ) -> Result<Self::SerializeTupleVariant, Fail> {
+        Err(Fail::from(EncodeError::NotAStruct("an enum")))
     }
-    fn serialize_map(self, _: Option<usize>) -> Result<Self::SerializeMap, EncodeError> {
-        Err(EncodeError::NotAStruct("a map"))
+    fn serialize_map(self, _: Option<usize>) -> Result<Self::SerializeMap, Fail> {
+        Err(Fail::from(EncodeError::NotAStruct("a map")))
     }
-    fn serialize_struct(
-        self,
-        _: &'static str,
-        _: usize,
-    ) -> Result<Self::SerializeStruct, EncodeError> {
+    fn serialize_struct(self, _: &'static str, _: usize) -> Result<Self::SerializeStruct, Fail> {
         Ok(self)
     }
     fn serialize_struct_variant(
@@ -281,46 +415,44 @@ impl<'a, 'b> ser::Serializer for &'a mut RowSerializer<'b> {
         _: u32,
         _: &'static str,
         _: usize,
-    ) -> Result<Self::SerializeStructVariant, EncodeError> {
-        Err(EncodeError::NotAStruct("an enum"))
+    ) -> Result<Self::SerializeStructVariant, Fail> {
+        Err(Fail::from(EncodeError::NotAStruct("an enum")))
     }
 }
 
 impl ser::SerializeStruct for &mut RowSerializer<'_> {
     type Ok = ();
-    type Error = EncodeError;
+    type Error = Fail;
 
-    #[inline]
+    // Forced inline: this is the per-field loop of every row, and the
+    // callgrind profile (ARCHITECTURE.md) showed it as an out-of-line call.
+    #[inline(always)]
     fn serialize_field<T: Serialize + ?Sized>(
         &mut self,
         name: &'static str,
         value: &T,
-    ) -> Result<(), EncodeError> {
+    ) -> Result<(), Fail> {
         self.check_name(name)?;
-        value
-            .serialize(ValueSerializer {
-                buf: self.buf,
-                raw_bytes: false,
-            })
-            .map_err(|e| EncodeError::Field {
-                field: name,
-                reason: Box::new(e),
-            })
+        match value.serialize(ValueSerializer {
+            buf: self.buf,
+            raw_bytes: false,
+        }) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(field_error(name, e)),
+        }
     }
 
-    fn skip_field(&mut self, name: &'static str) -> Result<(), EncodeError> {
-        Err(EncodeError::SkippedField(name))
+    fn skip_field(&mut self, name: &'static str) -> Result<(), Fail> {
+        Err(Fail::from(EncodeError::SkippedField(name)))
     }
 
-    fn end(self) -> Result<(), EncodeError> {
-        match self.expected {
-            Some(expected) if self.learned.is_none() && self.index < expected.len() => {
-                Err(EncodeError::ColumnMismatch {
-                    index: self.index,
-                    expected: expected[self.index],
-                    found: "",
-                })
-            }
+    fn end(self) -> Result<(), Fail> {
+        match self.rest {
+            [e, ..] if self.learned.is_none() => Err(Fail::from(EncodeError::ColumnMismatch {
+                index: self.all.len() - self.rest.len(),
+                expected: e,
+                found: "",
+            })),
             _ => Ok(()),
         }
     }
@@ -348,11 +480,11 @@ impl<'a> ValueSerializer<'a> {
 }
 
 macro_rules! put_num {
-    ($($method:ident($ty:ty) => $put:ident;)*) => {
+    ($($method:ident($ty:ty);)*) => {
         $(
-            #[inline]
-            fn $method(self, v: $ty) -> Result<(), EncodeError> {
-                self.buf.$put(v);
+            #[inline(always)]
+            fn $method(self, v: $ty) -> Result<(), Fail> {
+                put_fixed(self.buf, v.to_le_bytes());
                 Ok(())
             }
         )*
@@ -361,89 +493,86 @@ macro_rules! put_num {
 
 impl<'a> ser::Serializer for ValueSerializer<'a> {
     type Ok = ();
-    type Error = EncodeError;
+    type Error = Fail;
     type SerializeSeq = Self;
     type SerializeTuple = Self;
     type SerializeTupleStruct = Self;
-    type SerializeTupleVariant = Impossible<(), EncodeError>;
+    type SerializeTupleVariant = Impossible<(), Fail>;
     type SerializeMap = Self;
     type SerializeStruct = Self;
-    type SerializeStructVariant = Impossible<(), EncodeError>;
+    type SerializeStructVariant = Impossible<(), Fail>;
 
     fn is_human_readable(&self) -> bool {
         false
     }
 
     put_num! {
-        serialize_i8(i8) => put_i8;
-        serialize_i16(i16) => put_i16_le;
-        serialize_i32(i32) => put_i32_le;
-        serialize_i64(i64) => put_i64_le;
-        serialize_i128(i128) => put_i128_le;
-        serialize_u8(u8) => put_u8;
-        serialize_u16(u16) => put_u16_le;
-        serialize_u32(u32) => put_u32_le;
-        serialize_u64(u64) => put_u64_le;
-        serialize_u128(u128) => put_u128_le;
-        serialize_f32(f32) => put_f32_le;
-        serialize_f64(f64) => put_f64_le;
+        serialize_i8(i8);
+        serialize_i16(i16);
+        serialize_i32(i32);
+        serialize_i64(i64);
+        serialize_i128(i128);
+        serialize_u8(u8);
+        serialize_u16(u16);
+        serialize_u32(u32);
+        serialize_u64(u64);
+        serialize_u128(u128);
+        serialize_f32(f32);
+        serialize_f64(f64);
     }
 
     #[inline]
-    fn serialize_bool(self, v: bool) -> Result<(), EncodeError> {
-        self.buf.put_u8(v as u8);
+    fn serialize_bool(self, v: bool) -> Result<(), Fail> {
+        put_fixed(self.buf, [v as u8]);
         Ok(())
     }
 
-    fn serialize_char(self, _: char) -> Result<(), EncodeError> {
-        Err(EncodeError::Unsupported("char (use String or u32)"))
+    fn serialize_char(self, _: char) -> Result<(), Fail> {
+        Err(Fail::from(EncodeError::Unsupported(
+            "char (use String or u32)",
+        )))
     }
 
-    #[inline]
-    fn serialize_str(self, v: &str) -> Result<(), EncodeError> {
-        put_leb128(self.buf, v.len() as u64);
-        self.buf.put_slice(v.as_bytes());
+    #[inline(always)]
+    fn serialize_str(self, v: &str) -> Result<(), Fail> {
+        put_string(self.buf, v.as_bytes());
         Ok(())
     }
 
     #[inline]
-    fn serialize_bytes(self, v: &[u8]) -> Result<(), EncodeError> {
-        if !self.raw_bytes {
-            put_leb128(self.buf, v.len() as u64);
+    fn serialize_bytes(self, v: &[u8]) -> Result<(), Fail> {
+        if self.raw_bytes {
+            self.buf.put_slice(v);
+        } else {
+            put_string(self.buf, v);
         }
-        self.buf.put_slice(v);
         Ok(())
     }
 
     #[inline]
-    fn serialize_none(self) -> Result<(), EncodeError> {
-        self.buf.put_u8(1);
+    fn serialize_none(self) -> Result<(), Fail> {
+        put_fixed(self.buf, [1]);
         Ok(())
     }
 
-    #[inline]
-    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<(), EncodeError> {
-        self.buf.put_u8(0);
+    #[inline(always)]
+    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<(), Fail> {
+        put_fixed(self.buf, [0]);
         value.serialize(self)
     }
 
-    fn serialize_unit(self) -> Result<(), EncodeError> {
-        Err(EncodeError::Unsupported("() (unit)"))
+    fn serialize_unit(self) -> Result<(), Fail> {
+        Err(Fail::from(EncodeError::Unsupported("() (unit)")))
     }
 
-    fn serialize_unit_struct(self, _: &'static str) -> Result<(), EncodeError> {
-        Err(EncodeError::Unsupported("a unit struct"))
+    fn serialize_unit_struct(self, _: &'static str) -> Result<(), Fail> {
+        Err(Fail::from(EncodeError::Unsupported("a unit struct")))
     }
 
-    fn serialize_unit_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-    ) -> Result<(), EncodeError> {
-        Err(EncodeError::Unsupported(
+    fn serialize_unit_variant(self, _: &'static str, _: u32, _: &'static str) -> Result<(), Fail> {
+        Err(Fail::from(EncodeError::Unsupported(
             "a unit enum variant (derive serde_repr::Serialize_repr with #[repr(i8)] or #[repr(i16)] for Enum8/Enum16)",
-        ))
+        )))
     }
 
     #[inline]
@@ -451,7 +580,7 @@ impl<'a> ser::Serializer for ValueSerializer<'a> {
         self,
         name: &'static str,
         value: &T,
-    ) -> Result<(), EncodeError> {
+    ) -> Result<(), Fail> {
         // The clickhouse crate's fixed-width wide types announce themselves by
         // their serde name and hand over their little-endian bytes.
         let raw_bytes = name.starts_with("clickhouse::types::");
@@ -467,27 +596,27 @@ impl<'a> ser::Serializer for ValueSerializer<'a> {
         variant_index: u32,
         _: &'static str,
         value: &T,
-    ) -> Result<(), EncodeError> {
+    ) -> Result<(), Fail> {
         // ClickHouse `Variant`: one discriminant byte, then the value.
-        let idx =
-            u8::try_from(variant_index).map_err(|_| EncodeError::VariantIndex(variant_index))?;
+        let idx = u8::try_from(variant_index)
+            .map_err(|_| Fail::from(EncodeError::VariantIndex(variant_index)))?;
         self.buf.put_u8(idx);
         value.serialize(self)
     }
 
     #[inline]
-    fn serialize_seq(self, len: Option<usize>) -> Result<Self, EncodeError> {
-        let len = len.ok_or(EncodeError::UnknownLength)?;
+    fn serialize_seq(self, len: Option<usize>) -> Result<Self, Fail> {
+        let len = len.ok_or_else(|| Fail::from(EncodeError::UnknownLength))?;
         put_leb128(self.buf, len as u64);
         Ok(self)
     }
 
     #[inline]
-    fn serialize_tuple(self, _: usize) -> Result<Self, EncodeError> {
+    fn serialize_tuple(self, _: usize) -> Result<Self, Fail> {
         Ok(self)
     }
 
-    fn serialize_tuple_struct(self, _: &'static str, _: usize) -> Result<Self, EncodeError> {
+    fn serialize_tuple_struct(self, _: &'static str, _: usize) -> Result<Self, Fail> {
         Ok(self)
     }
 
@@ -497,17 +626,17 @@ impl<'a> ser::Serializer for ValueSerializer<'a> {
         _: u32,
         _: &'static str,
         _: usize,
-    ) -> Result<Self::SerializeTupleVariant, EncodeError> {
-        Err(EncodeError::Unsupported("a tuple enum variant"))
+    ) -> Result<Self::SerializeTupleVariant, Fail> {
+        Err(Fail::from(EncodeError::Unsupported("a tuple enum variant")))
     }
 
-    fn serialize_map(self, len: Option<usize>) -> Result<Self, EncodeError> {
-        let len = len.ok_or(EncodeError::UnknownLength)?;
+    fn serialize_map(self, len: Option<usize>) -> Result<Self, Fail> {
+        let len = len.ok_or_else(|| Fail::from(EncodeError::UnknownLength))?;
         put_leb128(self.buf, len as u64);
         Ok(self)
     }
 
-    fn serialize_struct(self, _: &'static str, _: usize) -> Result<Self, EncodeError> {
+    fn serialize_struct(self, _: &'static str, _: usize) -> Result<Self, Fail> {
         Ok(self)
     }
 
@@ -517,8 +646,10 @@ impl<'a> ser::Serializer for ValueSerializer<'a> {
         _: u32,
         _: &'static str,
         _: usize,
-    ) -> Result<Self::SerializeStructVariant, EncodeError> {
-        Err(EncodeError::Unsupported("a struct enum variant"))
+    ) -> Result<Self::SerializeStructVariant, Fail> {
+        Err(Fail::from(EncodeError::Unsupported(
+            "a struct enum variant",
+        )))
     }
 }
 
@@ -528,13 +659,13 @@ macro_rules! elements {
     ($($trait:ident :: $method:ident),*) => {$(
         impl ser::$trait for ValueSerializer<'_> {
             type Ok = ();
-            type Error = EncodeError;
+            type Error = Fail;
             #[inline]
-            fn $method<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), EncodeError> {
+            fn $method<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Fail> {
                 value.serialize(self.reborrow())
             }
             #[inline]
-            fn end(self) -> Result<(), EncodeError> {
+            fn end(self) -> Result<(), Fail> {
                 Ok(())
             }
         }
@@ -549,32 +680,32 @@ elements!(
 
 impl ser::SerializeMap for ValueSerializer<'_> {
     type Ok = ();
-    type Error = EncodeError;
-    fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result<(), EncodeError> {
+    type Error = Fail;
+    fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result<(), Fail> {
         key.serialize(self.reborrow())
     }
-    fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), EncodeError> {
+    fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Fail> {
         value.serialize(self.reborrow())
     }
-    fn end(self) -> Result<(), EncodeError> {
+    fn end(self) -> Result<(), Fail> {
         Ok(())
     }
 }
 
 impl ser::SerializeStruct for ValueSerializer<'_> {
     type Ok = ();
-    type Error = EncodeError;
+    type Error = Fail;
     fn serialize_field<T: Serialize + ?Sized>(
         &mut self,
         _: &'static str,
         value: &T,
-    ) -> Result<(), EncodeError> {
+    ) -> Result<(), Fail> {
         value.serialize(self.reborrow())
     }
-    fn skip_field(&mut self, name: &'static str) -> Result<(), EncodeError> {
-        Err(EncodeError::SkippedField(name))
+    fn skip_field(&mut self, name: &'static str) -> Result<(), Fail> {
+        Err(Fail::from(EncodeError::SkippedField(name)))
     }
-    fn end(self) -> Result<(), EncodeError> {
+    fn end(self) -> Result<(), Fail> {
         Ok(())
     }
 }
@@ -610,6 +741,22 @@ mod tests {
         .unwrap();
         assert_eq!(cols, ["a", "b", "c", "d"]);
         assert_eq!(bytes, [7, 2, b'h', b'i', 1, b'U', b'S']);
+    }
+
+    #[test]
+    fn strings_of_every_short_length_copy_exactly() {
+        // Covers each size class of `copy_short` and the LEB128 switch at 128.
+        for len in 0..300usize {
+            let s: String = (0..len).map(|i| (b'a' + (i % 26) as u8) as char).collect();
+            let mut buf = BytesMut::from(&b"xy"[..]);
+            put_string(&mut buf, s.as_bytes());
+            let mut want = b"xy".to_vec();
+            let mut prefix = BytesMut::new();
+            put_leb128(&mut prefix, len as u64);
+            want.extend_from_slice(&prefix);
+            want.extend_from_slice(s.as_bytes());
+            assert_eq!(&buf[..], &want[..], "len {len}");
+        }
     }
 
     #[test]
