@@ -28,6 +28,7 @@ pub(crate) struct Config {
     pub flush_interval: Duration,
     pub max_inflight: usize,
     pub queue_batches: usize,
+    pub queue_bytes: usize,
     pub max_insert_rows: u64,
     pub max_insert_bytes: usize,
 }
@@ -41,7 +42,8 @@ impl Default for Config {
             max_bytes: 1 << 20,
             flush_interval: Duration::from_secs(10),
             max_inflight: 2,
-            queue_batches: (16 * shards).max(8),
+            queue_batches: 4096,
+            queue_bytes: 16 << 20,
             max_insert_rows: 100_000,
             max_insert_bytes: 16 << 20,
         }
@@ -55,7 +57,12 @@ impl Config {
     /// its own size once per shard.
     pub(crate) fn memory_bound(&self) -> usize {
         let open_and_parked = self.shards * 2 * self.max_bytes;
-        let queued = self.queue_batches * self.max_bytes;
+        // The byte budget admits a batch only if it fits, except into an
+        // empty queue; the batch count caps it too.
+        let queued = self
+            .queue_bytes
+            .max(self.max_bytes)
+            .min(self.queue_batches * self.max_bytes);
         let inflight = self.max_inflight * self.max_insert_bytes.max(self.max_bytes);
         open_and_parked + queued + inflight
     }
@@ -98,9 +105,18 @@ impl Builder {
         self.cfg.max_inflight = n;
         self
     }
-    /// Sealed batches that may wait for an INSERT. Default: 16 per shard (at
-    /// least 8). When the queue is full a shard keeps one sealed batch parked,
-    /// then `track` returns [`TrackError::Full`].
+    /// RowBinary bytes of sealed batches that may wait for an INSERT.
+    /// Default: 16 MiB. This queue is what INSERTs are coalesced from, so it
+    /// should hold at least one `max_insert_bytes`-worth of the rows you
+    /// expect per INSERT (100 000 PostEvents are about 4.5 MB). When it is
+    /// full a shard keeps one sealed batch parked, then `track` returns
+    /// [`TrackError::Full`]. An empty queue always takes one batch.
+    pub fn queue_bytes(mut self, n: usize) -> Self {
+        self.cfg.queue_bytes = n;
+        self
+    }
+    /// Sealed batches that may wait for an INSERT, whatever their size.
+    /// Default: 4096 (the byte budget above is what normally binds).
     pub fn queue_batches(mut self, n: usize) -> Self {
         self.cfg.queue_batches = n;
         self
@@ -171,6 +187,7 @@ impl Builder {
             "queue_batches",
             "must be at least 1",
         )?;
+        check(cfg.queue_bytes >= 1, "queue_bytes", "must be at least 1")?;
         check(
             cfg.max_insert_rows >= 1,
             "max_insert_rows",
@@ -198,6 +215,8 @@ impl Builder {
                 next_seq: AtomicU64::new(0),
                 parked: AtomicUsize::new(0),
                 stats: Counters::default(),
+                queued_bytes: AtomicUsize::new(0),
+                max_queued_bytes: cfg.queue_bytes,
             },
             closed: AtomicBool::new(false),
             columns,

@@ -316,7 +316,7 @@ impl<S: Sink> Coordinator<S> {
                         self.begin_drain();
                     }
                 },
-                first = next_batch(&mut self.carry, &self.rx), if can_dispatch => {
+                first = next_batch(&mut self.carry, &self.rx, &self.shared.seal), if can_dispatch => {
                     if let Some(first) = first {
                         self.dispatch(first);
                     }
@@ -395,6 +395,7 @@ impl<S: Sink> Coordinator<S> {
         let mut batches = vec![first];
         while rows < cfg.max_insert_rows && bytes < cfg.max_insert_bytes {
             let Ok(next) = self.rx.try_recv() else { break };
+            self.shared.seal.taken(&next);
             if rows + next.rows > cfg.max_insert_rows
                 || bytes + next.data.len() > cfg.max_insert_bytes
             {
@@ -500,9 +501,18 @@ impl<S: Sink> Coordinator<S> {
     }
 }
 
-async fn next_batch(carry: &mut Option<Batch>, rx: &flume::Receiver<Batch>) -> Option<Batch> {
+/// The carried-over batch (already off the queue), else the next queued one.
+async fn next_batch(
+    carry: &mut Option<Batch>,
+    rx: &flume::Receiver<Batch>,
+    seal: &crate::shard::SealTarget,
+) -> Option<Batch> {
     match carry.take() {
         Some(b) => Some(b),
-        None => rx.recv_async().await.ok(),
+        None => {
+            let b = rx.recv_async().await.ok()?;
+            seal.taken(&b);
+            Some(b)
+        }
     }
 }

@@ -24,6 +24,33 @@ pub(crate) struct SealTarget {
     /// Shards holding a parked batch; the coordinator retries them.
     pub parked: AtomicUsize,
     pub stats: crate::stats::Counters,
+    /// RowBinary bytes sealed but not yet taken by the coordinator, and the
+    /// budget for them (`queue_bytes`).
+    pub queued_bytes: AtomicUsize,
+    pub max_queued_bytes: usize,
+}
+
+impl SealTarget {
+    /// Queues a sealed batch if the byte budget and the channel have room;
+    /// hands it back otherwise. An empty queue always takes one batch, so a
+    /// batch larger than the budget still moves.
+    fn offer(&self, batch: Batch) -> Result<(), Batch> {
+        let len = batch.data.len();
+        let before = self.queued_bytes.fetch_add(len, Relaxed);
+        if before != 0 && before + len > self.max_queued_bytes {
+            self.queued_bytes.fetch_sub(len, Relaxed);
+            return Err(batch);
+        }
+        self.tx.try_send(batch).map_err(|e| {
+            self.queued_bytes.fetch_sub(len, Relaxed);
+            e.into_inner()
+        })
+    }
+
+    /// The coordinator took `batch` off the queue.
+    pub(crate) fn taken(&self, batch: &Batch) {
+        self.queued_bytes.fetch_sub(batch.data.len(), Relaxed);
+    }
 }
 
 pub(crate) struct ShardState {
@@ -108,9 +135,9 @@ impl Shard {
         };
         Self::bump(&self.sealed_rows, rows);
         crate::stats::Counters::add(&target.stats.sealed_batches, 1);
-        if let Err(e) = target.tx.try_send(batch) {
+        if let Err(batch) = target.offer(batch) {
             // Full, or the coordinator is gone: keep the batch, never drop it here.
-            st.parked = Some(e.into_inner());
+            st.parked = Some(batch);
             target.parked.fetch_add(1, Relaxed);
         }
     }
@@ -121,13 +148,13 @@ impl Shard {
         let Some(batch) = st.parked.take() else {
             return true;
         };
-        match target.tx.try_send(batch) {
+        match target.offer(batch) {
             Ok(()) => {
                 target.parked.fetch_sub(1, Relaxed);
                 true
             }
-            Err(e) => {
-                st.parked = Some(e.into_inner());
+            Err(batch) => {
+                st.parked = Some(batch);
                 false
             }
         }

@@ -4,6 +4,8 @@
 mod histogram;
 mod inspect;
 mod load;
+mod sweep;
+pub(crate) mod workloads;
 
 use clap::{Parser, Subcommand};
 
@@ -21,11 +23,14 @@ enum Command {
     Load(load::LoadArgs),
     /// Print a RowBinary batch file as JSON lines.
     Inspect(inspect::InspectArgs),
+    /// Benchmarks against a real ClickHouse (`bench sweep`).
+    Bench(sweep::BenchArgs),
 }
 
 pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.command {
         Command::Load(args) => load::run(args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Bench(args) => sweep::run(args),
     }
 }
