@@ -114,6 +114,36 @@ fn bench_track(c: &mut Criterion) {
             rt.block_on(buffer.shutdown()).unwrap();
         });
     }
+    // A caller that already holds a batch: one lock per 256 events.
+    g.bench_function("ch_ingest_track_many_256_1_producer", |b| {
+        let buffer: Buffer<PostEvent> = rt
+            .block_on(async {
+                Buffer::builder()
+                    .shards(1)
+                    .queue_batches(1024)
+                    .build(Discard)
+            })
+            .unwrap();
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let start = Instant::now();
+                for chunk in 0..EVENTS_PER_ITER / 256 {
+                    let mut rows = (chunk * 256..(chunk + 1) * 256).map(event).peekable();
+                    while rows.peek().is_some() {
+                        match buffer.track_many(&mut rows) {
+                            Ok(_) => {}
+                            Err(TrackError::Full(_)) => std::thread::yield_now(),
+                            Err(other) => panic!("{other}"),
+                        }
+                    }
+                }
+                total += start.elapsed();
+            }
+            total
+        });
+        rt.block_on(buffer.shutdown()).unwrap();
+    });
     g.finish();
 }
 

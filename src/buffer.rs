@@ -323,6 +323,75 @@ impl<T: Serialize> Buffer<T> {
     }
 }
 
+impl<T: Serialize> Buffer<T> {
+    /// Tracks rows from `rows` until it ends or a row is refused, taking the
+    /// shard's lock once for all of them: for callers that already hold a
+    /// batch (a decoded request body, a drained local queue).
+    ///
+    /// Returns how many rows were accepted. On a refusal the error hands back
+    /// the refused row, exactly as [`track`](Buffer::track) would, and the
+    /// rows after it stay in the iterator, untouched. The lock is held while
+    /// the iterator runs, so keep it cheap (no I/O) and the batch bounded.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use ch_ingest::{sink::MemorySink, Buffer, PostEvent};
+    /// let sink = MemorySink::new();
+    /// let buffer: Buffer<PostEvent> = Buffer::builder().build(sink.clone()).unwrap();
+    /// let mut rows = (0..1_000).map(|i| PostEvent::new("like", i, 1_700_000_000));
+    /// assert_eq!(buffer.track_many(&mut rows).unwrap(), 1_000);
+    /// assert_eq!(buffer.shutdown().await.unwrap().rows, 1_000);
+    /// # }
+    /// ```
+    pub fn track_many<I: Iterator<Item = T>>(&self, rows: &mut I) -> Result<usize, TrackError<T>> {
+        let shared = &*self.inner.shared;
+        let cfg = &shared.cfg;
+        let shard = &shared.shards[shard_for_this_thread(shared.shards.len())];
+        let mut st = shard.lock();
+        let (mut accepted, mut counted, mut bytes) = (0u64, 0u64, 0u64);
+        let result = loop {
+            let Some(row) = rows.next() else {
+                break Ok(());
+            };
+            if shared.closed.load(Relaxed) {
+                Counters::add(&shared.seal.stats.rejected_closed, 1);
+                break Err(TrackError::Closed(row));
+            }
+            if st.rows >= cfg.max_rows || st.buf.len() >= cfg.max_bytes {
+                shard.seal(&mut st, &shared.seal);
+                if st.rows != 0 {
+                    Shard::bump(&shard.rejected_full, 1);
+                    break Err(TrackError::Full(row));
+                }
+            }
+            let before = st.buf.len();
+            let encoded = match shared.row_columns.get() {
+                Some(columns) => encode_row_as(&row, &mut st.buf, columns),
+                None => first_row(shared, &row, &mut st.buf),
+            };
+            if let Err(error) = encoded {
+                Shard::bump(&shard.encode_errors, 1);
+                break Err(TrackError::Encode { row, error });
+            }
+            st.rows += 1;
+            accepted += 1;
+            bytes += (st.buf.len() - before) as u64;
+            if st.rows >= cfg.max_rows || st.buf.len() >= cfg.max_bytes {
+                // Counters first: `stats()` must never see sealed > tracked.
+                Shard::bump(&shard.tracked_rows, accepted - counted);
+                Shard::bump(&shard.tracked_bytes, bytes);
+                (counted, bytes) = (accepted, 0);
+                shard.seal(&mut st, &shared.seal);
+            }
+        };
+        Shard::bump(&shard.tracked_rows, accepted - counted);
+        Shard::bump(&shard.tracked_bytes, bytes);
+        drop(st);
+        result.map(|()| accepted as usize)
+    }
+}
+
 /// The first row of a serde buffer: learns the column names (or, when
 /// another thread learned them first, checks this row against them).
 #[cold]

@@ -362,3 +362,70 @@ async fn json_rows_are_transcoded_and_bad_lines_reported() {
         Some((1, ch_ingest::TrackJsonError::Closed))
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn track_many_takes_a_batch_in_order_and_hands_back_the_refused_row() {
+    let gate = Gate {
+        open: Arc::new(Semaphore::new(0)),
+        inner: MemorySink::new(),
+    };
+    let b: Buffer<Seq> = Buffer::builder()
+        .shards(1)
+        .max_rows(10)
+        .queue_batches(2)
+        .max_inflight(1)
+        .max_insert_rows(10)
+        .build(gate.clone())
+        .unwrap();
+    let mut rows = (0..1_000u32).map(|seq| Seq { thread: 7, seq });
+    // in flight + queue + parked + open, then the refusal hands the row back.
+    let refused = match b.track_many(&mut rows) {
+        Err(TrackError::Full(row)) => row,
+        other => panic!("expected Full, got {:?}", other.map_err(|e| e.to_string())),
+    };
+    let accepted = b.stats().tracked_rows;
+    assert!((10..=50).contains(&accepted), "accepted {accepted}");
+    assert_eq!(
+        u64::from(refused.seq),
+        accepted,
+        "the refused row is the next one"
+    );
+    assert_eq!(
+        rows.next().map(|r| r.seq),
+        Some(refused.seq + 1),
+        "the rest stay in the iterator"
+    );
+    gate.open.add_permits(1_000);
+    assert_eq!(b.flush().await.unwrap().rows, accepted);
+    // The retry loop a caller writes: the refused row first, then the rest.
+    let mut pending = Some(refused);
+    let mut taken = 0u64;
+    loop {
+        let mut batch = pending.take().into_iter().chain(rows.by_ref());
+        match b.track_many(&mut batch) {
+            Ok(n) => {
+                taken += n as u64;
+                break;
+            }
+            Err(TrackError::Full(row)) => {
+                taken = b.stats().tracked_rows - accepted;
+                pending = Some(row);
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(accepted + taken, 999, "every row but the one taken out");
+    b.shutdown().await.unwrap();
+    let bytes = gate.inner.concat();
+    let seqs: Vec<u32> = bytes
+        .chunks_exact(5)
+        .map(|r| u32::from_le_bytes(r[1..5].try_into().unwrap()))
+        .collect();
+    let mut want: Vec<u32> = (0..1_000).collect();
+    want.remove(accepted as usize + 1); // taken out by `rows.next()` above
+    assert_eq!(seqs, want, "order kept, nothing lost or duplicated");
+    let mut more = (0..3u32).map(|seq| Seq { thread: 7, seq });
+    assert!(matches!(b.track_many(&mut more), Err(TrackError::Closed(r)) if r.seq == 0));
+    assert_accounted(&b);
+}

@@ -143,6 +143,7 @@ fn drive<S: Sink>(
     cores: usize,
 ) -> Result<Stats, Box<dyn std::error::Error>> {
     let producers = args.producers.unwrap_or(cores).max(1);
+    let rss_before_kib = status_kib("VmRSS:");
     let buffer: Buffer<PostEvent> = rt.block_on(async {
         Buffer::builder()
             .shards(args.shards.unwrap_or(cores))
@@ -246,9 +247,12 @@ fn drive<S: Sink>(
         "outcome   {} acked, {} failed, {} Full retries, last flush report: {} rows acked / {} failed",
         s.acked_rows, s.failed_rows, full_retries, report.rows, report.failed_rows
     );
+    let peak_kib = status_kib("VmHWM:");
     println!(
-        "memory    peak RSS {} MiB (engine bound {} MiB)",
-        peak_rss_kib() / 1024,
+        "memory    peak RSS {} MiB: {} MiB before the load + {} MiB during it (engine bound {} MiB of RowBinary)",
+        peak_kib / 1024,
+        rss_before_kib / 1024,
+        peak_kib.saturating_sub(rss_before_kib) / 1024,
         buffer.memory_bound() >> 20
     );
     Ok(s)
@@ -340,12 +344,13 @@ fn produce(
     (hist, retries)
 }
 
-fn peak_rss_kib() -> u64 {
+/// A `/proc/self/status` field in KiB (VmRSS: now, VmHWM: peak); 0 if unknown.
+fn status_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)

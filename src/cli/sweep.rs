@@ -41,7 +41,8 @@ pub struct SweepArgs {
     )]
     sizes: Vec<u64>,
     /// Peers to run (default: all): ch_ingest, inserter_1_task,
-    /// inserter_mutex_2_threads, inserter_channel_2_threads, raw_http_ceiling.
+    /// inserter_mutex_2_threads, inserter_channel_2_threads, raw_http_ceiling,
+    /// raw_http_ceiling_2_inflight.
     #[arg(long, value_delimiter = ',')]
     peers: Vec<String>,
     /// Time budget per point; what was produced in it is then drained.
@@ -249,6 +250,7 @@ fn plot(
         RGBColor(255, 127, 14),
         RGBColor(44, 160, 44),
         RGBColor(90, 90, 90),
+        RGBColor(148, 103, 189),
     ];
 
     type Panel = (&'static str, &'static str, fn(&Point) -> f64);

@@ -33,15 +33,18 @@ pub enum Peer {
     InserterChannel,
     /// Pre-encoded RowBinary of `size` rows posted back to back: the ceiling.
     Ceiling,
+    /// The same with two POSTs in flight, as ch-ingest's default `max_inflight`.
+    Ceiling2,
 }
 
 impl Peer {
-    pub const ALL: [Peer; 5] = [
+    pub const ALL: [Peer; 6] = [
         Peer::ChIngest,
         Peer::Inserter,
         Peer::InserterMutex,
         Peer::InserterChannel,
         Peer::Ceiling,
+        Peer::Ceiling2,
     ];
 
     pub fn name(self) -> &'static str {
@@ -51,6 +54,7 @@ impl Peer {
             Peer::InserterMutex => "inserter_mutex_2_threads",
             Peer::InserterChannel => "inserter_channel_2_threads",
             Peer::Ceiling => "raw_http_ceiling",
+            Peer::Ceiling2 => "raw_http_ceiling_2_inflight",
         }
     }
 }
@@ -132,6 +136,17 @@ pub fn run(
         Peer::Ceiling => {
             rt.block_on(ceiling(&client, table, size, budget, deadline, &latencies))?
         }
+        Peer::Ceiling2 => rt.block_on(async {
+            let half = Budget {
+                events: budget.events / 2,
+                ..budget
+            };
+            let (a, b) = tokio::join!(
+                ceiling(&client, table, size, half, deadline, &latencies),
+                ceiling(&client, table, size, half, deadline, &latencies),
+            );
+            Ok::<_, BoxError>(a? + b?)
+        })?,
     };
     let elapsed = started.elapsed();
     let mut lat = std::mem::take(&mut *latencies.lock().unwrap_or_else(|p| p.into_inner()));
