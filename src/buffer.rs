@@ -31,6 +31,7 @@ pub(crate) struct Config {
     pub queue_bytes: usize,
     pub max_insert_rows: u64,
     pub max_insert_bytes: usize,
+    pub linger: Duration,
 }
 
 impl Default for Config {
@@ -46,6 +47,7 @@ impl Default for Config {
             queue_bytes: 16 << 20,
             max_insert_rows: 100_000,
             max_insert_bytes: 16 << 20,
+            linger: Duration::ZERO,
         }
     }
 }
@@ -130,6 +132,16 @@ impl Builder {
     /// ... and up to this many bytes. Default: 16 MiB.
     pub fn max_insert_bytes(mut self, n: usize) -> Self {
         self.cfg.max_insert_bytes = n;
+        self
+    }
+
+    /// How long a sealed batch may wait for others to share its INSERT when
+    /// an INSERT slot is free. Default: zero (at low load a sealed batch goes
+    /// out at once; under load batches coalesce anyway while INSERTs are in
+    /// flight). Set it (e.g. 200 ms) to trade that much latency for fewer,
+    /// larger INSERTs at moderate load. Flush and shutdown never wait for it.
+    pub fn linger(mut self, d: Duration) -> Self {
+        self.cfg.linger = d;
         self
     }
 

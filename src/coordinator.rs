@@ -16,7 +16,7 @@ use crate::sink::{Sink, SinkError};
 use crate::stats::Counters;
 use crate::ticks::Ticks;
 use crate::Config;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use tokio::sync::{mpsc, oneshot};
@@ -267,10 +267,14 @@ pub(crate) struct Coordinator<S> {
     sink: Arc<S>,
     inflight: JoinSet<Result<(), SinkError>>,
     flights: HashMap<tokio::task::Id, Flight>,
-    /// A batch taken from the channel that did not fit the last INSERT.
-    carry: Option<Batch>,
+    /// Batches taken off the queue but not sent yet: one that did not fit
+    /// the last INSERT, or the ones gathered while lingering. Oldest first.
+    carry: VecDeque<Batch>,
     ledger: Ledger,
     draining: bool,
+    /// While set, the carried batch waits (up to `linger`) for more to
+    /// coalesce with it instead of going out at once.
+    linger_until: Option<tokio::time::Instant>,
 }
 
 impl<S: Sink> Coordinator<S> {
@@ -281,9 +285,10 @@ impl<S: Sink> Coordinator<S> {
             sink: Arc::new(sink),
             inflight: JoinSet::new(),
             flights: HashMap::new(),
-            carry: None,
+            carry: VecDeque::new(),
             ledger: Ledger::new(),
             draining: false,
+            linger_until: None,
         }
     }
 
@@ -298,7 +303,8 @@ impl<S: Sink> Coordinator<S> {
             if self.draining && self.ledger.waiters.is_empty() && self.idle() {
                 break;
             }
-            let can_dispatch = self.inflight.len() < self.shared.cfg.max_inflight;
+            let lingering = self.lingering();
+            let can_dispatch = self.inflight.len() < self.shared.cfg.max_inflight && !lingering;
             tokio::select! {
                 biased;
                 Some(done) = self.inflight.join_next_with_id(), if !self.inflight.is_empty() => {
@@ -318,8 +324,25 @@ impl<S: Sink> Coordinator<S> {
                 },
                 first = next_batch(&mut self.carry, &self.rx, &self.shared.seal), if can_dispatch => {
                     if let Some(first) = first {
-                        self.dispatch(first);
+                        if self.linger_until.is_none() && !self.shared.cfg.linger.is_zero() {
+                            // Hold it back for a while; see `lingering`.
+                            self.linger_until =
+                                Some(tokio::time::Instant::now() + self.shared.cfg.linger);
+                            self.carry.push_back(first);
+                        } else {
+                            self.dispatch(first);
+                        }
                     }
+                }
+                Ok(more) = self.rx.recv_async(), if lingering => {
+                    // Keep the queue moving while lingering, so producers
+                    // are not refused for a wait we chose.
+                    self.shared.seal.taken(&more);
+                    self.carry.push_back(more);
+                }
+                () = linger_sleep(self.linger_until), if lingering => {
+                    // Time is up: the next pass dispatches what is there.
+                    self.linger_until = Some(tokio::time::Instant::now());
                 }
                 _ = ticks.tick() => {
                     self.shared.seal_all();
@@ -379,27 +402,54 @@ impl<S: Sink> Coordinator<S> {
     }
 
     fn idle(&self) -> bool {
-        self.carry.is_none()
+        self.carry.is_empty()
             && self.rx.is_empty()
             && self.inflight.is_empty()
             && self.shared.seal.parked.load(Relaxed) == 0
             && self.shared.shards.iter().all(|s| s.lock().rows == 0)
     }
 
+    /// Whether the carried batch should keep waiting for company: only with
+    /// `linger` set, never during a flush or shutdown, and not once the queue
+    /// already holds a full INSERT's worth.
+    fn lingering(&self) -> bool {
+        let Some(until) = self.linger_until else {
+            return false;
+        };
+        let cfg = &self.shared.cfg;
+        let queued_rows =
+            self.carry.iter().map(|b| b.rows).sum::<u64>() + self.rx.len() as u64 * cfg.max_rows;
+        let queued_bytes = self.shared.seal.queued_bytes.load(Relaxed)
+            + self.carry.iter().map(|b| b.data.len()).sum::<usize>();
+        tokio::time::Instant::now() < until
+            && !self.draining
+            && self.ledger.waiters.is_empty()
+            && queued_rows < cfg.max_insert_rows
+            && queued_bytes < cfg.max_insert_bytes
+    }
+
     /// Starts one INSERT with `first` and whatever else is already queued, up
     /// to `max_insert_rows` / `max_insert_bytes`.
     fn dispatch(&mut self, first: Batch) {
+        self.linger_until = None;
         let cfg = &self.shared.cfg;
         let mut rows = first.rows;
         let mut bytes = first.data.len();
         let mut batches = vec![first];
         while rows < cfg.max_insert_rows && bytes < cfg.max_insert_bytes {
-            let Ok(next) = self.rx.try_recv() else { break };
-            self.shared.seal.taken(&next);
+            // Held batches first: they are older than anything queued.
+            let next = match self.carry.pop_front() {
+                Some(b) => b,
+                None => {
+                    let Ok(b) = self.rx.try_recv() else { break };
+                    self.shared.seal.taken(&b);
+                    b
+                }
+            };
             if rows + next.rows > cfg.max_insert_rows
                 || bytes + next.data.len() > cfg.max_insert_bytes
             {
-                self.carry = Some(next);
+                self.carry.push_front(next);
                 break;
             }
             rows += next.rows;
@@ -501,13 +551,19 @@ impl<S: Sink> Coordinator<S> {
     }
 }
 
+async fn linger_sleep(until: Option<tokio::time::Instant>) {
+    if let Some(until) = until {
+        tokio::time::sleep_until(until).await;
+    }
+}
+
 /// The carried-over batch (already off the queue), else the next queued one.
 async fn next_batch(
-    carry: &mut Option<Batch>,
+    carry: &mut VecDeque<Batch>,
     rx: &flume::Receiver<Batch>,
     seal: &crate::shard::SealTarget,
 ) -> Option<Batch> {
-    match carry.take() {
+    match carry.pop_front() {
         Some(b) => Some(b),
         None => {
             let b = rx.recv_async().await.ok()?;

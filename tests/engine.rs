@@ -429,3 +429,41 @@ async fn track_many_takes_a_batch_in_order_and_hands_back_the_refused_row() {
     assert!(matches!(b.track_many(&mut more), Err(TrackError::Closed(r)) if r.seq == 0));
     assert_accounted(&b);
 }
+
+#[tokio::test(start_paused = true)]
+async fn linger_holds_a_lone_batch_back_then_sends_it_and_a_full_queue_goes_at_once() {
+    let sink = MemorySink::new();
+    let b: Buffer<PostEvent> = Buffer::builder()
+        .shards(1)
+        .max_rows(10)
+        .max_insert_rows(100)
+        .linger(Duration::from_secs(2))
+        .flush_interval(Duration::from_secs(3600))
+        .build(sink.clone())
+        .unwrap();
+    for i in 0..10 {
+        b.track(ev(i)).unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(sink.rows(), 0, "a lone sealed batch lingers");
+    for i in 10..20 {
+        b.track(ev(i)).unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(sink.batches().len(), 1, "both batches went out together");
+    assert_eq!(sink.rows(), 20);
+    // A full INSERT's worth does not wait.
+    for i in 20..120 {
+        b.track(ev(i)).unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(sink.rows(), 120);
+    // Nor does a flush.
+    for i in 120..130 {
+        b.track(ev(i)).unwrap();
+    }
+    // (A flush reports every row since the previous flush: all 130.)
+    assert_eq!(b.flush().await.unwrap().rows, 130);
+    assert_eq!(sink.rows(), 130);
+    assert_accounted(&b);
+}

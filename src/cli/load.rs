@@ -39,6 +39,12 @@ pub struct LoadArgs {
     /// INSERTs in flight at once.
     #[arg(long, default_value_t = 2)]
     max_inflight: usize,
+    /// Bytes of sealed batches that may queue for an INSERT (coalescing room).
+    #[arg(long, default_value_t = 16 << 20)]
+    queue_bytes: usize,
+    /// How long a lone sealed batch may wait for company, e.g. 200ms (default 0).
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    linger: Duration,
     /// ClickHouse HTTP URL; without it batches go to RowBinary files in --out.
     #[arg(long)]
     clickhouse_url: Option<String>,
@@ -151,6 +157,8 @@ fn drive<S: Sink>(
             .max_bytes(args.max_bytes)
             .flush_interval(args.flush_interval)
             .max_inflight(args.max_inflight)
+            .queue_bytes(args.queue_bytes)
+            .linger(args.linger)
             .build(sink)
     })?;
     let stop = Arc::new(AtomicBool::new(false));
