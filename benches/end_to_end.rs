@@ -29,12 +29,17 @@ const SIZES: [u64; 5] = [100, 500, 2_000, 10_000, 100_000];
 /// Events per iteration: about half a second of work at the rate each peer
 /// reached on this machine, and at least two full batches per producer.
 fn events_per_iter(peer: Peer, size: u64) -> u64 {
+    let unit = size * workloads::PRODUCERS;
+    if std::env::args().any(|a| a == "--test") {
+        // `cargo test --all-targets` runs each bench once, unoptimised: a
+        // smoke check of every workload against the server, kept small.
+        return (2 * unit).min(20_000);
+    }
     let est_rate = match peer {
         Peer::ChIngest => 2_000_000.0,
         Peer::InserterMutex => (size as f64 * 400.0).min(300_000.0),
         _ => (size as f64 * 600.0).min(2_000_000.0),
     };
-    let unit = size * workloads::PRODUCERS;
     let want = ((est_rate * 0.5) as u64).max(2 * unit);
     want.div_ceil(unit) * unit
 }

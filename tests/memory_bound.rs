@@ -10,13 +10,14 @@ use ch_ingest::{Buffer, PostEvent, TrackError};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-/// A sink that takes 100 ms per INSERT, like a ClickHouse under pressure:
-/// producers outrun it, so every queue fills to its limit.
+/// A sink that takes 500 ms per INSERT, like a ClickHouse under pressure:
+/// producers outrun it (2 x 100 000 rows per 500 ms at most), so every
+/// queue fills to its limit.
 struct Slow;
 
 impl Sink for Slow {
     async fn insert(&self, batch: &InsertBatch) -> Result<(), SinkError> {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
         std::hint::black_box(batch.rows());
         Ok(())
     }
