@@ -23,6 +23,10 @@ if ! command -v valgrind >/dev/null; then
   apt-get update -qq && apt-get install -y -qq valgrind >/dev/null
 fi
 
+# One codegen unit: with several, how functions are partitioned (and so
+# inlined) depends on symbol hashes, which depend on the checkout's path; a
+# clean clone in another directory counted 10 % more for the same source.
+export CARGO_PROFILE_BENCH_CODEGEN_UNITS=1
 BIN=$(cargo bench --bench icount --no-run --message-format=json 2>/dev/null |
   python3 -c 'import sys, json
 for line in sys.stdin:

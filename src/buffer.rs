@@ -32,6 +32,8 @@ pub(crate) struct Config {
     pub max_insert_rows: u64,
     pub max_insert_bytes: usize,
     pub linger: Duration,
+    pub retry: crate::RetryPolicy,
+    pub dead_letter_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for Config {
@@ -48,6 +50,8 @@ impl Default for Config {
             max_insert_rows: 100_000,
             max_insert_bytes: 16 << 20,
             linger: Duration::ZERO,
+            retry: crate::RetryPolicy::default(),
+            dead_letter_dir: None,
         }
     }
 }
@@ -142,6 +146,27 @@ impl Builder {
     /// larger INSERTs at moderate load. Flush and shutdown never wait for it.
     pub fn linger(mut self, d: Duration) -> Self {
         self.cfg.linger = d;
+        self
+    }
+
+    /// How failed INSERTs are retried. Default: [`RetryPolicy::default`]
+    /// (10 attempts, backoff from 100 ms to 10 s with full jitter, none later
+    /// than 60 s after the first). [`RetryPolicy::NONE`] is the seed's
+    /// "log and drop".
+    ///
+    /// [`RetryPolicy::default`]: crate::RetryPolicy
+    /// [`RetryPolicy::NONE`]: crate::RetryPolicy::NONE
+    pub fn retry(mut self, policy: crate::RetryPolicy) -> Self {
+        self.cfg.retry = policy;
+        self
+    }
+
+    /// Where INSERTs that failed for good (a permanent error, or retries used
+    /// up) are kept: the exact RowBinary plus a JSON sidecar with the table,
+    /// columns, rows and error. Default: none (such rows are counted in
+    /// `Stats::dropped_rows` and logged).
+    pub fn dead_letter_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.cfg.dead_letter_dir = Some(dir.into());
         self
     }
 

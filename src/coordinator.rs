@@ -91,6 +91,7 @@ impl FlushReport {
 
 /// One failed INSERT in a [`FlushReport`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct FailedInsert {
     /// The INSERT's id ([`InsertBatch::id`]).
     pub insert_id: u64,
@@ -98,8 +99,12 @@ pub struct FailedInsert {
     pub batches: Vec<u64>,
     /// Rows it carried.
     pub rows: u64,
-    /// Why it failed.
+    /// Why it failed (the last attempt's error).
     pub error: SinkError,
+    /// Attempts made, retries included.
+    pub attempts: u32,
+    /// Where its rows were kept, when a dead-letter directory is set.
+    pub dead_letter: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -265,7 +270,7 @@ pub(crate) struct Coordinator<S> {
     shared: Arc<Shared>,
     rx: flume::Receiver<Batch>,
     sink: Arc<S>,
-    inflight: JoinSet<Result<(), SinkError>>,
+    inflight: JoinSet<Delivered>,
     flights: HashMap<tokio::task::Id, Flight>,
     /// Batches taken off the queue but not sent yet: one that did not fit
     /// the last INSERT, or the ones gathered while lingering. Oldest first.
@@ -275,6 +280,7 @@ pub(crate) struct Coordinator<S> {
     /// While set, the carried batch waits (up to `linger`) for more to
     /// coalesce with it instead of going out at once.
     linger_until: Option<tokio::time::Instant>,
+    jitter: crate::retry::Jitter,
 }
 
 impl<S: Sink> Coordinator<S> {
@@ -289,6 +295,7 @@ impl<S: Sink> Coordinator<S> {
             ledger: Ledger::new(),
             draining: false,
             linger_until: None,
+            jitter: crate::retry::Jitter::from_entropy(),
         }
     }
 
@@ -467,30 +474,39 @@ impl<S: Sink> Coordinator<S> {
         let stats = &self.shared.seal.stats;
         Counters::add(&stats.inserts, 1);
         Counters::add(&stats.inflight_inserts, 1);
-        let sink = self.sink.clone();
-        let task_insert = insert.clone();
-        let handle = self
-            .inflight
-            .spawn(async move { sink.insert(&task_insert).await });
+        let delivery = Delivery {
+            sink: self.sink.clone(),
+            shared: self.shared.clone(),
+            insert: insert.clone(),
+            jitter: crate::retry::Jitter::new(self.jitter.unit().to_bits() ^ insert.id()),
+        };
+        let handle = self.inflight.spawn(delivery.run());
         self.flights
             .insert(handle.id(), Flight { insert, part_rows });
     }
 
-    fn complete(
-        &mut self,
-        done: Result<(tokio::task::Id, Result<(), SinkError>), tokio::task::JoinError>,
-    ) {
-        let (id, result) = match done {
-            Ok((id, result)) => (id, result),
+    fn complete(&mut self, done: Result<(tokio::task::Id, Delivered), tokio::task::JoinError>) {
+        let (id, delivered) = match done {
+            Ok((id, delivered)) => (id, delivered),
             Err(e) => {
                 let msg = if e.is_panic() {
                     "the sink panicked"
                 } else {
                     "the sink task was cancelled"
                 };
-                (e.id(), Err(SinkError::Other(msg.into())))
+                let delivered = Delivered {
+                    result: Err(SinkError::Other(msg.into())),
+                    attempts: 1,
+                    dead_letter: None,
+                };
+                (e.id(), delivered)
             }
         };
+        let Delivered {
+            result,
+            attempts,
+            dead_letter,
+        } = delivered;
         let stats = &self.shared.seal.stats;
         stats.inflight_inserts.fetch_sub(1, Relaxed);
         let Some(flight) = self.flights.remove(&id) else {
@@ -504,13 +520,15 @@ impl<S: Sink> Coordinator<S> {
                 Counters::add(&stats.acked_batches, flight.part_rows.len() as u64);
                 false
             }
-            Err(e) => {
-                let error = self.on_failure(insert, e);
+            Err(error) => {
+                self.on_failure(insert, &error, attempts, dead_letter.as_deref());
                 self.ledger.record_failure(FailedInsert {
                     insert_id: insert.id(),
                     batches: insert.seqs.clone(),
                     rows: insert.rows(),
                     error,
+                    attempts,
+                    dead_letter,
                 });
                 true
             }
@@ -533,21 +551,129 @@ impl<S: Sink> Coordinator<S> {
         }
     }
 
-    /// Where a failed INSERT's rows go. Today: logged once, counted, dropped
-    /// (the seed's behaviour). Returns the error to report to flush barriers.
-    fn on_failure(&mut self, insert: &InsertBatch, error: SinkError) -> SinkError {
+    /// Counts and logs an INSERT given up on (after its retries). Its rows
+    /// are in the dead-letter directory when `dead_letter` says so, else
+    /// dropped.
+    fn on_failure(
+        &mut self,
+        insert: &InsertBatch,
+        error: &SinkError,
+        attempts: u32,
+        dead_letter: Option<&std::path::Path>,
+    ) {
         let stats = &self.shared.seal.stats;
         Counters::add(&stats.failed_rows, insert.rows());
         Counters::add(&stats.failed_inserts, 1);
-        tracing::error!(
-            insert_id = insert.id(),
-            rows = insert.rows(),
-            bytes = insert.bytes(),
-            retryable = error.is_retryable(),
-            %error,
-            "INSERT failed; rows dropped"
-        );
-        error
+        match dead_letter {
+            Some(path) => {
+                Counters::add(&stats.dead_lettered_rows, insert.rows());
+                tracing::error!(
+                    insert_id = insert.id(),
+                    rows = insert.rows(),
+                    attempts,
+                    %error,
+                    path = %path.display(),
+                    "INSERT failed; rows kept as a dead letter"
+                );
+            }
+            None => {
+                Counters::add(&stats.dropped_rows, insert.rows());
+                tracing::error!(
+                    insert_id = insert.id(),
+                    rows = insert.rows(),
+                    bytes = insert.bytes(),
+                    attempts,
+                    retryable = error.is_retryable(),
+                    %error,
+                    "INSERT failed; rows dropped (no dead-letter directory configured)"
+                );
+            }
+        }
+    }
+}
+
+/// What an INSERT task reports back.
+pub(crate) struct Delivered {
+    result: Result<(), SinkError>,
+    attempts: u32,
+    dead_letter: Option<std::path::PathBuf>,
+}
+
+/// One INSERT's life: attempts with backoff per the retry policy, then, if
+/// it still failed and a dead-letter directory is set, its bytes on disk.
+/// Runs as its own task holding one `max_inflight` slot, so a retrying
+/// INSERT never blocks the shards, and its memory stays inside the bound.
+struct Delivery<S> {
+    sink: Arc<S>,
+    shared: Arc<Shared>,
+    insert: Arc<InsertBatch>,
+    jitter: crate::retry::Jitter,
+}
+
+impl<S: Sink> Delivery<S> {
+    async fn run(mut self) -> Delivered {
+        let cfg = &self.shared.cfg;
+        let stats = &self.shared.seal.stats;
+        let started = tokio::time::Instant::now();
+        let mut attempts = 0;
+        let result = loop {
+            attempts += 1;
+            let error = match self.sink.insert(&self.insert).await {
+                Ok(()) => break Ok(()),
+                Err(e) => e,
+            };
+            let delay = if error.is_retryable() {
+                cfg.retry
+                    .next_delay(attempts, started.elapsed(), &mut self.jitter)
+            } else {
+                None
+            };
+            let Some(delay) = delay else {
+                break Err(error);
+            };
+            Counters::add(&stats.retried_inserts, 1);
+            Counters::add(&stats.retried_rows, self.insert.rows());
+            tracing::warn!(
+                insert_id = self.insert.id(),
+                rows = self.insert.rows(),
+                attempt = attempts,
+                retry_in_ms = delay.as_millis() as u64,
+                %error,
+                "INSERT failed; retrying"
+            );
+            tokio::time::sleep(delay).await;
+        };
+        let dead_letter = match (&result, &cfg.dead_letter_dir) {
+            (Err(error), Some(dir)) => {
+                let (dir, insert, table) = (
+                    dir.clone(),
+                    self.insert.clone(),
+                    self.sink.table().map(str::to_owned),
+                );
+                let error = error.clone();
+                let written = tokio::task::spawn_blocking(move || {
+                    crate::dead_letter::write(&dir, table.as_deref(), &insert, attempts, &error)
+                })
+                .await;
+                match written {
+                    Ok(Ok(path)) => Some(path),
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "could not write a dead letter");
+                        None
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "the dead-letter writer panicked");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        Delivered {
+            result,
+            attempts,
+            dead_letter,
+        }
     }
 }
 

@@ -41,8 +41,10 @@ mod batch;
 mod buffer;
 mod civil;
 mod coordinator;
+mod dead_letter;
 pub mod json;
 mod post_event;
+pub mod retry;
 pub mod rowbinary;
 pub mod schema;
 mod shard;
@@ -59,6 +61,7 @@ pub use buffer::{
 pub use coordinator::{FailedInsert, FlushReport};
 pub use json::{DecodeError, DecodeErrorKind, JsonOptions, NdjsonReport, RejectedLine};
 pub use post_event::PostEvent;
+pub use retry::RetryPolicy;
 pub use rowbinary::EncodeError;
 pub use schema::{Schema, SchemaError, Type};
 pub use sink::{InsertBatch, Sink, SinkError};

@@ -44,10 +44,20 @@ pub struct Stats {
     pub acked_bytes: u64,
     /// Sealed batches the sink acknowledged.
     pub acked_batches: u64,
-    /// Rows whose INSERT failed and were dropped (logged once per INSERT).
+    /// Rows whose INSERT was given up on, after its retries (logged once
+    /// per INSERT): `dead_lettered_rows + dropped_rows`.
     pub failed_rows: u64,
-    /// INSERTs that failed.
+    /// INSERTs given up on.
     pub failed_inserts: u64,
+    /// Of `failed_rows`: kept in the dead-letter directory.
+    pub dead_lettered_rows: u64,
+    /// Of `failed_rows`: dropped (no dead-letter directory, or it could not
+    /// be written).
+    pub dropped_rows: u64,
+    /// Retry attempts (an INSERT tried three times counts two).
+    pub retried_inserts: u64,
+    /// Rows sent again by those retries.
+    pub retried_rows: u64,
 }
 
 #[derive(Default)]
@@ -60,6 +70,10 @@ pub(crate) struct Counters {
     pub acked_batches: AtomicU64,
     pub failed_rows: AtomicU64,
     pub failed_inserts: AtomicU64,
+    pub dead_lettered_rows: AtomicU64,
+    pub dropped_rows: AtomicU64,
+    pub retried_inserts: AtomicU64,
+    pub retried_rows: AtomicU64,
     pub rejected_closed: AtomicU64,
 }
 
@@ -79,6 +93,10 @@ impl Counters {
         s.acked_batches = self.acked_batches.load(Relaxed);
         s.failed_rows = self.failed_rows.load(Relaxed);
         s.failed_inserts = self.failed_inserts.load(Relaxed);
+        s.dead_lettered_rows = self.dead_lettered_rows.load(Relaxed);
+        s.dropped_rows = self.dropped_rows.load(Relaxed);
+        s.retried_inserts = self.retried_inserts.load(Relaxed);
+        s.retried_rows = self.retried_rows.load(Relaxed);
         s.rejected_closed = self.rejected_closed.load(Relaxed);
         s.pending_rows = sealed_rows.saturating_sub(s.acked_rows + s.failed_rows);
     }

@@ -4,7 +4,7 @@
 //! in `clickhouse.rs`.
 
 use ch_ingest::sink::{InsertBatch, MemorySink, Sink, SinkError};
-use ch_ingest::{Buffer, EncodeError, PostEvent, TrackError};
+use ch_ingest::{Buffer, EncodeError, PostEvent, RetryPolicy, TrackError};
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::Duration;
@@ -116,11 +116,12 @@ async fn shutdown_drains_and_closes() {
 }
 
 #[tokio::test]
-async fn failed_inserts_are_reported_counted_and_dropped() {
+async fn without_retries_failed_inserts_are_reported_counted_and_dropped() {
     let sink = MemorySink::new();
     let b: Buffer<PostEvent> = Buffer::builder()
         .shards(1)
         .max_rows(100)
+        .retry(RetryPolicy::NONE)
         .build(sink.clone())
         .unwrap();
     sink.set_failing(true);
@@ -142,6 +143,118 @@ async fn failed_inserts_are_reported_counted_and_dropped() {
     assert_eq!(
         (s.failed_rows, s.acked_rows, s.tracked_rows),
         (250, 50, 300)
+    );
+    assert_eq!(
+        (s.dropped_rows, s.dead_lettered_rows, s.retried_inserts),
+        (250, 0, 0)
+    );
+    assert_accounted(&b);
+}
+
+#[tokio::test(start_paused = true)]
+async fn transient_failures_are_retried_with_backoff_until_they_succeed() {
+    let sink = MemorySink::new();
+    let b: Buffer<PostEvent> = Buffer::builder()
+        .shards(1)
+        .max_rows(100)
+        .build(sink.clone())
+        .unwrap();
+    sink.fail_next(3);
+    let started = tokio::time::Instant::now();
+    for i in 0..100 {
+        b.track(ev(i)).unwrap();
+    }
+    let report = b.flush().await.unwrap();
+    assert!(report.is_complete(), "{report:?}");
+    assert_eq!(report.rows, 100);
+    assert_eq!(sink.attempts(), 4);
+    assert_eq!(sink.rows(), 100, "acknowledged once, no duplicates");
+    let s = b.stats();
+    assert_eq!(
+        (s.retried_inserts, s.retried_rows, s.failed_rows),
+        (3, 300, 0)
+    );
+    // Backoff: three waits of at most 100, 200 and 400 ms (full jitter).
+    assert!(started.elapsed() <= Duration::from_millis(700));
+    assert_accounted(&b);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_permanent_error_is_dead_lettered_at_once_with_its_sidecar() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = MemorySink::new();
+    sink.fail_with(SinkError::Server {
+        code: Some(60),
+        message: "Code: 60, e.displayText() = DB::Exception: Table default.t doesn't exist".into(),
+    });
+    let b: Buffer<PostEvent> = Buffer::builder()
+        .shards(1)
+        .max_rows(10)
+        .dead_letter_dir(dir.path())
+        .build(sink.clone())
+        .unwrap();
+    sink.fail_next(1);
+    let mut expected = bytes::BytesMut::new();
+    let mut cols = None;
+    for i in 0..10 {
+        let learned =
+            ch_ingest::rowbinary::encode_row(&ev(i), &mut expected, cols.as_deref()).unwrap();
+        cols = cols.or(learned);
+        b.track(ev(i)).unwrap();
+    }
+    let report = b.flush().await.unwrap();
+    assert_eq!(report.failed_rows, 10);
+    let failure = &report.failures[0];
+    assert_eq!(failure.attempts, 1, "a permanent error is never retried");
+    let data = failure.dead_letter.clone().expect("dead-lettered");
+    assert_eq!(
+        std::fs::read(&data).unwrap(),
+        &expected[..],
+        "the exact bytes"
+    );
+    let sidecar: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data.with_extension("json")).unwrap()).unwrap();
+    assert_eq!(sidecar["rows"], 10);
+    assert_eq!(sidecar["code"], 60);
+    assert_eq!(sidecar["attempts"], 1);
+    assert_eq!(sidecar["columns"][0], "event_type");
+    assert!(sidecar["error"].as_str().unwrap().contains("doesn't exist"));
+    let s = b.stats();
+    assert_eq!(
+        (s.dead_lettered_rows, s.dropped_rows, s.retried_inserts),
+        (10, 0, 0)
+    );
+    assert_accounted(&b);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_end_at_max_attempts_and_the_rows_become_a_dead_letter() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = MemorySink::new();
+    let b: Buffer<PostEvent> = Buffer::builder()
+        .shards(1)
+        .max_rows(5)
+        .retry(RetryPolicy {
+            max_attempts: 4,
+            ..RetryPolicy::default()
+        })
+        .dead_letter_dir(dir.path())
+        .build(sink.clone())
+        .unwrap();
+    sink.set_failing(true);
+    for i in 0..5 {
+        b.track(ev(i)).unwrap();
+    }
+    let report = b.flush().await.unwrap();
+    assert_eq!(sink.attempts(), 4);
+    assert_eq!(report.failures[0].attempts, 4);
+    assert!(report.failures[0].dead_letter.is_some());
+    let s = b.stats();
+    assert_eq!((s.retried_inserts, s.dead_lettered_rows), (3, 5));
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        2,
+        "data + sidecar, no temp files"
     );
     assert_accounted(&b);
 }

@@ -120,6 +120,10 @@ impl Sink for ClickHouseSink {
         }
         insert.end().await.map_err(map_error)
     }
+
+    fn table(&self) -> Option<&str> {
+        Some(&self.table)
+    }
 }
 
 /// Maps the crate's error, keeping the server's text and code.

@@ -35,6 +35,7 @@ struct Inner {
     fail_next: AtomicU64,
     failing: std::sync::atomic::AtomicBool,
     attempts: AtomicU64,
+    error: Mutex<Option<SinkError>>,
 }
 
 impl MemorySink {
@@ -57,7 +58,13 @@ impl MemorySink {
             .flat_map(|b| b.chunks().iter().flat_map(|c| c.iter().copied()))
             .collect()
     }
-    /// Makes the next `n` inserts fail with a network error.
+    /// The error injected failures return. Default: a (retryable) network
+    /// error; pass e.g. a `SinkError::Server` with code 60 for a permanent one.
+    pub fn fail_with(&self, error: SinkError) {
+        *self.inner.error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
+    }
+    /// Makes the next `n` inserts fail (with a network error unless
+    /// [`fail_with`](Self::fail_with) says otherwise).
     pub fn fail_next(&self, n: u64) {
         self.inner.fail_next.store(n, Ordering::SeqCst);
     }
@@ -89,7 +96,14 @@ impl Sink for MemorySink {
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
                 .is_ok();
         if failing {
-            return Err(SinkError::Network("MemorySink: injected failure".into()));
+            let injected = self
+                .inner
+                .error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            return Err(injected
+                .unwrap_or_else(|| SinkError::Network("MemorySink: injected failure".into())));
         }
         self.lock().push(batch.clone());
         Ok(())

@@ -40,11 +40,20 @@ use std::future::Future;
 pub trait Sink: Send + Sync + 'static {
     /// Delivers one batch.
     fn insert(&self, batch: &InsertBatch) -> impl Future<Output = Result<(), SinkError>> + Send;
+
+    /// The table this sink writes to, if it has one (recorded with dead letters).
+    fn table(&self) -> Option<&str> {
+        None
+    }
 }
 
 impl<S: Sink> Sink for std::sync::Arc<S> {
     fn insert(&self, batch: &InsertBatch) -> impl Future<Output = Result<(), SinkError>> + Send {
         (**self).insert(batch)
+    }
+
+    fn table(&self) -> Option<&str> {
+        (**self).table()
     }
 }
 

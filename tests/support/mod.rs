@@ -174,6 +174,23 @@ impl Server {
             .unwrap();
     }
 
+    /// Kills the private server with SIGKILL and starts it again on the same
+    /// ports and data after `down`, then waits until it answers.
+    pub fn kill_and_restart(&self, down: Duration) {
+        let child = self.child.as_ref().expect("not a private server");
+        let dir = self.dir.as_ref().expect("not a private server");
+        {
+            let mut c = child.lock().unwrap();
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        std::thread::sleep(down);
+        let fresh = spawn_tied_to_process(dir.join("config.xml")).expect("restart");
+        *child.lock().unwrap() = fresh;
+        self.wait_ready(Duration::from_secs(60))
+            .expect("restarted server");
+    }
+
     /// Runs `sql`, panics on an error, returns the body as text.
     pub fn query(&self, sql: &str) -> String {
         String::from_utf8(self.query_bytes(sql)).expect("utf8 response")
