@@ -34,6 +34,9 @@ pub(crate) struct Config {
     pub linger: Duration,
     pub retry: crate::RetryPolicy,
     pub dead_letter_dir: Option<std::path::PathBuf>,
+    pub spill_dir: Option<std::path::PathBuf>,
+    pub spill_max_bytes: u64,
+    pub spill_full: crate::SpillFullPolicy,
 }
 
 impl Default for Config {
@@ -52,6 +55,9 @@ impl Default for Config {
             linger: Duration::ZERO,
             retry: crate::RetryPolicy::default(),
             dead_letter_dir: None,
+            spill_dir: None,
+            spill_max_bytes: 1 << 30,
+            spill_full: crate::SpillFullPolicy::DropNewest,
         }
     }
 }
@@ -170,6 +176,28 @@ impl Builder {
         self
     }
 
+    /// Where INSERTs whose retries ran out are written instead of dropped
+    /// (checksummed, fsynced, renamed into place). A background replayer sends
+    /// them again, oldest first, once the sink answers, and on the next start
+    /// with the same directory. Default: none.
+    pub fn spill_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.cfg.spill_dir = Some(dir.into());
+        self
+    }
+
+    /// Disk budget of the spill directory. Default: 1 GiB.
+    pub fn spill_max_bytes(mut self, n: u64) -> Self {
+        self.cfg.spill_max_bytes = n;
+        self
+    }
+
+    /// What happens at the spill budget. Default:
+    /// [`SpillFullPolicy::DropNewest`](crate::SpillFullPolicy::DropNewest).
+    pub fn spill_full_policy(mut self, policy: crate::SpillFullPolicy) -> Self {
+        self.cfg.spill_full = policy;
+        self
+    }
+
     /// The worst-case RowBinary bytes this configuration can hold in memory.
     pub fn memory_bound(&self) -> usize {
         self.cfg.memory_bound()
@@ -236,6 +264,23 @@ impl Builder {
             "must be at least 1",
         )?;
 
+        check(
+            cfg.retry.max_attempts >= 1,
+            "retry",
+            "max_attempts must be at least 1",
+        )?;
+        let spill = match &cfg.spill_dir {
+            Some(dir) => Some(Arc::new(
+                crate::spill::SpillDir::open(dir, cfg.spill_max_bytes, cfg.spill_full).map_err(
+                    |e| BuildError::SpillDir {
+                        path: dir.clone(),
+                        reason: e.to_string(),
+                    },
+                )?,
+            )),
+            None => None,
+        };
+
         let (tx, rx) = flume::bounded(cfg.queue_batches);
         // A first guess at a batch's size; shards resize from what they seal.
         let initial = (cfg.max_rows as usize * 64).min(cfg.max_bytes) + 64;
@@ -258,9 +303,16 @@ impl Builder {
             closed: AtomicBool::new(false),
             columns,
             row_columns: OnceLock::new(),
+            spill,
+            replay_wake: tokio::sync::Notify::new(),
+            replay_stop: AtomicBool::new(false),
             cfg,
         });
         let (ctrl, ctrl_rx) = mpsc::unbounded_channel();
+        let sink = Arc::new(sink);
+        if shared.spill.is_some() {
+            runtime.spawn(crate::replay::run(sink.clone(), shared.clone()));
+        }
         runtime.spawn(Coordinator::new(shared.clone(), rx, sink).run(ctrl_rx));
         Ok(Buffer {
             inner: Arc::new(Inner { shared, ctrl }),
@@ -714,6 +766,14 @@ pub enum BuildError {
     /// `build` must run inside a tokio runtime: the coordinator is a task on it.
     #[error("Buffer::build must be called inside a tokio runtime")]
     NoRuntime,
+    /// The spill directory could not be created or opened.
+    #[error("spill_dir `{path}`: {reason}")]
+    SpillDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        reason: String,
+    },
     /// A setting is out of range.
     #[error("invalid setting `{field}`: {reason}")]
     Invalid {

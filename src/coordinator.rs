@@ -6,9 +6,9 @@
 //! not: encode rows or block producers; it only ever `try_send`s into the
 //! channel it drains, and it talks to shards through their short locks.
 //!
-//! Failure seam: [`Coordinator::on_failure`] is where a failed INSERT's rows
-//! go. Today they are logged, counted and dropped, like the seed; retries and
-//! spill plug in there without touching the rest of the path.
+//! Each INSERT runs as a [`Delivery`] task: attempts with backoff, then, if it
+//! still failed, the spill directory (retryable errors) or the dead-letter
+//! directory (permanent ones), else it is dropped and counted.
 
 use crate::batch::{Batch, InsertBatch};
 use crate::shard::{SealTarget, Shard};
@@ -32,6 +32,11 @@ pub(crate) struct Shared {
     pub columns: OnceLock<crate::batch::ColumnNames>,
     /// Field names of a serde row type, for the per-row check in `track`.
     pub row_columns: OnceLock<Arc<[&'static str]>>,
+    /// The spill directory, when configured.
+    pub spill: Option<Arc<crate::spill::SpillDir>>,
+    /// Wakes the replayer (a batch was spilled, or it should stop).
+    pub replay_wake: tokio::sync::Notify,
+    pub replay_stop: AtomicBool,
 }
 
 impl Shared {
@@ -76,8 +81,11 @@ pub struct FlushReport {
     pub bytes: u64,
     /// Sealed batches acknowledged.
     pub batches: u64,
-    /// Rows whose INSERT failed.
+    /// Rows whose INSERT failed for good (dead-lettered or dropped).
     pub failed_rows: u64,
+    /// Rows whose retries ran out and that were written to the spill
+    /// directory; the replayer delivers them later.
+    pub spilled_rows: u64,
     /// Exactly which INSERTs failed, with their rows and the error.
     pub failures: Vec<FailedInsert>,
 }
@@ -107,11 +115,19 @@ pub struct FailedInsert {
     pub dead_letter: Option<std::path::PathBuf>,
 }
 
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+enum Fate {
+    #[default]
+    Acked,
+    Spilled,
+    Failed,
+}
+
 #[derive(Clone, Copy, Default)]
 struct PartOutcome {
     rows: u64,
     bytes: u64,
-    failed: bool,
+    fate: Fate,
 }
 
 /// Running sums over every sealed batch below some sequence number.
@@ -121,16 +137,19 @@ struct Sums {
     bytes: u64,
     batches: u64,
     failed_rows: u64,
+    spilled_rows: u64,
 }
 
 impl Sums {
     fn add(&mut self, o: PartOutcome) {
-        if o.failed {
-            self.failed_rows += o.rows;
-        } else {
-            self.rows += o.rows;
-            self.bytes += o.bytes;
-            self.batches += 1;
+        match o.fate {
+            Fate::Failed => self.failed_rows += o.rows,
+            Fate::Spilled => self.spilled_rows += o.rows,
+            Fate::Acked => {
+                self.rows += o.rows;
+                self.bytes += o.bytes;
+                self.batches += 1;
+            }
         }
     }
 }
@@ -251,6 +270,7 @@ impl Ledger {
             bytes: b.bytes - a.bytes,
             batches: b.batches - a.batches,
             failed_rows: b.failed_rows - a.failed_rows,
+            spilled_rows: b.spilled_rows - a.spilled_rows,
             failures: self
                 .failures
                 .iter()
@@ -284,11 +304,11 @@ pub(crate) struct Coordinator<S> {
 }
 
 impl<S: Sink> Coordinator<S> {
-    pub(crate) fn new(shared: Arc<Shared>, rx: flume::Receiver<Batch>, sink: S) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>, rx: flume::Receiver<Batch>, sink: Arc<S>) -> Self {
         Self {
             shared,
             rx,
-            sink: Arc::new(sink),
+            sink,
             inflight: JoinSet::new(),
             flights: HashMap::new(),
             carry: VecDeque::new(),
@@ -356,6 +376,9 @@ impl<S: Sink> Coordinator<S> {
                 }
             }
         }
+        // Spilled files stay for the next start (or `ch-ingest replay`).
+        self.shared.replay_stop.store(true, Relaxed);
+        self.shared.replay_wake.notify_one();
         if detached {
             let s = &self.shared.seal.stats;
             tracing::info!(
@@ -497,7 +520,7 @@ impl<S: Sink> Coordinator<S> {
                 let delivered = Delivered {
                     result: Err(SinkError::Other(msg.into())),
                     attempts: 1,
-                    dead_letter: None,
+                    ..Delivered::default()
                 };
                 (e.id(), delivered)
             }
@@ -506,21 +529,51 @@ impl<S: Sink> Coordinator<S> {
             result,
             attempts,
             dead_letter,
+            spilled,
+            spill_rejected,
+            evicted,
         } = delivered;
+        if evicted.rows > 0 {
+            let stats = &self.shared.seal.stats;
+            Counters::add(&stats.spill_evicted_rows, evicted.rows);
+            for c in [
+                &stats.spill_out_failed_rows,
+                &stats.failed_rows,
+                &stats.dropped_rows,
+            ] {
+                Counters::add(c, evicted.own_rows);
+            }
+        }
         let stats = &self.shared.seal.stats;
         stats.inflight_inserts.fetch_sub(1, Relaxed);
         let Some(flight) = self.flights.remove(&id) else {
             return;
         };
         let insert = &flight.insert;
-        let failed = match result {
-            Ok(()) => {
+        let fate = match (result, spilled) {
+            (Ok(()), _) => {
                 Counters::add(&stats.acked_rows, insert.rows());
                 Counters::add(&stats.acked_bytes, insert.bytes());
                 Counters::add(&stats.acked_batches, flight.part_rows.len() as u64);
-                false
+                Fate::Acked
             }
-            Err(error) => {
+            (Err(error), Some(path)) => {
+                Counters::add(&stats.spilled_rows, insert.rows());
+                tracing::warn!(
+                    insert_id = insert.id(),
+                    rows = insert.rows(),
+                    attempts,
+                    %error,
+                    path = %path.display(),
+                    "INSERT retries used up; rows spilled to disk for replay"
+                );
+                self.shared.replay_wake.notify_one();
+                Fate::Spilled
+            }
+            (Err(error), None) => {
+                if spill_rejected {
+                    Counters::add(&stats.spill_rejected_rows, insert.rows());
+                }
                 self.on_failure(insert, &error, attempts, dead_letter.as_deref());
                 self.ledger.record_failure(FailedInsert {
                     insert_id: insert.id(),
@@ -530,7 +583,7 @@ impl<S: Sink> Coordinator<S> {
                     attempts,
                     dead_letter,
                 });
-                true
+                Fate::Failed
             }
         };
         for ((&seq, &rows), chunk) in insert
@@ -540,14 +593,7 @@ impl<S: Sink> Coordinator<S> {
             .zip(&insert.chunks)
         {
             let bytes = chunk.len() as u64;
-            self.ledger.record(
-                seq,
-                PartOutcome {
-                    rows,
-                    bytes,
-                    failed,
-                },
-            );
+            self.ledger.record(seq, PartOutcome { rows, bytes, fate });
         }
     }
 
@@ -597,6 +643,24 @@ pub(crate) struct Delivered {
     result: Result<(), SinkError>,
     attempts: u32,
     dead_letter: Option<std::path::PathBuf>,
+    spilled: Option<std::path::PathBuf>,
+    /// Not spilled: the directory was at its budget (`DropNewest`).
+    spill_rejected: bool,
+    /// Rows deleted from the spill directory to make room.
+    evicted: crate::spill::Evicted,
+}
+
+impl Default for Delivered {
+    fn default() -> Self {
+        Self {
+            result: Ok(()),
+            attempts: 0,
+            dead_letter: None,
+            spilled: None,
+            spill_rejected: false,
+            evicted: Default::default(),
+        }
+    }
 }
 
 /// One INSERT's life: attempts with backoff per the retry policy, then, if
@@ -643,6 +707,40 @@ impl<S: Sink> Delivery<S> {
             );
             tokio::time::sleep(delay).await;
         };
+        let mut delivered = Delivered {
+            attempts,
+            ..Delivered::default()
+        };
+        if let (Err(error), Some(spill)) = (&result, &self.shared.spill) {
+            if error.is_retryable() {
+                let (spill, insert, table) = (
+                    spill.clone(),
+                    self.insert.clone(),
+                    self.sink.table().map(str::to_owned),
+                );
+                let written =
+                    tokio::task::spawn_blocking(move || spill.write(table.as_deref(), &insert))
+                        .await;
+                match written {
+                    Ok(Ok((crate::spill::Written::Spilled(path), evicted))) => {
+                        delivered.evicted = evicted;
+                        delivered.spilled = Some(path);
+                        delivered.result = result;
+                        return delivered;
+                    }
+                    Ok(Ok((crate::spill::Written::Rejected, _))) => {
+                        delivered.spill_rejected = true;
+                        tracing::error!(
+                            insert_id = self.insert.id(),
+                            rows = self.insert.rows(),
+                            "spill directory at its budget; batch not spilled"
+                        );
+                    }
+                    Ok(Err(e)) => tracing::error!(error = %e, "could not write a spill file"),
+                    Err(e) => tracing::error!(error = %e, "the spill writer panicked"),
+                }
+            }
+        }
         let dead_letter = match (&result, &cfg.dead_letter_dir) {
             (Err(error), Some(dir)) => {
                 let (dir, insert, table) = (
@@ -669,11 +767,9 @@ impl<S: Sink> Delivery<S> {
             }
             _ => None,
         };
-        Delivered {
-            result,
-            attempts,
-            dead_letter,
-        }
+        delivered.result = result;
+        delivered.dead_letter = dead_letter;
+        delivered
     }
 }
 

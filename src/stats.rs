@@ -9,9 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// A snapshot of the engine's counters. Every row accepted by `track` is, at
 /// any instant, in exactly one of: `buffered_rows`, `pending_rows` (sealed,
-/// queued or in flight), `acked_rows`, `failed_rows`:
+/// queued or in flight), `acked_rows`, `spill_pending_rows`, `failed_rows`:
 ///
-/// `tracked_rows == buffered_rows + pending_rows + acked_rows + failed_rows`
+/// `tracked_rows == buffered_rows + pending_rows + acked_rows + spill_pending_rows + failed_rows`
 ///
 /// (exact once the engine is idle; a snapshot taken mid-flight reads the
 /// counters one after another).
@@ -58,6 +58,23 @@ pub struct Stats {
     pub retried_inserts: u64,
     /// Rows sent again by those retries.
     pub retried_rows: u64,
+    /// Rows written to the spill directory by this engine.
+    pub spilled_rows: u64,
+    /// Of those, rows on disk waiting for replay.
+    pub spill_pending_rows: u64,
+    /// Of `spilled_rows`, rows the replayer delivered (also in `acked_rows`).
+    pub replayed_rows: u64,
+    /// Rows from spill files an earlier process left, delivered by the
+    /// replayer (not in `tracked_rows`).
+    pub replayed_foreign_rows: u64,
+    /// Rows not spilled because the spill directory was at its budget
+    /// (`SpillFullPolicy::DropNewest`; also in `dropped_rows`).
+    pub spill_rejected_rows: u64,
+    /// Rows deleted from the spill directory to make room
+    /// (`SpillFullPolicy::DropOldest`; this engine's also in `dropped_rows`).
+    pub spill_evicted_rows: u64,
+    /// Spill files that failed their checksum and were moved to `quarantine/`.
+    pub quarantined_files: u64,
 }
 
 #[derive(Default)]
@@ -74,6 +91,15 @@ pub(crate) struct Counters {
     pub dropped_rows: AtomicU64,
     pub retried_inserts: AtomicU64,
     pub retried_rows: AtomicU64,
+    pub spilled_rows: AtomicU64,
+    pub replayed_rows: AtomicU64,
+    pub replayed_foreign_rows: AtomicU64,
+    pub spill_rejected_rows: AtomicU64,
+    pub spill_evicted_rows: AtomicU64,
+    /// This engine's spilled rows that left the spill directory other than
+    /// by replay (evicted, or refused for good on replay): in `failed_rows`.
+    pub spill_out_failed_rows: AtomicU64,
+    pub quarantined_files: AtomicU64,
     pub rejected_closed: AtomicU64,
 }
 
@@ -98,6 +124,18 @@ impl Counters {
         s.retried_inserts = self.retried_inserts.load(Relaxed);
         s.retried_rows = self.retried_rows.load(Relaxed);
         s.rejected_closed = self.rejected_closed.load(Relaxed);
-        s.pending_rows = sealed_rows.saturating_sub(s.acked_rows + s.failed_rows);
+        s.spilled_rows = self.spilled_rows.load(Relaxed);
+        s.replayed_rows = self.replayed_rows.load(Relaxed);
+        s.replayed_foreign_rows = self.replayed_foreign_rows.load(Relaxed);
+        s.spill_rejected_rows = self.spill_rejected_rows.load(Relaxed);
+        s.spill_evicted_rows = self.spill_evicted_rows.load(Relaxed);
+        s.quarantined_files = self.quarantined_files.load(Relaxed);
+        let out_failed = self.spill_out_failed_rows.load(Relaxed);
+        s.spill_pending_rows = s.spilled_rows.saturating_sub(s.replayed_rows + out_failed);
+        // Rows that reached an outcome straight from an INSERT.
+        let settled = (s.acked_rows - s.replayed_rows.min(s.acked_rows))
+            + s.spilled_rows
+            + (s.failed_rows - out_failed.min(s.failed_rows));
+        s.pending_rows = sealed_rows.saturating_sub(settled);
     }
 }

@@ -30,7 +30,7 @@ fn assert_accounted<T>(b: &Buffer<T>) {
     let s = b.stats();
     assert_eq!(
         s.tracked_rows,
-        s.buffered_rows + s.pending_rows + s.acked_rows + s.failed_rows,
+        s.buffered_rows + s.pending_rows + s.acked_rows + s.spill_pending_rows + s.failed_rows,
         "{s:?}"
     );
 }
@@ -579,4 +579,188 @@ async fn linger_holds_a_lone_batch_back_then_sends_it_and_a_full_queue_goes_at_o
     assert_eq!(b.flush().await.unwrap().rows, 130);
     assert_eq!(sink.rows(), 130);
     assert_accounted(&b);
+}
+
+/// Retries that give up fast, so spill tests run in milliseconds.
+fn quick_retries() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 2,
+        initial_backoff: Duration::from_millis(1),
+        max_backoff: Duration::from_millis(5),
+        max_elapsed: Duration::from_secs(1),
+    }
+}
+
+fn tweet_ids(sink: &MemorySink) -> Vec<u64> {
+    let schema = ch_ingest::Schema::new(PostEvent::SCHEMA.iter().copied()).unwrap();
+    ch_ingest::rowbinary::decode::decode_all(&schema, &sink.concat())
+        .unwrap()
+        .iter()
+        .map(|row| row["tweet_id"].as_u64().unwrap())
+        .collect()
+}
+
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exhausted_retries_spill_to_disk_and_replay_exactly_once_when_the_sink_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = MemorySink::new();
+    let b: Buffer<PostEvent> = Buffer::builder()
+        .shards(1)
+        .max_rows(10)
+        .max_insert_rows(10)
+        .retry(quick_retries())
+        .spill_dir(dir.path())
+        .build(sink.clone())
+        .unwrap();
+    sink.set_failing(true);
+    for i in 0..100 {
+        b.track(ev(i)).unwrap();
+    }
+    let report = b.flush().await.unwrap();
+    assert_eq!(
+        (report.rows, report.spilled_rows, report.failed_rows),
+        (0, 100, 0)
+    );
+    let s = b.stats();
+    assert_eq!((s.spilled_rows, s.spill_pending_rows), (100, 100));
+    assert_eq!(ch_ingest::spill::QUARANTINE, "quarantine");
+    assert_accounted(&b);
+    sink.set_failing(false);
+    wait_until("replay", || b.stats().spill_pending_rows == 0).await;
+    let s = b.stats();
+    assert_eq!(
+        (s.replayed_rows, s.acked_rows, s.failed_rows),
+        (100, 100, 0)
+    );
+    let mut ids = tweet_ids(&sink);
+    ids.sort_unstable();
+    assert_eq!(ids, (0..100).collect::<Vec<_>>(), "every row once");
+    let left = std::fs::read_dir(dir.path()).unwrap().count();
+    assert_eq!(left, 0, "replayed files are deleted");
+    assert_accounted(&b);
+    b.shutdown().await.unwrap();
+}
+
+/// Spills 30 rows as three files from a buffer whose sink always fails,
+/// then shuts it down: the files stay for the next start.
+async fn leave_three_spill_files(dir: &std::path::Path) {
+    let sink = MemorySink::new();
+    sink.set_failing(true);
+    let b: Buffer<PostEvent> = Buffer::builder()
+        .shards(1)
+        .max_rows(10)
+        .max_insert_rows(10)
+        .max_inflight(1)
+        .retry(quick_retries())
+        .spill_dir(dir)
+        .build(sink)
+        .unwrap();
+    for i in 0..30 {
+        b.track(ev(i)).unwrap();
+        if i % 10 == 9 {
+            assert_eq!(b.flush().await.unwrap().spilled_rows, 10);
+        }
+    }
+    b.shutdown().await.unwrap();
+    assert_eq!(ch_ingest_spill_files(dir).len(), 3);
+}
+
+fn ch_ingest_spill_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "spill"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_start_replays_what_an_earlier_process_spilled() {
+    let dir = tempfile::tempdir().unwrap();
+    leave_three_spill_files(dir.path()).await;
+    let sink = MemorySink::new();
+    let b: Buffer<PostEvent> = Buffer::builder()
+        .spill_dir(dir.path())
+        .build(sink.clone())
+        .unwrap();
+    wait_until("replay on start", || b.stats().replayed_foreign_rows == 30).await;
+    assert_eq!(
+        tweet_ids(&sink),
+        (0..30).collect::<Vec<_>>(),
+        "oldest first"
+    );
+    let s = b.stats();
+    assert_eq!(
+        (s.tracked_rows, s.acked_rows, s.replayed_rows),
+        (0, 0, 0),
+        "not ours"
+    );
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncated_or_bit_flipped_spill_files_are_quarantined_and_the_rest_replays() {
+    let dir = tempfile::tempdir().unwrap();
+    leave_three_spill_files(dir.path()).await;
+    let files = ch_ingest_spill_files(dir.path());
+    let mut flipped = std::fs::read(&files[0]).unwrap();
+    let mid = flipped.len() / 2;
+    flipped[mid] ^= 0x10;
+    std::fs::write(&files[0], flipped).unwrap();
+    let whole = std::fs::read(&files[1]).unwrap();
+    std::fs::write(&files[1], &whole[..whole.len() - 7]).unwrap();
+    let sink = MemorySink::new();
+    let b: Buffer<PostEvent> = Buffer::builder()
+        .spill_dir(dir.path())
+        .build(sink.clone())
+        .unwrap();
+    wait_until("replay", || b.stats().replayed_foreign_rows == 10).await;
+    wait_until("quarantine", || b.stats().quarantined_files == 2).await;
+    assert_eq!(tweet_ids(&sink), (20..30).collect::<Vec<_>>());
+    let quarantined = std::fs::read_dir(dir.path().join("quarantine"))
+        .unwrap()
+        .count();
+    assert_eq!(quarantined, 2);
+    assert!(ch_ingest_spill_files(dir.path()).is_empty());
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_spill_budget_the_newest_batch_is_dropped_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = MemorySink::new();
+    sink.set_failing(true);
+    let b: Buffer<PostEvent> = Buffer::builder()
+        .shards(1)
+        .max_rows(10)
+        .max_insert_rows(10)
+        .max_inflight(1)
+        .retry(quick_retries())
+        .spill_dir(dir.path())
+        .spill_max_bytes(1_000)
+        .build(sink.clone())
+        .unwrap();
+    for i in 0..100 {
+        b.track(ev(i)).unwrap();
+    }
+    let report = b.flush().await.unwrap();
+    let s = b.stats();
+    assert!(s.spilled_rows > 0 && s.spilled_rows < 100, "{s:?}");
+    assert_eq!(s.spill_rejected_rows, 100 - s.spilled_rows);
+    assert_eq!(s.dropped_rows, s.spill_rejected_rows);
+    assert_eq!(report.spilled_rows + report.failed_rows, 100);
+    assert_accounted(&b);
+    b.shutdown().await.unwrap();
 }

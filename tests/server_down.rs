@@ -144,3 +144,73 @@ async fn a_server_killed_and_restarted_mid_load_loses_nothing_with_retries() {
     assert!(counted >= sent);
     println!("kill + restart: {} duplicate rows", counted - sent);
 }
+
+/// The server is down longer than the retry window: batches spill to disk,
+/// and the replayer delivers them once it is back. Count and content checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_longer_than_the_retries_spills_and_replays_every_row() {
+    if support::shared().is_none() {
+        return;
+    }
+    let server = std::sync::Arc::new(support::Server::start().expect("private server"));
+    let table = format!("spill_{}", std::process::id());
+    server.query(&PostEvent::create_table_sql(&table));
+    let spill = tempfile::tempdir().unwrap();
+    let sink = ClickHouseSink::new(nodelay_client().with_url(&server.url), &table);
+    let b: Buffer<PostEvent> = Buffer::builder()
+        .shards(2)
+        .flush_interval(std::time::Duration::from_millis(100))
+        .retry(RetryPolicy {
+            max_attempts: 3,
+            initial_backoff: std::time::Duration::from_millis(50),
+            max_backoff: std::time::Duration::from_millis(200),
+            max_elapsed: std::time::Duration::from_millis(500),
+        })
+        .spill_dir(spill.path())
+        .build(sink)
+        .unwrap();
+    let killer = {
+        let server = server.clone();
+        std::thread::spawn(move || server.kill_and_restart(std::time::Duration::from_secs(4)))
+    };
+    let mut sent = 0u64;
+    while !killer.is_finished() {
+        for _ in 0..100 {
+            b.track(PostEvent::new("click", sent, 1_700_000_000))
+                .unwrap();
+            sent += 1;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    killer.join().unwrap();
+    let report = b.flush().await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while b.stats().spill_pending_rows > 0 {
+        assert!(std::time::Instant::now() < deadline, "{:?}", b.stats());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let s = b.stats();
+    b.shutdown().await.unwrap();
+    let counted = server.count(&table);
+    let (distinct, sum): (u64, u64) = {
+        let text = server.query(&format!(
+            "SELECT uniqExact(tweet_id), sum(tweet_id) FROM {table}"
+        ));
+        let mut it = text.split_whitespace().map(|v| v.parse::<u64>().unwrap());
+        (it.next().unwrap(), it.next().unwrap())
+    };
+    println!(
+        "outage with spill: {sent} sent, {} spilled, {} replayed, {counted} in ClickHouse \
+         ({distinct} distinct), last flush report: {} acked / {} spilled / {} failed",
+        s.spilled_rows, s.replayed_rows, report.rows, report.spilled_rows, report.failed_rows
+    );
+    assert!(
+        s.spilled_rows > 0,
+        "the outage must have outlasted the retries"
+    );
+    assert_eq!(s.failed_rows, 0);
+    assert_eq!(distinct, sent, "every row arrived");
+    assert_eq!(sum, sent * (sent - 1) / 2, "content: the ids 0..sent");
+    assert!(counted >= sent);
+    println!("outage with spill: {} duplicate rows", counted - sent);
+}

@@ -1,0 +1,340 @@
+//! Spill: INSERTs the sink could not take in time, kept on disk until it can.
+//!
+//! Owns: the spill directory's file format, its size budget, listing files
+//! oldest first, and quarantining files that fail their checksum. Must not:
+//! talk to a sink (that is `replay`) or decide when to spill (the
+//! coordinator).
+//!
+//! One file per INSERT, named `<unix-ms>-<counter>-<insert-id>.spill` so names
+//! sort by creation across restarts:
+//!
+//! ```text
+//! b"CHSPILL1" | header length: u32 LE | header: JSON | RowBinary | CRC-32: u32 LE
+//! ```
+//!
+//! The header holds the table, columns, rows and the writing engine's
+//! instance id; the CRC-32 covers everything before it. Files are written to a
+//! temporary name, fsynced, renamed, and the directory fsynced, so a crash
+//! leaves either no file or a complete one (a stray `.tmp` is ignored).
+
+use crate::batch::InsertBatch;
+use bytes::Bytes;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+
+const MAGIC: &[u8; 8] = b"CHSPILL1";
+const EXT: &str = "spill";
+/// Where corrupt files go, inside the spill directory.
+pub const QUARANTINE: &str = "quarantine";
+
+/// What happens when a batch would take the spill directory past its size
+/// budget. Each case is counted in [`Stats`](crate::Stats).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SpillFullPolicy {
+    /// Keep what is on disk; the new batch is dropped (`spill_rejected_rows`).
+    #[default]
+    DropNewest,
+    /// Delete the oldest spill files until the new one fits
+    /// (`spill_evicted_rows`): the most recent data survives.
+    DropOldest,
+}
+
+/// A spill file read back and verified.
+#[derive(Debug)]
+pub(crate) struct Spilled {
+    pub table: Option<String>,
+    pub columns: Vec<String>,
+    pub rows: u64,
+    pub insert_id: u64,
+    pub instance: u64,
+    pub data: Bytes,
+}
+
+/// Why a spill file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SpillError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("corrupt spill file: {0}")]
+    Corrupt(String),
+}
+
+pub(crate) struct SpillDir {
+    dir: PathBuf,
+    max_bytes: u64,
+    policy: SpillFullPolicy,
+    /// Identifies this engine's own files (its rows count as acknowledged
+    /// when replayed; a previous process's do not).
+    pub instance: u64,
+    counter: AtomicU64,
+    /// Serialises writers so the size check and the write agree.
+    write_lock: Mutex<()>,
+}
+
+/// Rows deleted to make room for a new spill file.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Evicted {
+    pub rows: u64,
+    /// Of `rows`, this engine's.
+    pub own_rows: u64,
+}
+
+/// Outcome of [`SpillDir::write`].
+pub(crate) enum Written {
+    Spilled(PathBuf),
+    /// Over budget under `DropNewest`.
+    Rejected,
+}
+
+impl SpillDir {
+    pub(crate) fn open(
+        dir: &Path,
+        max_bytes: u64,
+        policy: SpillFullPolicy,
+    ) -> std::io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let instance = crate::retry::Jitter::from_entropy().unit().to_bits() | 1;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            max_bytes,
+            policy,
+            instance,
+            counter: AtomicU64::new(0),
+            write_lock: Mutex::new(()),
+        })
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Spill files, oldest first.
+    pub(crate) fn list(&self) -> std::io::Result<Vec<PathBuf>> {
+        list(&self.dir)
+    }
+
+    /// Bytes of spill files on disk now.
+    pub(crate) fn used_bytes(&self) -> u64 {
+        self.list()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum()
+    }
+
+    /// Writes `insert` as one spill file, applying the size budget. Returns
+    /// the outcome and the rows evicted to make room (under `DropOldest`).
+    pub(crate) fn write(
+        &self,
+        table: Option<&str>,
+        insert: &InsertBatch,
+    ) -> std::io::Result<(Written, Evicted)> {
+        let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let header = serde_json::to_vec(&serde_json::json!({
+            "table": table,
+            "columns": insert.columns().iter().map(|c| c.as_ref()).collect::<Vec<&str>>(),
+            "rows": insert.rows(),
+            "insert_id": insert.id(),
+            "instance": self.instance,
+        }))
+        .map_err(std::io::Error::other)?;
+        let size = (MAGIC.len() + 4 + header.len() + 4) as u64 + insert.bytes();
+        let mut evicted = Evicted::default();
+        let mut used = self.used_bytes();
+        if used + size > self.max_bytes {
+            match self.policy {
+                SpillFullPolicy::DropNewest => return Ok((Written::Rejected, evicted)),
+                SpillFullPolicy::DropOldest => {
+                    for old in self.list()? {
+                        if used + size <= self.max_bytes {
+                            break;
+                        }
+                        let len = std::fs::metadata(&old).map_or(0, |m| m.len());
+                        if let Ok(s) = read(&old) {
+                            evicted.rows += s.rows;
+                            if s.instance == self.instance {
+                                evicted.own_rows += s.rows;
+                            }
+                        }
+                        std::fs::remove_file(&old)?;
+                        used = used.saturating_sub(len);
+                    }
+                }
+            }
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis();
+        let n = self.counter.fetch_add(1, Relaxed);
+        let path = self
+            .dir
+            .join(format!("{now:013}-{n:06}-{}.{EXT}", insert.id()));
+        let tmp = path.with_extension("tmp");
+        let mut f = std::fs::File::create(&tmp)?;
+        let mut crc = crc32fast::Hasher::new();
+        let mut put = |f: &mut std::fs::File, bytes: &[u8]| -> std::io::Result<()> {
+            crc.update(bytes);
+            f.write_all(bytes)
+        };
+        put(&mut f, MAGIC)?;
+        put(&mut f, &(header.len() as u32).to_le_bytes())?;
+        put(&mut f, &header)?;
+        for chunk in insert.chunks() {
+            put(&mut f, chunk)?;
+        }
+        f.write_all(&crc.finalize().to_le_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        if let Ok(d) = std::fs::File::open(&self.dir) {
+            let _ = d.sync_all();
+        }
+        Ok((Written::Spilled(path), evicted))
+    }
+}
+
+/// Spill files in `dir`, oldest first (names sort by creation).
+pub(crate) fn list(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == EXT) && p.is_file())
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Reads and verifies one spill file.
+pub(crate) fn read(path: &Path) -> Result<Spilled, SpillError> {
+    let bytes = std::fs::read(path)?;
+    let corrupt = |why: &str| SpillError::Corrupt(why.to_string());
+    if bytes.len() < MAGIC.len() + 8 || &bytes[..MAGIC.len()] != MAGIC {
+        return Err(corrupt("bad magic or shorter than a header (truncated?)"));
+    }
+    let (body, tail) = bytes.split_at(bytes.len() - 4);
+    let stored = u32::from_le_bytes(tail.try_into().map_err(|_| corrupt("no checksum"))?);
+    if crc32fast::hash(body) != stored {
+        return Err(corrupt("checksum mismatch (truncated or bit-flipped)"));
+    }
+    let len_at = MAGIC.len();
+    let header_len = u32::from_le_bytes(
+        body[len_at..len_at + 4]
+            .try_into()
+            .map_err(|_| corrupt("header length"))?,
+    ) as usize;
+    let header_end = len_at + 4 + header_len;
+    if header_end > body.len() {
+        return Err(corrupt("header longer than the file"));
+    }
+    let header: serde_json::Value = serde_json::from_slice(&body[len_at + 4..header_end])
+        .map_err(|e| SpillError::Corrupt(format!("header: {e}")))?;
+    let columns = header["columns"]
+        .as_array()
+        .ok_or_else(|| corrupt("header: no columns"))?
+        .iter()
+        .map(|c| c.as_str().map(str::to_owned))
+        .collect::<Option<Vec<String>>>()
+        .ok_or_else(|| corrupt("header: a column name is not a string"))?;
+    let num = |k: &str| {
+        header[k]
+            .as_u64()
+            .ok_or_else(|| SpillError::Corrupt(format!("header: no {k}")))
+    };
+    Ok(Spilled {
+        table: header["table"].as_str().map(str::to_owned),
+        columns,
+        rows: num("rows")?,
+        insert_id: num("insert_id")?,
+        instance: num("instance")?,
+        data: Bytes::copy_from_slice(&body[header_end..]),
+    })
+}
+
+/// Moves a bad file into `<dir>/quarantine/`, out of the replay order.
+pub(crate) fn quarantine(dir: &Path, path: &Path) -> std::io::Result<PathBuf> {
+    let q = dir.join(QUARANTINE);
+    std::fs::create_dir_all(&q)?;
+    let to = q.join(path.file_name().unwrap_or_default());
+    std::fs::rename(path, &to)?;
+    Ok(to)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn insert(rows: u64, fill: u8) -> InsertBatch {
+        InsertBatch::new(
+            7,
+            &["a", "b"],
+            vec![Bytes::from(vec![fill; 10]), Bytes::from(vec![fill; 5])],
+            rows,
+        )
+    }
+
+    #[test]
+    fn round_trips_and_lists_oldest_first() {
+        let d = tempfile::tempdir().unwrap();
+        let s = SpillDir::open(d.path(), 1 << 20, SpillFullPolicy::DropNewest).unwrap();
+        for i in 0..3 {
+            s.write(Some("t"), &insert(3, i)).unwrap();
+        }
+        let files = s.list().unwrap();
+        assert_eq!(files.len(), 3);
+        for (i, f) in files.iter().enumerate() {
+            let r = read(f).unwrap();
+            assert_eq!(r.data, vec![i as u8; 15]);
+            assert_eq!((r.rows, r.insert_id, r.instance), (3, 7, s.instance));
+            assert_eq!(r.columns, ["a", "b"]);
+            assert_eq!(r.table.as_deref(), Some("t"));
+        }
+    }
+
+    #[test]
+    fn every_truncation_and_every_bit_flip_is_detected() {
+        let d = tempfile::tempdir().unwrap();
+        let s = SpillDir::open(d.path(), 1 << 20, SpillFullPolicy::DropNewest).unwrap();
+        s.write(None, &insert(1, 9)).unwrap();
+        let f = &s.list().unwrap()[0];
+        let good = std::fs::read(f).unwrap();
+        for cut in 0..good.len() {
+            std::fs::write(f, &good[..cut]).unwrap();
+            assert!(
+                matches!(read(f), Err(SpillError::Corrupt(_))),
+                "cut at {cut}"
+            );
+        }
+        for bit in 0..good.len() * 8 {
+            let mut bad = good.clone();
+            bad[bit / 8] ^= 1 << (bit % 8);
+            std::fs::write(f, &bad).unwrap();
+            assert!(matches!(read(f), Err(SpillError::Corrupt(_))), "bit {bit}");
+        }
+    }
+
+    #[test]
+    fn the_budget_drops_newest_or_evicts_oldest() {
+        let d = tempfile::tempdir().unwrap();
+        let s = SpillDir::open(d.path(), 400, SpillFullPolicy::DropNewest).unwrap();
+        let mut kept = 0;
+        for i in 0..10 {
+            if let (Written::Spilled(_), _) = s.write(None, &insert(1, i)).unwrap() {
+                kept += 1;
+            }
+        }
+        assert!(kept > 0 && kept < 10);
+        assert!(s.used_bytes() <= 400);
+        let d2 = tempfile::tempdir().unwrap();
+        let s2 = SpillDir::open(d2.path(), 400, SpillFullPolicy::DropOldest).unwrap();
+        let mut evicted = 0;
+        for i in 0..10 {
+            evicted += s2.write(None, &insert(1, i)).unwrap().1.rows;
+        }
+        assert!(s2.used_bytes() <= 400);
+        let newest = read(s2.list().unwrap().last().unwrap()).unwrap();
+        assert_eq!(newest.data[0], 9, "the newest survives");
+        assert_eq!(evicted as usize + s2.list().unwrap().len(), 10);
+    }
+}
