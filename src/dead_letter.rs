@@ -13,6 +13,51 @@ use crate::sink::SinkError;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+/// Dead letters in `dir`, oldest first: the paths of their JSON sidecars.
+pub fn list(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+/// Reads a dead letter back from its sidecar: the table it was for and the
+/// INSERT to send again. The data file's length must match the sidecar.
+pub fn read(sidecar: &Path) -> std::io::Result<(Option<String>, InsertBatch)> {
+    let bad = |why: String| std::io::Error::new(std::io::ErrorKind::InvalidData, why);
+    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(sidecar)?)
+        .map_err(|e| bad(format!("{}: {e}", sidecar.display())))?;
+    let data_name = meta["data"]
+        .as_str()
+        .ok_or_else(|| bad(format!("{}: no `data`", sidecar.display())))?;
+    let data = std::fs::read(sidecar.with_file_name(data_name))?;
+    if meta["bytes"].as_u64() != Some(data.len() as u64) {
+        return Err(bad(format!(
+            "{data_name}: length does not match its sidecar"
+        )));
+    }
+    let columns: Vec<&str> = meta["columns"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|c| c.as_str()).collect())
+        .unwrap_or_default();
+    let rows = meta["rows"].as_u64().unwrap_or(0);
+    let id = meta["insert_id"].as_u64().unwrap_or(0);
+    let insert = InsertBatch::new(id, &columns, vec![bytes::Bytes::from(data)], rows);
+    Ok((meta["table"].as_str().map(str::to_owned), insert))
+}
+
+/// Deletes a dead letter (its sidecar and data file) after a replay.
+pub fn remove(sidecar: &Path) -> std::io::Result<()> {
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(sidecar)?).unwrap_or_default();
+    if let Some(data) = meta["data"].as_str() {
+        std::fs::remove_file(sidecar.with_file_name(data))?;
+    }
+    std::fs::remove_file(sidecar)
+}
+
 /// Writes `insert` and its sidecar under `dir`; returns the data file's path.
 pub(crate) fn write(
     dir: &Path,

@@ -41,7 +41,7 @@ mod batch;
 mod buffer;
 mod civil;
 mod coordinator;
-mod dead_letter;
+pub mod dead_letter;
 pub mod json;
 mod post_event;
 mod replay;

@@ -10,7 +10,6 @@
 //! start) until the buffer shuts down; files left then wait for the next
 //! start or for `ch-ingest replay`.
 
-use crate::batch::InsertBatch;
 use crate::coordinator::Shared;
 use crate::retry::Jitter;
 use crate::sink::Sink;
@@ -79,13 +78,7 @@ pub(crate) async fn run<S: Sink>(sink: Arc<S>, shared: Arc<Shared>) {
                 // Gone (evicted meanwhile) or unreadable for now: next pass.
                 Ok(Err(SpillError::Io(_))) | Err(_) => continue,
             };
-            let columns: Vec<&str> = spilled.columns.iter().map(String::as_str).collect();
-            let insert = InsertBatch::new(
-                spilled.insert_id,
-                &columns,
-                vec![spilled.data.clone()],
-                spilled.rows,
-            );
+            let insert = spilled.to_insert();
             let own = spilled.instance == dir.instance;
             match sink.insert(&insert).await {
                 Ok(()) => {

@@ -43,20 +43,38 @@ pub enum SpillFullPolicy {
 
 /// A spill file read back and verified.
 #[derive(Debug)]
-pub(crate) struct Spilled {
+#[non_exhaustive]
+pub struct Spilled {
+    /// The table the INSERT was for, when the sink had one.
     pub table: Option<String>,
+    /// Column names, in RowBinary order.
     pub columns: Vec<String>,
+    /// Rows in `data`.
     pub rows: u64,
+    /// The INSERT's id.
     pub insert_id: u64,
+    /// The writing engine's random instance id.
     pub instance: u64,
+    /// The RowBinary body.
     pub data: Bytes,
+}
+
+impl Spilled {
+    /// The INSERT to send again.
+    pub fn to_insert(&self) -> InsertBatch {
+        let columns: Vec<&str> = self.columns.iter().map(String::as_str).collect();
+        InsertBatch::new(self.insert_id, &columns, vec![self.data.clone()], self.rows)
+    }
 }
 
 /// Why a spill file could not be used.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum SpillError {
+#[non_exhaustive]
+pub enum SpillError {
+    /// Reading failed (the file may be fine).
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// The file failed its checks: quarantine it.
     #[error("corrupt spill file: {0}")]
     Corrupt(String),
 }
@@ -197,7 +215,7 @@ impl SpillDir {
 }
 
 /// Spill files in `dir`, oldest first (names sort by creation).
-pub(crate) fn list(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+pub fn list(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == EXT) && p.is_file())
@@ -207,7 +225,7 @@ pub(crate) fn list(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 }
 
 /// Reads and verifies one spill file.
-pub(crate) fn read(path: &Path) -> Result<Spilled, SpillError> {
+pub fn read(path: &Path) -> Result<Spilled, SpillError> {
     let bytes = std::fs::read(path)?;
     let corrupt = |why: &str| SpillError::Corrupt(why.to_string());
     if bytes.len() < MAGIC.len() + 8 || &bytes[..MAGIC.len()] != MAGIC {
@@ -253,7 +271,7 @@ pub(crate) fn read(path: &Path) -> Result<Spilled, SpillError> {
 }
 
 /// Moves a bad file into `<dir>/quarantine/`, out of the replay order.
-pub(crate) fn quarantine(dir: &Path, path: &Path) -> std::io::Result<PathBuf> {
+pub fn quarantine(dir: &Path, path: &Path) -> std::io::Result<PathBuf> {
     let q = dir.join(QUARANTINE);
     std::fs::create_dir_all(&q)?;
     let to = q.join(path.file_name().unwrap_or_default());

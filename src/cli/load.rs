@@ -45,6 +45,22 @@ pub struct LoadArgs {
     /// How long a lone sealed batch may wait for company, e.g. 200ms (default 0).
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
     linger: Duration,
+    /// Attempts per INSERT, the first included (1 = never retry).
+    #[arg(long, default_value_t = 10)]
+    retry_attempts: u32,
+    /// No retry starts later than this after an INSERT's first attempt.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    retry_max_elapsed: Duration,
+    /// Spill INSERTs whose retries ran out here, and replay them.
+    #[arg(long)]
+    spill_dir: Option<PathBuf>,
+    /// Keep INSERTs the server refused for good here.
+    #[arg(long)]
+    dead_letter_dir: Option<PathBuf>,
+    /// After the last event, wait at most this long for spilled batches to
+    /// be replayed before the final count check.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    drain_timeout: Duration,
     /// ClickHouse HTTP URL; without it batches go to RowBinary files in --out.
     #[arg(long)]
     clickhouse_url: Option<String>,
@@ -102,17 +118,18 @@ pub fn run(args: LoadArgs) -> Result<(), Box<dyn std::error::Error>> {
             let outcome = drive(&rt, &args, sink, cores)?;
             let after = rt.block_on(count(&client, &args.table))?;
             let arrived = after - before;
+            // Rows an earlier run spilled and this one replayed arrive too.
+            let expected = outcome.acked_rows + outcome.replayed_foreign_rows;
             println!(
-                "check     SELECT count() FROM {}: {arrived} new rows, {} acknowledged: {}",
+                "check     SELECT count() FROM {}: {arrived} new rows, {expected} acknowledged: {}",
                 args.table,
-                outcome.acked_rows,
-                if arrived == outcome.acked_rows {
+                if arrived == expected {
                     "match"
                 } else {
                     "MISMATCH"
                 }
             );
-            if arrived != outcome.acked_rows {
+            if arrived != expected {
                 return Err("row count in ClickHouse does not match what was acknowledged".into());
             }
         }
@@ -151,7 +168,7 @@ fn drive<S: Sink>(
     let producers = args.producers.unwrap_or(cores).max(1);
     let rss_before_kib = status_kib("VmRSS:");
     let buffer: Buffer<PostEvent> = rt.block_on(async {
-        Buffer::builder()
+        let builder = Buffer::builder()
             .shards(args.shards.unwrap_or(cores))
             .max_rows(args.max_rows)
             .max_bytes(args.max_bytes)
@@ -159,7 +176,20 @@ fn drive<S: Sink>(
             .max_inflight(args.max_inflight)
             .queue_bytes(args.queue_bytes)
             .linger(args.linger)
-            .build(sink)
+            .retry(ch_ingest::RetryPolicy {
+                max_attempts: args.retry_attempts.max(1),
+                max_elapsed: args.retry_max_elapsed,
+                ..ch_ingest::RetryPolicy::default()
+            });
+        let builder = match &args.spill_dir {
+            Some(dir) => builder.spill_dir(dir),
+            None => builder,
+        };
+        let builder = match &args.dead_letter_dir {
+            Some(dir) => builder.dead_letter_dir(dir),
+            None => builder,
+        };
+        builder.build(sink)
     })?;
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
@@ -220,7 +250,16 @@ fn drive<S: Sink>(
         full_retries += retries;
     }
     let produced_in = started.elapsed();
-    let report = rt.block_on(buffer.shutdown())?;
+    // Everything tracked is acknowledged, failed or spilled once flushed;
+    // then give the replayer `--drain-timeout` to empty the spill directory.
+    let mut report = rt.block_on(buffer.flush())?;
+    let drain_deadline = Instant::now() + args.drain_timeout;
+    while buffer.stats().spill_pending_rows > 0 && Instant::now() < drain_deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let last = rt.block_on(buffer.shutdown())?;
+    report.rows += last.rows;
+    report.failed_rows += last.failed_rows;
     let total = started.elapsed();
     if let Some(bar) = bar {
         bar.finish_and_clear();
@@ -254,6 +293,15 @@ fn drive<S: Sink>(
     println!(
         "outcome   {} acked, {} failed, {} Full retries, last flush report: {} rows acked / {} failed",
         s.acked_rows, s.failed_rows, full_retries, report.rows, report.failed_rows
+    );
+    println!(
+        "delivery  {} retries, {} spilled, {} replayed, {} still spilled, {} dead-lettered, {} dropped",
+        s.retried_inserts,
+        s.spilled_rows,
+        s.replayed_rows,
+        s.spill_pending_rows,
+        s.dead_lettered_rows,
+        s.dropped_rows
     );
     let peak_kib = status_kib("VmHWM:");
     println!(

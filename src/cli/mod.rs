@@ -4,6 +4,7 @@
 mod histogram;
 mod inspect;
 mod load;
+mod replay;
 mod sweep;
 pub(crate) mod workloads;
 
@@ -25,6 +26,8 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Benchmarks against a real ClickHouse (`bench sweep`).
     Bench(sweep::BenchArgs),
+    /// Send spill files and dead letters in a directory to ClickHouse.
+    Replay(replay::ReplayArgs),
 }
 
 pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
@@ -32,5 +35,6 @@ pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Command::Load(args) => load::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Bench(args) => sweep::run(args),
+        Command::Replay(args) => replay::run(args),
     }
 }

@@ -1,0 +1,84 @@
+//! `ch-ingest replay DIR`: sends spill files and dead letters in DIR to
+//! ClickHouse, oldest first, deleting each once the server acknowledged it.
+//!
+//! Owns: the command-line replay (what the library's background replayer does
+//! for a running buffer, for a directory nobody runs a buffer on anymore).
+//! Corrupt spill files are quarantined; a transient failure stops the run
+//! with a non-zero exit (run it again later), nothing is retried in a loop.
+
+use ch_ingest::sink::{nodelay_client, ClickHouseSink, Sink};
+use ch_ingest::spill::SpillError;
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug)]
+pub struct ReplayArgs {
+    /// A spill directory or a dead-letter directory (both formats are read).
+    dir: PathBuf,
+    /// ClickHouse HTTP URL.
+    #[arg(long)]
+    clickhouse_url: String,
+    /// Insert into this table instead of the one each file records.
+    #[arg(long)]
+    table: Option<String>,
+}
+
+pub fn run(args: ReplayArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(replay(args))
+}
+
+async fn replay(args: ReplayArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let client = nodelay_client().with_url(&args.clickhouse_url);
+    let (mut rows, mut files, mut quarantined) = (0u64, 0u64, 0u64);
+    let table_for = |recorded: Option<String>| -> Result<String, String> {
+        args.table
+            .clone()
+            .or(recorded)
+            .ok_or_else(|| "a file records no table: pass --table".to_string())
+    };
+    // Spill files first (they are older than anything dead-lettered later),
+    // then dead letters.
+    for path in ch_ingest::spill::list(&args.dir)? {
+        let spilled = match ch_ingest::spill::read(&path) {
+            Ok(s) => s,
+            Err(SpillError::Corrupt(why)) => {
+                let to = ch_ingest::spill::quarantine(&args.dir, &path)?;
+                eprintln!("quarantined {} ({why}) -> {}", path.display(), to.display());
+                quarantined += 1;
+                continue;
+            }
+            Err(e) => return Err(format!("{}: {e}", path.display()).into()),
+        };
+        let sink = ClickHouseSink::new(client.clone(), table_for(spilled.table.clone())?);
+        sink.insert(&spilled.to_insert()).await.map_err(|e| {
+            format!(
+                "{}: {e} (stopped; run again once the server is healthy)",
+                path.display()
+            )
+        })?;
+        std::fs::remove_file(&path)?;
+        rows += spilled.rows;
+        files += 1;
+    }
+    for sidecar in ch_ingest::dead_letter::list(&args.dir)? {
+        let (table, insert) = ch_ingest::dead_letter::read(&sidecar)
+            .map_err(|e| format!("{}: {e}", sidecar.display()))?;
+        let sink = ClickHouseSink::new(client.clone(), table_for(table)?);
+        sink.insert(&insert).await.map_err(|e| {
+            format!(
+                "{}: {e} (stopped; fix the cause and run again)",
+                sidecar.display()
+            )
+        })?;
+        ch_ingest::dead_letter::remove(&sidecar)?;
+        rows += insert.rows();
+        files += 1;
+    }
+    println!(
+        "replayed {rows} rows from {files} files in {}; {quarantined} quarantined",
+        args.dir.display()
+    );
+    Ok(())
+}
