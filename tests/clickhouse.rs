@@ -361,3 +361,70 @@ async fn ndjson_rows_through_a_schema_fetched_from_the_server() {
     ));
     assert_eq!(got.trim(), "1000\t18446744073709550616\tBR\t499500\t\\N");
 }
+
+/// The table is dropped mid-run: a permanent error, so the batch is
+/// dead-lettered at once (no retry loop); once the table is back,
+/// `ch-ingest replay` delivers the dead letters and the count is exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_table_dead_letters_without_retrying_and_replay_recovers() {
+    let server = server_or_skip!();
+    let table = post_table(server, "dropped");
+    let dl = tempfile::tempdir().unwrap();
+    let b: Buffer<PostEvent> = Buffer::builder()
+        .shards(1)
+        .dead_letter_dir(dl.path())
+        .build(sink(server, &table))
+        .unwrap();
+    for i in 0..1_000 {
+        b.track(ev(i)).unwrap();
+    }
+    assert!(b.flush().await.unwrap().is_complete());
+    server.query(&format!("DROP TABLE {table}"));
+    for i in 1_000..3_000 {
+        b.track(ev(i)).unwrap();
+    }
+    let report = b.flush().await.unwrap();
+    assert_eq!(report.failed_rows, 2_000);
+    assert!(
+        report.failures.iter().all(|f| f.attempts == 1),
+        "never retried"
+    );
+    assert!(report.failures.iter().all(|f| f.dead_letter.is_some()));
+    let s = b.stats();
+    assert_eq!(
+        (s.retried_inserts, s.dead_lettered_rows, s.dropped_rows),
+        (0, 2_000, 0)
+    );
+    b.shutdown().await.unwrap();
+
+    server.query(&PostEvent::create_table_sql(&table));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ch-ingest"))
+        .args([
+            "replay",
+            &dl.path().display().to_string(),
+            "--clickhouse-url",
+            &server.url,
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{stdout}");
+    assert_eq!(server.count(&table), 2_000);
+    let ids = server.query(&format!(
+        "SELECT min(tweet_id), max(tweet_id), uniqExact(tweet_id) FROM {table}"
+    ));
+    assert_eq!(
+        ids.split_whitespace().collect::<Vec<_>>(),
+        ["1000", "2999", "2000"]
+    );
+    assert_eq!(
+        std::fs::read_dir(dl.path()).unwrap().count(),
+        0,
+        "replayed letters are removed"
+    );
+}
