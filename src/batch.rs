@@ -31,6 +31,9 @@ pub(crate) struct Batch {
 #[derive(Debug, Clone)]
 pub struct InsertBatch {
     pub(crate) id: u64,
+    /// The engine instance that sealed it (random per engine; 0 when built
+    /// by hand): with `id`, a token no other INSERT shares.
+    pub(crate) origin: u64,
     pub(crate) columns: ColumnNames,
     pub(crate) chunks: Vec<Bytes>,
     pub(crate) seqs: Vec<u64>,
@@ -45,12 +48,31 @@ impl InsertBatch {
         let bytes = chunks.iter().map(|c| c.len() as u64).sum();
         Self {
             id,
+            origin: 0,
             columns,
             chunks,
             seqs: vec![id],
             rows,
             bytes,
         }
+    }
+
+    /// Sets the engine instance this INSERT came from (see [`dedup_token`](Self::dedup_token)).
+    pub fn with_origin(mut self, origin: u64) -> Self {
+        self.origin = origin;
+        self
+    }
+
+    /// A token that is the same on every attempt of this INSERT, retries and
+    /// replays from disk included, and different from every other INSERT:
+    /// what `insert_deduplication_token` needs.
+    pub fn dedup_token(&self) -> String {
+        format!("ch-ingest-{:016x}-{}", self.origin, self.id)
+    }
+
+    /// The engine instance this INSERT came from.
+    pub fn origin(&self) -> u64 {
+        self.origin
     }
 
     /// Stable id: the sequence number of the first sealed batch it carries.
@@ -99,6 +121,7 @@ impl InsertBatch {
         }
         Self {
             id,
+            origin: 0,
             columns,
             chunks,
             seqs,

@@ -37,6 +37,7 @@ pub(crate) struct Config {
     pub spill_dir: Option<std::path::PathBuf>,
     pub spill_max_bytes: u64,
     pub spill_full: crate::SpillFullPolicy,
+    pub when_full: WhenFull,
 }
 
 impl Default for Config {
@@ -58,6 +59,7 @@ impl Default for Config {
             spill_dir: None,
             spill_max_bytes: 1 << 30,
             spill_full: crate::SpillFullPolicy::DropNewest,
+            when_full: WhenFull::Reject,
         }
     }
 }
@@ -78,6 +80,23 @@ impl Config {
         let inflight = self.max_inflight * self.max_insert_bytes.max(self.max_bytes);
         open_and_parked + queued + inflight
     }
+}
+
+/// What `track` does when this thread's shard is full (the sink is behind
+/// and every queue is at its bound). Each case is counted in [`Stats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WhenFull {
+    /// Hand the row back: `TrackError::Full(row)` (`Stats::rejected_full`).
+    /// The caller decides; `track` never waits.
+    #[default]
+    Reject,
+    /// Drop the row and return `Ok` (`Stats::dropped_full_rows`): for data
+    /// where the newest sample matters less than the request path.
+    DropNewest,
+    /// Wait up to this long for room, then hand the row back
+    /// (`Stats::block_timeouts`). This blocks the calling thread: never use it
+    /// on an async runtime's worker thread.
+    Block(Duration),
 }
 
 /// Sets up a [`Buffer`]. Obtained from [`Buffer::builder`].
@@ -198,6 +217,13 @@ impl Builder {
         self
     }
 
+    /// What `track` does when the buffer is full. Default:
+    /// [`WhenFull::Reject`] (the row is handed back).
+    pub fn when_full(mut self, policy: WhenFull) -> Self {
+        self.cfg.when_full = policy;
+        self
+    }
+
     /// The worst-case RowBinary bytes this configuration can hold in memory.
     pub fn memory_bound(&self) -> usize {
         self.cfg.memory_bound()
@@ -269,14 +295,16 @@ impl Builder {
             "retry",
             "max_attempts must be at least 1",
         )?;
+        // Random per engine: with the batch sequence it makes INSERT ids
+        // (dedup tokens, spill files) unique across processes and restarts.
+        let instance = crate::retry::Jitter::from_entropy().unit().to_bits() | 1;
         let spill = match &cfg.spill_dir {
             Some(dir) => Some(Arc::new(
-                crate::spill::SpillDir::open(dir, cfg.spill_max_bytes, cfg.spill_full).map_err(
-                    |e| BuildError::SpillDir {
+                crate::spill::SpillDir::open(dir, cfg.spill_max_bytes, cfg.spill_full, instance)
+                    .map_err(|e| BuildError::SpillDir {
                         path: dir.clone(),
                         reason: e.to_string(),
-                    },
-                )?,
+                    })?,
             )),
             None => None,
         };
@@ -297,6 +325,8 @@ impl Builder {
                 next_seq: AtomicU64::new(0),
                 parked: AtomicUsize::new(0),
                 stats: Counters::default(),
+                space: Default::default(),
+                space_waiters: AtomicUsize::new(0),
                 queued_bytes: AtomicUsize::new(0),
                 max_queued_bytes: cfg.queue_bytes,
             },
@@ -304,6 +334,7 @@ impl Builder {
             columns,
             row_columns: OnceLock::new(),
             spill,
+            instance,
             replay_wake: tokio::sync::Notify::new(),
             replay_stop: AtomicBool::new(false),
             cfg,
@@ -396,8 +427,57 @@ impl<T: Serialize> Buffer<T> {
     ///
     /// When the shard reaches `max_rows` or `max_bytes` this call seals the
     /// batch and hands it to the coordinator, which starts an INSERT.
+    ///
+    /// What a full buffer does is the builder's
+    /// [`when_full`](Builder::when_full) policy: hand the row back (default),
+    /// drop it and count it, or wait up to a timeout for room.
     #[inline]
     pub fn track(&self, row: T) -> Result<(), TrackError<T>> {
+        self.track_with::<true>(row)
+    }
+
+    #[cold]
+    fn when_full(&self, row: T) -> Result<(), TrackError<T>> {
+        let shared = &*self.inner.shared;
+        match shared.cfg.when_full {
+            WhenFull::Reject => Err(TrackError::Full(row)),
+            WhenFull::DropNewest => {
+                Counters::add(&shared.seal.stats.dropped_full_rows, 1);
+                Ok(())
+            }
+            WhenFull::Block(timeout) => {
+                let deadline = std::time::Instant::now() + timeout;
+                let seal = &shared.seal;
+                seal.space_waiters.fetch_add(1, Relaxed);
+                let mut row = row;
+                let result = loop {
+                    let now = std::time::Instant::now();
+                    if now >= deadline {
+                        Counters::add(&seal.stats.block_timeouts, 1);
+                        break Err(TrackError::Full(row));
+                    }
+                    {
+                        let guard = seal.space.0.lock().unwrap_or_else(|p| p.into_inner());
+                        // Short slices: a wake-up missed between the failed
+                        // attempt and this wait costs at most a millisecond.
+                        let slice = (deadline - now).min(Duration::from_millis(1));
+                        let _ = seal.space.1.wait_timeout(guard, slice);
+                    }
+                    match self.track_with::<false>(row) {
+                        Err(TrackError::Full(back)) => row = back,
+                        other => break other,
+                    }
+                };
+                seal.space_waiters.fetch_sub(1, Relaxed);
+                result
+            }
+        }
+    }
+
+    /// One attempt; `POLICY` says whether a full buffer goes to the
+    /// `when_full` policy (from `track`) or straight back (from its wait loop).
+    #[inline(always)]
+    fn track_with<const POLICY: bool>(&self, row: T) -> Result<(), TrackError<T>> {
         let shared = &*self.inner.shared;
         let result = self.append(|st| match shared.row_columns.get() {
             Some(columns) => encode_row_as(&row, &mut st.buf, columns),
@@ -405,6 +485,7 @@ impl<T: Serialize> Buffer<T> {
         });
         match result {
             Ok(()) => Ok(()),
+            Err(Rejected::Full) if POLICY => self.when_full(row),
             Err(Rejected::Full) => Err(TrackError::Full(row)),
             Err(Rejected::Closed) => Err(TrackError::Closed(row)),
             Err(Rejected::Invalid(error)) => Err(TrackError::Encode { row, error }),

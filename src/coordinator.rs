@@ -34,6 +34,8 @@ pub(crate) struct Shared {
     pub row_columns: OnceLock<Arc<[&'static str]>>,
     /// The spill directory, when configured.
     pub spill: Option<Arc<crate::spill::SpillDir>>,
+    /// This engine's random instance id (see `InsertBatch::dedup_token`).
+    pub instance: u64,
     /// Wakes the replayer (a batch was spilled, or it should stop).
     pub replay_wake: tokio::sync::Notify,
     pub replay_stop: AtomicBool,
@@ -493,7 +495,8 @@ impl<S: Sink> Coordinator<S> {
             .get()
             .cloned()
             .unwrap_or_else(|| Arc::from(Vec::new()));
-        let insert = Arc::new(InsertBatch::from_batches(columns, batches));
+        let insert =
+            Arc::new(InsertBatch::from_batches(columns, batches).with_origin(self.shared.instance));
         let stats = &self.shared.seal.stats;
         Counters::add(&stats.inserts, 1);
         Counters::add(&stats.inflight_inserts, 1);

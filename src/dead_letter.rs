@@ -44,7 +44,9 @@ pub fn read(sidecar: &Path) -> std::io::Result<(Option<String>, InsertBatch)> {
         .unwrap_or_default();
     let rows = meta["rows"].as_u64().unwrap_or(0);
     let id = meta["insert_id"].as_u64().unwrap_or(0);
-    let insert = InsertBatch::new(id, &columns, vec![bytes::Bytes::from(data)], rows);
+    let origin = meta["origin"].as_u64().unwrap_or(0);
+    let insert =
+        InsertBatch::new(id, &columns, vec![bytes::Bytes::from(data)], rows).with_origin(origin);
     Ok((meta["table"].as_str().map(str::to_owned), insert))
 }
 
@@ -92,6 +94,7 @@ pub(crate) fn write(
         "code": code,
         "retryable": error.is_retryable(),
         "insert_id": insert.id(),
+        "origin": insert.origin(),
         "unix_ms": now.as_millis() as u64,
         "data": data.file_name().and_then(|n| n.to_str()),
     });

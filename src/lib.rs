@@ -58,7 +58,7 @@ mod wide;
 
 pub(crate) use buffer::Config;
 pub use buffer::{
-    Buffer, BuildError, Builder, Closed, Json, NdjsonTracked, TrackError, TrackJsonError,
+    Buffer, BuildError, Builder, Closed, Json, NdjsonTracked, TrackError, TrackJsonError, WhenFull,
 };
 pub use coordinator::{FailedInsert, FlushReport};
 pub use json::{DecodeError, DecodeErrorKind, JsonOptions, NdjsonReport, RejectedLine};

@@ -24,6 +24,9 @@ pub(crate) struct SealTarget {
     /// Shards holding a parked batch; the coordinator retries them.
     pub parked: AtomicUsize,
     pub stats: crate::stats::Counters,
+    /// Producers waiting for room (`WhenFull::Block`) sleep here.
+    pub space: (std::sync::Mutex<()>, std::sync::Condvar),
+    pub space_waiters: AtomicUsize,
     /// RowBinary bytes sealed but not yet taken by the coordinator, and the
     /// budget for them (`queue_bytes`).
     pub queued_bytes: AtomicUsize,
@@ -50,6 +53,9 @@ impl SealTarget {
     /// The coordinator took `batch` off the queue.
     pub(crate) fn taken(&self, batch: &Batch) {
         self.queued_bytes.fetch_sub(batch.data.len(), Relaxed);
+        if self.space_waiters.load(Relaxed) > 0 {
+            self.space.1.notify_all();
+        }
     }
 }
 

@@ -64,6 +64,7 @@ impl Spilled {
     pub fn to_insert(&self) -> InsertBatch {
         let columns: Vec<&str> = self.columns.iter().map(String::as_str).collect();
         InsertBatch::new(self.insert_id, &columns, vec![self.data.clone()], self.rows)
+            .with_origin(self.instance)
     }
 }
 
@@ -111,9 +112,9 @@ impl SpillDir {
         dir: &Path,
         max_bytes: u64,
         policy: SpillFullPolicy,
+        instance: u64,
     ) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
-        let instance = crate::retry::Jitter::from_entropy().unit().to_bits() | 1;
         Ok(Self {
             dir: dir.to_path_buf(),
             max_bytes,
@@ -156,7 +157,7 @@ impl SpillDir {
             "columns": insert.columns().iter().map(|c| c.as_ref()).collect::<Vec<&str>>(),
             "rows": insert.rows(),
             "insert_id": insert.id(),
-            "instance": self.instance,
+            "instance": insert.origin(),
         }))
         .map_err(std::io::Error::other)?;
         let size = (MAGIC.len() + 4 + header.len() + 4) as u64 + insert.bytes();
@@ -295,7 +296,7 @@ mod tests {
     #[test]
     fn round_trips_and_lists_oldest_first() {
         let d = tempfile::tempdir().unwrap();
-        let s = SpillDir::open(d.path(), 1 << 20, SpillFullPolicy::DropNewest).unwrap();
+        let s = SpillDir::open(d.path(), 1 << 20, SpillFullPolicy::DropNewest, 5).unwrap();
         for i in 0..3 {
             s.write(Some("t"), &insert(3, i)).unwrap();
         }
@@ -304,16 +305,30 @@ mod tests {
         for (i, f) in files.iter().enumerate() {
             let r = read(f).unwrap();
             assert_eq!(r.data, vec![i as u8; 15]);
-            assert_eq!((r.rows, r.insert_id, r.instance), (3, 7, s.instance));
+            assert_eq!((r.rows, r.insert_id, r.instance), (3, 7, 0));
             assert_eq!(r.columns, ["a", "b"]);
             assert_eq!(r.table.as_deref(), Some("t"));
         }
     }
 
     #[test]
+    fn a_replayed_insert_keeps_its_dedup_token() {
+        let d = tempfile::tempdir().unwrap();
+        let s = SpillDir::open(d.path(), 1 << 20, SpillFullPolicy::DropNewest, 5).unwrap();
+        let original = insert(2, 1).with_origin(0xfeed);
+        s.write(None, &original).unwrap();
+        let back = read(&s.list().unwrap()[0]).unwrap().to_insert();
+        assert_eq!(back.dedup_token(), original.dedup_token());
+        assert_ne!(
+            back.dedup_token(),
+            insert(2, 1).with_origin(0xbeef).dedup_token()
+        );
+    }
+
+    #[test]
     fn every_truncation_and_every_bit_flip_is_detected() {
         let d = tempfile::tempdir().unwrap();
-        let s = SpillDir::open(d.path(), 1 << 20, SpillFullPolicy::DropNewest).unwrap();
+        let s = SpillDir::open(d.path(), 1 << 20, SpillFullPolicy::DropNewest, 5).unwrap();
         s.write(None, &insert(1, 9)).unwrap();
         let f = &s.list().unwrap()[0];
         let good = std::fs::read(f).unwrap();
@@ -335,7 +350,7 @@ mod tests {
     #[test]
     fn the_budget_drops_newest_or_evicts_oldest() {
         let d = tempfile::tempdir().unwrap();
-        let s = SpillDir::open(d.path(), 400, SpillFullPolicy::DropNewest).unwrap();
+        let s = SpillDir::open(d.path(), 400, SpillFullPolicy::DropNewest, 5).unwrap();
         let mut kept = 0;
         for i in 0..10 {
             if let (Written::Spilled(_), _) = s.write(None, &insert(1, i)).unwrap() {
@@ -345,7 +360,7 @@ mod tests {
         assert!(kept > 0 && kept < 10);
         assert!(s.used_bytes() <= 400);
         let d2 = tempfile::tempdir().unwrap();
-        let s2 = SpillDir::open(d2.path(), 400, SpillFullPolicy::DropOldest).unwrap();
+        let s2 = SpillDir::open(d2.path(), 400, SpillFullPolicy::DropOldest, 5).unwrap();
         let mut evicted = 0;
         for i in 0..10 {
             evicted += s2.write(None, &insert(1, i)).unwrap().1.rows;

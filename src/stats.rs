@@ -75,6 +75,10 @@ pub struct Stats {
     pub spill_evicted_rows: u64,
     /// Spill files that failed their checksum and were moved to `quarantine/`.
     pub quarantined_files: u64,
+    /// Rows dropped by `WhenFull::DropNewest` (never accepted, not in `tracked_rows`).
+    pub dropped_full_rows: u64,
+    /// `track` calls that waited the whole `WhenFull::Block` timeout.
+    pub block_timeouts: u64,
 }
 
 #[derive(Default)]
@@ -100,6 +104,8 @@ pub(crate) struct Counters {
     /// by replay (evicted, or refused for good on replay): in `failed_rows`.
     pub spill_out_failed_rows: AtomicU64,
     pub quarantined_files: AtomicU64,
+    pub dropped_full_rows: AtomicU64,
+    pub block_timeouts: AtomicU64,
     pub rejected_closed: AtomicU64,
 }
 
@@ -130,6 +136,8 @@ impl Counters {
         s.spill_rejected_rows = self.spill_rejected_rows.load(Relaxed);
         s.spill_evicted_rows = self.spill_evicted_rows.load(Relaxed);
         s.quarantined_files = self.quarantined_files.load(Relaxed);
+        s.dropped_full_rows = self.dropped_full_rows.load(Relaxed);
+        s.block_timeouts = self.block_timeouts.load(Relaxed);
         let out_failed = self.spill_out_failed_rows.load(Relaxed);
         s.spill_pending_rows = s.spilled_rows.saturating_sub(s.replayed_rows + out_failed);
         // Rows that reached an outcome straight from an INSERT.

@@ -764,3 +764,73 @@ async fn at_the_spill_budget_the_newest_batch_is_dropped_and_counted() {
     assert_accounted(&b);
     b.shutdown().await.unwrap();
 }
+
+fn gated(when_full: ch_ingest::WhenFull) -> (Gate, Buffer<PostEvent>) {
+    let gate = Gate {
+        open: Arc::new(Semaphore::new(0)),
+        inner: MemorySink::new(),
+    };
+    let b = Buffer::builder()
+        .shards(1)
+        .max_rows(10)
+        .queue_batches(1)
+        .max_inflight(1)
+        .max_insert_rows(10)
+        .when_full(when_full)
+        .build(gate.clone())
+        .unwrap();
+    (gate, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_full_drop_newest_drops_and_counts_and_never_refuses() {
+    let (gate, b) = gated(ch_ingest::WhenFull::DropNewest);
+    for i in 0..1_000 {
+        b.track(ev(i)).unwrap();
+    }
+    let s = b.stats();
+    assert!(s.dropped_full_rows > 0);
+    assert_eq!(s.tracked_rows + s.dropped_full_rows, 1_000);
+    assert_eq!(
+        s.rejected_full, s.dropped_full_rows,
+        "each refusal was a drop"
+    );
+    gate.open.add_permits(1_000);
+    assert_eq!(b.shutdown().await.unwrap().rows, s.tracked_rows);
+    assert_eq!(gate.inner.rows(), s.tracked_rows);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_full_block_waits_for_room_then_gives_the_row_back_at_the_timeout() {
+    let (gate, b) = gated(ch_ingest::WhenFull::Block(Duration::from_millis(50)));
+    let mut i = 0;
+    let refused = loop {
+        match b.track(ev(i)) {
+            Ok(()) => i += 1,
+            Err(TrackError::Full(row)) => break row,
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(refused.tweet_id, i);
+    assert_eq!(b.stats().block_timeouts, 1);
+    // With room coming, a blocked track succeeds instead.
+    let (gate2, b2) = gated(ch_ingest::WhenFull::Block(Duration::from_secs(30)));
+    let producer = {
+        let b2 = b2.clone();
+        std::thread::spawn(move || {
+            for i in 0..200 {
+                b2.track(ev(i)).unwrap();
+            }
+        })
+    };
+    wait_until("the producer to block", || b2.stats().rejected_full > 0).await;
+    assert!(!producer.is_finished(), "blocked, not refused");
+    gate2.open.add_permits(1_000);
+    tokio::task::spawn_blocking(move || producer.join().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(b2.shutdown().await.unwrap().rows, 200);
+    assert_eq!(b2.stats().block_timeouts, 0);
+    gate.open.add_permits(1_000);
+    b.shutdown().await.unwrap();
+}

@@ -46,12 +46,14 @@ pub fn nodelay_client() -> Client {
 pub struct ClickHouseSink {
     client: Client,
     table: String,
+    dedup_token: bool,
     server: std::sync::Arc<OnceCell<ServerInfo>>,
 }
 
 #[derive(Debug, Clone, Copy)]
 struct ServerInfo {
     knows_async_insert: bool,
+    knows_dedup_token: bool,
 }
 
 impl ClickHouseSink {
@@ -63,8 +65,22 @@ impl ClickHouseSink {
         Self {
             client,
             table: table.into(),
+            dedup_token: false,
             server: Default::default(),
         }
+    }
+
+    /// Sends each INSERT's [`dedup_token`](InsertBatch::dedup_token) as
+    /// `insert_deduplication_token` (ClickHouse 22.2 and later; off by
+    /// default). A retry after an ambiguous failure (the server stored the
+    /// block but the answer was lost) is then dropped by the server instead
+    /// of stored twice. Replicated tables deduplicate by default; a plain
+    /// MergeTree needs `non_replicated_deduplication_window` set. Older
+    /// servers do not know the setting: it is not sent (a warning is logged
+    /// once) and delivery stays at-least-once.
+    pub fn with_deduplication_token(mut self, on: bool) -> Self {
+        self.dedup_token = on;
+        self
     }
 
     /// The table this sink writes to.
@@ -90,8 +106,16 @@ impl ClickHouseSink {
                     .fetch_one()
                     .await
                     .map_err(map_error)?;
+                let knows_dedup_token = version_at_least(&version, 22, 2);
+                if self.dedup_token && !knows_dedup_token {
+                    tracing::warn!(
+                        %version,
+                        "insert_deduplication_token needs ClickHouse 22.2+; not sent, retries are at-least-once"
+                    );
+                }
                 Ok(ServerInfo {
                     knows_async_insert: version_at_least(&version, 21, 11),
+                    knows_dedup_token,
                 })
             })
             .await
@@ -114,6 +138,9 @@ impl Sink for ClickHouseSink {
             .insert_formatted_with(insert_sql(&self.table, batch.columns()));
         if info.knows_async_insert {
             insert = insert.with_setting("async_insert", "0");
+        }
+        if self.dedup_token && info.knows_dedup_token {
+            insert = insert.with_setting("insert_deduplication_token", batch.dedup_token());
         }
         for chunk in batch.chunks() {
             insert.send(chunk.clone()).await.map_err(map_error)?;
@@ -185,5 +212,10 @@ mod tests {
         assert!(!version_at_least("18.16.1", 21, 11));
         assert!(version_at_least("21.11.2.2", 21, 11));
         assert!(version_at_least("26.9.1", 21, 11));
+        assert!(
+            !version_at_least("18.16.1", 22, 2),
+            "no dedup token on 18.16"
+        );
+        assert!(version_at_least("22.2.1", 22, 2));
     }
 }
