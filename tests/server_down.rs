@@ -283,3 +283,82 @@ fn spilled_batches_survive_a_sigkill_of_the_ingesting_process() {
     assert_eq!(after - before, spilled, "exactly the spilled rows, once");
     assert!(ch_ingest::spill::list(spill.path()).unwrap().is_empty());
 }
+
+/// Two endpoints: a dead one first costs nothing (the INSERT moves on within
+/// the same attempt); then one of two live replicas is SIGKILLed mid-load
+/// and every row arrives on one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_between_endpoints_loses_nothing_and_does_not_stall() {
+    if support::shared().is_none() {
+        return;
+    }
+    let a = std::sync::Arc::new(support::Server::start().expect("server a"));
+    let b_server = support::Server::start().expect("server b");
+    let table = format!("failover_{}", std::process::id());
+    for s in [&*a, &b_server] {
+        s.query(&PostEvent::create_table_sql(&table));
+    }
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    }; // closed again: connection refused
+    let sink = ClickHouseSink::with_urls(nodelay_client(), [dead.as_str(), a.url.as_str()], &table);
+    let buf: Buffer<PostEvent> = Buffer::builder().shards(1).build(sink).unwrap();
+    for i in 0..10_000 {
+        buf.track(PostEvent::new("like", i, 1_700_000_000)).unwrap();
+    }
+    let report = buf.flush().await.unwrap();
+    assert!(report.is_complete(), "{report:?}");
+    assert_eq!(a.count(&table), 10_000);
+    assert_eq!(buf.stats().retried_inserts, 0, "failover happened inside the attempt");
+    buf.shutdown().await.unwrap();
+
+    // Two live replicas; the preferred one dies for 3 s.
+    let sink = ClickHouseSink::with_urls(nodelay_client(), [a.url.as_str(), b_server.url.as_str()], &table);
+    let buf: Buffer<PostEvent> = Buffer::builder()
+        .shards(2)
+        .flush_interval(std::time::Duration::from_millis(100))
+        .build(sink)
+        .unwrap();
+    let killer = {
+        let a = a.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            a.kill_and_restart(std::time::Duration::from_secs(3));
+        })
+    };
+    let mut sent = 10_000u64;
+    while !killer.is_finished() {
+        for _ in 0..200 {
+            buf.track(PostEvent::new("like", sent, 1_700_000_000)).unwrap();
+            sent += 1;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    killer.join().unwrap();
+    let report = buf.shutdown().await.unwrap();
+    let s = buf.stats();
+    let ids = |srv: &support::Server| -> Vec<u64> {
+        srv.query(&format!("SELECT tweet_id FROM {table}"))
+            .split_whitespace()
+            .map(|v| v.parse().unwrap())
+            .collect()
+    };
+    let (on_a, on_b) = (ids(&a), ids(&b_server));
+    let mut all: Vec<u64> = on_a.iter().chain(&on_b).copied().collect();
+    let total = all.len() as u64;
+    all.sort_unstable();
+    all.dedup();
+    println!(
+        "failover: {sent} sent; {} on a, {} on b, {} distinct, {} duplicates; {} retries; report failed {}",
+        on_a.len(),
+        on_b.len(),
+        all.len(),
+        total - all.len() as u64,
+        s.retried_inserts,
+        report.failed_rows
+    );
+    assert!(!on_b.is_empty(), "the second replica took over");
+    assert_eq!(s.failed_rows, 0);
+    assert_eq!(all, (0..sent).collect::<Vec<_>>(), "every row, on one replica or the other");
+}

@@ -9,7 +9,9 @@ use super::{insert_sql, InsertBatch, Sink, SinkError};
 use clickhouse::Client;
 use hyper_util::client::legacy::{connect::HttpConnector, Client as HyperClient};
 use hyper_util::rt::TokioExecutor;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 use tokio::sync::OnceCell;
 
 /// A `clickhouse::Client` whose connections set `TCP_NODELAY`.
@@ -44,10 +46,53 @@ pub fn nodelay_client() -> Client {
 /// sent no settings they would reject.
 #[derive(Clone)]
 pub struct ClickHouseSink {
-    client: Client,
+    endpoints: std::sync::Arc<[Endpoint]>,
+    /// The endpoint that answered last: tried first.
+    preferred: std::sync::Arc<AtomicUsize>,
     table: String,
     dedup_token: bool,
-    server: std::sync::Arc<OnceCell<ServerInfo>>,
+}
+
+/// One server (replica) and what we know about it.
+struct Endpoint {
+    client: Client,
+    url: Option<String>,
+    server: OnceCell<ServerInfo>,
+    /// While set and in the future, the endpoint is skipped (it failed).
+    down_until: Mutex<Option<Instant>>,
+    failures: AtomicU32,
+}
+
+impl Endpoint {
+    fn new(client: Client, url: Option<String>) -> Self {
+        Self {
+            client,
+            url,
+            server: OnceCell::new(),
+            down_until: Mutex::new(None),
+            failures: AtomicU32::new(0),
+        }
+    }
+
+    fn is_down(&self) -> bool {
+        let until = self.down_until.lock().unwrap_or_else(|p| p.into_inner());
+        until.is_some_and(|t| Instant::now() < t)
+    }
+
+    /// Skips the endpoint for a while: 1 s after its first failure, doubling
+    /// up to 30 s while it keeps failing.
+    fn mark_down(&self) {
+        let n = self.failures.fetch_add(1, Relaxed).min(5);
+        let cooldown = Duration::from_secs(1 << n).min(Duration::from_secs(30));
+        *self.down_until.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(Instant::now() + cooldown);
+    }
+
+    fn mark_up(&self) {
+        if self.failures.swap(0, Relaxed) != 0 {
+            *self.down_until.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -57,16 +102,47 @@ struct ServerInfo {
 }
 
 impl ClickHouseSink {
-    /// A sink writing to `table` (`name` or `database.name`) through `client`.
-    ///
-    /// Prefer a client from [`nodelay_client`]; a `clickhouse::Client::default()`
-    /// works but pays Nagle's delay on every INSERT.
+    /// A sink for `table` through `client` (which carries the URL,
+    /// credentials, compression and settings).
     pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self::from_endpoints(vec![Endpoint::new(client, None)], table.into())
+    }
+
+    /// A sink for `table` on several servers (replicas): each INSERT goes to
+    /// the endpoint that answered last; a transient failure (network,
+    /// timeout, 5xx, overload) moves it to the next endpoint at once, within
+    /// the same attempt, and the failed one is skipped for 1 s, doubling to
+    /// 30 s while it keeps failing. A permanent error is returned as it is
+    /// (a replica would say the same). `client` is the template: each URL
+    /// gets a clone of it.
+    ///
+    /// Failing over after an ambiguous failure (the first server may have
+    /// stored the block) can store it twice on a non-replicated setup;
+    /// replicated tables with [`with_deduplication_token`](Self::with_deduplication_token)
+    /// drop the second copy.
+    pub fn with_urls<U: AsRef<str>>(
+        client: Client,
+        urls: impl IntoIterator<Item = U>,
+        table: impl Into<String>,
+    ) -> Self {
+        let endpoints = urls
+            .into_iter()
+            .map(|u| {
+                Endpoint::new(
+                    client.clone().with_url(u.as_ref()),
+                    Some(u.as_ref().to_string()),
+                )
+            })
+            .collect();
+        Self::from_endpoints(endpoints, table.into())
+    }
+
+    fn from_endpoints(endpoints: Vec<Endpoint>, table: String) -> Self {
         Self {
-            client,
-            table: table.into(),
+            endpoints: endpoints.into(),
+            preferred: Default::default(),
+            table,
             dedup_token: false,
-            server: Default::default(),
         }
     }
 
@@ -83,22 +159,20 @@ impl ClickHouseSink {
         self
     }
 
-    /// The table this sink writes to.
+    /// The table this sink inserts into.
     pub fn table(&self) -> &str {
         &self.table
     }
 
-    /// The client, for queries beside the inserts.
+    /// The client (of the first endpoint).
     pub fn client(&self) -> &Client {
-        &self.client
+        &self.endpoints[0].client
     }
 
-    async fn server_info(&self) -> Result<ServerInfo, SinkError> {
-        self.server
+    async fn server_info(&self, ep: &Endpoint) -> Result<ServerInfo, SinkError> {
+        ep.server
             .get_or_try_init(|| async {
-                // Without validation: servers before 22.x lack the typed
-                // RowBinaryWithNamesAndTypes format the crate validates with.
-                let version: String = self
+                let version: String = ep
                     .client
                     .clone()
                     .with_validation(false)
@@ -121,19 +195,10 @@ impl ClickHouseSink {
             .await
             .copied()
     }
-}
 
-/// Parses `major.minor...` and compares.
-fn version_at_least(version: &str, major: u32, minor: u32) -> bool {
-    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
-    let (ma, mi) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    (ma, mi) >= (major, minor)
-}
-
-impl Sink for ClickHouseSink {
-    async fn insert(&self, batch: &InsertBatch) -> Result<(), SinkError> {
-        let info = self.server_info().await?;
-        let mut insert = self
+    async fn insert_into(&self, ep: &Endpoint, batch: &InsertBatch) -> Result<(), SinkError> {
+        let info = self.server_info(ep).await?;
+        let mut insert = ep
             .client
             .insert_formatted_with(insert_sql(&self.table, batch.columns()));
         if info.knows_async_insert {
@@ -147,13 +212,59 @@ impl Sink for ClickHouseSink {
         }
         insert.end().await.map_err(map_error)
     }
+}
+
+fn version_at_least(version: &str, major: u32, minor: u32) -> bool {
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let (ma, mi) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (ma, mi) >= (major, minor)
+}
+
+impl Sink for ClickHouseSink {
+    async fn insert(&self, batch: &InsertBatch) -> Result<(), SinkError> {
+        let n = self.endpoints.len();
+        let start = self.preferred.load(Relaxed) % n;
+        // Healthy endpoints first, in order from the preferred one; if all
+        // are cooling down, try them anyway rather than not at all.
+        let order = (0..n).map(|k| (start + k) % n);
+        let healthy: Vec<usize> = order
+            .clone()
+            .filter(|&i| !self.endpoints[i].is_down())
+            .collect();
+        let candidates = if healthy.is_empty() {
+            order.collect()
+        } else {
+            healthy
+        };
+        let mut last = None;
+        for i in candidates {
+            let ep = &self.endpoints[i];
+            match self.insert_into(ep, batch).await {
+                Ok(()) => {
+                    ep.mark_up();
+                    self.preferred.store(i, Relaxed);
+                    return Ok(());
+                }
+                Err(e) if e.is_retryable() && n > 1 => {
+                    ep.mark_down();
+                    tracing::warn!(
+                        endpoint = ep.url.as_deref().unwrap_or("?"),
+                        error = %e,
+                        "endpoint failed; trying the next one"
+                    );
+                    last = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| SinkError::Other("no endpoint".into())))
+    }
 
     fn table(&self) -> Option<&str> {
         Some(&self.table)
     }
 }
 
-/// Maps the crate's error, keeping the server's text and code.
 pub(crate) fn map_error(e: clickhouse::error::Error) -> SinkError {
     use clickhouse::error::Error as E;
     match e {
