@@ -362,3 +362,83 @@ async fn failover_between_endpoints_loses_nothing_and_does_not_stall() {
     assert_eq!(s.failed_rows, 0);
     assert_eq!(all, (0..sent).collect::<Vec<_>>(), "every row, on one replica or the other");
 }
+
+/// The server is frozen (SIGSTOP) for 10 s under load, then resumed: no
+/// row lost, RSS within the documented bound, and `track` stays fast (it
+/// hands rows back as `Full` instead of waiting). Latency is reported, not
+/// asserted: this machine is shared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_server_costs_no_rows_and_no_track_latency() {
+    if support::shared().is_none() {
+        return;
+    }
+    let server = std::sync::Arc::new(support::Server::start().expect("private server"));
+    let table = format!("frozen_{}", std::process::id());
+    server.query(&PostEvent::create_table_sql(&table));
+    let sink = ClickHouseSink::new(nodelay_client().with_url(&server.url), &table);
+    let b: Buffer<PostEvent> = Buffer::builder()
+        .shards(2)
+        .flush_interval(std::time::Duration::from_millis(200))
+        .build(sink)
+        .unwrap();
+    let rss_before = rss_bytes();
+    let freezer = {
+        let server = server.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            server.signal("STOP");
+            std::thread::sleep(std::time::Duration::from_secs(10));
+            server.signal("CONT");
+        })
+    };
+    let (mut sent, mut full, mut worst) = (0u64, 0u64, std::time::Duration::ZERO);
+    let mut latencies = Vec::new();
+    while !freezer.is_finished() {
+        let mut e = PostEvent::new("view", sent, 1_700_000_000);
+        e.session_id = Some(format!("frozen-{sent}"));
+        loop {
+            let t = std::time::Instant::now();
+            let r = b.track(e);
+            let took = t.elapsed();
+            worst = worst.max(took);
+            if sent.is_multiple_of(64) {
+                latencies.push(took);
+            }
+            match r {
+                Ok(()) => break,
+                Err(ch_ingest::TrackError::Full(back)) => {
+                    full += 1;
+                    e = back;
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                }
+                Err(other) => panic!("{other}"),
+            }
+        }
+        sent += 1;
+        if sent.is_multiple_of(500) {
+            tokio::task::yield_now().await;
+        }
+    }
+    freezer.join().unwrap();
+    let report = b.shutdown().await.unwrap();
+    let grew = rss_bytes().saturating_sub(rss_before);
+    latencies.sort_unstable();
+    let p99 = latencies[latencies.len() * 99 / 100];
+    let counted = server.count(&table);
+    println!(
+        "frozen 10 s: {sent} sent, {counted} in ClickHouse, {full} Full refusals, track p99 {p99:?} \
+         max {worst:?}, RSS +{} MiB (bound {} MiB + 16)",
+        grew >> 20,
+        b.memory_bound() >> 20
+    );
+    assert_eq!(report.failed_rows, 0);
+    assert_eq!(b.stats().failed_rows, 0);
+    assert!(counted >= sent);
+    let distinct: u64 = server
+        .query(&format!("SELECT uniqExact(tweet_id) FROM {table}"))
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(distinct, sent, "no row lost");
+    assert!(grew <= b.memory_bound() as u64 + (16 << 20), "RSS grew {grew} bytes");
+}
