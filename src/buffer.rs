@@ -38,6 +38,7 @@ pub(crate) struct Config {
     pub spill_max_bytes: u64,
     pub spill_full: crate::SpillFullPolicy,
     pub when_full: WhenFull,
+    pub insert_timeout: Duration,
 }
 
 impl Default for Config {
@@ -60,6 +61,7 @@ impl Default for Config {
             spill_max_bytes: 1 << 30,
             spill_full: crate::SpillFullPolicy::DropNewest,
             when_full: WhenFull::Reject,
+            insert_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -217,6 +219,15 @@ impl Builder {
         self
     }
 
+    /// How long one INSERT attempt may take before it counts as a (retryable)
+    /// `SinkError::Timeout`. Default: 60 s. Without it a server that accepts
+    /// the connection and never answers (frozen, blackholed by a proxy)
+    /// would hold an INSERT slot forever.
+    pub fn insert_timeout(mut self, d: Duration) -> Self {
+        self.cfg.insert_timeout = d;
+        self
+    }
+
     /// What `track` does when the buffer is full. Default:
     /// [`WhenFull::Reject`] (the row is handed back).
     pub fn when_full(mut self, policy: WhenFull) -> Self {
@@ -290,6 +301,11 @@ impl Builder {
             "must be at least 1",
         )?;
 
+        check(
+            !cfg.insert_timeout.is_zero(),
+            "insert_timeout",
+            "must be longer than zero",
+        )?;
         check(
             cfg.retry.max_attempts >= 1,
             "retry",

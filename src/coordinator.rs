@@ -685,9 +685,11 @@ impl<S: Sink> Delivery<S> {
         let mut attempts = 0;
         let result = loop {
             attempts += 1;
-            let error = match self.sink.insert(&self.insert).await {
-                Ok(()) => break Ok(()),
-                Err(e) => e,
+            let attempt = tokio::time::timeout(cfg.insert_timeout, self.sink.insert(&self.insert));
+            let error = match attempt.await {
+                Ok(Ok(())) => break Ok(()),
+                Ok(Err(e)) => e,
+                Err(_) => SinkError::Timeout,
             };
             let delay = if error.is_retryable() {
                 cfg.retry

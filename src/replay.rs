@@ -80,7 +80,9 @@ pub(crate) async fn run<S: Sink>(sink: Arc<S>, shared: Arc<Shared>) {
             };
             let insert = spilled.to_insert();
             let own = spilled.instance == dir.instance;
-            match sink.insert(&insert).await {
+            let attempt =
+                tokio::time::timeout(shared.cfg.insert_timeout, sink.insert(&insert)).await;
+            match attempt.unwrap_or(Err(crate::sink::SinkError::Timeout)) {
                 Ok(()) => {
                     if let Err(e) = std::fs::remove_file(&path) {
                         // Rows are in ClickHouse; a file we cannot delete would

@@ -310,11 +310,19 @@ async fn failover_between_endpoints_loses_nothing_and_does_not_stall() {
     let report = buf.flush().await.unwrap();
     assert!(report.is_complete(), "{report:?}");
     assert_eq!(a.count(&table), 10_000);
-    assert_eq!(buf.stats().retried_inserts, 0, "failover happened inside the attempt");
+    assert_eq!(
+        buf.stats().retried_inserts,
+        0,
+        "failover happened inside the attempt"
+    );
     buf.shutdown().await.unwrap();
 
     // Two live replicas; the preferred one dies for 3 s.
-    let sink = ClickHouseSink::with_urls(nodelay_client(), [a.url.as_str(), b_server.url.as_str()], &table);
+    let sink = ClickHouseSink::with_urls(
+        nodelay_client(),
+        [a.url.as_str(), b_server.url.as_str()],
+        &table,
+    );
     let buf: Buffer<PostEvent> = Buffer::builder()
         .shards(2)
         .flush_interval(std::time::Duration::from_millis(100))
@@ -330,7 +338,8 @@ async fn failover_between_endpoints_loses_nothing_and_does_not_stall() {
     let mut sent = 10_000u64;
     while !killer.is_finished() {
         for _ in 0..200 {
-            buf.track(PostEvent::new("like", sent, 1_700_000_000)).unwrap();
+            buf.track(PostEvent::new("like", sent, 1_700_000_000))
+                .unwrap();
             sent += 1;
         }
         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
@@ -360,7 +369,11 @@ async fn failover_between_endpoints_loses_nothing_and_does_not_stall() {
     );
     assert!(!on_b.is_empty(), "the second replica took over");
     assert_eq!(s.failed_rows, 0);
-    assert_eq!(all, (0..sent).collect::<Vec<_>>(), "every row, on one replica or the other");
+    assert_eq!(
+        all,
+        (0..sent).collect::<Vec<_>>(),
+        "every row, on one replica or the other"
+    );
 }
 
 /// The server is frozen (SIGSTOP) for 10 s under load, then resumed: no
@@ -440,5 +453,204 @@ async fn a_frozen_server_costs_no_rows_and_no_track_latency() {
         .parse()
         .unwrap();
     assert_eq!(distinct, sent, "no row lost");
-    assert!(grew <= b.memory_bound() as u64 + (16 << 20), "RSS grew {grew} bytes");
+    assert!(
+        grew <= b.memory_bound() as u64 + (16 << 20),
+        "RSS grew {grew} bytes"
+    );
+}
+
+/// A TCP proxy between the sink and the server that a test switches between
+/// passing traffic, adding latency, resetting connections and blackholing
+/// them (accept, swallow, never answer).
+mod proxy {
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    use std::sync::atomic::{AtomicU8, Ordering::SeqCst};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    pub const PASS: u8 = 0;
+    pub const SLOW: u8 = 1;
+    pub const RESET: u8 = 2;
+    pub const BLACKHOLE: u8 = 3;
+
+    pub struct Proxy {
+        pub url: String,
+        pub mode: Arc<AtomicU8>,
+    }
+
+    pub fn start(upstream: &str) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let upstream = upstream.trim_start_matches("http://").to_string();
+        let mode = Arc::new(AtomicU8::new(PASS));
+        let m = mode.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let (m, upstream) = (m.clone(), upstream.clone());
+                std::thread::spawn(move || serve(client, &upstream, &m));
+            }
+        });
+        Proxy { url, mode }
+    }
+
+    fn serve(client: TcpStream, upstream: &str, mode: &AtomicU8) {
+        match mode.load(SeqCst) {
+            RESET => {
+                // Linger 0: the close sends RST, not FIN.
+                let _ = socket_linger_zero(&client);
+                drop(client);
+                return;
+            }
+            BLACKHOLE => {
+                let mut c = client;
+                let mut sink = [0u8; 65536];
+                while let Ok(n) = c.read(&mut sink) {
+                    if n == 0 {
+                        break;
+                    }
+                }
+                return;
+            }
+            _ => {}
+        }
+        let Ok(server) = TcpStream::connect(upstream) else {
+            return;
+        };
+        // The mode applies to live (pooled, keep-alive) connections too,
+        // chunk by chunk.
+        let pipe = |mut from: TcpStream, mut to: TcpStream, client: TcpStream| {
+            let mut buf = [0u8; 65536];
+            loop {
+                match from.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => match mode.load(SeqCst) {
+                        RESET => {
+                            let _ = socket_linger_zero(&client);
+                            let _ = client.shutdown(Shutdown::Both);
+                            let _ = from.shutdown(Shutdown::Both);
+                            let _ = to.shutdown(Shutdown::Both);
+                            return;
+                        }
+                        BLACKHOLE => continue,
+                        m => {
+                            if m == SLOW {
+                                std::thread::sleep(Duration::from_millis(100));
+                            }
+                            if to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                    },
+                }
+            }
+            let _ = to.shutdown(Shutdown::Write);
+        };
+        let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+        let (c3, c4) = (client.try_clone().unwrap(), client.try_clone().unwrap());
+        std::thread::scope(|s| {
+            s.spawn(|| pipe(client, server, c3));
+            s.spawn(|| pipe(s2, c2, c4));
+        });
+    }
+
+    fn socket_linger_zero(s: &TcpStream) -> std::io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let l = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        let rc = unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                &l as *const _ as *const libc::c_void,
+                std::mem::size_of::<libc::linger>() as u32,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    }
+}
+
+/// Through a proxy that adds latency, resets connections and blackholes
+/// them, every row still arrives (retries with an INSERT timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_that_delays_resets_and_blackholes_loses_no_rows() {
+    let Some(server) = support::shared() else {
+        return;
+    };
+    let table = server.fresh_table(
+        "proxied",
+        "(event_type String, tweet_id UInt64, occurred_at DateTime, user_id Nullable(UInt64), \
+         session_id Nullable(String), client String, country FixedString(2), dwell_ms Nullable(UInt32)) \
+         ENGINE = MergeTree ORDER BY tweet_id",
+    );
+    let p = proxy::start(&server.url);
+    let sink = ClickHouseSink::new(nodelay_client().with_url(&p.url), &table);
+    let b: Buffer<PostEvent> = Buffer::builder()
+        .shards(1)
+        .max_rows(200)
+        .flush_interval(std::time::Duration::from_millis(100))
+        .insert_timeout(std::time::Duration::from_millis(700))
+        .retry(RetryPolicy {
+            max_attempts: 100,
+            initial_backoff: std::time::Duration::from_millis(20),
+            max_backoff: std::time::Duration::from_millis(200),
+            max_elapsed: std::time::Duration::from_secs(60),
+        })
+        .build(sink)
+        .unwrap();
+    let mut sent = 0u64;
+    for (mode, ms) in [
+        (proxy::PASS, 500),
+        (proxy::SLOW, 1_000),
+        (proxy::RESET, 1_000),
+        (proxy::BLACKHOLE, 1_500),
+        (proxy::PASS, 300),
+    ] {
+        p.mode.store(mode, std::sync::atomic::Ordering::SeqCst);
+        let until = std::time::Instant::now() + std::time::Duration::from_millis(ms);
+        while std::time::Instant::now() < until {
+            let mut e = PostEvent::new("proxied", sent, 1_700_000_000);
+            loop {
+                match b.track(e) {
+                    Ok(()) => break,
+                    Err(ch_ingest::TrackError::Full(back)) => {
+                        e = back;
+                        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                    }
+                    Err(other) => panic!("{other}"),
+                }
+            }
+            sent += 1;
+            if sent.is_multiple_of(50) {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+        }
+    }
+    p.mode
+        .store(proxy::PASS, std::sync::atomic::Ordering::SeqCst);
+    let report = b.shutdown().await.unwrap();
+    let s = b.stats();
+    let counted = server.count(&table);
+    let distinct: u64 = server
+        .query(&format!("SELECT uniqExact(tweet_id) FROM {table}"))
+        .trim()
+        .parse()
+        .unwrap();
+    println!(
+        "proxy faults: {sent} sent, {counted} in ClickHouse ({distinct} distinct, {} duplicates), \
+         {} retries, report failed {}",
+        counted - distinct,
+        s.retried_inserts,
+        report.failed_rows
+    );
+    assert!(s.retried_inserts > 0, "the faults must have cost retries");
+    assert_eq!(s.failed_rows, 0);
+    assert_eq!(distinct, sent, "every row arrived");
 }
