@@ -11,7 +11,11 @@
 //!            ──► shard    open BytesMut; seal at max_rows | max_bytes | tick | flush
 //!            ──► batch    sealed Bytes, handed over a flume channel
 //!            ──► coordinator  coalesce queued batches, ≤ max_inflight INSERTs, barriers
-//!            ──► sink     ClickHouseSink (HTTP) | FileSink | MemorySink | yours
+//!            ──► sink     ClickHouseSink (HTTP, failover) | FileSink | MemorySink | yours
+//!
+//! when an INSERT fails:
+//!   retry (backoff + jitter) ──► spill (disk) ──► replay ──► sink
+//!                            └─► dead_letter (permanent errors)
 //! ```
 //!
 //! ```no_run
@@ -33,7 +37,9 @@
 //! # Ok(()) }
 //! ```
 //!
-//! See `ARCHITECTURE.md` for the memory bound and the ordering guarantee.
+//! See `ARCHITECTURE.md` for the memory bound, the ordering guarantee and the
+//! failure path, and README.md ("Delivery guarantees") for what is and is
+//! not guaranteed.
 
 #![warn(missing_docs)]
 

@@ -18,6 +18,22 @@ fn rss_bytes() -> u64 {
         * 1024
 }
 
+/// `track`, waiting 1 ms and trying again while the buffer is full (the
+/// caller a server would write); counts the refusals in `full`.
+async fn track_retrying(b: &Buffer<PostEvent>, mut e: PostEvent, full: &mut u64) {
+    loop {
+        match b.track(e) {
+            Ok(()) => return,
+            Err(ch_ingest::TrackError::Full(back)) => {
+                *full += 1;
+                e = back;
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            Err(other) => panic!("{other}"),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_server_costs_counted_failures_and_flat_memory() {
     if support::shared().is_none() {
@@ -104,17 +120,7 @@ async fn a_server_killed_and_restarted_mid_load_loses_nothing_with_retries() {
     while started.elapsed() < std::time::Duration::from_secs(3) || !killer.is_finished() {
         let mut e = PostEvent::new("impression", sent, 1_700_000_000);
         e.user_id = Some(sent);
-        loop {
-            match b.track(e) {
-                Ok(()) => break,
-                Err(ch_ingest::TrackError::Full(back)) => {
-                    full += 1;
-                    e = back;
-                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-                }
-                Err(other) => panic!("{other}"),
-            }
-        }
+        track_retrying(&b, e, &mut full).await;
         sent += 1;
         if sent.is_multiple_of(1_000) {
             tokio::task::yield_now().await;
@@ -605,7 +611,7 @@ async fn a_proxy_that_delays_resets_and_blackholes_loses_no_rows() {
         })
         .build(sink)
         .unwrap();
-    let mut sent = 0u64;
+    let (mut sent, mut full) = (0u64, 0u64);
     for (mode, ms) in [
         (proxy::PASS, 500),
         (proxy::SLOW, 1_000),
@@ -616,17 +622,8 @@ async fn a_proxy_that_delays_resets_and_blackholes_loses_no_rows() {
         p.mode.store(mode, std::sync::atomic::Ordering::SeqCst);
         let until = std::time::Instant::now() + std::time::Duration::from_millis(ms);
         while std::time::Instant::now() < until {
-            let mut e = PostEvent::new("proxied", sent, 1_700_000_000);
-            loop {
-                match b.track(e) {
-                    Ok(()) => break,
-                    Err(ch_ingest::TrackError::Full(back)) => {
-                        e = back;
-                        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-                    }
-                    Err(other) => panic!("{other}"),
-                }
-            }
+            let e = PostEvent::new("proxied", sent, 1_700_000_000);
+            track_retrying(&b, e, &mut full).await;
             sent += 1;
             if sent.is_multiple_of(50) {
                 tokio::time::sleep(std::time::Duration::from_millis(1)).await;
@@ -645,7 +642,7 @@ async fn a_proxy_that_delays_resets_and_blackholes_loses_no_rows() {
         .unwrap();
     println!(
         "proxy faults: {sent} sent, {counted} in ClickHouse ({distinct} distinct, {} duplicates), \
-         {} retries, report failed {}",
+         {} retries, {full} Full refusals, report failed {}",
         counted - distinct,
         s.retried_inserts,
         report.failed_rows
@@ -653,4 +650,95 @@ async fn a_proxy_that_delays_resets_and_blackholes_loses_no_rows() {
     assert!(s.retried_inserts > 0, "the faults must have cost retries");
     assert_eq!(s.failed_rows, 0);
     assert_eq!(distinct, sent, "every row arrived");
+}
+
+/// Outage soak (ignored by default; about 5 minutes):
+/// `cargo test --release --test server_down -- --ignored outage_soak --nocapture`.
+/// 5 minutes of load at 100 000 events/s with the server killed for the
+/// middle 2 minutes; spill enabled. Reports peak RSS, rows spilled, time to
+/// drain after recovery, and rows lost (must be 0).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn outage_soak() {
+    let minutes = |m: f64| std::time::Duration::from_secs_f64(m * 60.0);
+    let total = minutes(
+        std::env::var("SOAK_MINUTES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(5.0),
+    );
+    let (down_at, down_for) = (total.mul_f64(0.3), total.mul_f64(0.4));
+    let server = std::sync::Arc::new(support::Server::start().expect("private server"));
+    let table = format!("soak_{}", std::process::id());
+    server.query(&PostEvent::create_table_sql(&table));
+    let spill = tempfile::tempdir().unwrap();
+    let sink = ClickHouseSink::new(nodelay_client().with_url(&server.url), &table);
+    let b: Buffer<PostEvent> = Buffer::builder()
+        .shards(2)
+        .retry(RetryPolicy {
+            max_elapsed: std::time::Duration::from_secs(5),
+            ..RetryPolicy::default()
+        })
+        .insert_timeout(std::time::Duration::from_secs(10))
+        .spill_dir(spill.path())
+        .build(sink)
+        .unwrap();
+    let outage = {
+        let server = server.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(down_at);
+            server.kill_and_restart(down_for);
+            std::time::Instant::now()
+        })
+    };
+    let started = std::time::Instant::now();
+    let rate = 100_000.0;
+    let mut sent = 0u64;
+    let mut full = 0u64;
+    while started.elapsed() < total {
+        let due = (started.elapsed().as_secs_f64() * rate) as u64;
+        while sent < due {
+            let mut e = PostEvent::new("soak", sent, 1_700_000_000);
+            e.session_id = Some(format!("soak-session-{}", sent % 10_000));
+            track_retrying(&b, e, &mut full).await;
+            sent += 1;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let recovered_at = outage.join().unwrap();
+    b.flush().await.unwrap();
+    while b.stats().spill_pending_rows > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let drained_after = recovered_at.elapsed();
+    let s = b.stats();
+    b.shutdown().await.unwrap();
+    let distinct: u64 = server
+        .query(&format!("SELECT uniqExact(tweet_id) FROM {table}"))
+        .trim()
+        .parse()
+        .unwrap();
+    let counted = server.count(&table);
+    let peak_kib: u64 = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0);
+    println!(
+        "outage soak: {:.0} s load, server down {:.0} s; {sent} sent, {counted} in ClickHouse \
+         ({distinct} distinct, {} lost, {} duplicates); {} spilled, {} replayed, {} retries, \
+         {full} Full refusals; peak RSS {} MiB (bound {} + 16 MiB); drained {:.1} s after the server came back",
+        total.as_secs_f64(),
+        down_for.as_secs_f64(),
+        sent - distinct,
+        counted - distinct,
+        s.spilled_rows,
+        s.replayed_rows,
+        s.retried_inserts,
+        peak_kib / 1024,
+        b.memory_bound() >> 20,
+        drained_after.as_secs_f64()
+    );
+    assert_eq!(distinct, sent, "rows lost");
 }
