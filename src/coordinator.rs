@@ -500,6 +500,8 @@ impl<S: Sink> Coordinator<S> {
         let stats = &self.shared.seal.stats;
         Counters::add(&stats.inserts, 1);
         Counters::add(&stats.inflight_inserts, 1);
+        Counters::add(&stats.inflight_rows, insert.rows());
+        Counters::add(&stats.inflight_bytes, insert.bytes());
         let delivery = Delivery {
             sink: self.sink.clone(),
             shared: self.shared.clone(),
@@ -553,6 +555,8 @@ impl<S: Sink> Coordinator<S> {
             return;
         };
         let insert = &flight.insert;
+        stats.inflight_rows.fetch_sub(insert.rows(), Relaxed);
+        stats.inflight_bytes.fetch_sub(insert.bytes(), Relaxed);
         let fate = match (result, spilled) {
             (Ok(()), _) => {
                 Counters::add(&stats.acked_rows, insert.rows());

@@ -36,8 +36,12 @@ pub struct Stats {
     pub sealed_batches: u64,
     /// INSERTs started.
     pub inserts: u64,
-    /// INSERTs in flight now.
+    /// INSERTs in flight now (sending, or waiting out a retry backoff).
     pub inflight_inserts: u64,
+    /// Rows in those INSERTs (part of `pending_rows`).
+    pub inflight_rows: u64,
+    /// RowBinary bytes in those INSERTs.
+    pub inflight_bytes: u64,
     /// Rows the sink acknowledged.
     pub acked_rows: u64,
     /// Bytes the sink acknowledged.
@@ -86,6 +90,8 @@ pub(crate) struct Counters {
     pub sealed_batches: AtomicU64,
     pub inserts: AtomicU64,
     pub inflight_inserts: AtomicU64,
+    pub inflight_rows: AtomicU64,
+    pub inflight_bytes: AtomicU64,
     pub acked_rows: AtomicU64,
     pub acked_bytes: AtomicU64,
     pub acked_batches: AtomicU64,
@@ -120,6 +126,8 @@ impl Counters {
         s.sealed_batches = self.sealed_batches.load(Relaxed);
         s.inserts = self.inserts.load(Relaxed);
         s.inflight_inserts = self.inflight_inserts.load(Relaxed);
+        s.inflight_rows = self.inflight_rows.load(Relaxed);
+        s.inflight_bytes = self.inflight_bytes.load(Relaxed);
         s.acked_rows = self.acked_rows.load(Relaxed);
         s.acked_bytes = self.acked_bytes.load(Relaxed);
         s.acked_batches = self.acked_batches.load(Relaxed);

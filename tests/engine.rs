@@ -304,7 +304,14 @@ async fn a_stalled_sink_makes_track_return_full_with_the_row_and_bounded_memory(
     // in flight (10) + queue (2 x 10) + parked (10) + open (10)
     assert!(accepted <= 50, "accepted {accepted}");
     assert_eq!(row.tweet_id, accepted);
-    assert_eq!(b.stats().rejected_full, 1);
+    let s = b.stats();
+    assert_eq!(s.rejected_full, 1);
+    assert_eq!(
+        (s.inflight_inserts, s.inflight_rows),
+        (1, 10),
+        "one INSERT held by the gate"
+    );
+    assert!(s.inflight_bytes > 0 && s.pending_rows >= s.inflight_rows);
     gate.open.add_permits(1_000);
     let report = b.flush().await.unwrap();
     assert_eq!(report.rows, accepted);
