@@ -357,9 +357,7 @@ impl Builder {
         });
         let (ctrl, ctrl_rx) = mpsc::unbounded_channel();
         let sink = Arc::new(sink);
-        if shared.spill.is_some() {
-            runtime.spawn(crate::replay::run(sink.clone(), shared.clone()));
-        }
+        // `new` spawns the replayer, on this runtime.
         runtime.spawn(Coordinator::new(shared.clone(), rx, sink).run(ctrl_rx));
         Ok(Buffer {
             inner: Arc::new(Inner { shared, ctrl }),

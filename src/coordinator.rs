@@ -303,11 +303,22 @@ pub(crate) struct Coordinator<S> {
     /// coalesce with it instead of going out at once.
     linger_until: Option<tokio::time::Instant>,
     jitter: crate::retry::Jitter,
+    /// The spill replayer, stopped and joined before shutdown answers, so no
+    /// replay INSERT (or file move) happens after `shutdown` returns.
+    replayer: Option<tokio::task::JoinHandle<()>>,
+    /// Shutdown callers, answered once the drain and the replayer are done.
+    shutdown_replies: Vec<(oneshot::Receiver<FlushReport>, oneshot::Sender<FlushReport>)>,
 }
 
 impl<S: Sink> Coordinator<S> {
     pub(crate) fn new(shared: Arc<Shared>, rx: flume::Receiver<Batch>, sink: Arc<S>) -> Self {
+        let replayer = shared
+            .spill
+            .is_some()
+            .then(|| tokio::spawn(crate::replay::run(sink.clone(), shared.clone())));
         Self {
+            replayer,
+            shutdown_replies: Vec::new(),
             shared,
             rx,
             sink,
@@ -343,7 +354,9 @@ impl<S: Sink> Coordinator<S> {
                     Some(Command::Flush(tx)) => self.add_waiter(tx),
                     Some(Command::Shutdown(tx)) => {
                         self.begin_drain();
-                        self.add_waiter(tx);
+                        let (inner_tx, inner_rx) = oneshot::channel();
+                        self.shutdown_replies.push((inner_rx, tx));
+                        self.add_waiter(inner_tx);
                     }
                     None => {
                         // Every handle is gone without shutdown(): drain what we have.
@@ -381,6 +394,16 @@ impl<S: Sink> Coordinator<S> {
         // Spilled files stay for the next start (or `ch-ingest replay`).
         self.shared.replay_stop.store(true, Relaxed);
         self.shared.replay_wake.notify_one();
+        if let Some(replayer) = self.replayer.take() {
+            // At most one replay INSERT is in progress, bounded by
+            // `insert_timeout`; letting it finish keeps its file's fate exact.
+            let _ = replayer.await;
+        }
+        for (report, tx) in self.shutdown_replies.drain(..) {
+            if let Ok(report) = report.await {
+                let _ = tx.send(report);
+            }
+        }
         if detached {
             let s = &self.shared.seal.stats;
             tracing::info!(

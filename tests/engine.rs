@@ -298,6 +298,14 @@ async fn a_stalled_sink_makes_track_return_full_with_the_row_and_bounded_memory(
             }
             Err(e) => panic!("{e}"),
         }
+        if accepted == 10 {
+            // The first sealed batch must reach the gate before the queue
+            // fills; on a loaded machine the coordinator may not have run yet.
+            wait_until("the first INSERT at the gate", || {
+                b.stats().inflight_inserts == 1
+            })
+            .await;
+        }
         tokio::task::yield_now().await;
     }
     let row = full.expect("track must report Full once the queue is full");
