@@ -698,6 +698,9 @@ impl<T> Buffer<T> {
         let shared = &*self.inner.shared;
         let cfg = &shared.cfg;
         let shard = &shared.shards[shard_for_this_thread(shared.shards.len())];
+        // Sampled latency: read before the lock so lock waits count too.
+        let timed = (shard.tracked_rows.load(Relaxed) % crate::histogram::TRACK_SAMPLE == 0)
+            .then(std::time::Instant::now);
         let mut st = shard.lock();
         if shared.closed.load(Relaxed) {
             drop(st);
@@ -722,6 +725,11 @@ impl<T> Buffer<T> {
         Shard::bump(&shard.tracked_bytes, (st.buf.len() - before) as u64);
         if st.rows >= cfg.max_rows || st.buf.len() >= cfg.max_bytes {
             shard.seal(&mut st, &shared.seal);
+        }
+        drop(st);
+        if let Some(t0) = timed {
+            let seconds = t0.elapsed().as_secs_f64();
+            shared.seal.stats.hist.track_seconds.record(seconds);
         }
         Ok(())
     }
@@ -753,6 +761,20 @@ impl<T> Buffer<T> {
     /// A snapshot of the counters.
     pub fn stats(&self) -> Stats {
         snapshot(&self.inner.shared)
+    }
+
+    /// Snapshots of the INSERT latency and size histograms and the sampled
+    /// `track` latency (what the `metrics` feature exports).
+    pub fn histograms(&self) -> crate::Histograms {
+        self.inner.shared.seal.stats.hist.snapshot()
+    }
+
+    /// Reads the counters and histograms without holding the engine open
+    /// (a dropped last handle still drains it).
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    pub(crate) fn reader(&self) -> impl Fn() -> (Stats, crate::Histograms) + Send + Sync + 'static {
+        let shared = self.inner.shared.clone();
+        move || (snapshot(&shared), shared.seal.stats.hist.snapshot())
     }
 
     /// The worst-case RowBinary bytes this buffer can hold (see ARCHITECTURE.md).

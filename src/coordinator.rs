@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 /// What the handles and the coordinator share.
 pub(crate) struct Shared {
@@ -286,6 +287,7 @@ impl Ledger {
 struct Flight {
     insert: Arc<InsertBatch>,
     part_rows: Vec<u64>,
+    started: tokio::time::Instant,
 }
 
 pub(crate) struct Coordinator<S> {
@@ -532,8 +534,14 @@ impl<S: Sink> Coordinator<S> {
             jitter: crate::retry::Jitter::new(self.jitter.unit().to_bits() ^ insert.id()),
         };
         let handle = self.inflight.spawn(delivery.run());
-        self.flights
-            .insert(handle.id(), Flight { insert, part_rows });
+        self.flights.insert(
+            handle.id(),
+            Flight {
+                insert,
+                part_rows,
+                started: tokio::time::Instant::now(),
+            },
+        );
     }
 
     fn complete(&mut self, done: Result<(tokio::task::Id, Delivered), tokio::task::JoinError>) {
@@ -580,6 +588,11 @@ impl<S: Sink> Coordinator<S> {
         let insert = &flight.insert;
         stats.inflight_rows.fetch_sub(insert.rows(), Relaxed);
         stats.inflight_bytes.fetch_sub(insert.bytes(), Relaxed);
+        let hist = &stats.hist;
+        hist.insert_seconds
+            .record(flight.started.elapsed().as_secs_f64());
+        hist.insert_rows.record(insert.rows() as f64);
+        hist.insert_bytes.record(insert.bytes() as f64);
         let fate = match (result, spilled) {
             (Ok(()), _) => {
                 Counters::add(&stats.acked_rows, insert.rows());
@@ -712,9 +725,24 @@ impl<S: Sink> Delivery<S> {
         let mut attempts = 0;
         let result = loop {
             attempts += 1;
-            let attempt = tokio::time::timeout(cfg.insert_timeout, self.sink.insert(&self.insert));
+            // One span per attempt: with `RUST_LOG=ch_ingest=info` and span
+            // close events on, each INSERT is one line with its fields and time.
+            let span = tracing::info_span!(
+                "insert",
+                table = self.sink.table().unwrap_or(""),
+                insert_id = self.insert.id(),
+                rows = self.insert.rows(),
+                bytes = self.insert.bytes(),
+                attempt = attempts,
+                outcome = tracing::field::Empty,
+            );
+            let attempt = tokio::time::timeout(cfg.insert_timeout, self.sink.insert(&self.insert))
+                .instrument(span.clone());
             let error = match attempt.await {
-                Ok(Ok(())) => break Ok(()),
+                Ok(Ok(())) => {
+                    span.record("outcome", "ok");
+                    break Ok(());
+                }
                 Ok(Err(e)) => e,
                 Err(_) => SinkError::Timeout,
             };
@@ -724,6 +752,16 @@ impl<S: Sink> Delivery<S> {
             } else {
                 None
             };
+            span.record(
+                "outcome",
+                match (&error, delay) {
+                    (SinkError::Timeout, Some(_)) => "timeout, retrying",
+                    (SinkError::Timeout, None) => "timeout, given up",
+                    (_, Some(_)) => "failed, retrying",
+                    (_, None) => "failed, given up",
+                },
+            );
+            drop(span);
             let Some(delay) = delay else {
                 break Err(error);
             };

@@ -48,7 +48,10 @@ mod buffer;
 mod civil;
 mod coordinator;
 pub mod dead_letter;
+mod histogram;
 pub mod json;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 mod post_event;
 mod replay;
 pub mod retry;
@@ -67,6 +70,7 @@ pub use buffer::{
     Buffer, BuildError, Builder, Closed, Json, NdjsonTracked, TrackError, TrackJsonError, WhenFull,
 };
 pub use coordinator::{FailedInsert, FlushReport};
+pub use histogram::{Histogram, Histograms};
 pub use json::{DecodeError, DecodeErrorKind, JsonOptions, NdjsonReport, RejectedLine};
 pub use post_event::PostEvent;
 pub use retry::RetryPolicy;
@@ -74,4 +78,4 @@ pub use rowbinary::EncodeError;
 pub use schema::{Schema, SchemaError, Type};
 pub use sink::{InsertBatch, Sink, SinkError};
 pub use spill::SpillFullPolicy;
-pub use stats::Stats;
+pub use stats::{StatField, StatKind, Stats};

@@ -7,82 +7,143 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-/// A snapshot of the engine's counters. Every row accepted by `track` is, at
-/// any instant, in exactly one of: `buffered_rows`, `pending_rows` (sealed,
-/// queued or in flight), `acked_rows`, `spill_pending_rows`, `failed_rows`:
-///
-/// `tracked_rows == buffered_rows + pending_rows + acked_rows + spill_pending_rows + failed_rows`
-///
-/// (exact once the engine is idle; a snapshot taken mid-flight reads the
-/// counters one after another).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Stats {
+/// Whether a [`Stats`] field only grows (a counter) or goes up and down (a gauge).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatKind {
+    /// Only grows over the engine's life.
+    Counter,
+    /// A level: rows or bytes held right now.
+    Gauge,
+}
+
+/// One [`Stats`] field, for exporters: see [`Stats::fields`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatField {
+    /// The field's name, e.g. `acked_rows`.
+    pub name: &'static str,
+    /// Its documentation, one line.
+    pub help: &'static str,
+    /// Counter or gauge.
+    pub kind: StatKind,
+    /// Its value in the snapshot.
+    pub value: u64,
+}
+
+/// Defines `Stats` and its field list from one declaration, so an exporter can
+/// never miss a field or call a gauge a counter.
+macro_rules! stats {
+    (
+        $(#[doc = $sdoc:expr])*
+        pub struct Stats {
+            $( $(#[doc = $doc:expr])* $kind:ident $name:ident, )*
+        }
+    ) => {
+        $(#[doc = $sdoc])*
+        #[derive(Debug, Clone, Default, PartialEq, Eq)]
+        #[non_exhaustive]
+        pub struct Stats {
+            $( $(#[doc = $doc])* pub $name: u64, )*
+        }
+
+        impl Stats {
+            /// Every field with its name, help, kind and value, in declaration
+            /// order: what a metrics exporter iterates.
+            pub fn fields(&self) -> Vec<StatField> {
+                vec![$(StatField {
+                    name: stringify!($name),
+                    help: concat!($($doc, " ",)*),
+                    kind: stats!(@kind $kind),
+                    value: self.$name,
+                }),*]
+            }
+
+            /// Adds another snapshot field by field (e.g. a drained engine's
+            /// final counts to its replacement's).
+            pub fn add(&mut self, other: &Stats) {
+                $( self.$name += other.$name; )*
+            }
+        }
+    };
+    (@kind counter) => { StatKind::Counter };
+    (@kind gauge) => { StatKind::Gauge };
+}
+
+stats! {
+    /// A snapshot of the engine's counters. Every row accepted by `track` is, at
+    /// any instant, in exactly one of: `buffered_rows`, `pending_rows` (sealed,
+    /// queued or in flight), `acked_rows`, `spill_pending_rows`, `failed_rows`:
+    ///
+    /// `tracked_rows == buffered_rows + pending_rows + acked_rows + spill_pending_rows + failed_rows`
+    ///
+    /// (exact once the engine is idle; a snapshot taken mid-flight reads the
+    /// counters one after another).
+    pub struct Stats {
     /// Rows accepted by `track`.
-    pub tracked_rows: u64,
+    counter tracked_rows,
     /// RowBinary bytes of the accepted rows.
-    pub tracked_bytes: u64,
+    counter tracked_bytes,
     /// Rows handed back with `TrackError::Full`.
-    pub rejected_full: u64,
+    counter rejected_full,
     /// Rows handed back with `TrackError::Closed`.
-    pub rejected_closed: u64,
+    counter rejected_closed,
     /// Rows handed back with `TrackError::Encode`.
-    pub encode_errors: u64,
+    counter encode_errors,
     /// Rows in shard buffers, not yet sealed.
-    pub buffered_rows: u64,
+    gauge buffered_rows,
     /// Rows sealed and waiting for, or in, an INSERT.
-    pub pending_rows: u64,
+    gauge pending_rows,
     /// Batches sealed by the shards (threshold, tick or flush).
-    pub sealed_batches: u64,
+    counter sealed_batches,
     /// INSERTs started.
-    pub inserts: u64,
+    counter inserts,
     /// INSERTs in flight now (sending, or waiting out a retry backoff).
-    pub inflight_inserts: u64,
+    gauge inflight_inserts,
     /// Rows in those INSERTs (part of `pending_rows`).
-    pub inflight_rows: u64,
+    gauge inflight_rows,
     /// RowBinary bytes in those INSERTs.
-    pub inflight_bytes: u64,
+    gauge inflight_bytes,
     /// Rows the sink acknowledged.
-    pub acked_rows: u64,
+    counter acked_rows,
     /// Bytes the sink acknowledged.
-    pub acked_bytes: u64,
+    counter acked_bytes,
     /// Sealed batches the sink acknowledged.
-    pub acked_batches: u64,
+    counter acked_batches,
     /// Rows whose INSERT was given up on, after its retries (logged once
     /// per INSERT): `dead_lettered_rows + dropped_rows`.
-    pub failed_rows: u64,
+    counter failed_rows,
     /// INSERTs given up on.
-    pub failed_inserts: u64,
+    counter failed_inserts,
     /// Of `failed_rows`: kept in the dead-letter directory.
-    pub dead_lettered_rows: u64,
+    counter dead_lettered_rows,
     /// Of `failed_rows`: dropped (no dead-letter directory, or it could not
     /// be written).
-    pub dropped_rows: u64,
+    counter dropped_rows,
     /// Retry attempts (an INSERT tried three times counts two).
-    pub retried_inserts: u64,
+    counter retried_inserts,
     /// Rows sent again by those retries.
-    pub retried_rows: u64,
+    counter retried_rows,
     /// Rows written to the spill directory by this engine.
-    pub spilled_rows: u64,
+    counter spilled_rows,
     /// Of those, rows on disk waiting for replay.
-    pub spill_pending_rows: u64,
+    gauge spill_pending_rows,
     /// Of `spilled_rows`, rows the replayer delivered (also in `acked_rows`).
-    pub replayed_rows: u64,
+    counter replayed_rows,
     /// Rows from spill files an earlier process left, delivered by the
     /// replayer (not in `tracked_rows`).
-    pub replayed_foreign_rows: u64,
+    counter replayed_foreign_rows,
     /// Rows not spilled because the spill directory was at its budget
     /// (`SpillFullPolicy::DropNewest`; also in `dropped_rows`).
-    pub spill_rejected_rows: u64,
+    counter spill_rejected_rows,
     /// Rows deleted from the spill directory to make room
     /// (`SpillFullPolicy::DropOldest`; this engine's also in `dropped_rows`).
-    pub spill_evicted_rows: u64,
+    counter spill_evicted_rows,
     /// Spill files that failed their checksum and were moved to `quarantine/`.
-    pub quarantined_files: u64,
+    counter quarantined_files,
     /// Rows dropped by `WhenFull::DropNewest` (never accepted, not in `tracked_rows`).
-    pub dropped_full_rows: u64,
+    counter dropped_full_rows,
     /// `track` calls that waited the whole `WhenFull::Block` timeout.
-    pub block_timeouts: u64,
+    counter block_timeouts,
+    }
 }
 
 #[derive(Default)]
@@ -113,6 +174,7 @@ pub(crate) struct Counters {
     pub dropped_full_rows: AtomicU64,
     pub block_timeouts: AtomicU64,
     pub rejected_closed: AtomicU64,
+    pub hist: crate::histogram::Recorders,
 }
 
 impl Counters {
