@@ -261,6 +261,17 @@ impl Builder {
         self.start(sink, Some(crate::transcode::Transcoder::new(schema)))
     }
 
+    /// Like [`build_json`](Self::build_json) with a configured
+    /// [`Transcoder`](crate::transcode::Transcoder) (e.g. one that rejects
+    /// unknown fields).
+    pub fn build_transcoded<S: Sink>(
+        self,
+        transcoder: crate::transcode::Transcoder,
+        sink: S,
+    ) -> Result<Buffer<Json>, BuildError> {
+        self.start(sink, Some(transcoder))
+    }
+
     fn start<T, S: Sink>(
         self,
         sink: S,
@@ -699,7 +710,8 @@ impl<T> Buffer<T> {
         let cfg = &shared.cfg;
         let shard = &shared.shards[shard_for_this_thread(shared.shards.len())];
         // Sampled latency: read before the lock so lock waits count too.
-        let timed = (shard.tracked_rows.load(Relaxed) % crate::histogram::TRACK_SAMPLE == 0)
+        let timed = (shard.tracked_rows.load(Relaxed))
+            .is_multiple_of(crate::histogram::TRACK_SAMPLE)
             .then(std::time::Instant::now);
         let mut st = shard.lock();
         if shared.closed.load(Relaxed) {
@@ -769,10 +781,11 @@ impl<T> Buffer<T> {
         self.inner.shared.seal.stats.hist.snapshot()
     }
 
-    /// Reads the counters and histograms without holding the engine open
-    /// (a dropped last handle still drains it).
-    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
-    pub(crate) fn reader(&self) -> impl Fn() -> (Stats, crate::Histograms) + Send + Sync + 'static {
+    /// A function that snapshots [`stats`](Self::stats) and
+    /// [`histograms`](Self::histograms) without keeping the engine open (when
+    /// the last `Buffer` handle drops, the engine still drains and stops):
+    /// what an exporter holds.
+    pub fn stats_reader(&self) -> impl Fn() -> (Stats, crate::Histograms) + Send + Sync + 'static {
         let shared = self.inner.shared.clone();
         move || (snapshot(&shared), shared.seal.stats.hist.snapshot())
     }

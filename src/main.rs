@@ -14,6 +14,9 @@ fn main() -> std::process::ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
+        // With RUST_LOG=ch_ingest=info, each INSERT attempt is one line
+        // (its span closing, with table, rows, bytes, attempt, outcome, time).
+        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
         .with_writer(std::io::stderr)
         .init();
     let args = cli::Cli::parse();

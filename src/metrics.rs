@@ -31,9 +31,13 @@ use prometheus_client::metrics::MetricType;
 use std::sync::{Arc, Mutex};
 
 type Read = Arc<dyn Fn() -> (Stats, Histograms) + Send + Sync>;
+type Labels = Vec<(String, String)>;
+/// One engine at scrape time: its labels, its counters, its histograms.
+type Snapshot = (Labels, Vec<crate::StatField>, Histograms);
+type Pick = fn(&Histograms) -> &Histogram;
 
 struct Source {
-    labels: Vec<(String, String)>,
+    labels: Labels,
     read: Read,
 }
 
@@ -60,8 +64,8 @@ impl BufferMetrics {
 
     /// Exports `buffer`'s counters and histograms under `labels`.
     pub fn watch<T>(&self, buffer: &Buffer<T>, labels: &[(&str, &str)]) {
-        let read = buffer.reader();
-        self.watch_with(labels, move || read());
+        let read = buffer.stats_reader();
+        self.watch_with(labels, read);
     }
 
     /// Exports what `read` returns under `labels`: for a caller that swaps
@@ -87,7 +91,7 @@ impl BufferMetrics {
 impl Collector for BufferMetrics {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         // Read every engine once, outside the lock's critical formatting.
-        let snapshots: Vec<(Vec<(String, String)>, Vec<crate::StatField>, Histograms)> = {
+        let snapshots: Vec<Snapshot> = {
             let Ok(sources) = self.sources.lock() else {
                 return Ok(());
             };
@@ -116,7 +120,7 @@ impl Collector for BufferMetrics {
                 }
             }
         }
-        let histograms: [(&str, &str, fn(&Histograms) -> &Histogram); 4] = [
+        let histograms: [(&str, &str, Pick); 4] = [
             (
                 "ch_ingest_insert_seconds",
                 "Seconds from an INSERT's dispatch to its outcome, retries included.",

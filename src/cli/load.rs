@@ -3,6 +3,7 @@
 //! With no server named the batches go to a FileSink (no server needed).
 
 use super::histogram::Histogram;
+use super::parse_duration;
 use ch_ingest::sink::{nodelay_client, ClickHouseSink, FileSink, Sink};
 use ch_ingest::{Buffer, PostEvent, Stats, TrackError};
 use std::path::PathBuf;
@@ -76,28 +77,45 @@ pub struct LoadArgs {
     /// No live progress line.
     #[arg(long)]
     quiet: bool,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = s.split_at(
-        s.find(|c: char| !c.is_ascii_digit() && c != '.')
-            .unwrap_or(s.len()),
-    );
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("`{s}`: expected a number and a unit (ms, s, m, h)"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "" | "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(format!("`{s}`: unknown unit `{unit}` (use ms, s, m or h)")),
-    };
-    Ok(Duration::from_secs_f64(secs))
+    /// Load an HTTP endpoint instead of an in-process engine: POST NDJSON
+    /// bodies of --batch events to this URL (a `ch-ingest serve` events URL,
+    /// or with --direct-table a ClickHouse URL).
+    #[arg(long)]
+    http: Option<String>,
+    /// With --http: send each body to ClickHouse as one INSERT into this
+    /// table (FORMAT JSONEachRow), the no-sidecar baseline.
+    #[arg(long, requires = "http")]
+    direct_table: Option<String>,
+    /// With --http: events per request.
+    #[arg(long, default_value_t = 1000)]
+    batch: u64,
+    /// With --http: concurrent connections.
+    #[arg(long, default_value_t = 8)]
+    connections: usize,
+    /// With --http: bearer token.
+    #[arg(long)]
+    token: Option<String>,
+    /// With --http: gzip each body.
+    #[arg(long)]
+    gzip: bool,
 }
 
 pub fn run(args: LoadArgs) -> Result<(), Box<dyn std::error::Error>> {
+    if let Some(url) = args.http {
+        if args.batch == 0 || args.connections == 0 {
+            return Err("--batch and --connections must be at least 1".into());
+        }
+        return super::http_load::run(super::http_load::HttpLoad {
+            url,
+            direct_table: args.direct_table,
+            events: args.events,
+            batch: args.batch,
+            connections: args.connections,
+            token: args.token,
+            gzip: args.gzip,
+            quiet: args.quiet,
+        });
+    }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cores.min(2))

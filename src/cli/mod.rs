@@ -2,9 +2,11 @@
 //! each subcommand lives in its own module.
 
 mod histogram;
+mod http_load;
 mod inspect;
 mod load;
 mod replay;
+mod serve;
 mod sweep;
 pub(crate) mod workloads;
 
@@ -28,6 +30,8 @@ enum Command {
     Bench(sweep::BenchArgs),
     /// Send spill files and dead letters in a directory to ClickHouse.
     Replay(replay::ReplayArgs),
+    /// Run as an HTTP ingest sidecar (NDJSON in, ClickHouse INSERTs out).
+    Serve(serve::ServeArgs),
 }
 
 pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
@@ -36,5 +40,27 @@ pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Command::Inspect(args) => inspect::run(args),
         Command::Bench(args) => sweep::run(args),
         Command::Replay(args) => replay::run(args),
+        Command::Serve(args) => serve::run(args),
     }
+}
+
+/// `10s`, `500ms`, `2m`, `1h`, or plain seconds.
+pub(crate) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(
+        s.find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(s.len()),
+    );
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}`: expected a number and a unit (ms, s, m, h)"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("`{s}`: unknown unit `{unit}` (use ms, s, m or h)")),
+    };
+    std::time::Duration::try_from_secs_f64(secs)
+        .map_err(|_| format!("`{s}`: not a duration of zero or more"))
 }

@@ -223,27 +223,43 @@ impl Server {
     }
 
     fn request(&self, method: &str, path: &str, body: &[u8]) -> Result<(u16, Vec<u8>), String> {
-        let mut s = TcpStream::connect(&self.http).map_err(|e| e.to_string())?;
-        s.set_read_timeout(Some(Duration::from_secs(60))).ok();
-        let head = format!(
-            "{method} {path} HTTP/1.0\r\nHost: {}\r\nContent-Length: {}\r\n\r\n",
-            self.http,
-            body.len()
-        );
-        s.write_all(head.as_bytes()).map_err(|e| e.to_string())?;
-        s.write_all(body).map_err(|e| e.to_string())?;
-        let mut resp = Vec::new();
-        s.read_to_end(&mut resp).map_err(|e| e.to_string())?;
-        let split = resp
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .ok_or("no HTTP header end")?;
-        let status: u16 = std::str::from_utf8(&resp[9..12])
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .ok_or("bad status line")?;
-        Ok((status, resp[split + 4..].to_vec()))
+        http(&self.http, method, path, &[], body).map(|(status, _, body)| (status, body))
     }
+}
+
+/// A minimal HTTP/1.0 request: `(status, head, body)`. Header names in the
+/// returned head are as the server sent them.
+pub fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<(u16, String, Vec<u8>), String> {
+    let mut s = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(60))).ok();
+    let mut head = format!(
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).map_err(|e| e.to_string())?;
+    s.write_all(body).map_err(|e| e.to_string())?;
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).map_err(|e| e.to_string())?;
+    let split = resp
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("no HTTP header end")?;
+    let status: u16 = std::str::from_utf8(resp.get(9..12).ok_or("short answer")?)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or("bad status line")?;
+    let head = String::from_utf8_lossy(&resp[..split]).into_owned();
+    Ok((status, head, resp[split + 4..].to_vec()))
 }
 
 impl Drop for Server {

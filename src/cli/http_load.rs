@@ -1,0 +1,219 @@
+//! `ch-ingest load --http URL`: loads an HTTP endpoint like a fleet of
+//! services would: C connections each POST NDJSON bodies of B events, and
+//! the run ends with requests/s, events/s and latency percentiles.
+//!
+//! Owns: the request loop (honouring 429/503 with `Retry-After` and the
+//! `retry_from_line` a `serve` answer carries, so no event is skipped), and
+//! the `--direct` baseline that sends the same bodies to ClickHouse as one
+//! `INSERT ... FORMAT JSONEachRow` per request.
+//! Must not: count an event as sent before the endpoint acknowledged it.
+
+use super::histogram::Histogram;
+use super::workloads::event;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub struct HttpLoad {
+    pub url: String,
+    pub direct_table: Option<String>,
+    pub events: u64,
+    pub batch: u64,
+    pub connections: usize,
+    pub token: Option<String>,
+    pub gzip: bool,
+    pub quiet: bool,
+}
+
+type HttpClient = Client<HttpConnector, Full<bytes::Bytes>>;
+
+pub fn run(load: HttpLoad) -> Result<(), Box<dyn std::error::Error>> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(drive(load))
+}
+
+async fn drive(load: HttpLoad) -> Result<(), Box<dyn std::error::Error>> {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let client: HttpClient = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(load.connections)
+        .build(connector);
+    let target = match &load.direct_table {
+        // The baseline: the same NDJSON, one INSERT per request, straight in.
+        Some(table) => {
+            let sql = format!(
+                "INSERT INTO {} FORMAT JSONEachRow",
+                ch_ingest::sink::quote_table(table)
+            );
+            let sep = if load.url.contains('?') { '&' } else { '?' };
+            format!("{}{sep}query={}", load.url, percent_encode(&sql))
+        }
+        None => load.url.clone(),
+    };
+    let load = Arc::new(load);
+    let next = Arc::new(AtomicU64::new(0));
+    let sent = Arc::new(AtomicU64::new(0));
+    let retried = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..load.connections {
+        let (client, target, load, next, sent, retried) = (
+            client.clone(),
+            target.clone(),
+            load.clone(),
+            next.clone(),
+            sent.clone(),
+            retried.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Histogram::new();
+            let mut requests = 0u64;
+            loop {
+                let first = next.fetch_add(load.batch, Relaxed);
+                if first >= load.events {
+                    break;
+                }
+                let last = (first + load.batch).min(load.events);
+                let mut from = first;
+                while from < last {
+                    let body = ndjson(from, last);
+                    let t0 = Instant::now();
+                    let (status, retry_after, text) = post(&client, &target, &load, body).await?;
+                    latencies.record(t0.elapsed().as_micros() as u64);
+                    requests += 1;
+                    match status {
+                        200 => from = last,
+                        429 | 503 => {
+                            retried.fetch_add(1, Relaxed);
+                            // Lines before `retry_from_line` were taken.
+                            let taken = serde_json::from_str::<serde_json::Value>(&text)
+                                .ok()
+                                .and_then(|v| v["retry_from_line"].as_u64())
+                                .map_or(0, |line| line.saturating_sub(1));
+                            from += taken;
+                            tokio::time::sleep(retry_after.unwrap_or(Duration::from_millis(100)))
+                                .await;
+                        }
+                        _ => {
+                            return Err(format!("HTTP {status}: {}", text.trim()));
+                        }
+                    }
+                }
+                let n = sent.fetch_add(last - first, Relaxed) + last - first;
+                if !load.quiet && n % (load.events / 10).max(1) < load.batch {
+                    eprintln!("  {n} events acknowledged");
+                }
+            }
+            Ok::<_, String>((latencies, requests))
+        }));
+    }
+    let mut latencies = Histogram::new();
+    let mut requests = 0;
+    for t in tasks {
+        let (h, r) = t.await??;
+        latencies.merge(&h);
+        requests += r;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let events = sent.load(Relaxed);
+    println!(
+        "http load: {} events in {requests} requests ({} events each, {} connections{}) to {}",
+        events,
+        load.batch,
+        load.connections,
+        if load.gzip { ", gzip" } else { "" },
+        if load.direct_table.is_some() {
+            "ClickHouse directly (one INSERT per request)"
+        } else {
+            "ch-ingest serve"
+        }
+    );
+    println!(
+        "  {:.0} requests/s, {:.0} events/s; request latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; {} answered 429/503 and were resent",
+        requests as f64 / secs,
+        events as f64 / secs,
+        latencies.quantile(0.50) as f64 / 1e3,
+        latencies.quantile(0.99) as f64 / 1e3,
+        latencies.max() as f64 / 1e3,
+        retried.load(Relaxed)
+    );
+    if events != load.events {
+        return Err(format!("only {events} of {} events acknowledged", load.events).into());
+    }
+    Ok(())
+}
+
+async fn post(
+    client: &HttpClient,
+    target: &str,
+    load: &HttpLoad,
+    body: Vec<u8>,
+) -> Result<(u16, Option<Duration>, String), String> {
+    let mut req = hyper::Request::post(target).header("content-type", "application/x-ndjson");
+    let body = if load.gzip {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&body).map_err(|e| e.to_string())?;
+        req = req.header("content-encoding", "gzip");
+        gz.finish().map_err(|e| e.to_string())?
+    } else {
+        body
+    };
+    if let Some(t) = &load.token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let req = req
+        .body(Full::new(bytes::Bytes::from(body)))
+        .map_err(|e| e.to_string())?;
+    let resp = client
+        .request(req)
+        .await
+        .map_err(|e| format!("request failed: {e}"))?;
+    let status = resp.status().as_u16();
+    let retry_after = resp
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let text = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("reading the answer: {e}"))?
+        .to_bytes();
+    Ok((
+        status,
+        retry_after,
+        String::from_utf8_lossy(&text).into_owned(),
+    ))
+}
+
+/// Events `from..to` as NDJSON, the JSON a service would send.
+fn ndjson(from: u64, to: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(((to - from) * 160) as usize);
+    for i in from..to {
+        out.extend_from_slice(event(i).to_json().as_bytes());
+        out.push(b'\n');
+    }
+    out
+}
+
+fn percent_encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

@@ -1,0 +1,562 @@
+//! `serve` configuration: the TOML file, the flags that override it, and
+//! validation that names the offending key.
+//!
+//! Owns: turning `--config FILE` plus flags into a checked [`ServeConfig`].
+//! Must not: log secrets (passwords and tokens are read here, kept out of
+//! `Debug`, and never printed), or accept a key it does not know.
+
+use super::super::parse_duration;
+use ch_ingest::RetryPolicy;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The file, as written. Every key is optional except what `validate` needs.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    listen: Option<String>,
+    /// Largest request body accepted, as sent (compressed or not).
+    max_body_bytes: Option<usize>,
+    /// Largest body after gzip/zstd decompression.
+    max_decompressed_bytes: Option<usize>,
+    /// Longest NDJSON line (one event).
+    max_line_bytes: Option<usize>,
+    /// Bearer tokens allowed to call `POST /v1/flush` (none: anyone).
+    admin_tokens: Option<Vec<String>>,
+    admin_tokens_env: Option<String>,
+    /// Base directories; each table gets a subdirectory.
+    spill_dir: Option<PathBuf>,
+    dead_letter_dir: Option<PathBuf>,
+    /// How often the table schemas are read again (a schema error on an
+    /// INSERT also triggers it at once).
+    schema_refresh: Option<String>,
+    #[serde(default)]
+    clickhouse: ClickHouseFile,
+    /// Settings every table starts from.
+    #[serde(default)]
+    defaults: TableFile,
+    #[serde(default)]
+    tables: BTreeMap<String, TableFile>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ClickHouseFile {
+    urls: Option<Vec<String>>,
+    user: Option<String>,
+    password_env: Option<String>,
+    password_file: Option<PathBuf>,
+    database: Option<String>,
+}
+
+/// Per-table engine settings; see `Builder` in the library for each default.
+#[derive(Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct TableFile {
+    max_rows: Option<u64>,
+    max_bytes: Option<usize>,
+    flush_interval: Option<String>,
+    shards: Option<usize>,
+    max_inflight: Option<usize>,
+    queue_bytes: Option<usize>,
+    max_insert_rows: Option<u64>,
+    max_insert_bytes: Option<usize>,
+    linger: Option<String>,
+    insert_timeout: Option<String>,
+    retry_attempts: Option<u32>,
+    retry_max_elapsed: Option<String>,
+    spill_max_bytes: Option<u64>,
+    /// Reject JSON keys that are not columns (default: ignore them).
+    deny_unknown_fields: Option<bool>,
+    /// Bearer tokens for this table (none: open).
+    tokens: Option<Vec<String>>,
+    /// Name of an environment variable holding comma-separated tokens.
+    tokens_env: Option<String>,
+}
+
+/// Flags that override the file.
+#[derive(clap::Args, Debug, Default)]
+pub struct ServeFlags {
+    /// TOML configuration file (see README for the keys).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// ClickHouse HTTP URL; repeat for failover between replicas.
+    #[arg(long = "clickhouse-url")]
+    pub clickhouse_urls: Vec<String>,
+    /// ClickHouse user.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Read the ClickHouse password from this environment variable.
+    #[arg(long)]
+    pub password_env: Option<String>,
+    /// Read the ClickHouse password from this file.
+    #[arg(long)]
+    pub password_file: Option<PathBuf>,
+    /// Allow this table (with default settings); repeat for more.
+    #[arg(long = "table")]
+    pub tables: Vec<String>,
+    /// Rows per shard batch, for every table.
+    #[arg(long)]
+    pub max_rows: Option<u64>,
+    /// Flush tick for every table, e.g. 10s.
+    #[arg(long)]
+    pub flush_interval: Option<String>,
+    /// Largest request body, in bytes [default: 16 MiB].
+    #[arg(long)]
+    pub max_body_bytes: Option<usize>,
+    /// Spill directory (one subdirectory per table).
+    #[arg(long)]
+    pub spill_dir: Option<PathBuf>,
+    /// Dead-letter directory (one subdirectory per table).
+    #[arg(long)]
+    pub dead_letter_dir: Option<PathBuf>,
+}
+
+/// A validated configuration.
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    pub max_body_bytes: usize,
+    pub max_decompressed_bytes: usize,
+    pub max_line_bytes: usize,
+    pub admin_tokens: Vec<String>,
+    pub schema_refresh: Duration,
+    pub urls: Vec<String>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub database: Option<String>,
+    pub tables: Vec<TableConfig>,
+}
+
+impl std::fmt::Debug for ServeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeConfig")
+            .field("listen", &self.listen)
+            .field("urls", &self.urls)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<set>"))
+            .field(
+                "tables",
+                &self.tables.iter().map(|t| &t.name).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// One allowed table and the engine settings it gets.
+pub struct TableConfig {
+    pub name: String,
+    pub builder: ch_ingest::Builder,
+    pub deny_unknown_fields: bool,
+    pub tokens: Vec<String>,
+}
+
+/// A configuration error; the message names the key.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(String);
+
+fn err(key: &str, why: impl std::fmt::Display) -> ConfigError {
+    ConfigError(format!("`{key}`: {why}"))
+}
+
+const DEFAULT_BODY: usize = 16 << 20;
+
+impl ServeConfig {
+    /// Reads the file (if any), applies the flags, validates.
+    pub fn load(flags: ServeFlags) -> Result<Self, ConfigError> {
+        let file = match &flags.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+                toml::from_str::<FileConfig>(&text)
+                    .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?
+            }
+            None => FileConfig::default(),
+        };
+        Self::from_parts(file, flags)
+    }
+
+    pub fn from_parts(mut file: FileConfig, flags: ServeFlags) -> Result<Self, ConfigError> {
+        let listen_text = flags
+            .listen
+            .or(file.listen.take())
+            .unwrap_or_else(|| "127.0.0.1:8080".into());
+        let listen = listen_text
+            .parse()
+            .map_err(|e| err("listen", format!("`{listen_text}`: {e}")))?;
+        let urls = if flags.clickhouse_urls.is_empty() {
+            file.clickhouse.urls.take().unwrap_or_default()
+        } else {
+            flags.clickhouse_urls
+        };
+        if urls.is_empty() {
+            return Err(err(
+                "clickhouse.urls",
+                "at least one ClickHouse URL is required",
+            ));
+        }
+        for (i, u) in urls.iter().enumerate() {
+            let uri: Result<axum::http::Uri, _> = u.parse();
+            match uri {
+                Ok(uri) if matches!(uri.scheme_str(), Some("http" | "https")) => {}
+                _ => {
+                    return Err(err(
+                        &format!("clickhouse.urls[{i}]"),
+                        format!("`{u}` is not an http(s) URL"),
+                    ))
+                }
+            }
+        }
+        let password_env = flags.password_env.or(file.clickhouse.password_env.take());
+        let password_file = flags.password_file.or(file.clickhouse.password_file.take());
+        let password = match (password_env, password_file) {
+            (Some(_), Some(_)) => {
+                return Err(err(
+                    "clickhouse.password_env",
+                    "give password_env or password_file, not both",
+                ))
+            }
+            (Some(var), None) => Some(std::env::var(&var).map_err(|_| {
+                err(
+                    "clickhouse.password_env",
+                    format!("environment variable `{var}` is not set"),
+                )
+            })?),
+            (None, Some(path)) => Some(
+                std::fs::read_to_string(&path)
+                    .map_err(|e| {
+                        err(
+                            "clickhouse.password_file",
+                            format!("{}: {e}", path.display()),
+                        )
+                    })?
+                    .trim_end_matches(['\r', '\n'])
+                    .to_string(),
+            ),
+            (None, None) => None,
+        };
+        let positive = |key: &str, v: Option<usize>, default: usize| match v {
+            Some(0) => Err(err(key, "must be at least 1")),
+            Some(n) => Ok(n),
+            None => Ok(default),
+        };
+        let max_body_bytes = positive(
+            "max_body_bytes",
+            flags.max_body_bytes.or(file.max_body_bytes),
+            DEFAULT_BODY,
+        )?;
+        let max_decompressed_bytes = positive(
+            "max_decompressed_bytes",
+            file.max_decompressed_bytes,
+            max_body_bytes.saturating_mul(4),
+        )?;
+        let max_line_bytes = positive("max_line_bytes", file.max_line_bytes, 1 << 20)?;
+        let admin_tokens = tokens(
+            "admin_tokens",
+            file.admin_tokens.take(),
+            file.admin_tokens_env.take(),
+        )?;
+        let schema_refresh = duration(
+            "schema_refresh",
+            file.schema_refresh.as_deref(),
+            Duration::from_secs(60),
+        )?;
+        if schema_refresh.is_zero() {
+            return Err(err("schema_refresh", "must be more than zero"));
+        }
+        for name in flags.tables {
+            file.tables.entry(name).or_default();
+        }
+        if file.tables.is_empty() {
+            return Err(err(
+                "tables",
+                "allow at least one table ([tables.NAME] or --table NAME)",
+            ));
+        }
+        let spill_dir = flags.spill_dir.or(file.spill_dir.take());
+        let dead_letter_dir = flags.dead_letter_dir.or(file.dead_letter_dir.take());
+        let mut tables = Vec::new();
+        for (name, t) in &file.tables {
+            check_table_name(name).map_err(|why| err(&format!("tables.{name}"), why))?;
+            let mut t = merge(&file.defaults, t);
+            if flags.max_rows.is_some() {
+                t.max_rows = flags.max_rows;
+            }
+            if flags.flush_interval.is_some() {
+                t.flush_interval = flags.flush_interval.clone();
+            }
+            let key = |k: &str| format!("tables.{name}.{k}");
+            let mut b = ch_ingest::Buffer::builder();
+            if let Some(n) = t.max_rows {
+                nonzero(&key("max_rows"), n as usize)?;
+                b = b.max_rows(n);
+            }
+            if let Some(n) = t.max_bytes {
+                b = b.max_bytes(nonzero(&key("max_bytes"), n)?);
+            }
+            if let Some(s) = &t.flush_interval {
+                let d = duration(&key("flush_interval"), Some(s), Duration::ZERO)?;
+                if d.is_zero() {
+                    return Err(err(&key("flush_interval"), "must be more than zero"));
+                }
+                b = b.flush_interval(d);
+            }
+            if let Some(n) = t.shards {
+                b = b.shards(nonzero(&key("shards"), n)?);
+            }
+            if let Some(n) = t.max_inflight {
+                b = b.max_inflight(nonzero(&key("max_inflight"), n)?);
+            }
+            if let Some(n) = t.queue_bytes {
+                b = b.queue_bytes(nonzero(&key("queue_bytes"), n)?);
+            }
+            if let Some(n) = t.max_insert_rows {
+                nonzero(&key("max_insert_rows"), n as usize)?;
+                b = b.max_insert_rows(n);
+            }
+            if let Some(n) = t.max_insert_bytes {
+                b = b.max_insert_bytes(nonzero(&key("max_insert_bytes"), n)?);
+            }
+            if let Some(s) = &t.linger {
+                b = b.linger(duration(&key("linger"), Some(s), Duration::ZERO)?);
+            }
+            if let Some(s) = &t.insert_timeout {
+                let d = duration(&key("insert_timeout"), Some(s), Duration::ZERO)?;
+                if d.is_zero() {
+                    return Err(err(&key("insert_timeout"), "must be more than zero"));
+                }
+                b = b.insert_timeout(d);
+            }
+            if t.retry_attempts.is_some() || t.retry_max_elapsed.is_some() {
+                let mut policy = RetryPolicy::default();
+                if let Some(n) = t.retry_attempts {
+                    policy.max_attempts = nonzero(&key("retry_attempts"), n as usize)? as u32;
+                }
+                if let Some(s) = &t.retry_max_elapsed {
+                    policy.max_elapsed =
+                        duration(&key("retry_max_elapsed"), Some(s), Duration::ZERO)?;
+                }
+                b = b.retry(policy);
+            }
+            if let Some(dir) = &spill_dir {
+                b = b.spill_dir(dir.join(dir_name(name)));
+                if let Some(n) = t.spill_max_bytes {
+                    nonzero(&key("spill_max_bytes"), n as usize)?;
+                    b = b.spill_max_bytes(n);
+                }
+            } else if t.spill_max_bytes.is_some() {
+                return Err(err(&key("spill_max_bytes"), "needs spill_dir"));
+            }
+            if let Some(dir) = &dead_letter_dir {
+                b = b.dead_letter_dir(dir.join(dir_name(name)));
+            }
+            tables.push(TableConfig {
+                name: name.clone(),
+                builder: b,
+                deny_unknown_fields: t.deny_unknown_fields.unwrap_or(false),
+                tokens: tokens(&key("tokens"), t.tokens.clone(), t.tokens_env.clone())?,
+            });
+        }
+        Ok(ServeConfig {
+            listen,
+            max_body_bytes,
+            max_decompressed_bytes,
+            max_line_bytes,
+            admin_tokens,
+            schema_refresh,
+            urls,
+            user: flags.user.or(file.clickhouse.user.take()),
+            password,
+            database: file.clickhouse.database.take(),
+            tables,
+        })
+    }
+}
+
+fn merge(defaults: &TableFile, t: &TableFile) -> TableFile {
+    macro_rules! pick {
+        ($($f:ident),*) => { TableFile { $( $f: t.$f.clone().or_else(|| defaults.$f.clone()), )* } };
+    }
+    pick!(
+        max_rows,
+        max_bytes,
+        flush_interval,
+        shards,
+        max_inflight,
+        queue_bytes,
+        max_insert_rows,
+        max_insert_bytes,
+        linger,
+        insert_timeout,
+        retry_attempts,
+        retry_max_elapsed,
+        spill_max_bytes,
+        deny_unknown_fields,
+        tokens,
+        tokens_env
+    )
+}
+
+fn nonzero(key: &str, n: usize) -> Result<usize, ConfigError> {
+    if n == 0 {
+        return Err(err(key, "must be at least 1"));
+    }
+    Ok(n)
+}
+
+fn duration(key: &str, text: Option<&str>, default: Duration) -> Result<Duration, ConfigError> {
+    match text {
+        Some(s) => parse_duration(s).map_err(|e| err(key, e)),
+        None => Ok(default),
+    }
+}
+
+fn tokens(
+    key: &str,
+    list: Option<Vec<String>>,
+    env: Option<String>,
+) -> Result<Vec<String>, ConfigError> {
+    let mut out = list.unwrap_or_default();
+    if let Some(var) = env {
+        let v = std::env::var(&var)
+            .map_err(|_| err(key, format!("environment variable `{var}` is not set")))?;
+        out.extend(v.split(',').map(|t| t.trim().to_string()));
+    }
+    out.retain(|t| !t.is_empty());
+    if out.iter().any(|t| t.len() < 16) {
+        return Err(err(
+            key,
+            "a token shorter than 16 characters is too easy to guess",
+        ));
+    }
+    Ok(out)
+}
+
+/// Table names are quoted wherever they reach SQL; this only keeps them
+/// printable and usable as a directory name.
+fn check_table_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 255 {
+        return Err("a table name is 1 to 255 bytes".into());
+    }
+    if name.chars().any(|c| c.is_control()) {
+        return Err("a table name has no control characters".into());
+    }
+    if name.split('.').count() > 2 || name.starts_with('.') || name.ends_with('.') {
+        return Err("a table is `name` or `database.name`".into());
+    }
+    Ok(())
+}
+
+/// A directory name for `table` that cannot climb out of its parent.
+fn dir_name(table: &str) -> String {
+    table
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect::<String>()
+        .replace("..", "__")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<ServeConfig, ConfigError> {
+        let file = toml::from_str::<FileConfig>(text).map_err(|e| ConfigError(e.to_string()))?;
+        ServeConfig::from_parts(file, ServeFlags::default())
+    }
+
+    #[test]
+    fn the_documented_example_is_accepted() {
+        let c = parse(
+            r#"
+            listen = "127.0.0.1:8080"
+            [clickhouse]
+            urls = ["http://127.0.0.1:8123"]
+            user = "default"
+            [tables.post_events]
+            max_rows = 500
+            flush_interval = "10s"
+            [tables.other]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.tables.len(), 2);
+        assert_eq!(c.listen.port(), 8080);
+        assert_eq!(c.user.as_deref(), Some("default"));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let base = "[clickhouse]\nurls = [\"http://h:8123\"]\n";
+        for (text, key) in [
+            ("[tables.t]\nmax_rows = 0", "tables.t.max_rows"),
+            (
+                "[tables.t]\nflush_interval = \"soon\"",
+                "tables.t.flush_interval",
+            ),
+            (
+                "[tables.t]\nflush_interval = \"-1s\"",
+                "tables.t.flush_interval",
+            ),
+            ("[tables.t]\ntokens = [\"short\"]", "tables.t.tokens"),
+            (
+                "[tables.t]\nspill_max_bytes = 10",
+                "tables.t.spill_max_bytes",
+            ),
+            ("listen = \"nowhere\"\n[tables.t]", "listen"),
+            ("", "tables"),
+        ] {
+            let e = parse(&format!("{text}\n{base}"))
+                .expect_err(text)
+                .to_string();
+            assert!(e.contains(&format!("`{key}`")), "{text}: {e}");
+        }
+        let e = parse("[clickhouse]\nurls = [\"ftp://h\"]\n[tables.t]")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("clickhouse.urls[0]"), "{e}");
+        let e = parse("[clickhouse]\nurls = []\n[tables.t]\nmax_rowz = 1")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("max_rowz"), "{e}");
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let file: FileConfig = toml::from_str(
+            "listen = \"127.0.0.1:1\"\n[clickhouse]\nurls = [\"http://a:1\"]\n[tables.t]\nmax_rows = 7",
+        )
+        .unwrap();
+        let flags = ServeFlags {
+            listen: Some("127.0.0.1:2".into()),
+            clickhouse_urls: vec!["http://b:1".into()],
+            tables: vec!["u".into()],
+            ..Default::default()
+        };
+        let c = ServeConfig::from_parts(file, flags).unwrap();
+        assert_eq!(c.listen.port(), 2);
+        assert_eq!(c.urls, vec!["http://b:1".to_string()]);
+        let names: Vec<_> = c.tables.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["t", "u"]);
+    }
+
+    #[test]
+    fn directory_names_cannot_escape() {
+        assert_eq!(dir_name("../../etc"), "______etc");
+        assert_eq!(dir_name("db.t"), "db.t");
+    }
+}

@@ -1,0 +1,108 @@
+//! `ch-ingest serve`: the engine as an HTTP sidecar, for services not
+//! written in Rust.
+//!
+//! Owns: start-up (configuration, runtime, listener), the signal handling
+//! (first SIGTERM/SIGINT: stop accepting, drain every table, exit 0; a
+//! second: exit at once, saying how many rows were left). The routes live in
+//! `http`, the per-table engines in `tables`, the settings in `config`.
+//! Must not: print secrets, or exit 0 with accepted rows undelivered.
+
+mod config;
+mod http;
+mod tables;
+
+use config::{ServeConfig, ServeFlags};
+
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    flags: ServeFlags,
+}
+
+pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let mut cfg = ServeConfig::load(args.flags)?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cores.max(2))
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let tables = tables::Tables::new(&mut cfg);
+        tables.start();
+        let limits = http::Limits {
+            max_body_bytes: cfg.max_body_bytes,
+            max_decompressed_bytes: cfg.max_decompressed_bytes,
+            max_line_bytes: cfg.max_line_bytes,
+            admin_tokens: std::mem::take(&mut cfg.admin_tokens),
+        };
+        let router = http::router(tables.clone(), limits);
+        let listener = tokio::net::TcpListener::bind(cfg.listen)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
+        let mut names: Vec<_> = tables.by_name.keys().cloned().collect();
+        names.sort();
+        // Always printed (tests and operators read the bound address here).
+        eprintln!(
+            "ch-ingest serve: listening on http://{} (tables: {}; ClickHouse: {})",
+            listener.local_addr()?,
+            names.join(", "),
+            cfg.urls.join(", ")
+        );
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let watcher = tables.clone();
+        tokio::spawn(async move {
+            signal().await;
+            eprintln!("ch-ingest serve: stopping; draining every table (a second signal exits at once)");
+            let _ = stop_tx.send(());
+            signal().await;
+            eprintln!(
+                "ch-ingest serve: second signal; exiting now with {} rows not delivered",
+                watcher.undelivered()
+            );
+            std::process::exit(130);
+        });
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async {
+                let _ = stop_rx.await;
+            })
+            .await?;
+        tables.drain().await;
+        let mut failed = 0;
+        let mut names: Vec<_> = tables.by_name.values().collect();
+        names.sort_by(|a, b| a.name.cmp(&b.name));
+        for table in names {
+            let (s, _) = table.totals();
+            failed += s.failed_rows;
+            eprintln!(
+                "ch-ingest serve: {}: {} rows delivered, {} failed, {} spilled for replay, {} rejected lines",
+                table.name, s.acked_rows, s.failed_rows, s.spill_pending_rows, s.encode_errors
+            );
+        }
+        if failed > 0 {
+            return Err(format!("{failed} rows could not be delivered").into());
+        }
+        Ok(())
+    })
+}
+
+async fn signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,442 @@
+//! `ch-ingest serve` as a process against the private ClickHouse: a million
+//! events over HTTP arrive exactly once; SQL injection through the table
+//! name and the JSON keys never reaches SQL; tokens, limits, encodings and
+//! status codes; SIGTERM drains, a second signal exits at once.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use support::http;
+
+const BIN: &str = env!("CARGO_BIN_EXE_ch-ingest");
+const TOKEN: &str = "t0ken-for-the-test-0123456789";
+
+/// These tests freeze and reload the shared server: one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+struct Serve {
+    child: Child,
+    addr: String,
+    stderr: Arc<Mutex<String>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Serve {
+    fn start(config: &str) -> Serve {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("serve.toml");
+        std::fs::write(&path, config).unwrap();
+        let mut child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let lines = BufReader::new(child.stderr.take().unwrap());
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            for line in lines.lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on http://").nth(1) {
+                    let _ = tx.send(rest.split(' ').next().unwrap_or("").to_string());
+                }
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("serve did not start: {}", stderr.lock().unwrap()));
+        let serve = Serve {
+            child,
+            addr,
+            stderr,
+            _dir: dir,
+        };
+        serve.wait_ready();
+        serve
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if matches!(self.get("/ready"), Ok((200, _, _))) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "never ready: {}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn get(&self, path: &str) -> Result<(u16, String, Vec<u8>), String> {
+        http(&self.addr, "GET", path, &[], b"")
+    }
+
+    fn post(&self, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, serde_json::Value) {
+        let (status, _, body) = http(&self.addr, "POST", path, headers, body).unwrap();
+        let json = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+        (status, json)
+    }
+
+    fn log(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    fn signal(&self, sig: &str) {
+        Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+    }
+
+    /// Waits for the process to exit; its exit code.
+    fn wait(&mut self, within: Duration) -> i32 {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                // Let the reader thread take the last lines.
+                std::thread::sleep(Duration::from_millis(100));
+                return status.code().unwrap_or(-1);
+            }
+            assert!(Instant::now() < deadline, "still running: {}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn config(server: &support::Server, tables: &str) -> String {
+    format!(
+        "listen = \"127.0.0.1:0\"\nmax_body_bytes = 1048576\nmax_line_bytes = 4096\n\
+         [clickhouse]\nurls = [\"{}\"]\n{tables}",
+        server.url
+    )
+}
+
+fn post_events_table(server: &support::Server, name: &str) -> String {
+    let table = format!("{name}_{}", std::process::id());
+    server.query(&format!("DROP TABLE IF EXISTS {table}"));
+    server.query(&ch_ingest::PostEvent::create_table_sql(&table));
+    table
+}
+
+#[test]
+fn a_million_events_over_http_arrive_exactly_once_and_sigterm_drains_them() {
+    let server = server_or_skip!();
+    let _one = serial();
+    let table = post_events_table(server, "serve_million");
+    let mut serve = Serve::start(&config(
+        server,
+        &format!("[tables.{table}]\nmax_rows = 500\nflush_interval = \"1s\"\n"),
+    ));
+    let events = 1_000_000;
+    let out = Command::new(BIN)
+        .args(["load", "--quiet", "--batch", "1000", "--connections", "8"])
+        .args(["--events", &events.to_string()])
+        .arg("--http")
+        .arg(format!("http://{}/v1/tables/{table}/events", serve.addr))
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    println!("{report}");
+    assert!(
+        out.status.success(),
+        "{report}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (status, _, metrics) = serve.get("/metrics").unwrap();
+    let metrics = String::from_utf8_lossy(&metrics);
+    assert_eq!(status, 200);
+    let tracked = format!("ch_ingest_tracked_rows_total{{table=\"{table}\"}} {events}");
+    assert!(metrics.contains(&tracked), "{metrics}");
+    assert!(metrics.contains("ch_ingest_insert_seconds_bucket"));
+    assert!(metrics.contains("ch_ingest_track_seconds_count"));
+    let code_200 = format!("ch_ingest_http_requests_total{{table=\"{table}\",code=\"200\"}} ");
+    assert!(metrics.contains(&code_200), "{metrics}");
+
+    serve.signal("TERM");
+    assert_eq!(serve.wait(Duration::from_secs(60)), 0, "{}", serve.log());
+    assert!(
+        serve
+            .log()
+            .contains(&format!("{table}: {events} rows delivered, 0 failed")),
+        "{}",
+        serve.log()
+    );
+    let counts = server.query(&format!(
+        "SELECT count(), uniqExact(tweet_id) FROM {table} FORMAT TSV"
+    ));
+    assert_eq!(counts.trim(), format!("{events}\t{events}"));
+}
+
+#[test]
+fn injection_through_the_table_name_and_json_keys_never_reaches_sql() {
+    let server = server_or_skip!();
+    let _one = serial();
+    let victim = format!("victim_{}", std::process::id());
+    server.query(&format!("DROP TABLE IF EXISTS {victim}"));
+    server.query(&format!(
+        "CREATE TABLE {victim} (x UInt8) ENGINE = MergeTree ORDER BY x"
+    ));
+    server.query(&format!("INSERT INTO {victim} VALUES (1)"));
+    // A table whose name is itself an injection attempt: it must be quoted.
+    let odd = format!("odd`; DROP TABLE {victim}; --");
+    let odd_sql = ch_ingest::sink::quote_ident(&odd);
+    server.query(&format!("DROP TABLE IF EXISTS {odd_sql}"));
+    server.query(&format!(
+        "CREATE TABLE {odd_sql} (event_type String, tweet_id UInt64, occurred_at DateTime) \
+         ENGINE = MergeTree ORDER BY tweet_id"
+    ));
+    let strict = post_events_table(server, "serve_strict");
+    let odd_toml = odd.replace('\\', "\\\\").replace('"', "\\\"");
+    let serve = Serve::start(&config(
+        server,
+        &format!(
+            "[tables.\"{odd_toml}\"]\nflush_interval = \"1s\"\n\
+             [tables.{strict}]\ndeny_unknown_fields = true\ntokens = [\"{TOKEN}\"]\n"
+        ),
+    ));
+    let events = |t: &str| format!("/v1/tables/{}/events", percent(t));
+    let auth = format!("Bearer {TOKEN}");
+
+    // Not allowed: 404, whatever SQL the name carries.
+    for name in [
+        victim.clone(),
+        format!("{victim}; DROP TABLE {victim}"),
+        format!("{strict}` (x) SELECT 1; DROP TABLE {victim}; --"),
+        "system.tables".to_string(),
+        "../../etc/passwd".to_string(),
+    ] {
+        let (status, body) = server_post(&serve, &events(&name), &[], b"{\"x\":1}");
+        assert_eq!(status, 404, "{name}: {body}");
+    }
+
+    // Keys that look like SQL are only ever looked up among the columns.
+    let evil_key = format!(
+        "{{\"event_type\":\"e\",\"tweet_id\":7,\"occurred_at\":1,\
+         \"tweet_id) VALUES (1); DROP TABLE {victim}; --\":1,\
+         \"`occurred_at`\":\"'); DROP TABLE {victim}; --\"}}\n"
+    );
+    let (status, body) = serve.post(&events(&odd), &[], evil_key.as_bytes());
+    assert_eq!((status, &body["accepted"]), (200, &serde_json::json!(1)));
+    // A strict table refuses the unknown key by name.
+    let (status, body) = serve.post(
+        &events(&strict),
+        &[("Authorization", &auth)],
+        evil_key.as_bytes(),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["rejected"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("tweet_id) VALUES"),
+        "{body}"
+    );
+    // Values that look like SQL are data.
+    let sql_value = format!(
+        "{{\"event_type\":\"'); DROP TABLE {victim}; --\",\"tweet_id\":8,\"occurred_at\":2}}"
+    );
+    let (status, _) = serve.post(&events(&odd), &[], sql_value.as_bytes());
+    assert_eq!(status, 200);
+    let (status, _) = serve.post("/v1/flush", &[], b"");
+    assert_eq!(status, 200);
+
+    assert_eq!(server.count(&victim), 1, "the victim table is intact");
+    let rows = server.query(&format!(
+        "SELECT event_type, tweet_id FROM {odd_sql} ORDER BY tweet_id FORMAT TSV"
+    ));
+    assert_eq!(
+        rows,
+        format!("e\t7\n\\'); DROP TABLE {victim}; --\t8\n"),
+        "rows landed as data in the oddly named table"
+    );
+}
+
+/// POST that tolerates non-JSON answers.
+fn server_post(serve: &Serve, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
+    let (status, _, body) = http(&serve.addr, "POST", path, headers, body).unwrap();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+fn percent(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b == b'_' {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn tokens_limits_encodings_and_status_codes() {
+    let server = server_or_skip!();
+    let _one = serial();
+    let table = post_events_table(server, "serve_http");
+    let serve = Serve::start(&config(
+        server,
+        &format!("[tables.{table}]\nflush_interval = \"1s\"\ntokens = [\"{TOKEN}\"]\n"),
+    ));
+    let path = format!("/v1/tables/{table}/events");
+    let auth = format!("Bearer {TOKEN}");
+    let good = b"{\"event_type\":\"like\",\"tweet_id\":1,\"occurred_at\":1700000000}\n";
+
+    let (status, _) = serve.post(&path, &[], good);
+    assert_eq!(status, 401, "no token");
+    let (status, _) = serve.post(
+        &path,
+        &[("Authorization", "Bearer wrong-token-0123456789")],
+        good,
+    );
+    assert_eq!(status, 401, "wrong token");
+
+    let with = |extra: &[(&'static str, &'static str)]| {
+        let mut h = vec![("Authorization", auth.as_str())];
+        h.extend_from_slice(extra);
+        h
+    };
+    // Mixed body: good lines in, bad lines listed with the field and reason.
+    let mixed = b"{\"event_type\":\"like\",\"tweet_id\":2,\"occurred_at\":1}\n\
+                  {\"event_type\":\"like\",\"tweet_id\":\"two\",\"occurred_at\":1}\n\
+                  not json\n\
+                  {\"event_type\":\"like\",\"tweet_id\":3,\"occurred_at\":1}\n";
+    let (status, body) = serve.post(&path, &with(&[]), mixed);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["accepted"], 2);
+    assert_eq!(body["rejected"][0]["line"], 2);
+    assert!(body["rejected"][0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("`tweet_id`"));
+    assert_eq!(body["rejected"][1]["line"], 3);
+    // Nothing accepted: 400.
+    let (status, _) = serve.post(&path, &with(&[]), b"{\"tweet_id\":\"x\"}\n");
+    assert_eq!(status, 400);
+    let (status, _) = serve.post(&path, &with(&[]), b"\n\n");
+    assert_eq!(status, 400, "empty body");
+    // One JSON object (pretty-printed) and a JSON array.
+    let (status, body) = serve.post(
+        &path,
+        &with(&[("Content-Type", "application/json")]),
+        b"{\n  \"event_type\": \"like\",\n  \"tweet_id\": 4,\n  \"occurred_at\": 1\n}",
+    );
+    assert_eq!((status, &body["accepted"]), (200, &serde_json::json!(1)));
+    let (status, body) = serve.post(
+        &path,
+        &with(&[("Content-Type", "application/json")]),
+        b"[{\"event_type\":\"a\",\"tweet_id\":5,\"occurred_at\":1},{\"event_type\":\"b\",\"tweet_id\":6,\"occurred_at\":1}]",
+    );
+    assert_eq!((status, &body["accepted"]), (200, &serde_json::json!(2)));
+    // gzip and zstd bodies.
+    let line = |id: u64| format!("{{\"event_type\":\"z\",\"tweet_id\":{id},\"occurred_at\":1}}\n");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(line(7).as_bytes()).unwrap();
+    let (status, body) = serve.post(
+        &path,
+        &with(&[("Content-Encoding", "gzip")]),
+        &gz.finish().unwrap(),
+    );
+    assert_eq!((status, &body["accepted"]), (200, &serde_json::json!(1)));
+    let zst = zstd::encode_all(line(8).as_bytes(), 3).unwrap();
+    let (status, body) = serve.post(&path, &with(&[("Content-Encoding", "zstd")]), &zst);
+    assert_eq!((status, &body["accepted"]), (200, &serde_json::json!(1)));
+    let (status, _) = serve.post(&path, &with(&[("Content-Encoding", "gzip")]), b"not gzip");
+    assert_eq!(status, 400);
+    let (status, _) = serve.post(&path, &with(&[("Content-Encoding", "br")]), good);
+    assert_eq!(status, 415);
+    // Limits: the body (1 MiB here), the inflated body (4 MiB), the line (4 KiB).
+    let (status, body) = serve.post(&path, &with(&[]), &vec![b' '; 2 << 20]);
+    assert_eq!(status, 413, "{body}");
+    let mut bomb = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    bomb.write_all(&vec![b' '; 64 << 20]).unwrap();
+    let bomb = bomb.finish().unwrap();
+    assert!(bomb.len() < 1 << 20);
+    let (status, body) = serve.post(&path, &with(&[("Content-Encoding", "gzip")]), &bomb);
+    assert_eq!(status, 413, "{body}");
+    assert!(body["error"]
+        .as_str()
+        .unwrap()
+        .contains("max_decompressed_bytes"));
+    let long = format!(
+        "{{\"event_type\":\"{}\",\"tweet_id\":9,\"occurred_at\":1}}\n",
+        "x".repeat(5000)
+    );
+    let (status, body) = serve.post(&path, &with(&[]), long.as_bytes());
+    assert_eq!(status, 400);
+    assert!(body["rejected"][0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("max_line_bytes"));
+
+    let (status, body) = serve.post("/v1/flush", &[], b"");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["tables"][&table]["failed_rows"], 0);
+    assert_eq!(
+        server.query(&format!(
+            "SELECT groupArray(tweet_id) FROM (SELECT tweet_id FROM {table} ORDER BY tweet_id)"
+        )),
+        "[2,3,4,5,6,7,8]\n"
+    );
+    assert!(matches!(serve.get("/health"), Ok((200, _, _))));
+    let (_, head, text) = serve.get("/metrics").unwrap();
+    assert!(head.to_ascii_lowercase().contains("openmetrics-text"));
+    let text = String::from_utf8_lossy(&text);
+    for want in [
+        format!("ch_ingest_acked_rows_total{{table=\"{table}\"}} 7"),
+        format!("ch_ingest_encode_errors_total{{table=\"{table}\"}} 3"),
+        format!("ch_ingest_http_requests_total{{table=\"{table}\",code=\"401\"}} 2"),
+        format!("ch_ingest_http_requests_total{{table=\"{table}\",code=\"413\"}} 2"),
+    ] {
+        assert!(text.contains(&want), "missing {want}:\n{text}");
+    }
+}
+
+#[test]
+fn a_second_signal_exits_at_once_and_says_how_many_rows_were_left() {
+    let server = server_or_skip!();
+    let _one = serial();
+    let table = post_events_table(server, "serve_second_signal");
+    let mut serve = Serve::start(&config(
+        server,
+        &format!("[tables.{table}]\nflush_interval = \"1h\"\ninsert_timeout = \"30s\"\n"),
+    ));
+    let body: String = (0..10)
+        .map(|i| format!("{{\"event_type\":\"s\",\"tweet_id\":{i},\"occurred_at\":1}}\n"))
+        .collect();
+    let (status, _) = serve.post(&format!("/v1/tables/{table}/events"), &[], body.as_bytes());
+    assert_eq!(status, 200);
+    server.signal("STOP");
+    serve.signal("TERM");
+    std::thread::sleep(Duration::from_millis(1500));
+    serve.signal("TERM");
+    let code = serve.wait(Duration::from_secs(10));
+    server.signal("CONT");
+    assert_eq!(code, 130, "{}", serve.log());
+    assert!(
+        serve
+            .log()
+            .contains("second signal; exiting now with 10 rows not delivered"),
+        "{}",
+        serve.log()
+    );
+}
