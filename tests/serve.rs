@@ -440,3 +440,54 @@ fn a_second_signal_exits_at_once_and_says_how_many_rows_were_left() {
         serve.log()
     );
 }
+
+#[test]
+fn a_schema_error_on_insert_reads_the_schema_again_and_new_rows_flow() {
+    let server = server_or_skip!();
+    let _one = serial();
+    let table = post_events_table(server, "serve_schema");
+    let dead = tempfile::tempdir().unwrap();
+    let mut serve = Serve::start(&format!(
+        "dead_letter_dir = \"{}\"\nschema_refresh = \"1h\"\n{}",
+        dead.path().display(),
+        config(
+            server,
+            &format!("[tables.{table}]\nflush_interval = \"1h\"\n")
+        )
+    ));
+    let path = format!("/v1/tables/{table}/events");
+    let row = |id: u64| {
+        format!("{{\"event_type\":\"s\",\"tweet_id\":{id},\"occurred_at\":1,\"client\":\"web\"}}\n")
+    };
+    let (status, _) = serve.post(&path, &[], row(1).as_bytes());
+    assert_eq!(status, 200);
+    server.query(&format!("ALTER TABLE {table} DROP COLUMN client"));
+    // The INSERT names a column that is gone: refused for good, kept as a
+    // dead letter, and the schema is read again at once.
+    let (status, body) = serve.post("/v1/flush", &[], b"");
+    assert_eq!(status, 502, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, _) = serve.post(&path, &[], row(2).as_bytes());
+        assert_eq!(status, 200);
+        let (status, _) = serve.post("/v1/flush", &[], b"");
+        if status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "schema never re-read: {}",
+            serve.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(serve.log().contains("schema changed"), "{}", serve.log());
+    assert!(server.count(&table) >= 1);
+    let letters = ch_ingest::dead_letter::list(&dead.path().join(&table)).unwrap();
+    assert!(!letters.is_empty(), "the refused batch is kept");
+    serve.signal("TERM");
+    // The drain itself delivered everything: exit 0 (the earlier refusal was
+    // logged and counted when it happened).
+    assert_eq!(serve.wait(Duration::from_secs(30)), 0, "{}", serve.log());
+    assert!(serve.log().contains("1 failed"), "{}", serve.log());
+}
