@@ -1,6 +1,8 @@
 //! `ch-ingest load --http URL`: loads an HTTP endpoint like a fleet of
 //! services would: C connections each POST NDJSON bodies of B events, and
-//! the run ends with requests/s, events/s and latency percentiles.
+//! the run ends with requests/s, events/s and latency percentiles. Bodies
+//! are built before the clock starts (up to 4 M events), so the numbers are
+//! the endpoint's, not this generator's.
 //!
 //! Owns: the request loop (honouring 429/503 with `Retry-After` and the
 //! `retry_from_line` a `serve` answer carries, so no event is skipped), and
@@ -10,6 +12,7 @@
 
 use super::histogram::Histogram;
 use super::workloads::event;
+use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -29,7 +32,10 @@ pub struct HttpLoad {
     pub quiet: bool,
 }
 
-type HttpClient = Client<HttpConnector, Full<bytes::Bytes>>;
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+/// Up to this many events, every body is built before the clock starts.
+const PREBUILT: u64 = 4_000_000;
 
 pub fn run(load: HttpLoad) -> Result<(), Box<dyn std::error::Error>> {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -57,6 +63,14 @@ async fn drive(load: HttpLoad) -> Result<(), Box<dyn std::error::Error>> {
         }
         None => load.url.clone(),
     };
+    // Bodies are made before the clock starts (up to PREBUILT events), so
+    // the report measures the endpoint, not this generator's JSON.
+    let bodies = load.events.div_ceil(load.batch);
+    let prebuilt: Arc<Vec<(Bytes, Bytes)>> = Arc::new(if load.events <= PREBUILT {
+        (0..bodies).map(|k| body_for(&load, k)).collect()
+    } else {
+        Vec::new()
+    });
     let load = Arc::new(load);
     let next = Arc::new(AtomicU64::new(0));
     let sent = Arc::new(AtomicU64::new(0));
@@ -64,40 +78,50 @@ async fn drive(load: HttpLoad) -> Result<(), Box<dyn std::error::Error>> {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..load.connections {
-        let (client, target, load, next, sent, retried) = (
+        let (client, target, load, next, sent, retried, prebuilt) = (
             client.clone(),
             target.clone(),
             load.clone(),
             next.clone(),
             sent.clone(),
             retried.clone(),
+            prebuilt.clone(),
         );
         tasks.push(tokio::spawn(async move {
             let mut latencies = Histogram::new();
             let mut requests = 0u64;
             loop {
-                let first = next.fetch_add(load.batch, Relaxed);
-                if first >= load.events {
+                let k = next.fetch_add(1, Relaxed);
+                if k >= bodies {
                     break;
                 }
-                let last = (first + load.batch).min(load.events);
-                let mut from = first;
-                while from < last {
-                    let body = ndjson(from, last);
+                let (plain, mut wire) = match prebuilt.get(k as usize) {
+                    Some(b) => b.clone(),
+                    None => body_for(&load, k),
+                };
+                let mut plain = &plain[..];
+                loop {
                     let t0 = Instant::now();
-                    let (status, retry_after, text) = post(&client, &target, &load, body).await?;
+                    let (status, retry_after, text) =
+                        post(&client, &target, &load, wire.clone()).await?;
                     latencies.record(t0.elapsed().as_micros() as u64);
                     requests += 1;
                     match status {
-                        200 => from = last,
+                        200 => break,
                         429 | 503 => {
                             retried.fetch_add(1, Relaxed);
-                            // Lines before `retry_from_line` were taken.
+                            // Lines before `retry_from_line` were taken: resend the rest.
                             let taken = serde_json::from_str::<serde_json::Value>(&text)
                                 .ok()
                                 .and_then(|v| v["retry_from_line"].as_u64())
                                 .map_or(0, |line| line.saturating_sub(1));
-                            from += taken;
+                            let skip: usize = plain
+                                .split_inclusive(|&b| b == b'\n')
+                                .take(taken as usize)
+                                .map(<[u8]>::len)
+                                .sum();
+                            plain = &plain[skip..];
+                            wire = encode(&load, plain.to_vec());
                             tokio::time::sleep(retry_after.unwrap_or(Duration::from_millis(100)))
                                 .await;
                         }
@@ -106,7 +130,9 @@ async fn drive(load: HttpLoad) -> Result<(), Box<dyn std::error::Error>> {
                         }
                     }
                 }
-                let n = sent.fetch_add(last - first, Relaxed) + last - first;
+                let first = k * load.batch;
+                let count = (first + load.batch).min(load.events) - first;
+                let n = sent.fetch_add(count, Relaxed) + count;
                 if !load.quiet && n % (load.events / 10).max(1) < load.batch {
                     eprintln!("  {n} events acknowledged");
                 }
@@ -154,24 +180,16 @@ async fn post(
     client: &HttpClient,
     target: &str,
     load: &HttpLoad,
-    body: Vec<u8>,
+    body: Bytes,
 ) -> Result<(u16, Option<Duration>, String), String> {
     let mut req = hyper::Request::post(target).header("content-type", "application/x-ndjson");
-    let body = if load.gzip {
-        use std::io::Write;
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        gz.write_all(&body).map_err(|e| e.to_string())?;
+    if load.gzip {
         req = req.header("content-encoding", "gzip");
-        gz.finish().map_err(|e| e.to_string())?
-    } else {
-        body
-    };
+    }
     if let Some(t) = &load.token {
         req = req.header("authorization", format!("Bearer {t}"));
     }
-    let req = req
-        .body(Full::new(bytes::Bytes::from(body)))
-        .map_err(|e| e.to_string())?;
+    let req = req.body(Full::new(body)).map_err(|e| e.to_string())?;
     let resp = client
         .request(req)
         .await
@@ -194,6 +212,26 @@ async fn post(
         retry_after,
         String::from_utf8_lossy(&text).into_owned(),
     ))
+}
+
+/// Body `k` (events `k*batch ..`), plain and as sent.
+fn body_for(load: &HttpLoad, k: u64) -> (Bytes, Bytes) {
+    let from = k * load.batch;
+    let plain = ndjson(from, (from + load.batch).min(load.events));
+    let wire = encode(load, plain.clone());
+    (plain.into(), wire)
+}
+
+/// What goes on the wire: the body, gzipped with --gzip.
+fn encode(load: &HttpLoad, plain: Vec<u8>) -> Bytes {
+    if !load.gzip {
+        return plain.into();
+    }
+    use std::io::Write;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    // Writing into a Vec cannot fail.
+    let _ = gz.write_all(&plain);
+    gz.finish().unwrap_or_default().into()
 }
 
 /// Events `from..to` as NDJSON, the JSON a service would send.
