@@ -804,15 +804,18 @@ impl<T> Buffer<T> {
 
 fn snapshot(shared: &Shared) -> Stats {
     let mut s = Stats::default();
-    let mut sealed = 0;
+    let (mut sealed, mut sealed_bytes) = (0, 0);
     for shard in shared.shards.iter() {
         s.tracked_rows += shard.tracked_rows.load(Relaxed);
         s.tracked_bytes += shard.tracked_bytes.load(Relaxed);
         s.rejected_full += shard.rejected_full.load(Relaxed);
         s.encode_errors += shard.encode_errors.load(Relaxed);
         sealed += shard.sealed_rows.load(Relaxed);
+        sealed_bytes += shard.sealed_bytes.load(Relaxed);
     }
     s.buffered_rows = s.tracked_rows.saturating_sub(sealed);
+    s.buffered_bytes = s.tracked_bytes.saturating_sub(sealed_bytes);
+    s.queued_bytes = shared.seal.queued_bytes.load(Relaxed) as u64;
     shared.seal.stats.fill(&mut s, sealed);
     s
 }

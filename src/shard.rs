@@ -80,6 +80,7 @@ pub(crate) struct Shard {
     pub tracked_rows: AtomicU64,
     pub tracked_bytes: AtomicU64,
     pub sealed_rows: AtomicU64,
+    pub sealed_bytes: AtomicU64,
     pub rejected_full: AtomicU64,
     pub encode_errors: AtomicU64,
 }
@@ -100,6 +101,7 @@ impl Shard {
             tracked_rows: AtomicU64::new(0),
             tracked_bytes: AtomicU64::new(0),
             sealed_rows: AtomicU64::new(0),
+            sealed_bytes: AtomicU64::new(0),
             rejected_full: AtomicU64::new(0),
             encode_errors: AtomicU64::new(0),
         }
@@ -134,12 +136,13 @@ impl Shard {
         // One allocation per batch, sized like the last one plus slack, so
         // `track` does not reallocate row by row.
         st.buf.reserve(st.last_len + st.last_len / 8);
+        Self::bump(&self.sealed_rows, rows);
+        Self::bump(&self.sealed_bytes, data.len() as u64);
         let batch = Batch {
             seq: target.next_seq.fetch_add(1, Relaxed),
             rows,
             data,
         };
-        Self::bump(&self.sealed_rows, rows);
         crate::stats::Counters::add(&target.stats.sealed_batches, 1);
         if let Err(batch) = target.offer(batch) {
             // Full, or the coordinator is gone: keep the batch, never drop it here.

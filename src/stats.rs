@@ -90,8 +90,13 @@ stats! {
     counter encode_errors,
     /// Rows in shard buffers, not yet sealed.
     gauge buffered_rows,
+    /// RowBinary bytes in shard buffers, not yet sealed.
+    gauge buffered_bytes,
     /// Rows sealed and waiting for, or in, an INSERT.
     gauge pending_rows,
+    /// RowBinary bytes of sealed batches queued for an INSERT (bounded by
+    /// `queue_bytes`; in-flight INSERTs are in `inflight_bytes`).
+    gauge queued_bytes,
     /// Batches sealed by the shards (threshold, tick or flush).
     counter sealed_batches,
     /// INSERTs started.

@@ -320,6 +320,9 @@ async fn a_stalled_sink_makes_track_return_full_with_the_row_and_bounded_memory(
         "one INSERT held by the gate"
     );
     assert!(s.inflight_bytes > 0 && s.pending_rows >= s.inflight_rows);
+    // Two sealed batches wait in the queue; the open buffer holds the rest.
+    assert!(s.queued_bytes > 0, "{s:?}");
+    assert_eq!(s.buffered_bytes > 0, s.buffered_rows > 0, "{s:?}");
     gate.open.add_permits(1_000);
     let report = b.flush().await.unwrap();
     assert_eq!(report.rows, accepted);
