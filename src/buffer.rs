@@ -200,7 +200,9 @@ impl Builder {
     /// Where INSERTs whose retries ran out are written instead of dropped
     /// (checksummed, fsynced, renamed into place). A background replayer sends
     /// them again, oldest first, once the sink answers, and on the next start
-    /// with the same directory. Default: none.
+    /// with the same directory. Give each table its own directory: files
+    /// written for another table (per the sink's [`Sink::table`]) are left
+    /// for `ch-ingest replay`, never sent here. Default: none.
     pub fn spill_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
         self.cfg.spill_dir = Some(dir.into());
         self

@@ -30,6 +30,9 @@ pub(crate) async fn run<S: Sink>(sink: Arc<S>, shared: Arc<Shared>) {
     let policy = shared.cfg.retry;
     let mut jitter = Jitter::from_entropy();
     let mut failures = 0u32;
+    // Files written for another table are left alone (each is said once):
+    // this sink would put their rows in the wrong table.
+    let mut foreign = std::collections::HashSet::new();
     loop {
         if shared.replay_stop.load(Relaxed) {
             return;
@@ -78,6 +81,19 @@ pub(crate) async fn run<S: Sink>(sink: Arc<S>, shared: Arc<Shared>) {
                 // Gone (evicted meanwhile) or unreadable for now: next pass.
                 Ok(Err(SpillError::Io(_))) | Err(_) => continue,
             };
+            if let (Some(ours), Some(theirs)) = (sink.table(), spilled.table.as_deref()) {
+                if ours != theirs {
+                    if foreign.insert(path.clone()) {
+                        tracing::warn!(
+                            file = %path.display(),
+                            file_table = theirs,
+                            table = ours,
+                            "spill file is for another table; left for `ch-ingest replay`"
+                        );
+                    }
+                    continue;
+                }
+            }
             let insert = spilled.to_insert();
             let own = spilled.instance == dir.instance;
             let attempt =

@@ -673,25 +673,66 @@ async fn exhausted_retries_spill_to_disk_and_replay_exactly_once_when_the_sink_r
 /// Spills 30 rows as three files from a buffer whose sink always fails,
 /// then shuts it down: the files stay for the next start.
 async fn leave_three_spill_files(dir: &std::path::Path) {
+    leave_spill_files(dir, None, 0).await;
+}
+
+/// A sink that says which table it writes to.
+struct ForTable(&'static str, MemorySink);
+
+impl Sink for ForTable {
+    async fn insert(&self, batch: &InsertBatch) -> Result<(), SinkError> {
+        self.1.insert(batch).await
+    }
+
+    fn table(&self) -> Option<&str> {
+        Some(self.0)
+    }
+}
+
+/// Three spill files of 10 rows, ids from `first`, written for `table`.
+async fn leave_spill_files(dir: &std::path::Path, table: Option<&'static str>, first: u64) {
     let sink = MemorySink::new();
     sink.set_failing(true);
-    let b: Buffer<PostEvent> = Buffer::builder()
+    let builder = Buffer::builder()
         .shards(1)
         .max_rows(10)
         .max_insert_rows(10)
         .max_inflight(1)
         .retry(quick_retries())
-        .spill_dir(dir)
-        .build(sink)
-        .unwrap();
-    for i in 0..30 {
+        .spill_dir(dir);
+    let b: Buffer<PostEvent> = match table {
+        Some(t) => builder.build(ForTable(t, sink)),
+        None => builder.build(sink),
+    }
+    .unwrap();
+    for i in first..first + 30 {
         b.track(ev(i)).unwrap();
         if i % 10 == 9 {
             assert_eq!(b.flush().await.unwrap().spilled_rows, 10);
         }
     }
     b.shutdown().await.unwrap();
-    assert_eq!(ch_ingest_spill_files(dir).len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spill_files_written_for_another_table_are_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    leave_spill_files(dir.path(), Some("a"), 0).await;
+    // Newer, so replayed after `a`'s files have been looked at.
+    leave_spill_files(dir.path(), Some("b"), 100).await;
+    assert_eq!(ch_ingest_spill_files(dir.path()).len(), 6);
+    let sink = MemorySink::new();
+    let b: Buffer<PostEvent> = Buffer::builder()
+        .spill_dir(dir.path())
+        .build(ForTable("b", sink.clone()))
+        .unwrap();
+    wait_until("b's files replayed", || {
+        b.stats().replayed_foreign_rows == 30
+    })
+    .await;
+    assert_eq!(tweet_ids(&sink), (100..130).collect::<Vec<_>>());
+    assert_eq!(ch_ingest_spill_files(dir.path()).len(), 3, "a's files stay");
+    b.shutdown().await.unwrap();
 }
 
 fn ch_ingest_spill_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
