@@ -21,6 +21,8 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy --all-targets -D warnings"
 cargo clippy --all-targets -- -D warnings
+echo "== cargo clippy --no-default-features (the library without prometheus-client)"
+cargo clippy --no-default-features --all-targets -- -D warnings
 echo "== cargo test (integration tests start a private ClickHouse; its version is printed below)"
 cargo test --all-targets -- --show-output
 cargo test --doc

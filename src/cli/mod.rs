@@ -6,6 +6,8 @@ mod http_load;
 mod inspect;
 mod load;
 mod replay;
+// The sidecar serves `/metrics`, so it needs the `metrics` feature.
+#[cfg(feature = "metrics")]
 mod serve;
 mod sweep;
 pub(crate) mod workloads;
@@ -20,6 +22,8 @@ pub struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Drive the engine the way a busy server would, then report.
@@ -31,6 +35,7 @@ enum Command {
     /// Send spill files and dead letters in a directory to ClickHouse.
     Replay(replay::ReplayArgs),
     /// Run as an HTTP ingest sidecar (NDJSON in, ClickHouse INSERTs out).
+    #[cfg(feature = "metrics")]
     Serve(serve::ServeArgs),
 }
 
@@ -40,6 +45,7 @@ pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Command::Inspect(args) => inspect::run(args),
         Command::Bench(args) => sweep::run(args),
         Command::Replay(args) => replay::run(args),
+        #[cfg(feature = "metrics")]
         Command::Serve(args) => serve::run(args),
     }
 }

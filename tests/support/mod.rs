@@ -247,13 +247,21 @@ pub fn http(
     }
     head.push_str("\r\n");
     s.write_all(head.as_bytes()).map_err(|e| e.to_string())?;
-    s.write_all(body).map_err(|e| e.to_string())?;
+    // A server may answer (413, 401) before the body is all sent and then
+    // close: write from another thread while this one reads, ignore the
+    // writer's broken pipe, and keep whatever answer arrived before a reset.
+    let mut writer = s.try_clone().map_err(|e| e.to_string())?;
+    let body = body.to_vec();
+    let sent = std::thread::spawn(move || writer.write_all(&body));
     let mut resp = Vec::new();
-    s.read_to_end(&mut resp).map_err(|e| e.to_string())?;
+    let read = s.read_to_end(&mut resp);
+    // The answer is complete: a writer still blocked has nobody to write to.
+    let _ = s.shutdown(std::net::Shutdown::Both);
+    let sent = sent.join().map_err(|_| "the writer panicked")?;
     let split = resp
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
-        .ok_or("no HTTP header end")?;
+        .ok_or_else(|| format!("no HTTP answer (read: {read:?}, write: {sent:?})"))?;
     let status: u16 = std::str::from_utf8(resp.get(9..12).ok_or("short answer")?)
         .ok()
         .and_then(|s| s.parse().ok())

@@ -204,6 +204,13 @@ impl ServeConfig {
         for (i, u) in urls.iter().enumerate() {
             let uri: Result<axum::http::Uri, _> = u.parse();
             match uri {
+                Ok(uri) if uri.authority().is_some_and(|a| a.as_str().contains('@')) => {
+                    return Err(err(
+                        &format!("clickhouse.urls[{i}]"),
+                        "credentials do not go in a URL (URLs are printed and logged): \
+                         use clickhouse.user and password_env or password_file",
+                    ))
+                }
                 Ok(uri) if matches!(uri.scheme_str(), Some("http" | "https")) => {}
                 _ => {
                     return Err(err(
@@ -345,7 +352,9 @@ impl ServeConfig {
                 b = b.retry(policy);
             }
             if let Some(dir) = &spill_dir {
-                b = b.spill_dir(dir.join(dir_name(name)));
+                b = b.spill_dir(
+                    dir.join(dir_name(name).map_err(|why| err(&key("spill_dir"), why))?),
+                );
                 if let Some(n) = t.spill_max_bytes {
                     nonzero(&key("spill_max_bytes"), n as usize)?;
                     b = b.spill_max_bytes(n);
@@ -354,7 +363,9 @@ impl ServeConfig {
                 return Err(err(&key("spill_max_bytes"), "needs spill_dir"));
             }
             if let Some(dir) = &dead_letter_dir {
-                b = b.dead_letter_dir(dir.join(dir_name(name)));
+                b = b.dead_letter_dir(
+                    dir.join(dir_name(name).map_err(|why| err(&key("dead_letter_dir"), why))?),
+                );
             }
             tables.push(TableConfig {
                 name: name.clone(),
@@ -380,6 +391,17 @@ impl ServeConfig {
 }
 
 fn merge(defaults: &TableFile, t: &TableFile) -> TableFile {
+    // A table that names its own tokens (in either key) replaces the
+    // defaults' tokens rather than adding to them.
+    let defaults = &if t.tokens.is_some() || t.tokens_env.is_some() {
+        TableFile {
+            tokens: None,
+            tokens_env: None,
+            ..defaults.clone()
+        }
+    } else {
+        defaults.clone()
+    };
     macro_rules! pick {
         ($($f:ident),*) => { TableFile { $( $f: t.$f.clone().or_else(|| defaults.$f.clone()), )* } };
     }
@@ -453,19 +475,26 @@ fn check_table_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// A directory name for `table` that cannot climb out of its parent.
-fn dir_name(table: &str) -> String {
-    table
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '.' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect::<String>()
-        .replace("..", "__")
+/// A directory name for `table`, one-to-one (two tables never share a
+/// spill directory) and unable to climb out of its parent: bytes other than
+/// ASCII letters, digits, `_`, `-` and `.` are written `%XX`.
+/// `check_table_name` already refuses `.`, `..` and leading dots.
+fn dir_name(table: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(table.len());
+    for b in table.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    if out.len() > 255 {
+        return Err(format!(
+            "the table's directory name would be {} bytes, over the 255 a file system allows",
+            out.len()
+        ));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -555,8 +584,51 @@ mod tests {
     }
 
     #[test]
-    fn directory_names_cannot_escape() {
-        assert_eq!(dir_name("../../etc"), "______etc");
-        assert_eq!(dir_name("db.t"), "db.t");
+    fn directory_names_cannot_escape_or_collide() {
+        assert_eq!(dir_name("db.t").unwrap(), "db.t");
+        assert_eq!(dir_name("a/b").unwrap(), "a%2Fb");
+        assert!(!dir_name("../../etc").unwrap().contains('/'));
+        // Before: both were `a_b`.
+        assert_ne!(dir_name("a b").unwrap(), dir_name("a_b").unwrap());
+        assert_ne!(dir_name("a%20b").unwrap(), dir_name("a b").unwrap());
+        assert!(dir_name(&"/".repeat(100)).is_err());
+    }
+
+    #[test]
+    fn table_tokens_replace_the_defaults() {
+        std::env::set_var("CH_INGEST_TEST_TOKENS", "env-token-0123456789");
+        let c = parse(
+            r#"
+            [clickhouse]
+            urls = ["http://h:8123"]
+            [defaults]
+            tokens_env = "CH_INGEST_TEST_TOKENS"
+            [tables.open_to_defaults]
+            [tables.own]
+            tokens = ["own-token-0123456789"]
+            "#,
+        )
+        .unwrap();
+        let tokens = |name: &str| {
+            c.tables
+                .iter()
+                .find(|t| t.name == name)
+                .map(|t| t.tokens.clone())
+                .unwrap()
+        };
+        assert_eq!(tokens("open_to_defaults"), ["env-token-0123456789"]);
+        assert_eq!(tokens("own"), ["own-token-0123456789"]);
+    }
+
+    #[test]
+    fn credentials_in_urls_are_refused() {
+        let e = parse("[clickhouse]\nurls = [\"http://u:secret@h:8123\"]\n[tables.t]")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("clickhouse.urls[0]") && !e.contains("secret"),
+            "{e}"
+        );
     }
 }

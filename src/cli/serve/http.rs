@@ -8,7 +8,7 @@
 //! (names are quoted by the sink, keys never leave the transcoder), or log a
 //! token or a row.
 
-use super::tables::{Table, Tables};
+use super::tables::{Engine, Table, Tables};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -31,6 +31,8 @@ const LISTED_REJECTIONS: usize = 100;
 /// Bodies larger than this are decoded with `block_in_place`, so a big
 /// request never stalls the other connections on its worker thread.
 const INLINE_BODY: usize = 256 << 10;
+/// The largest zstd window a body may use: 2^23 = 8 MiB.
+const ZSTD_WINDOW_LOG_MAX: u32 = 23;
 
 pub struct Limits {
     pub max_body_bytes: usize,
@@ -176,16 +178,24 @@ fn events_for(
             1,
         );
     };
-    let body = match decompress(headers, body, app.limits.max_decompressed_bytes) {
-        Ok(b) => b,
-        Err((status, message)) => return error(status, message),
-    };
     let json_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
-    let work = || track_body(&engine, &body, json_type, app.limits.max_line_bytes);
-    if body.len() > INLINE_BODY {
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_ascii_lowercase());
+    let identity = matches!(encoding.as_deref(), None | Some("identity") | Some(""));
+    let large = !identity || body.len() > INLINE_BODY;
+    let work = move || {
+        let body = match decompress(encoding.as_deref(), body, app.limits.max_decompressed_bytes) {
+            Ok(b) => b,
+            Err((status, message)) => return error(status, message),
+        };
+        track_body(table, engine, &body, json_type, app.limits.max_line_bytes)
+    };
+    if large {
         tokio::task::block_in_place(work)
     } else {
         work()
@@ -194,15 +204,11 @@ fn events_for(
 
 /// The body as sent, inflated; an error is the status and the message.
 fn decompress(
-    headers: &HeaderMap,
+    encoding: Option<&str>,
     body: Bytes,
     limit: usize,
 ) -> Result<Bytes, (StatusCode, String)> {
-    let encoding = headers
-        .get(header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.trim().to_ascii_lowercase());
-    let reader: Box<dyn Read + '_> = match encoding.as_deref() {
+    let reader: Box<dyn Read + '_> = match encoding {
         None | Some("identity") | Some("") => {
             if body.len() > limit {
                 return Err(too_large(limit));
@@ -210,10 +216,17 @@ fn decompress(
             return Ok(body);
         }
         Some("gzip") | Some("x-gzip") => Box::new(flate2::read::MultiGzDecoder::new(&body[..])),
-        Some("zstd") => match zstd::stream::read::Decoder::new(&body[..]) {
-            Ok(d) => Box::new(d),
-            Err(e) => return Err((StatusCode::BAD_REQUEST, format!("zstd: {e}"))),
-        },
+        Some("zstd") => {
+            // A frame may ask for a window of up to 2 GiB; cap it at 8 MiB
+            // (zstd's own default for streams) so a hostile header cannot
+            // make us allocate one.
+            let decoder = zstd::stream::read::Decoder::new(&body[..])
+                .and_then(|mut d| d.window_log_max(ZSTD_WINDOW_LOG_MAX).map(|()| d));
+            match decoder {
+                Ok(d) => Box::new(d),
+                Err(e) => return Err((StatusCode::BAD_REQUEST, format!("zstd: {e}"))),
+            }
+        }
         Some(other) => {
             return Err((
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -224,7 +237,9 @@ fn decompress(
     // One byte past the limit tells "exactly at" from "over" without
     // inflating a bomb any further.
     let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(limit));
-    let read = reader.take(limit as u64 + 1).read_to_end(&mut out);
+    let read = reader
+        .take((limit as u64).saturating_add(1))
+        .read_to_end(&mut out);
     match read {
         Ok(_) if out.len() > limit => Err(too_large(limit)),
         Ok(_) => Ok(out.into()),
@@ -243,7 +258,8 @@ fn too_large(limit: usize) -> (StatusCode, String) {
 }
 
 fn track_body(
-    engine: &ch_ingest::Buffer<ch_ingest::Json>,
+    table: &Table,
+    mut engine: Engine,
     body: &[u8],
     json_type: bool,
     max_line: usize,
@@ -278,22 +294,36 @@ fn track_body(
     let mut rejected = Vec::new();
     let mut rejected_count = 0usize;
     let mut stopped = None;
-    for (line, json) in &items {
+    let mut next = items.iter().peekable();
+    while let Some(&&(line, json)) = next.peek() {
         let result = if json.len() > max_line {
             Err(format!(
                 "the line is {} bytes, over max_line_bytes ({max_line})",
                 json.len()
             ))
         } else {
-            match engine.track_json(json) {
+            match engine.buffer.track_json(json) {
                 Ok(()) => Ok(()),
                 Err(TrackJsonError::Decode(e)) => Err(e.to_string()),
+                Err(TrackJsonError::Closed) => match table.engine() {
+                    // The schema changed under this request: the rows so far
+                    // drain with the old engine, the rest go to the new one.
+                    Some(newer) if newer.generation != engine.generation => {
+                        engine = newer;
+                        continue;
+                    }
+                    _ => {
+                        stopped = Some((line, TrackJsonError::Closed));
+                        break;
+                    }
+                },
                 Err(other) => {
-                    stopped = Some((*line, other));
+                    stopped = Some((line, other));
                     break;
                 }
             }
         };
+        next.next();
         match result {
             Ok(()) => accepted += 1,
             Err(message) => {
@@ -330,11 +360,9 @@ async fn flush(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     }
     let mut out = serde_json::Map::new();
     let mut failed = 0;
+    let mut closed = false;
     for table in app.tables.by_name.values() {
-        let Some(engine) = table.engine() else {
-            continue;
-        };
-        match engine.flush().await {
+        match table.flush().await {
             Ok(r) => {
                 failed += r.failed_rows;
                 out.insert(
@@ -343,11 +371,16 @@ async fn flush(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
                 );
             }
             Err(e) => {
+                closed = true;
                 out.insert(table.name.clone(), json!({ "error": e.to_string() }));
             }
         }
     }
-    let status = if failed > 0 {
+    // 503: shutting down, nothing more will be delivered through this
+    // process; 502: ClickHouse refused rows (listed per table).
+    let status = if closed {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else if failed > 0 {
         StatusCode::BAD_GATEWAY
     } else {
         StatusCode::OK
@@ -383,4 +416,85 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
         text,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tables::tests::{engine, table};
+    use super::*;
+    use ch_ingest::sink::MemorySink;
+    use std::sync::atomic::AtomicBool;
+
+    async fn answer_of(r: Response) -> (StatusCode, serde_json::Value) {
+        let status = r.status();
+        let body = axum::body::to_bytes(r.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_request_that_races_a_schema_swap_carries_on_with_the_new_engine() {
+        let t = table("t");
+        let stopping = AtomicBool::new(false);
+        let (old_sink, new_sink) = (MemorySink::new(), MemorySink::new());
+        let (b, s) = engine(&old_sink);
+        t.swap(b, s, &stopping);
+        let held = t.engine().unwrap();
+        let (b, s) = engine(&new_sink);
+        t.swap(b, s, &stopping);
+        // The engine this request picked up is closed by now.
+        t.flush().await.unwrap();
+        let body = b"{\"id\":1}\n{\"id\":\"x\"}\n{\"id\":3}\n";
+        let (status, json) = answer_of(track_body(&t, held, body, false, 1024)).await;
+        assert_eq!(status, StatusCode::OK, "{json}");
+        assert_eq!(
+            (json["accepted"].as_u64(), json["rejected_count"].as_u64()),
+            (Some(2), Some(1))
+        );
+        t.flush().await.unwrap();
+        assert_eq!((old_sink.rows(), new_sink.rows()), (0, 2));
+
+        // Shut down for good: 503 and where to retry from, nothing lost.
+        stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+        let current = t.engine().unwrap();
+        current.buffer.shutdown().await.unwrap();
+        let (status, json) = answer_of(track_body(&t, current, body, false, 1024)).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{json}");
+        assert_eq!(json["retry_from_line"], 1);
+        assert_eq!(json["accepted"], 0);
+    }
+}
+
+#[cfg(test)]
+mod decompress_tests {
+    use super::*;
+    use std::io::Write;
+
+    fn zstd_frame(window_log: u32) -> Vec<u8> {
+        let mut e = zstd::stream::Encoder::new(Vec::new(), 1).unwrap();
+        e.window_log(window_log).unwrap();
+        e.write_all(b"{\"id\":1}\n").unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn a_zstd_frame_asking_for_a_huge_window_is_refused() {
+        let ok = decompress(Some("zstd"), zstd_frame(20).into(), 1 << 20).unwrap();
+        assert_eq!(&ok[..], b"{\"id\":1}\n");
+        let (status, message) = decompress(Some("zstd"), zstd_frame(25).into(), 1 << 20)
+            .expect_err("a 32 MiB window (zstd alone allows up to 128 MiB)");
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(message.contains("decompress"), "{message}");
+    }
+
+    #[test]
+    fn inflating_stops_one_byte_past_the_limit() {
+        let body = zstd::encode_all(&vec![b' '; 1000][..], 3).unwrap();
+        assert!(decompress(Some("zstd"), body.clone().into(), 1000).is_ok());
+        let (status, _) = decompress(Some("zstd"), body.into(), 999).unwrap_err();
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        let (status, _) = decompress(Some("br"), Bytes::new(), 10).unwrap_err();
+        assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    }
 }

@@ -27,6 +27,9 @@ pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
+        // Registered once, before anything else: a signal that arrives while
+        // the first is being handled is queued here, never lost.
+        let mut signals = Signals::new()?;
         let tables = tables::Tables::new(&mut cfg);
         tables.start();
         let limits = http::Limits {
@@ -51,10 +54,10 @@ pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let watcher = tables.clone();
         tokio::spawn(async move {
-            signal().await;
+            signals.recv().await;
             eprintln!("ch-ingest serve: stopping; draining every table (a second signal exits at once)");
             let _ = stop_tx.send(());
-            signal().await;
+            signals.recv().await;
             eprintln!(
                 "ch-ingest serve: second signal; exiting now with {} rows not delivered",
                 watcher.undelivered()
@@ -66,8 +69,7 @@ pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
                 let _ = stop_rx.await;
             })
             .await?;
-        let failed_before: u64 = tables.by_name.values().map(|t| t.totals().0.failed_rows).sum();
-        tables.drain().await;
+        let drained = tables.drain().await;
         let mut failed = 0;
         let mut names: Vec<_> = tables.by_name.values().collect();
         names.sort_by(|a, b| a.name.cmp(&b.name));
@@ -81,32 +83,48 @@ pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         }
         // Exit 0 means the drain delivered (or spilled) everything it held;
         // failures earlier in the run were logged and counted when they happened.
-        let failed_in_drain = failed - failed_before;
-        if failed_in_drain > 0 {
-            return Err(format!("{failed_in_drain} rows could not be delivered while draining").into());
+        if drained.failed_rows > 0 {
+            return Err(format!(
+                "{} rows could not be delivered while draining ({failed} failed in all)",
+                drained.failed_rows
+            )
+            .into());
         }
         Ok(())
     })
 }
 
-async fn signal() {
+/// SIGTERM and SIGINT, as one stream.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Signals {
+                term: signal(SignalKind::terminate())?,
+                int: signal(SignalKind::interrupt())?,
+            })
         }
+        #[cfg(not(unix))]
+        Ok(Signals {})
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

@@ -10,9 +10,9 @@
 
 use super::config::{ServeConfig, TableConfig};
 use ch_ingest::sink::{nodelay_client, ClickHouseSink, Sink, SinkError};
-use ch_ingest::{Buffer, Histograms, InsertBatch, Json, Schema, Stats};
+use ch_ingest::{Buffer, Closed, FlushReport, Histograms, InsertBatch, Json, Schema, Stats};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -79,24 +79,116 @@ impl Sink for WatchedSink {
 }
 
 type StatsReader = Box<dyn Fn() -> (Stats, Histograms) + Send + Sync>;
+type Draining = tokio::task::JoinHandle<Result<FlushReport, Closed>>;
+
+/// The engine a table routes rows to, with the schema it was built for.
+#[derive(Clone)]
+pub struct Engine {
+    pub buffer: Buffer<Json>,
+    schema: Arc<Schema>,
+    /// Counts swaps, so a request that finds its engine closed can tell a
+    /// swap (carry on with the new one) from a shutdown (answer 503).
+    pub generation: u64,
+}
 
 pub struct Table {
     pub name: String,
     pub tokens: Vec<String>,
     cfg: TableConfig,
-    current: RwLock<Option<(Buffer<Json>, Arc<Schema>)>>,
+    current: RwLock<Option<Engine>>,
+    /// Replaced engines still draining. Lock order: `current`, then this.
+    retiring: Mutex<Vec<Draining>>,
     /// Readers of every engine this table has had, the current one included.
     readers: Mutex<Vec<StatsReader>>,
     stale: Arc<tokio::sync::Notify>,
 }
 
 impl Table {
+    fn new(cfg: TableConfig) -> Table {
+        Table {
+            name: cfg.name.clone(),
+            tokens: cfg.tokens.clone(),
+            cfg,
+            current: RwLock::new(None),
+            retiring: Mutex::new(Vec::new()),
+            readers: Mutex::new(Vec::new()),
+            stale: Arc::new(tokio::sync::Notify::new()),
+        }
+    }
+
+    /// Makes `buffer` the engine rows go to; the one it replaces drains in
+    /// the background (awaited by `flush` and `shutdown`). Does nothing once
+    /// `stopping` is set: checked under the lock `shutdown` reads the engine
+    /// through, so either the drain sees this swap or it never happens.
+    pub(super) fn swap(&self, buffer: Buffer<Json>, schema: Schema, stopping: &AtomicBool) {
+        let Ok(mut current) = self.current.write() else {
+            return;
+        };
+        if stopping.load(SeqCst) {
+            return;
+        }
+        if let Ok(mut readers) = self.readers.lock() {
+            readers.push(Box::new(buffer.stats_reader()));
+        }
+        let generation = current.as_ref().map_or(0, |e| e.generation + 1);
+        let old = current.replace(Engine {
+            buffer,
+            schema: Arc::new(schema),
+            generation,
+        });
+        match old {
+            Some(old) => {
+                tracing::warn!(table = %self.name, "the table's schema changed; new rows use the new one");
+                let draining = tokio::spawn(async move { old.buffer.shutdown().await });
+                if let Ok(mut retiring) = self.retiring.lock() {
+                    retiring.push(draining);
+                }
+            }
+            None => tracing::info!(table = %self.name, "schema read; accepting rows"),
+        }
+    }
+
     /// The engine taking rows now, if the schema has been read.
-    pub fn engine(&self) -> Option<Buffer<Json>> {
-        self.current
-            .read()
-            .ok()
-            .and_then(|c| c.as_ref().map(|(b, _)| b.clone()))
+    pub fn engine(&self) -> Option<Engine> {
+        self.current.read().ok().and_then(|c| c.clone())
+    }
+
+    /// Flushes the current engine and waits for every replaced engine to
+    /// finish draining: afterwards nothing this table accepted is buffered.
+    pub async fn flush(&self) -> Result<FlushReport, Closed> {
+        let mut report = match self.engine() {
+            Some(engine) => engine.buffer.flush().await?,
+            None => FlushReport::default(),
+        };
+        self.settle_retired(&mut report).await;
+        Ok(report)
+    }
+
+    /// Shuts the current engine down (after `Tables::stopping` is set, so no
+    /// swap can follow) and waits for the replaced ones.
+    async fn shutdown(&self) -> Result<FlushReport, Closed> {
+        let mut report = match self.engine() {
+            Some(engine) => engine.buffer.shutdown().await?,
+            None => FlushReport::default(),
+        };
+        self.settle_retired(&mut report).await;
+        Ok(report)
+    }
+
+    async fn settle_retired(&self, report: &mut FlushReport) {
+        let handles = match self.retiring.lock() {
+            Ok(mut r) => std::mem::take(&mut *r),
+            Err(_) => Vec::new(),
+        };
+        for handle in handles {
+            match handle.await {
+                Ok(Ok(r)) => merge(report, r),
+                Ok(Err(Closed)) => {}
+                Err(e) => {
+                    tracing::error!(table = %self.name, error = %e, "a replaced engine's drain task failed")
+                }
+            }
+        }
     }
 
     /// Counters and histograms summed over every engine this table has had.
@@ -137,17 +229,7 @@ impl Tables {
         }
         let by_name = std::mem::take(&mut cfg.tables)
             .into_iter()
-            .map(|t| {
-                let table = Table {
-                    name: t.name.clone(),
-                    tokens: t.tokens.clone(),
-                    cfg: t,
-                    current: RwLock::new(None),
-                    readers: Mutex::new(Vec::new()),
-                    stale: Arc::new(tokio::sync::Notify::new()),
-                };
-                (table.name.clone(), Arc::new(table))
-            })
+            .map(|t| (t.name.clone(), Arc::new(Table::new(t))))
             .collect();
         Arc::new(Tables {
             by_name,
@@ -175,7 +257,7 @@ impl Tables {
     /// `SELECT 1` on each URL every 2 s, so `/ready` knows the server answers
     /// even when no rows flow.
     async fn ping(self: Arc<Self>) {
-        while !self.stopping.load(Relaxed) {
+        while !self.stopping.load(SeqCst) {
             for url in &self.urls {
                 let client = self.client.clone().with_url(url).with_validation(false);
                 let answered = tokio::time::timeout(Duration::from_secs(2), async {
@@ -210,7 +292,7 @@ impl Tables {
     async fn watch_schema(self: Arc<Self>, table: Arc<Table>) {
         let mut failures = 0u32;
         loop {
-            if self.stopping.load(Relaxed) {
+            if self.stopping.load(SeqCst) {
                 return;
             }
             let wait = match self.describe(&table.name).await {
@@ -244,9 +326,9 @@ impl Tables {
             .current
             .read()
             .ok()
-            .and_then(|c| c.as_ref().map(|(_, s)| **s == schema))
+            .and_then(|c| c.as_ref().map(|e| *e.schema == schema))
             .unwrap_or(false);
-        if same || self.stopping.load(Relaxed) {
+        if same || self.stopping.load(SeqCst) {
             return Ok(());
         }
         let sink = WatchedSink {
@@ -261,37 +343,28 @@ impl Tables {
             .builder
             .clone()
             .build_transcoded(transcoder, sink)?;
-        if let Ok(mut readers) = table.readers.lock() {
-            readers.push(Box::new(buffer.stats_reader()));
-        }
-        let old = match table.current.write() {
-            Ok(mut c) => c.replace((buffer, Arc::new(schema))),
-            Err(_) => None,
-        };
-        match old {
-            Some((old, _)) => {
-                tracing::warn!(table = %table.name, "the table's schema changed; new rows use the new one");
-                tokio::spawn(async move {
-                    let _ = old.shutdown().await;
-                });
-            }
-            None => tracing::info!(table = %table.name, "schema read; accepting rows"),
-        }
+        table.swap(buffer, schema, &self.stopping);
         Ok(())
     }
 
-    /// Stops the watchers and drains every engine.
-    pub async fn drain(&self) {
-        self.stopping.store(true, Relaxed);
-        let mut tasks = Vec::new();
-        for table in self.by_name.values() {
-            if let Some(engine) = table.engine() {
-                tasks.push(tokio::spawn(async move { engine.shutdown().await }));
+    /// Stops the watchers and drains every engine, the replaced ones too.
+    pub async fn drain(&self) -> FlushReport {
+        self.stopping.store(true, SeqCst);
+        let tasks: Vec<_> = self
+            .by_name
+            .values()
+            .map(|table| {
+                let table = table.clone();
+                tokio::spawn(async move { table.shutdown().await })
+            })
+            .collect();
+        let mut report = FlushReport::default();
+        for t in tasks {
+            if let Ok(Ok(r)) = t.await {
+                merge(&mut report, r);
             }
         }
-        for t in tasks {
-            let _ = t.await;
-        }
+        report
     }
 
     /// Rows accepted but not yet delivered, over every table.
@@ -303,5 +376,79 @@ impl Tables {
                 s.buffered_rows + s.pending_rows
             })
             .sum()
+    }
+}
+
+fn merge(into: &mut FlushReport, from: FlushReport) {
+    into.rows += from.rows;
+    into.bytes += from.bytes;
+    into.batches += from.batches;
+    into.failed_rows += from.failed_rows;
+    into.spilled_rows += from.spilled_rows;
+    into.failures.extend(from.failures);
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+    use ch_ingest::sink::MemorySink;
+
+    pub fn table(name: &str) -> Table {
+        Table::new(TableConfig {
+            name: name.into(),
+            builder: Buffer::builder(),
+            deny_unknown_fields: false,
+            tokens: Vec::new(),
+        })
+    }
+
+    /// An engine over `sink` that only flushes when asked.
+    pub fn engine(sink: &MemorySink) -> (Buffer<Json>, Schema) {
+        let schema = Schema::new([("id", "UInt64")]).unwrap();
+        let buffer = Buffer::builder()
+            .flush_interval(Duration::from_secs(3600))
+            .build_json(schema.clone(), sink.clone())
+            .unwrap();
+        (buffer, schema)
+    }
+
+    #[tokio::test]
+    async fn flush_and_shutdown_wait_for_replaced_engines() {
+        let t = table("t");
+        let stopping = AtomicBool::new(false);
+        let first = MemorySink::new();
+        let install = |sink: &MemorySink| {
+            let (b, s) = engine(sink);
+            t.swap(b, s, &stopping);
+        };
+        let track = |id: u64| {
+            let row = format!("{{\"id\":{id}}}");
+            t.engine()
+                .unwrap()
+                .buffer
+                .track_json(row.as_bytes())
+                .unwrap();
+        };
+        install(&first);
+        track(1);
+        let second = MemorySink::new();
+        install(&second);
+        assert_eq!(t.engine().unwrap().generation, 1);
+        track(2);
+
+        // The replaced engine's row is in the flush's report, delivered.
+        let report = t.flush().await.unwrap();
+        assert_eq!(report.rows, 2);
+        assert_eq!((first.rows(), second.rows()), (1, 1));
+        assert_eq!(t.totals().0.acked_rows, 2, "both engines are counted");
+
+        // Once stopping, no swap happens: the drain's view is final.
+        stopping.store(true, SeqCst);
+        let third = MemorySink::new();
+        install(&third);
+        assert_eq!(t.engine().unwrap().generation, 1);
+        track(3);
+        assert_eq!(t.shutdown().await.unwrap().rows, 1);
+        assert_eq!((second.rows(), third.rows()), (2, 0));
     }
 }
