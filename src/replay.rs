@@ -54,13 +54,31 @@ pub(crate) async fn run<S: Sink>(sink: Arc<S>, shared: Arc<Shared>) {
             if shared.replay_stop.load(Relaxed) {
                 return;
             }
+            // Claimed for the whole send: another replayer on this directory
+            // (the other engine across a schema swap, `ch-ingest replay`)
+            // skips it rather than sending it twice.
             let read = {
                 let path = path.clone();
-                tokio::task::spawn_blocking(move || spill::read(&path)).await
+                tokio::task::spawn_blocking(move || {
+                    spill::claim(&path).map(|held| {
+                        held.map(|mut held| {
+                            let read = held.read();
+                            (held, read)
+                        })
+                    })
+                })
+                .await
+            };
+            let (_held, read) = match read {
+                Ok(Ok(Some(claimed))) => claimed,
+                // Another replayer has it, or it is gone: nothing to do.
+                Ok(Ok(None)) => continue,
+                // Unreadable for now: next pass.
+                Ok(Err(_)) | Err(_) => continue,
             };
             let spilled = match read {
-                Ok(Ok(s)) => s,
-                Ok(Err(SpillError::Corrupt(why))) => {
+                Ok(s) => s,
+                Err(SpillError::Corrupt(why)) => {
                     match spill::quarantine(dir.path(), &path) {
                         Ok(to) => tracing::error!(
                             file = %path.display(),
@@ -78,8 +96,7 @@ pub(crate) async fn run<S: Sink>(sink: Arc<S>, shared: Arc<Shared>) {
                     Counters::add(&stats.quarantined_files, 1);
                     continue;
                 }
-                // Gone (evicted meanwhile) or unreadable for now: next pass.
-                Ok(Err(SpillError::Io(_))) | Err(_) => continue,
+                Err(SpillError::Io(_)) => continue,
             };
             if let (Some(ours), Some(theirs)) = (sink.table(), spilled.table.as_deref()) {
                 if ours != theirs {

@@ -16,6 +16,12 @@
 //! instance id; the CRC-32 covers everything before it. Files are written to a
 //! temporary name, fsynced, renamed, and the directory fsynced, so a crash
 //! leaves either no file or a complete one (a stray `.tmp` is ignored).
+//!
+//! A replayer [`claim`]s a file (an exclusive `flock`) before sending it, so
+//! two replayers on one directory (two engines of one table across a schema
+//! swap, or an engine and `ch-ingest replay`) never send the same file twice.
+//! The kernel drops the lock with the process, so a crash leaves no stale
+//! claim behind.
 
 use crate::batch::InsertBatch;
 use bytes::Bytes;
@@ -171,8 +177,14 @@ impl SpillDir {
                         if used + size <= self.max_bytes {
                             break;
                         }
-                        let len = std::fs::metadata(&old).map_or(0, |m| m.len());
-                        if let Ok(s) = read(&old) {
+                        // A file being replayed is on its way out anyway;
+                        // deleting it under the replayer would count
+                        // delivered rows as evicted.
+                        let Some(mut held) = claim(&old)? else {
+                            continue;
+                        };
+                        let len = held.file.metadata().map_or(0, |m| m.len());
+                        if let Ok(s) = held.read() {
                             evicted.rows += s.rows;
                             if s.instance == self.instance {
                                 evicted.own_rows += s.rows;
@@ -225,9 +237,57 @@ pub fn list(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Reads and verifies one spill file.
+/// A spill file one replayer holds. Every other [`claim`] of it, in this
+/// process or another, returns `None` until this is dropped; delete or move
+/// the file before dropping it.
+#[derive(Debug)]
+pub struct Claimed {
+    file: std::fs::File,
+}
+
+impl Claimed {
+    /// Reads and verifies the held file.
+    pub fn read(&mut self) -> Result<Spilled, SpillError> {
+        use std::io::{Read, Seek};
+        let mut bytes = Vec::new();
+        self.file.rewind()?;
+        self.file.read_to_end(&mut bytes)?;
+        decode(&bytes)
+    }
+}
+
+/// Takes `path` for replay. `Ok(None)` when another replayer holds it or it
+/// is gone (delivered, evicted or quarantined meanwhile).
+pub fn claim(path: &Path) -> std::io::Result<Option<Claimed>> {
+    use std::os::unix::fs::MetadataExt;
+    let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if gone(&e) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => return Err(e),
+    }
+    // The previous holder may have deleted or moved the file between our
+    // open and our lock: then what we hold is no longer the spill file.
+    let held = file.metadata()?;
+    match std::fs::metadata(path) {
+        Ok(now) if now.ino() == held.ino() && now.dev() == held.dev() => Ok(Some(Claimed { file })),
+        Ok(_) => Ok(None),
+        Err(e) if gone(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Reads and verifies one spill file (without claiming it: for inspection).
 pub fn read(path: &Path) -> Result<Spilled, SpillError> {
-    let bytes = std::fs::read(path)?;
+    decode(&std::fs::read(path)?)
+}
+
+fn decode(bytes: &[u8]) -> Result<Spilled, SpillError> {
     let corrupt = |why: &str| SpillError::Corrupt(why.to_string());
     if bytes.len() < MAGIC.len() + 8 || &bytes[..MAGIC.len()] != MAGIC {
         return Err(corrupt("bad magic or shorter than a header (truncated?)"));
@@ -309,6 +369,55 @@ mod tests {
             assert_eq!(r.columns, ["a", "b"]);
             assert_eq!(r.table.as_deref(), Some("t"));
         }
+    }
+
+    #[test]
+    fn a_claimed_file_is_held_until_it_is_gone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = SpillDir::open(tmp.path(), u64::MAX, SpillFullPolicy::DropNewest, 7).unwrap();
+        let Written::Spilled(path) = dir.write(Some("t"), &insert(3, 1)).unwrap().0 else {
+            panic!("not spilled");
+        };
+        let mut first = claim(&path).unwrap().expect("free file");
+        assert!(claim(&path).unwrap().is_none(), "second claim while held");
+        assert_eq!(first.read().unwrap().rows, 3);
+        // Opened before the holder deletes it, locked after: must not count.
+        let late = std::fs::File::open(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        drop(first);
+        late.try_lock().unwrap();
+        assert!(claim(&path).unwrap().is_none(), "claimed a deleted file");
+    }
+
+    #[test]
+    fn eviction_skips_a_file_being_replayed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let one = insert(2, 1);
+        let size = {
+            let probe = SpillDir::open(
+                &tmp.path().join("p"),
+                u64::MAX,
+                SpillFullPolicy::DropOldest,
+                1,
+            )
+            .unwrap();
+            let Written::Spilled(p) = probe.write(None, &one).unwrap().0 else {
+                panic!()
+            };
+            std::fs::metadata(p).unwrap().len()
+        };
+        let dir = SpillDir::open(tmp.path(), 2 * size, SpillFullPolicy::DropOldest, 1).unwrap();
+        let Written::Spilled(held_path) = dir.write(None, &one).unwrap().0 else {
+            panic!()
+        };
+        let Written::Spilled(other) = dir.write(None, &one).unwrap().0 else {
+            panic!()
+        };
+        let _held = claim(&held_path).unwrap().unwrap();
+        let (_, evicted) = dir.write(None, &one).unwrap();
+        assert_eq!(evicted.rows, 2);
+        assert!(held_path.exists(), "the claimed file was evicted");
+        assert!(!other.exists());
     }
 
     #[test]

@@ -735,6 +735,42 @@ async fn spill_files_written_for_another_table_are_left_alone() {
     b.shutdown().await.unwrap();
 }
 
+/// Holds every insert a while, so two replayers overlap on each file.
+struct Slow(MemorySink);
+
+impl Sink for Slow {
+    async fn insert(&self, batch: &InsertBatch) -> Result<(), SinkError> {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        self.0.insert(batch).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replayers_on_one_directory_send_each_file_once() {
+    // Across a schema swap the sidecar runs two engines of one table on one
+    // spill directory for a while; both replay it.
+    let dir = tempfile::tempdir().unwrap();
+    leave_spill_files(dir.path(), None, 0).await;
+    let sink = MemorySink::new();
+    let build = || -> Buffer<PostEvent> {
+        Buffer::builder()
+            .spill_dir(dir.path())
+            .build(Slow(sink.clone()))
+            .unwrap()
+    };
+    let (a, b) = (build(), build());
+    wait_until("every file replayed", || {
+        ch_ingest_spill_files(dir.path()).is_empty()
+            && a.stats().replayed_foreign_rows + b.stats().replayed_foreign_rows == 30
+    })
+    .await;
+    let mut ids = tweet_ids(&sink);
+    ids.sort_unstable();
+    assert_eq!(ids, (0..30).collect::<Vec<_>>(), "a file was sent twice");
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
 fn ch_ingest_spill_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut v: Vec<_> = std::fs::read_dir(dir)
         .unwrap()

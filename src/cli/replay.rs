@@ -41,7 +41,12 @@ async fn replay(args: ReplayArgs) -> Result<(), Box<dyn std::error::Error>> {
     // Spill files first (they are older than anything dead-lettered later),
     // then dead letters.
     for path in ch_ingest::spill::list(&args.dir)? {
-        let spilled = match ch_ingest::spill::read(&path) {
+        // A running engine's replayer may be sending this directory too:
+        // whichever claims a file sends it, the other skips it.
+        let Some(mut held) = ch_ingest::spill::claim(&path)? else {
+            continue;
+        };
+        let spilled = match held.read() {
             Ok(s) => s,
             Err(SpillError::Corrupt(why)) => {
                 let to = ch_ingest::spill::quarantine(&args.dir, &path)?;
