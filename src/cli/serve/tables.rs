@@ -79,7 +79,14 @@ impl Sink for WatchedSink {
 }
 
 type StatsReader = Box<dyn Fn() -> (Stats, Histograms) + Send + Sync>;
-type Draining = tokio::task::JoinHandle<Result<FlushReport, Closed>>;
+
+/// A replaced engine's drain, watched: `Some` once it has finished. Entries
+/// stay listed until a waiter sees them finished, so a waiter that gives up
+/// (a client hanging up on `/v1/flush`) leaves it for the next one.
+struct Retired {
+    id: u64,
+    done: tokio::sync::watch::Receiver<Option<FlushReport>>,
+}
 
 /// The engine a table routes rows to, with the schema it was built for.
 #[derive(Clone)]
@@ -97,7 +104,7 @@ pub struct Table {
     cfg: TableConfig,
     current: RwLock<Option<Engine>>,
     /// Replaced engines still draining. Lock order: `current`, then this.
-    retiring: Mutex<Vec<Draining>>,
+    retiring: Mutex<Vec<Retired>>,
     /// Readers of every engine this table has had, the current one included.
     readers: Mutex<Vec<StatsReader>>,
     stale: Arc<tokio::sync::Notify>,
@@ -139,9 +146,20 @@ impl Table {
         match old {
             Some(old) => {
                 tracing::warn!(table = %self.name, "the table's schema changed; new rows use the new one");
-                let draining = tokio::spawn(async move { old.buffer.shutdown().await });
+                let (tell, done) = tokio::sync::watch::channel(None);
+                let name = self.name.clone();
+                tokio::spawn(async move {
+                    let report = old.buffer.shutdown().await.unwrap_or_else(|Closed| {
+                        tracing::error!(table = %name, "a replaced engine was already shut down");
+                        FlushReport::default()
+                    });
+                    tell.send_replace(Some(report));
+                });
                 if let Ok(mut retiring) = self.retiring.lock() {
-                    retiring.push(draining);
+                    retiring.push(Retired {
+                        id: generation,
+                        done,
+                    });
                 }
             }
             None => tracing::info!(table = %self.name, "schema read; accepting rows"),
@@ -156,39 +174,56 @@ impl Table {
     /// Flushes the current engine and waits for every replaced engine to
     /// finish draining: afterwards nothing this table accepted is buffered.
     pub async fn flush(&self) -> Result<FlushReport, Closed> {
-        let mut report = match self.engine() {
-            Some(engine) => engine.buffer.flush().await?,
-            None => FlushReport::default(),
+        let current = match self.engine() {
+            Some(engine) => engine.buffer.flush().await,
+            None => Ok(FlushReport::default()),
         };
-        self.settle_retired(&mut report).await;
-        Ok(report)
+        self.settle_retired(current).await
     }
 
     /// Shuts the current engine down (after `Tables::stopping` is set, so no
     /// swap can follow) and waits for the replaced ones.
     async fn shutdown(&self) -> Result<FlushReport, Closed> {
-        let mut report = match self.engine() {
-            Some(engine) => engine.buffer.shutdown().await?,
-            None => FlushReport::default(),
+        let current = match self.engine() {
+            Some(engine) => engine.buffer.shutdown().await,
+            None => Ok(FlushReport::default()),
         };
-        self.settle_retired(&mut report).await;
-        Ok(report)
+        self.settle_retired(current).await
     }
 
-    async fn settle_retired(&self, report: &mut FlushReport) {
-        let handles = match self.retiring.lock() {
-            Ok(mut r) => std::mem::take(&mut *r),
-            Err(_) => Vec::new(),
-        };
-        for handle in handles {
-            match handle.await {
-                Ok(Ok(r)) => merge(report, r),
-                Ok(Err(Closed)) => {}
-                Err(e) => {
-                    tracing::error!(table = %self.name, error = %e, "a replaced engine's drain task failed")
-                }
+    /// Waits for every replaced engine's drain (even when the current engine
+    /// is closed: what they hold is this table's too). A finished drain's
+    /// report goes to the waiter that takes it off the list, so concurrent
+    /// flushes all wait but count each retired engine once.
+    async fn settle_retired(
+        &self,
+        current: Result<FlushReport, Closed>,
+    ) -> Result<FlushReport, Closed> {
+        let watching: Vec<(u64, tokio::sync::watch::Receiver<Option<FlushReport>>)> =
+            match self.retiring.lock() {
+                Ok(r) => r.iter().map(|r| (r.id, r.done.clone())).collect(),
+                Err(_) => Vec::new(),
+            };
+        let mut retired = FlushReport::default();
+        for (id, mut done) in watching {
+            // An error means the drain task died without a report (it
+            // panicked): nothing more will come, so it is settled too.
+            let report = done
+                .wait_for(Option::is_some)
+                .await
+                .ok()
+                .and_then(|r| r.clone());
+            let taken = self.retiring.lock().ok().and_then(|mut r| {
+                let at = r.iter().position(|r| r.id == id)?;
+                Some(r.swap_remove(at))
+            });
+            if let (Some(_), Some(report)) = (taken, report) {
+                merge(&mut retired, report);
             }
         }
+        let mut report = current?;
+        merge(&mut report, retired);
+        Ok(report)
     }
 
     /// Counters and histograms summed over every engine this table has had.
@@ -360,8 +395,11 @@ impl Tables {
             .collect();
         let mut report = FlushReport::default();
         for t in tasks {
-            if let Ok(Ok(r)) = t.await {
-                merge(&mut report, r);
+            match t.await {
+                Ok(Ok(r)) => merge(&mut report, r),
+                // Shut down already: by a concurrent drain, nothing is lost.
+                Ok(Err(Closed)) => {}
+                Err(e) => tracing::error!(error = %e, "a table's drain task failed"),
             }
         }
         report
@@ -404,12 +442,54 @@ pub(super) mod tests {
 
     /// An engine over `sink` that only flushes when asked.
     pub fn engine(sink: &MemorySink) -> (Buffer<Json>, Schema) {
+        engine_over(sink.clone())
+    }
+
+    fn engine_over(sink: impl Sink) -> (Buffer<Json>, Schema) {
         let schema = Schema::new([("id", "UInt64")]).unwrap();
         let buffer = Buffer::builder()
             .flush_interval(Duration::from_secs(3600))
-            .build_json(schema.clone(), sink.clone())
+            .build_json(schema.clone(), sink)
             .unwrap();
         (buffer, schema)
+    }
+
+    /// Takes a while over every insert.
+    struct Slow(MemorySink);
+
+    impl Sink for Slow {
+        async fn insert(&self, batch: &InsertBatch) -> Result<(), SinkError> {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            self.0.insert(batch).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_flush_given_up_on_leaves_the_retired_engine_for_the_next() {
+        let t = table("t");
+        let stopping = AtomicBool::new(false);
+        let first = MemorySink::new();
+        let (b, s) = engine_over(Slow(first.clone()));
+        t.swap(b, s, &stopping);
+        t.engine()
+            .unwrap()
+            .buffer
+            .track_json(br#"{"id":1}"#)
+            .unwrap();
+        let (b, s) = engine(&MemorySink::new());
+        t.swap(b, s, &stopping);
+        // A client hanging up on /v1/flush drops its future mid-wait.
+        let gave_up = tokio::time::timeout(Duration::from_millis(20), t.flush()).await;
+        assert!(gave_up.is_err(), "the slow drain finished too soon");
+        let report = t.flush().await.unwrap();
+        assert_eq!(
+            first.rows(),
+            1,
+            "flush returned before the replaced engine drained"
+        );
+        assert_eq!(report.rows, 1);
+        // Reported once: a later flush has nothing more to say about it.
+        assert_eq!(t.flush().await.unwrap().rows, 0);
     }
 
     #[tokio::test]
