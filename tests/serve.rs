@@ -7,7 +7,7 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -127,6 +127,7 @@ impl Drop for Serve {
 fn config(server: &support::Server, tables: &str) -> String {
     format!(
         "listen = \"127.0.0.1:0\"\nmax_body_bytes = 1048576\nmax_line_bytes = 4096\n\
+         body_timeout = \"3s\"\n\
          [clickhouse]\nurls = [\"{}\"]\n{tables}",
         server.url
     )
@@ -278,6 +279,26 @@ fn server_post(serve: &Serve, path: &str, headers: &[(&str, &str)], body: &[u8])
     (status, String::from_utf8_lossy(&body).into_owned())
 }
 
+/// Sends a request head announcing a body and never sends the body; the
+/// status the server answers with anyway.
+fn head_only(serve: &Serve, path: &str, headers: &[(&str, &str)]) -> u16 {
+    let mut s = std::net::TcpStream::connect(&serve.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut head = format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    let mut answer = [0u8; 12];
+    s.read_exact(&mut answer)
+        .unwrap_or_else(|e| panic!("no answer without the body: {e}"));
+    std::str::from_utf8(&answer[9..12])
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
 fn percent(s: &str) -> String {
     s.bytes()
         .map(|b| {
@@ -311,6 +332,16 @@ fn tokens_limits_encodings_and_status_codes() {
         good,
     );
     assert_eq!(status, 401, "wrong token");
+    // Refused before the body is read: a client cannot make an unknown
+    // table or a bad token cost a body's memory (or a body's wait).
+    assert_eq!(head_only(&serve, &path, &[]), 401);
+    assert_eq!(head_only(&serve, "/v1/tables/nope/events", &[]), 404);
+    // A body that never comes is given up on after body_timeout.
+    assert_eq!(head_only(&serve, &path, &[("Authorization", &auth)]), 408);
+    // The scheme is case-insensitive.
+    let lower = format!("bearer {TOKEN}");
+    let (status, body) = serve.post(&path, &[("Authorization", &lower)], good);
+    assert_eq!(status, 200, "{body}");
 
     let with = |extra: &[(&'static str, &'static str)]| {
         let mut h = vec![("Authorization", auth.as_str())];
@@ -349,6 +380,13 @@ fn tokens_limits_encodings_and_status_codes() {
         b"[{\"event_type\":\"a\",\"tweet_id\":5,\"occurred_at\":1},{\"event_type\":\"b\",\"tweet_id\":6,\"occurred_at\":1}]",
     );
     assert_eq!((status, &body["accepted"]), (200, &serde_json::json!(2)));
+    // A malformed array refuses the whole request, even past good elements.
+    let (status, body) = serve.post(
+        &path,
+        &with(&[("Content-Type", "Application/JSON; charset=utf-8")]),
+        b"[{\"event_type\":\"a\",\"tweet_id\":99,\"occurred_at\":1},{\"event_type\":",
+    );
+    assert_eq!((status, body["accepted"].as_u64()), (400, None), "{body}");
     // gzip and zstd bodies.
     let line = |id: u64| format!("{{\"event_type\":\"z\",\"tweet_id\":{id},\"occurred_at\":1}}\n");
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -397,16 +435,17 @@ fn tokens_limits_encodings_and_status_codes() {
         server.query(&format!(
             "SELECT groupArray(tweet_id) FROM (SELECT tweet_id FROM {table} ORDER BY tweet_id)"
         )),
-        "[2,3,4,5,6,7,8]\n"
+        "[1,2,3,4,5,6,7,8]\n"
     );
     assert!(matches!(serve.get("/health"), Ok((200, _, _))));
     let (_, head, text) = serve.get("/metrics").unwrap();
     assert!(head.to_ascii_lowercase().contains("openmetrics-text"));
     let text = String::from_utf8_lossy(&text);
     for want in [
-        format!("ch_ingest_acked_rows_total{{table=\"{table}\"}} 7"),
+        format!("ch_ingest_acked_rows_total{{table=\"{table}\"}} 8"),
         format!("ch_ingest_encode_errors_total{{table=\"{table}\"}} 3"),
-        format!("ch_ingest_http_requests_total{{table=\"{table}\",code=\"401\"}} 2"),
+        format!("ch_ingest_http_requests_total{{table=\"{table}\",code=\"401\"}} 3"),
+        format!("ch_ingest_http_requests_total{{table=\"{table}\",code=\"408\"}} 1"),
         format!("ch_ingest_http_requests_total{{table=\"{table}\",code=\"413\"}} 2"),
     ] {
         assert!(text.contains(&want), "missing {want}:\n{text}");
@@ -519,4 +558,35 @@ fn a_schema_error_on_insert_reads_the_schema_again_and_new_rows_flow() {
     // logged and counted when it happened).
     assert_eq!(serve.wait(Duration::from_secs(30)), 0, "{}", serve.log());
     assert!(serve.log().contains("1 failed"), "{}", serve.log());
+}
+
+#[test]
+fn a_client_that_never_sends_its_body_cannot_hold_the_drain() {
+    let server = server_or_skip!();
+    let _one = serial();
+    let table = post_events_table(server, "serve_grace");
+    let mut serve = Serve::start(&format!(
+        "listen = \"127.0.0.1:0\"\nbody_timeout = \"120s\"\nshutdown_grace = \"1s\"\n\
+         [clickhouse]\nurls = [\"{}\"]\n[tables.{table}]\nflush_interval = \"1h\"\n",
+        server.url
+    ));
+    let path = format!("/v1/tables/{table}/events");
+    let body: String = (0..5)
+        .map(|i| format!("{{\"event_type\":\"g\",\"tweet_id\":{i},\"occurred_at\":1}}\n"))
+        .collect();
+    assert_eq!(serve.post(&path, &[], body.as_bytes()).0, 200);
+    // A request whose body never comes, held open through the shutdown.
+    let mut stalled = std::net::TcpStream::connect(&serve.addr).unwrap();
+    stalled
+        .write_all(
+            format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n").as_bytes(),
+        )
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    serve.signal("TERM");
+    let code = serve.wait(Duration::from_secs(20));
+    assert_eq!(code, 0, "{}", serve.log());
+    assert!(serve.log().contains("draining anyway"), "{}", serve.log());
+    assert_eq!(server.count(&table), 5);
+    drop(stalled);
 }

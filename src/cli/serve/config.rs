@@ -24,6 +24,14 @@ pub struct FileConfig {
     max_decompressed_bytes: Option<usize>,
     /// Longest NDJSON line (one event).
     max_line_bytes: Option<usize>,
+    /// Event requests read and decoded at once (default 32); more wait
+    /// without their bodies being read.
+    max_concurrent_requests: Option<usize>,
+    /// How long a client may take to send a body (default 30s; then 408).
+    body_timeout: Option<String>,
+    /// How long a shutdown waits for requests in progress before it drains
+    /// anyway (default 30s).
+    shutdown_grace: Option<String>,
     /// Bearer tokens allowed to call `POST /v1/flush` (none: anyone).
     admin_tokens: Option<Vec<String>>,
     admin_tokens_env: Option<String>,
@@ -124,6 +132,9 @@ pub struct ServeConfig {
     pub max_body_bytes: usize,
     pub max_decompressed_bytes: usize,
     pub max_line_bytes: usize,
+    pub max_concurrent_requests: usize,
+    pub body_timeout: Duration,
+    pub shutdown_grace: Duration,
     pub admin_tokens: Vec<String>,
     pub schema_refresh: Duration,
     pub urls: Vec<String>,
@@ -174,8 +185,7 @@ impl ServeConfig {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
-                toml::from_str::<FileConfig>(&text)
-                    .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?
+                parse_file(&text, &path.display().to_string())?
             }
             None => FileConfig::default(),
         };
@@ -220,8 +230,16 @@ impl ServeConfig {
                 }
             }
         }
-        let password_env = flags.password_env.or(file.clickhouse.password_env.take());
-        let password_file = flags.password_file.or(file.clickhouse.password_file.take());
+        // A password flag replaces both of the file's sources (flags win).
+        let (password_env, password_file) =
+            if flags.password_env.is_some() || flags.password_file.is_some() {
+                (flags.password_env, flags.password_file)
+            } else {
+                (
+                    file.clickhouse.password_env.take(),
+                    file.clickhouse.password_file.take(),
+                )
+            };
         let password = match (password_env, password_file) {
             (Some(_), Some(_)) => {
                 return Err(err(
@@ -264,6 +282,21 @@ impl ServeConfig {
             max_body_bytes.saturating_mul(4),
         )?;
         let max_line_bytes = positive("max_line_bytes", file.max_line_bytes, 1 << 20)?;
+        let max_concurrent_requests =
+            positive("max_concurrent_requests", file.max_concurrent_requests, 32)?;
+        let body_timeout = duration(
+            "body_timeout",
+            file.body_timeout.as_deref(),
+            Duration::from_secs(30),
+        )?;
+        if body_timeout.is_zero() {
+            return Err(err("body_timeout", "must be more than zero"));
+        }
+        let shutdown_grace = duration(
+            "shutdown_grace",
+            file.shutdown_grace.as_deref(),
+            Duration::from_secs(30),
+        )?;
         let admin_tokens = tokens(
             "admin_tokens",
             file.admin_tokens.take(),
@@ -379,6 +412,9 @@ impl ServeConfig {
             max_body_bytes,
             max_decompressed_bytes,
             max_line_bytes,
+            max_concurrent_requests,
+            body_timeout,
+            shutdown_grace,
             admin_tokens,
             schema_refresh,
             urls,
@@ -388,6 +424,19 @@ impl ServeConfig {
             tables,
         })
     }
+}
+
+/// Parses the TOML text of `origin`. toml's own error display quotes the
+/// offending source line, which may hold a token: this says where and why,
+/// not what.
+fn parse_file(text: &str, origin: &str) -> Result<FileConfig, ConfigError> {
+    toml::from_str::<FileConfig>(text).map_err(|e| {
+        let at = e.span().map_or(String::new(), |span| {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            format!(" (line {line})")
+        });
+        ConfigError(format!("{origin}{at}: {}", e.message()))
+    })
 }
 
 fn merge(defaults: &TableFile, t: &TableFile) -> TableFile {
@@ -444,13 +493,25 @@ fn tokens(
     list: Option<Vec<String>>,
     env: Option<String>,
 ) -> Result<Vec<String>, ConfigError> {
+    let given = list.is_some() || env.is_some();
     let mut out = list.unwrap_or_default();
-    if let Some(var) = env {
-        let v = std::env::var(&var)
+    if let Some(var) = &env {
+        let v = std::env::var(var)
             .map_err(|_| err(key, format!("environment variable `{var}` is not set")))?;
         out.extend(v.split(',').map(|t| t.trim().to_string()));
     }
     out.retain(|t| !t.is_empty());
+    // No tokens means open to anyone: that must be said, not fallen into
+    // because a variable came out empty.
+    if given && out.is_empty() {
+        return Err(err(
+            key,
+            match env {
+                Some(var) => format!("no tokens given (environment variable `{var}` is empty)"),
+                None => "no tokens given (leave the key out to allow anyone)".into(),
+            },
+        ));
+    }
     if out.iter().any(|t| t.len() < 16) {
         return Err(err(
             key,
@@ -502,8 +563,7 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<ServeConfig, ConfigError> {
-        let file = toml::from_str::<FileConfig>(text).map_err(|e| ConfigError(e.to_string()))?;
-        ServeConfig::from_parts(file, ServeFlags::default())
+        ServeConfig::from_parts(parse_file(text, "test.toml")?, ServeFlags::default())
     }
 
     #[test]
@@ -618,6 +678,51 @@ mod tests {
         };
         assert_eq!(tokens("open_to_defaults"), ["env-token-0123456789"]);
         assert_eq!(tokens("own"), ["own-token-0123456789"]);
+    }
+
+    #[test]
+    fn a_token_source_that_yields_no_token_is_an_error_not_an_open_table() {
+        std::env::set_var("CH_INGEST_TEST_EMPTY_TOKENS", " , ");
+        let e = parse(
+            "[clickhouse]\nurls = [\"http://h:8123\"]\n[tables.t]\ntokens_env = \"CH_INGEST_TEST_EMPTY_TOKENS\"",
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(e.contains("tables.t.tokens") && e.contains("empty"), "{e}");
+        let e = parse("admin_tokens = []\n[clickhouse]\nurls = [\"http://h:8123\"]\n[tables.t]")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("admin_tokens"), "{e}");
+    }
+
+    #[test]
+    fn a_syntax_error_does_not_echo_the_line() {
+        let e = parse("[clickhouse]\nurls = [\"http://h:8123\"]\n[tables.t]\ntokens = [\"secret-token-0123456789\"\n")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("test.toml (line ") && !e.contains("secret"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_password_flag_replaces_the_files_source() {
+        std::env::set_var("CH_INGEST_TEST_PASSWORD", "from-env");
+        let file = parse_file(
+            "[clickhouse]\nurls = [\"http://h:1\"]\npassword_file = \"/nonexistent\"\n[tables.t]",
+            "test.toml",
+        )
+        .unwrap();
+        let flags = ServeFlags {
+            password_env: Some("CH_INGEST_TEST_PASSWORD".into()),
+            ..Default::default()
+        };
+        let c = ServeConfig::from_parts(file, flags).unwrap();
+        assert_eq!(c.password.as_deref(), Some("from-env"));
     }
 
     #[test]

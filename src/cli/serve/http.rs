@@ -10,8 +10,7 @@
 
 use super::tables::{Engine, Table, Tables};
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -39,6 +38,11 @@ pub struct Limits {
     pub max_decompressed_bytes: usize,
     pub max_line_bytes: usize,
     pub admin_tokens: Vec<String>,
+    /// Event requests read and decoded at once; more wait (before their
+    /// bodies are read, so waiting costs no body memory).
+    pub max_concurrent_requests: usize,
+    /// How long a client may take to send its body.
+    pub body_timeout: Duration,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -50,6 +54,8 @@ struct RequestLabels {
 pub struct App {
     tables: Arc<Tables>,
     limits: Limits,
+    /// Bounds the bodies held in memory at once.
+    working: tokio::sync::Semaphore,
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
 }
@@ -71,6 +77,7 @@ pub fn router(tables: Arc<Tables>, limits: Limits) -> Router {
     let body_limit = limits.max_body_bytes;
     let app = Arc::new(App {
         tables,
+        working: tokio::sync::Semaphore::new(limits.max_concurrent_requests),
         limits,
         registry,
         requests,
@@ -107,7 +114,11 @@ fn token_ok(headers: &HeaderMap, allowed: &[String]) -> bool {
     let Some(given) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|v| {
+            // The scheme is case-insensitive (RFC 9110 §11.1).
+            let (scheme, token) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        })
     else {
         return false;
     };
@@ -132,12 +143,21 @@ async fn events(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> Response {
+    // Everything that can refuse a request without its body does so before
+    // the body is read: an unknown table or a bad token costs no memory.
     let Some(table) = app.tables.by_name.get(&name).cloned() else {
         return error(StatusCode::NOT_FOUND, "no such table is allowed here");
     };
-    let response = events_for(&app, &table, &headers, body);
+    let response = if token_ok(&headers, &table.tokens) {
+        match app.working.acquire().await {
+            Ok(_permit) => events_for(&app, &table, &headers, request).await,
+            Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
+        }
+    } else {
+        unauthorized()
+    };
     app.requests
         .get_or_create(&RequestLabels {
             table: table.name.clone(),
@@ -147,28 +167,7 @@ async fn events(
     response
 }
 
-fn events_for(
-    app: &App,
-    table: &Table,
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    if !token_ok(headers, &table.tokens) {
-        return unauthorized();
-    }
-    let body = match body {
-        Ok(b) => b,
-        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!(
-                    "the body is over max_body_bytes ({} bytes)",
-                    app.limits.max_body_bytes
-                ),
-            )
-        }
-        Err(e) => return error(e.status(), e.body_text()),
-    };
+async fn events_for(app: &App, table: &Table, headers: &HeaderMap, request: Request) -> Response {
     let Some(engine) = table.engine() else {
         return with_retry_after(
             error(
@@ -178,10 +177,37 @@ fn events_for(
             1,
         );
     };
+    let read = tokio::time::timeout(app.limits.body_timeout, Bytes::from_request(request, &()));
+    let body = match read.await {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the body is over max_body_bytes ({} bytes)",
+                    app.limits.max_body_bytes
+                ),
+            )
+        }
+        Ok(Err(e)) => return error(e.status(), e.body_text()),
+        Err(_) => {
+            return error(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the body took longer than body_timeout ({:?}) to arrive",
+                    app.limits.body_timeout
+                ),
+            )
+        }
+    };
     let json_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+        });
     let encoding = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
@@ -259,98 +285,160 @@ fn too_large(limit: usize) -> (StatusCode, String) {
 
 fn track_body(
     table: &Table,
-    mut engine: Engine,
+    engine: Engine,
     body: &[u8],
     json_type: bool,
     max_line: usize,
 ) -> Response {
+    let mut tracker = Tracker::new(table, engine, max_line);
     let trimmed = body.trim_ascii();
-    let items: Vec<(usize, &[u8])> = if json_type && trimmed.starts_with(b"[") {
-        match serde_json::from_slice::<Vec<&serde_json::value::RawValue>>(trimmed) {
-            Ok(v) => v
-                .into_iter()
-                .enumerate()
-                .map(|(i, raw)| (i + 1, raw.get().as_bytes()))
-                .collect(),
-            Err(e) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    format!("the body is not a JSON array of objects: {e}"),
-                )
+    if json_type && trimmed.starts_with(b"[") {
+        // Checked whole first (cheap: nothing is kept), so a syntax error
+        // late in the array refuses the request rather than half of it.
+        if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(trimmed) {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("the body is not a JSON array of objects: {e}"),
+            );
+        }
+        // Then element by element, never holding a list of them: a body of
+        // tiny elements would otherwise cost far more than its own size.
+        let mut de = serde_json::Deserializer::from_slice(trimmed);
+        // An error here can only be the elements left when tracking stopped.
+        let _ = serde::Deserializer::deserialize_seq(&mut de, EachElement(&mut tracker));
+    } else if json_type {
+        tracker.offer(1, trimmed);
+    } else {
+        for (line, json) in ch_ingest::json::ndjson_lines(body) {
+            if !tracker.offer(line, json) {
+                break;
             }
         }
-    } else if json_type {
-        vec![(1, trimmed)]
-    } else {
-        ch_ingest::json::ndjson_lines(body).collect()
-    };
-    if items.is_empty() {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "the body is empty: send one JSON object per line",
-        );
     }
-    let mut accepted = 0usize;
-    let mut rejected = Vec::new();
-    let mut rejected_count = 0usize;
-    let mut stopped = None;
-    let mut next = items.iter().peekable();
-    while let Some(&&(line, json)) = next.peek() {
-        let result = if json.len() > max_line {
+    tracker.answer()
+}
+
+/// Tracks a request's rows one at a time and keeps what the answer says.
+struct Tracker<'a> {
+    table: &'a Table,
+    engine: Engine,
+    max_line: usize,
+    seen: usize,
+    accepted: usize,
+    rejected: Vec<serde_json::Value>,
+    rejected_count: usize,
+    /// Where tracking stopped, and why (the buffer is full or closed).
+    stopped: Option<(usize, TrackJsonError)>,
+}
+
+impl<'a> Tracker<'a> {
+    fn new(table: &'a Table, engine: Engine, max_line: usize) -> Self {
+        Tracker {
+            table,
+            engine,
+            max_line,
+            seen: 0,
+            accepted: 0,
+            rejected: Vec::new(),
+            rejected_count: 0,
+            stopped: None,
+        }
+    }
+
+    /// Tracks one row; `false` once the rest of the body must wait.
+    fn offer(&mut self, line: usize, json: &[u8]) -> bool {
+        self.seen += 1;
+        let result = if json.len() > self.max_line {
             Err(format!(
-                "the line is {} bytes, over max_line_bytes ({max_line})",
-                json.len()
+                "the line is {} bytes, over max_line_bytes ({})",
+                json.len(),
+                self.max_line
             ))
         } else {
-            match engine.buffer.track_json(json) {
-                Ok(()) => Ok(()),
-                Err(TrackJsonError::Decode(e)) => Err(e.to_string()),
-                Err(TrackJsonError::Closed) => match table.engine() {
-                    // The schema changed under this request: the rows so far
-                    // drain with the old engine, the rest go to the new one.
-                    Some(newer) if newer.generation != engine.generation => {
-                        engine = newer;
-                        continue;
+            loop {
+                match self.engine.buffer.track_json(json) {
+                    Ok(()) => break Ok(()),
+                    Err(TrackJsonError::Decode(e)) => break Err(e.to_string()),
+                    Err(TrackJsonError::Closed) => match self.table.engine() {
+                        // The schema changed under this request: the rows so
+                        // far drain with the old engine, the rest go to the
+                        // new one.
+                        Some(newer) if newer.generation != self.engine.generation => {
+                            self.engine = newer;
+                        }
+                        _ => {
+                            self.stopped = Some((line, TrackJsonError::Closed));
+                            return false;
+                        }
+                    },
+                    Err(other) => {
+                        self.stopped = Some((line, other));
+                        return false;
                     }
-                    _ => {
-                        stopped = Some((line, TrackJsonError::Closed));
-                        break;
-                    }
-                },
-                Err(other) => {
-                    stopped = Some((line, other));
-                    break;
                 }
             }
         };
-        next.next();
         match result {
-            Ok(()) => accepted += 1,
+            Ok(()) => self.accepted += 1,
             Err(message) => {
-                rejected_count += 1;
-                if rejected.len() < LISTED_REJECTIONS {
-                    rejected.push(json!({ "line": line, "error": message }));
+                self.rejected_count += 1;
+                if self.rejected.len() < LISTED_REJECTIONS {
+                    self.rejected
+                        .push(json!({ "line": line, "error": message }));
                 }
             }
         }
+        true
     }
-    let mut body = json!({
-        "accepted": accepted,
-        "rejected_count": rejected_count,
-        "rejected": rejected,
-    });
-    match stopped {
-        Some((line, why)) => {
-            body["retry_from_line"] = json!(line);
-            body["error"] = json!(why.to_string());
-            let (status, after) = match why {
-                TrackJsonError::Full => (StatusCode::TOO_MANY_REQUESTS, 1),
-                _ => (StatusCode::SERVICE_UNAVAILABLE, 5),
-            };
-            with_retry_after(answer(status, body), after)
+
+    fn answer(self) -> Response {
+        if self.seen == 0 {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "the body is empty: send one JSON object per line",
+            );
         }
-        None if accepted == 0 => answer(StatusCode::BAD_REQUEST, body),
-        None => answer(StatusCode::OK, body),
+        let mut body = json!({
+            "accepted": self.accepted,
+            "rejected_count": self.rejected_count,
+            "rejected": self.rejected,
+        });
+        match self.stopped {
+            Some((line, why)) => {
+                body["retry_from_line"] = json!(line);
+                body["error"] = json!(why.to_string());
+                let (status, after) = match why {
+                    TrackJsonError::Full => (StatusCode::TOO_MANY_REQUESTS, 1),
+                    _ => (StatusCode::SERVICE_UNAVAILABLE, 5),
+                };
+                with_retry_after(answer(status, body), after)
+            }
+            None if self.accepted == 0 => answer(StatusCode::BAD_REQUEST, body),
+            None => answer(StatusCode::OK, body),
+        }
+    }
+}
+
+/// Feeds a JSON array's elements to a [`Tracker`] as they are parsed; the
+/// "line" of an element is its 1-based position.
+struct EachElement<'t, 'a>(&'t mut Tracker<'a>);
+
+impl<'de> serde::de::Visitor<'de> for EachElement<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON array")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut position = 0;
+        while let Some(raw) = seq.next_element::<&'de serde_json::value::RawValue>()? {
+            position += 1;
+            if !self.0.offer(position, raw.get().as_bytes()) {
+                break;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -452,8 +540,20 @@ mod tests {
             (json["accepted"].as_u64(), json["rejected_count"].as_u64()),
             (Some(2), Some(1))
         );
+        // An array goes element by element the same way.
+        let array = br#" [{"id":4}, {"id":"x"}, {"id":6}] "#;
+        let (status, json) =
+            answer_of(track_body(&t, t.engine().unwrap(), array, true, 1024)).await;
+        assert_eq!(status, StatusCode::OK, "{json}");
+        assert_eq!(
+            (
+                json["accepted"].as_u64(),
+                json["rejected"][0]["line"].as_u64()
+            ),
+            (Some(2), Some(2))
+        );
         t.flush().await.unwrap();
-        assert_eq!((old_sink.rows(), new_sink.rows()), (0, 2));
+        assert_eq!((old_sink.rows(), new_sink.rows()), (0, 4));
 
         // Shut down for good: 503 and where to retry from, nothing lost.
         stopping.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -463,6 +563,12 @@ mod tests {
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{json}");
         assert_eq!(json["retry_from_line"], 1);
         assert_eq!(json["accepted"], 0);
+        let (status, json) =
+            answer_of(track_body(&t, t.engine().unwrap(), array, true, 1024)).await;
+        assert_eq!(
+            (status, &json["retry_from_line"]),
+            (StatusCode::SERVICE_UNAVAILABLE, &json!(1))
+        );
     }
 }
 

@@ -37,6 +37,8 @@ pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             max_decompressed_bytes: cfg.max_decompressed_bytes,
             max_line_bytes: cfg.max_line_bytes,
             admin_tokens: std::mem::take(&mut cfg.admin_tokens),
+            max_concurrent_requests: cfg.max_concurrent_requests,
+            body_timeout: cfg.body_timeout,
         };
         let router = http::router(tables.clone(), limits);
         let listener = tokio::net::TcpListener::bind(cfg.listen)
@@ -51,12 +53,12 @@ pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             names.join(", "),
             cfg.urls.join(", ")
         );
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let watcher = tables.clone();
         tokio::spawn(async move {
             signals.recv().await;
             eprintln!("ch-ingest serve: stopping; draining every table (a second signal exits at once)");
-            let _ = stop_tx.send(());
+            stop_tx.send_replace(true);
             signals.recv().await;
             eprintln!(
                 "ch-ingest serve: second signal; exiting now with {} rows not delivered",
@@ -64,11 +66,25 @@ pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             );
             std::process::exit(130);
         });
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async {
-                let _ = stop_rx.await;
-            })
-            .await?;
+        let mut stopping = stop_rx.clone();
+        let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+            let _ = stopping.wait_for(|s| *s).await;
+        });
+        // A client that never finishes its request must not hold the drain
+        // (and the rows already accepted) hostage: after the grace period
+        // the drain starts anyway; requests still running then find the
+        // engines closed and are told to retry (503).
+        let mut stopping = stop_rx;
+        let grace = cfg.shutdown_grace;
+        tokio::select! {
+            served = std::future::IntoFuture::into_future(server) => served?,
+            () = async move {
+                let _ = stopping.wait_for(|s| *s).await;
+                tokio::time::sleep(grace).await;
+            } => eprintln!(
+                "ch-ingest serve: requests still open after shutdown_grace ({grace:?}); draining anyway"
+            ),
+        }
         let drained = tables.drain().await;
         let mut failed = 0;
         let mut names: Vec<_> = tables.by_name.values().collect();

@@ -14,29 +14,39 @@ use ch_ingest::{Buffer, Closed, FlushReport, Histograms, InsertBatch, Json, Sche
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-/// Milliseconds since the epoch when ClickHouse last answered.
-#[derive(Default)]
+/// When ClickHouse last answered, on the monotonic clock (a wall clock
+/// stepping back would make a dead server look alive).
 pub struct Health {
-    last_ok_ms: AtomicU64,
+    start: Instant,
+    /// Milliseconds after `start`, plus one; 0 is "never".
+    last_ok: AtomicU64,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health {
+            start: Instant::now(),
+            last_ok: AtomicU64::new(0),
+        }
+    }
 }
 
 impl Health {
+    fn now(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64 + 1
+    }
+
     fn mark(&self) {
-        self.last_ok_ms.store(now_ms(), Relaxed);
+        self.last_ok.store(self.now(), Relaxed);
     }
 
     /// Whether ClickHouse answered within `window`.
     pub fn answered_within(&self, window: Duration) -> bool {
-        now_ms().saturating_sub(self.last_ok_ms.load(Relaxed)) <= window.as_millis() as u64
+        let last = self.last_ok.load(Relaxed);
+        last != 0 && self.now().saturating_sub(last) <= window.as_millis() as u64
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// ClickHouse error codes meaning "the table is not what you think": the
