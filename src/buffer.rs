@@ -37,6 +37,9 @@ pub(crate) struct Config {
     pub spill_dir: Option<std::path::PathBuf>,
     pub spill_max_bytes: u64,
     pub spill_full: crate::SpillFullPolicy,
+    /// Instance ids of the engines this one took over (see
+    /// `Builder::takes_over_spill_of`).
+    pub predecessors: Vec<u64>,
     pub when_full: WhenFull,
     pub insert_timeout: Duration,
 }
@@ -60,6 +63,7 @@ impl Default for Config {
             spill_dir: None,
             spill_max_bytes: 1 << 30,
             spill_full: crate::SpillFullPolicy::DropNewest,
+            predecessors: Vec::new(),
             when_full: WhenFull::Reject,
             insert_timeout: Duration::from_secs(60),
         }
@@ -221,6 +225,26 @@ impl Builder {
         self
     }
 
+    /// Makes this engine the successor of `old` on the same spill directory
+    /// (for a process that replaces an engine while running, as `ch-ingest
+    /// serve` does when a table's schema changes): rows `old`, or the engines
+    /// it took over, spilled count as this engine's own when it replays
+    /// them (`replayed_rows`, `acked_rows`, `spill_failed_rows`), not as
+    /// `replayed_foreign_rows`. The accounting identity in [`Stats`] then
+    /// holds over the two engines' stats added together ([`Stats::add`]),
+    /// and `spill_pending_rows` of that sum falls to zero as the files are
+    /// delivered. Default: no predecessor.
+    ///
+    /// [`Stats`]: crate::Stats
+    /// [`Stats::add`]: crate::Stats::add
+    pub fn takes_over_spill_of<U>(mut self, old: &Buffer<U>) -> Self {
+        let old = &old.inner.shared;
+        self.cfg.predecessors = std::iter::once(old.instance)
+            .chain(old.cfg.predecessors.iter().copied())
+            .collect();
+        self
+    }
+
     /// How long one INSERT attempt may take before it counts as a (retryable)
     /// `SinkError::Timeout`. Default: 60 s. Without it a server that accepts
     /// the connection and never answers (frozen, blackholed by a proxy)
@@ -329,11 +353,17 @@ impl Builder {
         let instance = crate::retry::Jitter::from_entropy().unit().to_bits() | 1;
         let spill = match &cfg.spill_dir {
             Some(dir) => Some(Arc::new(
-                crate::spill::SpillDir::open(dir, cfg.spill_max_bytes, cfg.spill_full, instance)
-                    .map_err(|e| BuildError::SpillDir {
-                        path: dir.clone(),
-                        reason: e.to_string(),
-                    })?,
+                crate::spill::SpillDir::open(
+                    dir,
+                    cfg.spill_max_bytes,
+                    cfg.spill_full,
+                    instance,
+                    &cfg.predecessors,
+                )
+                .map_err(|e| BuildError::SpillDir {
+                    path: dir.clone(),
+                    reason: e.to_string(),
+                })?,
             )),
             None => None,
         };

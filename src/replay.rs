@@ -112,7 +112,7 @@ pub(crate) async fn run<S: Sink>(sink: Arc<S>, shared: Arc<Shared>) {
                 }
             }
             let insert = spilled.to_insert();
-            let own = spilled.instance == dir.instance;
+            let own = dir.owns(spilled.instance);
             let attempt =
                 tokio::time::timeout(shared.cfg.insert_timeout, sink.insert(&insert)).await;
             match attempt.unwrap_or(Err(crate::sink::SinkError::Timeout)) {

@@ -93,6 +93,8 @@ pub(crate) struct SpillDir {
     /// Identifies this engine's own files (its rows count as acknowledged
     /// when replayed; a previous process's do not).
     pub instance: u64,
+    /// Engines this one took over: their files count as its own.
+    predecessors: Vec<u64>,
     counter: AtomicU64,
     /// Serialises writers so the size check and the write agree.
     write_lock: Mutex<()>,
@@ -119,6 +121,7 @@ impl SpillDir {
         max_bytes: u64,
         policy: SpillFullPolicy,
         instance: u64,
+        predecessors: &[u64],
     ) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
         Ok(Self {
@@ -126,9 +129,16 @@ impl SpillDir {
             max_bytes,
             policy,
             instance,
+            predecessors: predecessors.to_vec(),
             counter: AtomicU64::new(0),
             write_lock: Mutex::new(()),
         })
+    }
+
+    /// Whether a file written by engine `instance` is this engine's to
+    /// account for.
+    pub(crate) fn owns(&self, instance: u64) -> bool {
+        instance == self.instance || self.predecessors.contains(&instance)
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -186,7 +196,7 @@ impl SpillDir {
                         let len = held.file.metadata().map_or(0, |m| m.len());
                         if let Ok(s) = held.read() {
                             evicted.rows += s.rows;
-                            if s.instance == self.instance {
+                            if self.owns(s.instance) {
                                 evicted.own_rows += s.rows;
                             }
                         }
@@ -356,7 +366,7 @@ mod tests {
     #[test]
     fn round_trips_and_lists_oldest_first() {
         let d = tempfile::tempdir().unwrap();
-        let s = SpillDir::open(d.path(), 1 << 20, SpillFullPolicy::DropNewest, 5).unwrap();
+        let s = SpillDir::open(d.path(), 1 << 20, SpillFullPolicy::DropNewest, 5, &[]).unwrap();
         for i in 0..3 {
             s.write(Some("t"), &insert(3, i)).unwrap();
         }
@@ -374,7 +384,8 @@ mod tests {
     #[test]
     fn a_claimed_file_is_held_until_it_is_gone() {
         let tmp = tempfile::tempdir().unwrap();
-        let dir = SpillDir::open(tmp.path(), u64::MAX, SpillFullPolicy::DropNewest, 7).unwrap();
+        let dir =
+            SpillDir::open(tmp.path(), u64::MAX, SpillFullPolicy::DropNewest, 7, &[]).unwrap();
         let Written::Spilled(path) = dir.write(Some("t"), &insert(3, 1)).unwrap().0 else {
             panic!("not spilled");
         };
@@ -399,6 +410,7 @@ mod tests {
                 u64::MAX,
                 SpillFullPolicy::DropOldest,
                 1,
+                &[],
             )
             .unwrap();
             let Written::Spilled(p) = probe.write(None, &one).unwrap().0 else {
@@ -406,7 +418,8 @@ mod tests {
             };
             std::fs::metadata(p).unwrap().len()
         };
-        let dir = SpillDir::open(tmp.path(), 2 * size, SpillFullPolicy::DropOldest, 1).unwrap();
+        let dir =
+            SpillDir::open(tmp.path(), 2 * size, SpillFullPolicy::DropOldest, 1, &[]).unwrap();
         let Written::Spilled(held_path) = dir.write(None, &one).unwrap().0 else {
             panic!()
         };
@@ -423,7 +436,7 @@ mod tests {
     #[test]
     fn a_replayed_insert_keeps_its_dedup_token() {
         let d = tempfile::tempdir().unwrap();
-        let s = SpillDir::open(d.path(), 1 << 20, SpillFullPolicy::DropNewest, 5).unwrap();
+        let s = SpillDir::open(d.path(), 1 << 20, SpillFullPolicy::DropNewest, 5, &[]).unwrap();
         let original = insert(2, 1).with_origin(0xfeed);
         s.write(None, &original).unwrap();
         let back = read(&s.list().unwrap()[0]).unwrap().to_insert();
@@ -437,7 +450,7 @@ mod tests {
     #[test]
     fn every_truncation_and_every_bit_flip_is_detected() {
         let d = tempfile::tempdir().unwrap();
-        let s = SpillDir::open(d.path(), 1 << 20, SpillFullPolicy::DropNewest, 5).unwrap();
+        let s = SpillDir::open(d.path(), 1 << 20, SpillFullPolicy::DropNewest, 5, &[]).unwrap();
         s.write(None, &insert(1, 9)).unwrap();
         let f = &s.list().unwrap()[0];
         let good = std::fs::read(f).unwrap();
@@ -459,7 +472,7 @@ mod tests {
     #[test]
     fn the_budget_drops_newest_or_evicts_oldest() {
         let d = tempfile::tempdir().unwrap();
-        let s = SpillDir::open(d.path(), 400, SpillFullPolicy::DropNewest, 5).unwrap();
+        let s = SpillDir::open(d.path(), 400, SpillFullPolicy::DropNewest, 5, &[]).unwrap();
         let mut kept = 0;
         for i in 0..10 {
             if let (Written::Spilled(_), _) = s.write(None, &insert(1, i)).unwrap() {
@@ -469,7 +482,7 @@ mod tests {
         assert!(kept > 0 && kept < 10);
         assert!(s.used_bytes() <= 400);
         let d2 = tempfile::tempdir().unwrap();
-        let s2 = SpillDir::open(d2.path(), 400, SpillFullPolicy::DropOldest, 5).unwrap();
+        let s2 = SpillDir::open(d2.path(), 400, SpillFullPolicy::DropOldest, 5, &[]).unwrap();
         let mut evicted = 0;
         for i in 0..10 {
             evicted += s2.write(None, &insert(1, i)).unwrap().1.rows;

@@ -58,9 +58,18 @@ macro_rules! stats {
             }
 
             /// Adds another snapshot field by field (e.g. a drained engine's
-            /// final counts to its replacement's).
+            /// final counts to its replacement's). `spill_pending_rows` is
+            /// worked out again from the summed counters, so a successor
+            /// that replayed its predecessor's spill files
+            /// ([`Builder::takes_over_spill_of`]) balances the predecessor's
+            /// pending rows.
+            ///
+            /// [`Builder::takes_over_spill_of`]: crate::Builder::takes_over_spill_of
             pub fn add(&mut self, other: &Stats) {
                 $( self.$name += other.$name; )*
+                self.spill_pending_rows = self
+                    .spilled_rows
+                    .saturating_sub(self.replayed_rows + self.spill_failed_rows);
             }
         }
     };
@@ -131,6 +140,10 @@ stats! {
     counter spilled_rows,
     /// Of those, rows on disk waiting for replay.
     gauge spill_pending_rows,
+    /// Of `spilled_rows`, rows that left the spill directory undelivered:
+    /// refused for good when replayed, or evicted at the budget (also in
+    /// `failed_rows`).
+    counter spill_failed_rows,
     /// Of `spilled_rows`, rows the replayer delivered (also in `acked_rows`).
     counter replayed_rows,
     /// Rows from spill files an earlier process left, delivered by the
@@ -214,6 +227,7 @@ impl Counters {
         s.dropped_full_rows = self.dropped_full_rows.load(Relaxed);
         s.block_timeouts = self.block_timeouts.load(Relaxed);
         let out_failed = self.spill_out_failed_rows.load(Relaxed);
+        s.spill_failed_rows = out_failed;
         s.spill_pending_rows = s.spilled_rows.saturating_sub(s.replayed_rows + out_failed);
         // Rows that reached an outcome straight from an INSERT.
         let settled = (s.acked_rows - s.replayed_rows.min(s.acked_rows))

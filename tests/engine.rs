@@ -929,3 +929,55 @@ async fn when_full_block_waits_for_room_then_gives_the_row_back_at_the_timeout()
     gate.open.add_permits(1_000);
     b.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_successor_replays_its_predecessors_spill_as_its_own_and_the_sum_balances() {
+    let dir = tempfile::tempdir().unwrap();
+    let down = MemorySink::new();
+    down.set_failing(true);
+    let old: Buffer<PostEvent> = Buffer::builder()
+        .shards(1)
+        .max_rows(10)
+        .max_inflight(1)
+        .retry(quick_retries())
+        .spill_dir(dir.path())
+        .build(down)
+        .unwrap();
+    for i in 0..20 {
+        old.track(ev(i)).unwrap();
+    }
+    assert_eq!(old.flush().await.unwrap().spilled_rows, 20);
+    let up = MemorySink::new();
+    let new: Buffer<PostEvent> = Buffer::builder()
+        .spill_dir(dir.path())
+        .takes_over_spill_of(&old)
+        .build(up.clone())
+        .unwrap();
+    old.shutdown().await.unwrap();
+    new.track(ev(100)).unwrap();
+    new.flush().await.unwrap();
+    wait_until("the predecessor's files replayed", || {
+        new.stats().replayed_rows == 20
+    })
+    .await;
+    let (before, after) = (old.stats(), new.stats());
+    assert_eq!(
+        before.spill_pending_rows, 20,
+        "the old engine alone still counts them"
+    );
+    assert_eq!(after.replayed_foreign_rows, 0);
+    let mut sum = before.clone();
+    sum.add(&after);
+    assert_eq!(sum.spill_pending_rows, 0);
+    assert_eq!(sum.tracked_rows, 21);
+    assert_eq!(
+        sum.tracked_rows,
+        sum.buffered_rows
+            + sum.pending_rows
+            + sum.acked_rows
+            + sum.spill_pending_rows
+            + sum.failed_rows
+    );
+    assert_eq!(up.rows(), 21);
+    new.shutdown().await.unwrap();
+}

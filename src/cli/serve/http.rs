@@ -365,6 +365,9 @@ impl<'a> Tracker<'a> {
                         // new one.
                         Some(newer) if newer.generation != self.engine.generation => {
                             self.engine = newer;
+                            self.table
+                                .rerouted
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         }
                         _ => {
                             self.stopped = Some((line, TrackJsonError::Closed));
@@ -554,6 +557,11 @@ mod tests {
         );
         t.flush().await.unwrap();
         assert_eq!((old_sink.rows(), new_sink.rows()), (0, 4));
+        assert_eq!(
+            t.totals().0.rejected_closed,
+            0,
+            "the row went on to the new engine"
+        );
 
         // Shut down for good: 503 and where to retry from, nothing lost.
         stopping.store(true, std::sync::atomic::Ordering::SeqCst);

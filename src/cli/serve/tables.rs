@@ -117,6 +117,10 @@ pub struct Table {
     retiring: Mutex<Vec<Retired>>,
     /// Readers of every engine this table has had, the current one included.
     readers: Mutex<Vec<StatsReader>>,
+    /// Rows a closed (replaced) engine handed back that went to its
+    /// successor: counted in that engine's `rejected_closed`, taken out of
+    /// the table's.
+    pub rerouted: AtomicU64,
     stale: Arc<tokio::sync::Notify>,
 }
 
@@ -129,6 +133,7 @@ impl Table {
             current: RwLock::new(None),
             retiring: Mutex::new(Vec::new()),
             readers: Mutex::new(Vec::new()),
+            rerouted: AtomicU64::new(0),
             stale: Arc::new(tokio::sync::Notify::new()),
         }
     }
@@ -247,6 +252,9 @@ impl Table {
                 hist.add(&h);
             }
         }
+        stats.rejected_closed = stats
+            .rejected_closed
+            .saturating_sub(self.rerouted.load(Relaxed));
         (stats, hist)
     }
 }
@@ -367,12 +375,8 @@ impl Tables {
     /// Starts an engine for `schema` unless the current one already has it;
     /// a replaced engine drains in the background.
     async fn install(&self, table: &Table, schema: Schema) -> Result<(), ch_ingest::BuildError> {
-        let same = table
-            .current
-            .read()
-            .ok()
-            .and_then(|c| c.as_ref().map(|e| *e.schema == schema))
-            .unwrap_or(false);
+        let current = table.engine();
+        let same = current.as_ref().is_some_and(|e| *e.schema == schema);
         if same || self.stopping.load(SeqCst) {
             return Ok(());
         }
@@ -383,11 +387,13 @@ impl Tables {
         };
         let transcoder = ch_ingest::transcode::Transcoder::new(schema.clone())
             .deny_unknown_fields(table.cfg.deny_unknown_fields);
-        let buffer = table
-            .cfg
-            .builder
-            .clone()
-            .build_transcoded(transcoder, sink)?;
+        let mut builder = table.cfg.builder.clone();
+        if let Some(old) = &current {
+            // Same spill directory: what the old engine spilled is this
+            // one's to replay and to count (the table's totals stay exact).
+            builder = builder.takes_over_spill_of(&old.buffer);
+        }
+        let buffer = builder.build_transcoded(transcoder, sink)?;
         table.swap(buffer, schema, &self.stopping);
         Ok(())
     }
