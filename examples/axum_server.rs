@@ -63,9 +63,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listener = tokio::net::TcpListener::bind(&listen).await?;
     println!("listening on http://{listen}, inserting into {url}");
     axum::serve(listener, router)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
+        .with_graceful_shutdown(stop_signal())
         .await?;
 
     // Requests have stopped: deliver what is buffered before exiting.
@@ -75,6 +73,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         report.rows, report.failed_rows
     );
     Ok(())
+}
+
+/// Ctrl-C, or SIGTERM (what an orchestrator sends before it kills a pod).
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 async fn track(

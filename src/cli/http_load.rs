@@ -21,6 +21,9 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// How long one body may keep being answered 429/503 before the run fails.
+const GIVE_UP_AFTER: Duration = Duration::from_secs(120);
+
 pub struct HttpLoad {
     pub url: String,
     pub direct_table: Option<String>,
@@ -100,6 +103,7 @@ async fn drive(load: HttpLoad) -> Result<(), Box<dyn std::error::Error>> {
                     None => body_for(&load, k),
                 };
                 let mut plain = &plain[..];
+                let mut refused_since: Option<Instant> = None;
                 loop {
                     let t0 = Instant::now();
                     let (status, retry_after, text) =
@@ -107,8 +111,30 @@ async fn drive(load: HttpLoad) -> Result<(), Box<dyn std::error::Error>> {
                     latencies.record(t0.elapsed().as_micros() as u64);
                     requests += 1;
                     match status {
-                        200 => break,
+                        200 => {
+                            // The generated events are all valid: a line
+                            // `serve` rejected is a bug worth stopping for.
+                            let answer = serde_json::from_str::<serde_json::Value>(&text).ok();
+                            let rejected = answer
+                                .as_ref()
+                                .and_then(|v| v["rejected_count"].as_u64())
+                                .unwrap_or(0);
+                            if rejected > 0 {
+                                return Err(format!(
+                                    "HTTP 200 but {rejected} lines rejected: {}",
+                                    text.trim()
+                                ));
+                            }
+                            break;
+                        }
                         429 | 503 => {
+                            let since = *refused_since.get_or_insert_with(Instant::now);
+                            if since.elapsed() > GIVE_UP_AFTER {
+                                return Err(format!(
+                                    "HTTP {status} for {GIVE_UP_AFTER:?} on one body: {}",
+                                    text.trim()
+                                ));
+                            }
                             retried.fetch_add(1, Relaxed);
                             // Lines before `retry_from_line` were taken: resend the rest.
                             let taken = serde_json::from_str::<serde_json::Value>(&text)
