@@ -37,9 +37,9 @@ pub(crate) struct Config {
     pub spill_dir: Option<std::path::PathBuf>,
     pub spill_max_bytes: u64,
     pub spill_full: crate::SpillFullPolicy,
-    /// Instance ids of the engines this one took over (see
+    /// The spill family of the engine this one takes over (see
     /// `Builder::takes_over_spill_of`).
-    pub predecessors: Vec<u64>,
+    pub spill_family: Option<crate::spill::Family>,
     pub when_full: WhenFull,
     pub insert_timeout: Duration,
 }
@@ -63,7 +63,7 @@ impl Default for Config {
             spill_dir: None,
             spill_max_bytes: 1 << 30,
             spill_full: crate::SpillFullPolicy::DropNewest,
-            predecessors: Vec::new(),
+            spill_family: None,
             when_full: WhenFull::Reject,
             insert_timeout: Duration::from_secs(60),
         }
@@ -227,21 +227,19 @@ impl Builder {
 
     /// Makes this engine the successor of `old` on the same spill directory
     /// (for a process that replaces an engine while running, as `ch-ingest
-    /// serve` does when a table's schema changes): rows `old`, or the engines
-    /// it took over, spilled count as this engine's own when it replays
-    /// them (`replayed_rows`, `acked_rows`, `spill_failed_rows`), not as
-    /// `replayed_foreign_rows`. The accounting identity in [`Stats`] then
-    /// holds over the two engines' stats added together ([`Stats::add`]),
-    /// and `spill_pending_rows` of that sum falls to zero as the files are
+    /// serve` does when a table's schema changes). The two (and any engine
+    /// `old` took over) count each other's spill files as their own when
+    /// they replay or evict them (`replayed_rows`, `acked_rows`,
+    /// `spill_failed_rows`), not as `replayed_foreign_rows`, whichever of
+    /// them gets to a file first. The accounting identity in [`Stats`] then
+    /// holds over the engines' stats added together ([`Stats::add`]), and
+    /// `spill_pending_rows` of that sum falls to zero as the files are
     /// delivered. Default: no predecessor.
     ///
     /// [`Stats`]: crate::Stats
     /// [`Stats::add`]: crate::Stats::add
     pub fn takes_over_spill_of<U>(mut self, old: &Buffer<U>) -> Self {
-        let old = &old.inner.shared;
-        self.cfg.predecessors = std::iter::once(old.instance)
-            .chain(old.cfg.predecessors.iter().copied())
-            .collect();
+        self.cfg.spill_family = old.inner.shared.spill.as_ref().map(|d| d.family().clone());
         self
     }
 
@@ -358,7 +356,7 @@ impl Builder {
                     cfg.spill_max_bytes,
                     cfg.spill_full,
                     instance,
-                    &cfg.predecessors,
+                    cfg.spill_family.clone(),
                 )
                 .map_err(|e| BuildError::SpillDir {
                     path: dir.clone(),

@@ -28,7 +28,7 @@ use bytes::Bytes;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 const MAGIC: &[u8; 8] = b"CHSPILL1";
 const EXT: &str = "spill";
@@ -90,11 +90,10 @@ pub(crate) struct SpillDir {
     dir: PathBuf,
     max_bytes: u64,
     policy: SpillFullPolicy,
-    /// Identifies this engine's own files (its rows count as acknowledged
-    /// when replayed; a previous process's do not).
-    pub instance: u64,
-    /// Engines this one took over: their files count as its own.
-    predecessors: Vec<u64>,
+    /// This engine's instance id (its rows count as acknowledged when
+    /// replayed; a previous process's do not), and those of the engines it
+    /// took over or was taken over by.
+    family: Family,
     counter: AtomicU64,
     /// Serialises writers so the size check and the write agree.
     write_lock: Mutex<()>,
@@ -106,6 +105,27 @@ pub(crate) struct Evicted {
     pub rows: u64,
     /// Of `rows`, this engine's.
     pub own_rows: u64,
+}
+
+/// Engines that take over one another on one spill directory (a successor
+/// and its predecessors): each counts every member's files as its own when
+/// it replays or evicts them, in both directions, so the members' stats
+/// added together account for every spilled row whichever engine moved it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Family(Arc<Mutex<Vec<u64>>>);
+
+impl Family {
+    fn join(&self, instance: u64) {
+        let mut members = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if !members.contains(&instance) {
+            members.push(instance);
+        }
+    }
+
+    fn contains(&self, instance: u64) -> bool {
+        let members = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        members.contains(&instance)
+    }
 }
 
 /// Outcome of [`SpillDir::write`].
@@ -121,15 +141,16 @@ impl SpillDir {
         max_bytes: u64,
         policy: SpillFullPolicy,
         instance: u64,
-        predecessors: &[u64],
+        family: Option<Family>,
     ) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
+        let family = family.unwrap_or_default();
+        family.join(instance);
         Ok(Self {
             dir: dir.to_path_buf(),
             max_bytes,
             policy,
-            instance,
-            predecessors: predecessors.to_vec(),
+            family,
             counter: AtomicU64::new(0),
             write_lock: Mutex::new(()),
         })
@@ -138,7 +159,11 @@ impl SpillDir {
     /// Whether a file written by engine `instance` is this engine's to
     /// account for.
     pub(crate) fn owns(&self, instance: u64) -> bool {
-        instance == self.instance || self.predecessors.contains(&instance)
+        self.family.contains(instance)
+    }
+
+    pub(crate) fn family(&self) -> &Family {
+        &self.family
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -190,7 +215,9 @@ impl SpillDir {
                         // A file being replayed is on its way out anyway;
                         // deleting it under the replayer would count
                         // delivered rows as evicted.
-                        let Some(mut held) = claim(&old)? else {
+                        // An error claiming it (EMFILE, EACCES) skips it too:
+                        // failing the write would drop the new rows instead.
+                        let Ok(Some(mut held)) = claim(&old) else {
                             continue;
                         };
                         let len = held.file.metadata().map_or(0, |m| m.len());
@@ -366,7 +393,7 @@ mod tests {
     #[test]
     fn round_trips_and_lists_oldest_first() {
         let d = tempfile::tempdir().unwrap();
-        let s = SpillDir::open(d.path(), 1 << 20, SpillFullPolicy::DropNewest, 5, &[]).unwrap();
+        let s = SpillDir::open(d.path(), 1 << 20, SpillFullPolicy::DropNewest, 5, None).unwrap();
         for i in 0..3 {
             s.write(Some("t"), &insert(3, i)).unwrap();
         }
@@ -385,7 +412,7 @@ mod tests {
     fn a_claimed_file_is_held_until_it_is_gone() {
         let tmp = tempfile::tempdir().unwrap();
         let dir =
-            SpillDir::open(tmp.path(), u64::MAX, SpillFullPolicy::DropNewest, 7, &[]).unwrap();
+            SpillDir::open(tmp.path(), u64::MAX, SpillFullPolicy::DropNewest, 7, None).unwrap();
         let Written::Spilled(path) = dir.write(Some("t"), &insert(3, 1)).unwrap().0 else {
             panic!("not spilled");
         };
@@ -410,7 +437,7 @@ mod tests {
                 u64::MAX,
                 SpillFullPolicy::DropOldest,
                 1,
-                &[],
+                None,
             )
             .unwrap();
             let Written::Spilled(p) = probe.write(None, &one).unwrap().0 else {
@@ -419,7 +446,7 @@ mod tests {
             std::fs::metadata(p).unwrap().len()
         };
         let dir =
-            SpillDir::open(tmp.path(), 2 * size, SpillFullPolicy::DropOldest, 1, &[]).unwrap();
+            SpillDir::open(tmp.path(), 2 * size, SpillFullPolicy::DropOldest, 1, None).unwrap();
         let Written::Spilled(held_path) = dir.write(None, &one).unwrap().0 else {
             panic!()
         };
@@ -436,7 +463,7 @@ mod tests {
     #[test]
     fn a_replayed_insert_keeps_its_dedup_token() {
         let d = tempfile::tempdir().unwrap();
-        let s = SpillDir::open(d.path(), 1 << 20, SpillFullPolicy::DropNewest, 5, &[]).unwrap();
+        let s = SpillDir::open(d.path(), 1 << 20, SpillFullPolicy::DropNewest, 5, None).unwrap();
         let original = insert(2, 1).with_origin(0xfeed);
         s.write(None, &original).unwrap();
         let back = read(&s.list().unwrap()[0]).unwrap().to_insert();
@@ -450,7 +477,7 @@ mod tests {
     #[test]
     fn every_truncation_and_every_bit_flip_is_detected() {
         let d = tempfile::tempdir().unwrap();
-        let s = SpillDir::open(d.path(), 1 << 20, SpillFullPolicy::DropNewest, 5, &[]).unwrap();
+        let s = SpillDir::open(d.path(), 1 << 20, SpillFullPolicy::DropNewest, 5, None).unwrap();
         s.write(None, &insert(1, 9)).unwrap();
         let f = &s.list().unwrap()[0];
         let good = std::fs::read(f).unwrap();
@@ -472,7 +499,7 @@ mod tests {
     #[test]
     fn the_budget_drops_newest_or_evicts_oldest() {
         let d = tempfile::tempdir().unwrap();
-        let s = SpillDir::open(d.path(), 400, SpillFullPolicy::DropNewest, 5, &[]).unwrap();
+        let s = SpillDir::open(d.path(), 400, SpillFullPolicy::DropNewest, 5, None).unwrap();
         let mut kept = 0;
         for i in 0..10 {
             if let (Written::Spilled(_), _) = s.write(None, &insert(1, i)).unwrap() {
@@ -482,7 +509,7 @@ mod tests {
         assert!(kept > 0 && kept < 10);
         assert!(s.used_bytes() <= 400);
         let d2 = tempfile::tempdir().unwrap();
-        let s2 = SpillDir::open(d2.path(), 400, SpillFullPolicy::DropOldest, 5, &[]).unwrap();
+        let s2 = SpillDir::open(d2.path(), 400, SpillFullPolicy::DropOldest, 5, None).unwrap();
         let mut evicted = 0;
         for i in 0..10 {
             evicted += s2.write(None, &insert(1, i)).unwrap().1.rows;

@@ -931,45 +931,51 @@ async fn when_full_block_waits_for_room_then_gives_the_row_back_at_the_timeout()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_successor_replays_its_predecessors_spill_as_its_own_and_the_sum_balances() {
+async fn a_successor_and_its_predecessor_count_each_others_spill_as_their_own() {
     let dir = tempfile::tempdir().unwrap();
+    let spilling = |sink: &MemorySink| {
+        sink.set_failing(true);
+        Buffer::builder()
+            .shards(1)
+            .max_rows(10)
+            .max_inflight(1)
+            .retry(quick_retries())
+            .spill_dir(dir.path())
+    };
     let down = MemorySink::new();
-    down.set_failing(true);
-    let old: Buffer<PostEvent> = Buffer::builder()
-        .shards(1)
-        .max_rows(10)
-        .max_inflight(1)
-        .retry(quick_retries())
-        .spill_dir(dir.path())
-        .build(down)
-        .unwrap();
+    let old: Buffer<PostEvent> = spilling(&down).build(down.clone()).unwrap();
     for i in 0..20 {
         old.track(ev(i)).unwrap();
     }
     assert_eq!(old.flush().await.unwrap().spilled_rows, 20);
+    // The successor spills too, while the old engine still runs: each
+    // replays whatever it claims first, the other's files included.
     let up = MemorySink::new();
-    let new: Buffer<PostEvent> = Buffer::builder()
-        .spill_dir(dir.path())
+    let new: Buffer<PostEvent> = spilling(&up)
         .takes_over_spill_of(&old)
         .build(up.clone())
         .unwrap();
-    old.shutdown().await.unwrap();
-    new.track(ev(100)).unwrap();
-    new.flush().await.unwrap();
-    wait_until("the predecessor's files replayed", || {
-        new.stats().replayed_rows == 20
+    for i in 100..110 {
+        new.track(ev(i)).unwrap();
+    }
+    assert_eq!(new.flush().await.unwrap().spilled_rows, 10);
+    down.set_failing(false);
+    up.set_failing(false);
+    let sum = || {
+        let mut sum = old.stats();
+        sum.add(&new.stats());
+        sum
+    };
+    wait_until("every file replayed", || {
+        sum().replayed_rows == 30 && ch_ingest_spill_files(dir.path()).is_empty()
     })
     .await;
-    let (before, after) = (old.stats(), new.stats());
-    assert_eq!(
-        before.spill_pending_rows, 20,
-        "the old engine alone still counts them"
-    );
-    assert_eq!(after.replayed_foreign_rows, 0);
-    let mut sum = before.clone();
-    sum.add(&after);
+    old.shutdown().await.unwrap();
+    new.shutdown().await.unwrap();
+    let sum = sum();
+    assert_eq!(sum.replayed_foreign_rows, 0);
     assert_eq!(sum.spill_pending_rows, 0);
-    assert_eq!(sum.tracked_rows, 21);
+    assert_eq!(sum.tracked_rows, 30);
     assert_eq!(
         sum.tracked_rows,
         sum.buffered_rows
@@ -978,6 +984,8 @@ async fn a_successor_replays_its_predecessors_spill_as_its_own_and_the_sum_balan
             + sum.spill_pending_rows
             + sum.failed_rows
     );
-    assert_eq!(up.rows(), 21);
-    new.shutdown().await.unwrap();
+    let mut ids = tweet_ids(&down);
+    ids.extend(tweet_ids(&up));
+    ids.sort_unstable();
+    assert_eq!(ids, (0..20).chain(100..110).collect::<Vec<_>>());
 }

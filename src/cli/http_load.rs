@@ -147,6 +147,11 @@ async fn drive(load: HttpLoad) -> Result<(), Box<dyn std::error::Error>> {
                                 .map(<[u8]>::len)
                                 .sum();
                             plain = &plain[skip..];
+                            if skip > 0 {
+                                // Progress: only a body refused outright
+                                // for the whole window fails the run.
+                                refused_since = None;
+                            }
                             wire = encode(&load, plain.to_vec());
                             tokio::time::sleep(retry_after.unwrap_or(Duration::from_millis(100)))
                                 .await;

@@ -284,6 +284,9 @@ impl ServeConfig {
         let max_line_bytes = positive("max_line_bytes", file.max_line_bytes, 1 << 20)?;
         let max_concurrent_requests =
             positive("max_concurrent_requests", file.max_concurrent_requests, 32)?;
+        if max_concurrent_requests > 1 << 16 {
+            return Err(err("max_concurrent_requests", "at most 65536"));
+        }
         let body_timeout = duration(
             "body_timeout",
             file.body_timeout.as_deref(),
@@ -435,8 +438,21 @@ fn parse_file(text: &str, origin: &str) -> Result<FileConfig, ConfigError> {
             let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
             format!(" (line {line})")
         });
-        ConfigError(format!("{origin}{at}: {}", e.message()))
+        ConfigError(format!("{origin}{at}: {}", redact(e.message())))
     })
+}
+
+/// serde's type errors quote the value (`invalid type: string "…",
+/// expected a sequence`): keep the kind, drop the value.
+fn redact(message: &str) -> String {
+    for prefix in ["invalid type: ", "invalid value: "] {
+        if let Some(rest) = message.strip_prefix(prefix) {
+            let (found, expected) = rest.rsplit_once(", expected ").unwrap_or((rest, "?"));
+            let kind = found.split([' ', '`', '"']).next().unwrap_or("value");
+            return format!("{prefix}{kind}, expected {expected}");
+        }
+    }
+    message.to_string()
 }
 
 fn merge(defaults: &TableFile, t: &TableFile) -> TableFile {
@@ -705,6 +721,18 @@ mod tests {
             .to_string();
         assert!(
             e.contains("test.toml (line ") && !e.contains("secret"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_wrongly_typed_secret_is_not_echoed() {
+        let e = parse("[clickhouse]\nurls = [\"http://h:8123\"]\n[tables.t]\ntokens = \"secret-token-0123456789\"\n")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("line 4") && e.contains("invalid type: string") && !e.contains("secret"),
             "{e}"
         );
     }

@@ -30,6 +30,10 @@ const LISTED_REJECTIONS: usize = 100;
 /// Bodies larger than this are decoded with `block_in_place`, so a big
 /// request never stalls the other connections on its worker thread.
 const INLINE_BODY: usize = 256 << 10;
+/// How long a request waits for one of the `max_concurrent_requests`
+/// permits before it is told to come back (503): slow senders holding every
+/// permit must not queue the rest without limit.
+const PERMIT_WAIT: Duration = Duration::from_secs(5);
 /// The largest zstd window a body may use: 2^23 = 8 MiB.
 const ZSTD_WINDOW_LOG_MAX: u32 = 23;
 
@@ -151,9 +155,16 @@ async fn events(
         return error(StatusCode::NOT_FOUND, "no such table is allowed here");
     };
     let response = if token_ok(&headers, &table.tokens) {
-        match app.working.acquire().await {
-            Ok(_permit) => events_for(&app, &table, &headers, request).await,
-            Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
+        match tokio::time::timeout(PERMIT_WAIT, app.working.acquire()).await {
+            Ok(Ok(_permit)) => events_for(&app, &table, &headers, request).await,
+            Ok(Err(_)) => error(StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
+            Err(_) => with_retry_after(
+                error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "max_concurrent_requests requests are being read; try again",
+                ),
+                1,
+            ),
         }
     } else {
         unauthorized()

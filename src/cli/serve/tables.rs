@@ -121,6 +121,9 @@ pub struct Table {
     /// successor: counted in that engine's `rejected_closed`, taken out of
     /// the table's.
     pub rerouted: AtomicU64,
+    /// The `rejected_closed` last exported: a scrape between an old
+    /// engine's count and `rerouted`'s must not see the counter go back.
+    rejected_closed_seen: AtomicU64,
     stale: Arc<tokio::sync::Notify>,
 }
 
@@ -134,6 +137,7 @@ impl Table {
             retiring: Mutex::new(Vec::new()),
             readers: Mutex::new(Vec::new()),
             rerouted: AtomicU64::new(0),
+            rejected_closed_seen: AtomicU64::new(0),
             stale: Arc::new(tokio::sync::Notify::new()),
         }
     }
@@ -228,6 +232,11 @@ impl Table {
                 .await
                 .ok()
                 .and_then(|r| r.clone());
+            if current.is_err() {
+                // This caller answers "closed" and reports nothing: leave
+                // the report to the drain, which does.
+                continue;
+            }
             let taken = self.retiring.lock().ok().and_then(|mut r| {
                 let at = r.iter().position(|r| r.id == id)?;
                 Some(r.swap_remove(at))
@@ -252,9 +261,13 @@ impl Table {
                 hist.add(&h);
             }
         }
-        stats.rejected_closed = stats
+        let rejected = stats
             .rejected_closed
             .saturating_sub(self.rerouted.load(Relaxed));
+        stats.rejected_closed = self
+            .rejected_closed_seen
+            .fetch_max(rejected, Relaxed)
+            .max(rejected);
         (stats, hist)
     }
 }
@@ -506,6 +519,28 @@ pub(super) mod tests {
         assert_eq!(report.rows, 1);
         // Reported once: a later flush has nothing more to say about it.
         assert_eq!(t.flush().await.unwrap().rows, 0);
+    }
+
+    #[tokio::test]
+    async fn a_waiter_told_closed_leaves_the_report_to_the_drain() {
+        let t = table("t");
+        let stopping = AtomicBool::new(false);
+        let first = MemorySink::new();
+        let (b, s) = engine(&first);
+        t.swap(b, s, &stopping);
+        t.engine()
+            .unwrap()
+            .buffer
+            .track_json(br#"{"id":1}"#)
+            .unwrap();
+        let (b, s) = engine(&MemorySink::new());
+        t.swap(b, s, &stopping);
+        // A /v1/flush racing the shutdown drain finds the current engine
+        // closed: it waits, but must not take the replaced engine's report.
+        assert!(t.settle_retired(Err(Closed)).await.is_err());
+        assert_eq!(first.rows(), 1, "it still waited for the drain");
+        let drained = t.settle_retired(Ok(FlushReport::default())).await;
+        assert_eq!(drained.unwrap().rows, 1);
     }
 
     #[tokio::test]
