@@ -106,6 +106,15 @@ pub struct Engine {
     /// Counts swaps, so a request that finds its engine closed can tell a
     /// swap (carry on with the new one) from a shutdown (answer 503).
     pub generation: u64,
+    /// Where its stats reader sits in `Table::readers`.
+    reader_at: usize,
+}
+
+/// How a table reads one engine's stats: live while it runs, a final copy
+/// once it has drained (so a retired engine's memory is let go).
+enum Reader {
+    Live(StatsReader),
+    Final(Box<(Stats, Histograms)>),
 }
 
 pub struct Table {
@@ -116,7 +125,7 @@ pub struct Table {
     /// Replaced engines still draining. Lock order: `current`, then this.
     retiring: Mutex<Vec<Retired>>,
     /// Readers of every engine this table has had, the current one included.
-    readers: Mutex<Vec<StatsReader>>,
+    readers: Arc<Mutex<Vec<Reader>>>,
     /// Rows a closed (replaced) engine handed back that went to its
     /// successor: counted in that engine's `rejected_closed`, taken out of
     /// the table's.
@@ -135,7 +144,7 @@ impl Table {
             cfg,
             current: RwLock::new(None),
             retiring: Mutex::new(Vec::new()),
-            readers: Mutex::new(Vec::new()),
+            readers: Arc::new(Mutex::new(Vec::new())),
             rerouted: AtomicU64::new(0),
             rejected_closed_seen: AtomicU64::new(0),
             stale: Arc::new(tokio::sync::Notify::new()),
@@ -153,25 +162,40 @@ impl Table {
         if stopping.load(SeqCst) {
             return;
         }
-        if let Ok(mut readers) = self.readers.lock() {
-            readers.push(Box::new(buffer.stats_reader()));
-        }
+        let reader_at = match self.readers.lock() {
+            Ok(mut readers) => {
+                readers.push(Reader::Live(Box::new(buffer.stats_reader())));
+                readers.len() - 1
+            }
+            Err(_) => usize::MAX,
+        };
         let generation = current.as_ref().map_or(0, |e| e.generation + 1);
         let old = current.replace(Engine {
             buffer,
             schema: Arc::new(schema),
             generation,
+            reader_at,
         });
         match old {
             Some(old) => {
                 tracing::warn!(table = %self.name, "the table's schema changed; new rows use the new one");
                 let (tell, done) = tokio::sync::watch::channel(None);
                 let name = self.name.clone();
+                let readers = self.readers.clone();
                 tokio::spawn(async move {
                     let report = old.buffer.shutdown().await.unwrap_or_else(|Closed| {
                         tracing::error!(table = %name, "a replaced engine was already shut down");
                         FlushReport::default()
                     });
+                    // Drained, its replayer stopped: its counts are final.
+                    if let Ok(mut readers) = readers.lock() {
+                        if let Some(slot) = readers.get_mut(old.reader_at) {
+                            if let Reader::Live(read) = slot {
+                                *slot = Reader::Final(Box::new(read()));
+                            }
+                        }
+                    }
+                    drop(old);
                     tell.send_replace(Some(report));
                 });
                 if let Ok(mut retiring) = self.retiring.lock() {
@@ -255,8 +279,11 @@ impl Table {
         let mut stats = Stats::default();
         let mut hist = Histograms::default();
         if let Ok(readers) = self.readers.lock() {
-            for read in readers.iter() {
-                let (s, h) = read();
+            for reader in readers.iter() {
+                let (s, h) = match reader {
+                    Reader::Live(read) => read(),
+                    Reader::Final(last) => (last.0.clone(), last.1.clone()),
+                };
                 stats.add(&s);
                 hist.add(&h);
             }
@@ -572,6 +599,11 @@ pub(super) mod tests {
         assert_eq!(report.rows, 2);
         assert_eq!((first.rows(), second.rows()), (1, 1));
         assert_eq!(t.totals().0.acked_rows, 2, "both engines are counted");
+        let frozen = matches!(t.readers.lock().unwrap()[0], Reader::Final(_));
+        assert!(
+            frozen,
+            "the drained engine is still read live (and kept in memory)"
+        );
 
         // Once stopping, no swap happens: the drain's view is final.
         stopping.store(true, SeqCst);
