@@ -596,3 +596,47 @@ fn a_client_that_never_sends_its_body_cannot_hold_the_drain() {
     assert_eq!(server.count(&table), 5);
     drop(stalled);
 }
+
+#[test]
+fn slow_headers_and_idle_connections_are_closed_and_connections_are_capped() {
+    let server = server_or_skip!();
+    let _one = serial();
+    let table = post_events_table(server, "serve_conns");
+    let serve = Serve::start(&format!(
+        "listen = \"127.0.0.1:0\"\nheader_timeout = \"1s\"\nmax_connections = 2\n\
+         [clickhouse]\nurls = [\"{}\"]\n[tables.{table}]\n",
+        server.url
+    ));
+    let started = Instant::now();
+    // Both connection slots taken: one trickling a request head that never
+    // ends, one that says nothing at all.
+    let mut slow = std::net::TcpStream::connect(&serve.addr).unwrap();
+    slow.write_all(b"POST /v1/flush HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let mut idle = std::net::TcpStream::connect(&serve.addr).unwrap();
+    // A third client queues in the backlog until one of them is closed.
+    let addr = serve.addr.clone();
+    let third = std::thread::spawn(move || {
+        let answer = http(&addr, "GET", "/health", &[], b"");
+        (answer.map(|(status, _, _)| status), started.elapsed())
+    });
+    for (name, conn) in [("slow", &mut slow), ("idle", &mut idle)] {
+        conn.set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut buf = [0u8; 256];
+        match conn.read(&mut buf) {
+            // Closed, maybe with a 408 first: either way, not left open.
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            Err(e) => panic!("the {name} connection was not closed: {e}"),
+        }
+    }
+    let (status, answered_after) = third.join().unwrap();
+    assert_eq!(status, Ok(200), "{}", serve.log());
+    // No slot frees before a header timeout fires, which is at least 1 s
+    // after both connections were accepted (after `started`).
+    assert!(
+        answered_after >= Duration::from_secs(1),
+        "the third connection was served at once ({answered_after:?}): the cap did not hold"
+    );
+}

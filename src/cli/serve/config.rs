@@ -29,6 +29,11 @@ pub struct FileConfig {
     max_concurrent_requests: Option<usize>,
     /// How long a client may take to send a body (default 30s; then 408).
     body_timeout: Option<String>,
+    /// Connections open at once (default 512); more wait to be accepted.
+    max_connections: Option<usize>,
+    /// How long a client may take to send a request's headers, and how long
+    /// a keep-alive connection may sit idle (default 30s; then it is closed).
+    header_timeout: Option<String>,
     /// How long a shutdown waits for requests in progress before it drains
     /// anyway (default 30s).
     shutdown_grace: Option<String>,
@@ -134,6 +139,8 @@ pub struct ServeConfig {
     pub max_line_bytes: usize,
     pub max_concurrent_requests: usize,
     pub body_timeout: Duration,
+    pub max_connections: usize,
+    pub header_timeout: Duration,
     pub shutdown_grace: Duration,
     pub admin_tokens: Vec<String>,
     pub schema_refresh: Duration,
@@ -282,19 +289,35 @@ impl ServeConfig {
             max_body_bytes.saturating_mul(4),
         )?;
         let max_line_bytes = positive("max_line_bytes", file.max_line_bytes, 1 << 20)?;
-        let max_concurrent_requests =
-            positive("max_concurrent_requests", file.max_concurrent_requests, 32)?;
-        if max_concurrent_requests > 1 << 16 {
-            return Err(err("max_concurrent_requests", "at most 65536"));
-        }
-        let body_timeout = duration(
+        // Caps far above any sane setting, so a slipped digit is refused at
+        // start instead of meaning "no limit".
+        let at_most = |key: &str, v: usize, max: usize| {
+            if v > max {
+                Err(err(key, format!("at most {max}")))
+            } else {
+                Ok(v)
+            }
+        };
+        let max_concurrent_requests = at_most(
+            "max_concurrent_requests",
+            positive("max_concurrent_requests", file.max_concurrent_requests, 32)?,
+            1 << 16,
+        )?;
+        let body_timeout = nonzero_duration(
             "body_timeout",
             file.body_timeout.as_deref(),
             Duration::from_secs(30),
         )?;
-        if body_timeout.is_zero() {
-            return Err(err("body_timeout", "must be more than zero"));
-        }
+        let max_connections = at_most(
+            "max_connections",
+            positive("max_connections", file.max_connections, 512)?,
+            1 << 20,
+        )?;
+        let header_timeout = nonzero_duration(
+            "header_timeout",
+            file.header_timeout.as_deref(),
+            Duration::from_secs(30),
+        )?;
         let shutdown_grace = duration(
             "shutdown_grace",
             file.shutdown_grace.as_deref(),
@@ -305,14 +328,11 @@ impl ServeConfig {
             file.admin_tokens.take(),
             file.admin_tokens_env.take(),
         )?;
-        let schema_refresh = duration(
+        let schema_refresh = nonzero_duration(
             "schema_refresh",
             file.schema_refresh.as_deref(),
             Duration::from_secs(60),
         )?;
-        if schema_refresh.is_zero() {
-            return Err(err("schema_refresh", "must be more than zero"));
-        }
         for name in flags.tables {
             file.tables.entry(name).or_default();
         }
@@ -344,11 +364,11 @@ impl ServeConfig {
                 b = b.max_bytes(nonzero(&key("max_bytes"), n)?);
             }
             if let Some(s) = &t.flush_interval {
-                let d = duration(&key("flush_interval"), Some(s), Duration::ZERO)?;
-                if d.is_zero() {
-                    return Err(err(&key("flush_interval"), "must be more than zero"));
-                }
-                b = b.flush_interval(d);
+                b = b.flush_interval(nonzero_duration(
+                    &key("flush_interval"),
+                    Some(s),
+                    Duration::ZERO,
+                )?);
             }
             if let Some(n) = t.shards {
                 b = b.shards(nonzero(&key("shards"), n)?);
@@ -370,11 +390,11 @@ impl ServeConfig {
                 b = b.linger(duration(&key("linger"), Some(s), Duration::ZERO)?);
             }
             if let Some(s) = &t.insert_timeout {
-                let d = duration(&key("insert_timeout"), Some(s), Duration::ZERO)?;
-                if d.is_zero() {
-                    return Err(err(&key("insert_timeout"), "must be more than zero"));
-                }
-                b = b.insert_timeout(d);
+                b = b.insert_timeout(nonzero_duration(
+                    &key("insert_timeout"),
+                    Some(s),
+                    Duration::ZERO,
+                )?);
             }
             if t.retry_attempts.is_some() || t.retry_max_elapsed.is_some() {
                 let mut policy = RetryPolicy::default();
@@ -417,6 +437,8 @@ impl ServeConfig {
             max_line_bytes,
             max_concurrent_requests,
             body_timeout,
+            max_connections,
+            header_timeout,
             shutdown_grace,
             admin_tokens,
             schema_refresh,
@@ -502,6 +524,19 @@ fn duration(key: &str, text: Option<&str>, default: Duration) -> Result<Duration
         Some(s) => parse_duration(s).map_err(|e| err(key, e)),
         None => Ok(default),
     }
+}
+
+/// A duration that must be more than zero when given.
+fn nonzero_duration(
+    key: &str,
+    text: Option<&str>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    let d = duration(key, text, default)?;
+    if d.is_zero() {
+        return Err(err(key, "must be more than zero"));
+    }
+    Ok(d)
 }
 
 fn tokens(
@@ -621,6 +656,13 @@ mod tests {
                 "tables.t.spill_max_bytes",
             ),
             ("listen = \"nowhere\"\n[tables.t]", "listen"),
+            ("header_timeout = \"0s\"\n[tables.t]", "header_timeout"),
+            ("max_connections = 0\n[tables.t]", "max_connections"),
+            ("max_connections = 2000000\n[tables.t]", "max_connections"),
+            (
+                "[tables.t]\ninsert_timeout = \"0ms\"",
+                "tables.t.insert_timeout",
+            ),
             ("", "tables"),
         ] {
             let e = parse(&format!("{text}\n{base}"))

@@ -4,11 +4,13 @@
 //! Owns: start-up (configuration, runtime, listener), the signal handling
 //! (first SIGTERM/SIGINT: stop accepting, drain every table, exit 0; a
 //! second: exit at once, saying how many rows were left). The routes live in
-//! `http`, the per-table engines in `tables`, the settings in `config`.
+//! `http`, the accept loop in `listener`, the per-table engines in `tables`,
+//! the settings in `config`.
 //! Must not: print secrets, or exit 0 with accepted rows undelivered.
 
 mod config;
 mod http;
+mod listener;
 mod tables;
 
 use config::{ServeConfig, ServeFlags};
@@ -66,10 +68,11 @@ pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             );
             std::process::exit(130);
         });
-        let mut stopping = stop_rx.clone();
-        let server = axum::serve(listener, router).with_graceful_shutdown(async move {
-            let _ = stopping.wait_for(|s| *s).await;
-        });
+        let conn_limits = listener::ConnLimits {
+            max_connections: cfg.max_connections,
+            header_timeout: cfg.header_timeout,
+        };
+        let server = listener::serve(listener, router, conn_limits, stop_rx.clone());
         // A client that never finishes its request must not hold the drain
         // (and the rows already accepted) hostage: after the grace period
         // the drain starts anyway; requests still running then find the
@@ -77,7 +80,7 @@ pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         let mut stopping = stop_rx;
         let grace = cfg.shutdown_grace;
         tokio::select! {
-            served = std::future::IntoFuture::into_future(server) => served?,
+            () = server => {}
             () = async move {
                 let _ = stopping.wait_for(|s| *s).await;
                 tokio::time::sleep(grace).await;
