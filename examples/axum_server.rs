@@ -62,6 +62,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_state(app);
     let listener = tokio::net::TcpListener::bind(&listen).await?;
     println!("listening on http://{listen}, inserting into {url}");
+    // `axum::serve` keeps it short; it sets no header-read timeout and no
+    // connection cap. Exposed to untrusted clients, do what `ch-ingest
+    // serve` does (src/cli/serve/listener.rs): hyper's HTTP/1 builder with a
+    // timer and `header_read_timeout`, and a semaphore around accept.
     axum::serve(listener, router)
         .with_graceful_shutdown(stop_signal())
         .await?;
