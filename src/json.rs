@@ -54,18 +54,65 @@ impl fmt::Display for DecodeError {
 impl std::error::Error for DecodeError {}
 
 impl DecodeError {
+    /// Longest field name kept (an unknown key is the client's text).
+    const MAX_FIELD: usize = 128;
+    /// Longest reason kept; ours quote values through [`Quoted`], this
+    /// bounds the ones serde_json words.
+    const MAX_REASON: usize = 512;
+
     pub(crate) fn new(
         field: Option<&str>,
         kind: DecodeErrorKind,
         reason: impl Into<String>,
     ) -> Self {
         Self {
-            field: field.map(str::to_string),
+            field: field.map(|f| bounded(f.to_string(), Self::MAX_FIELD)),
             kind,
-            reason: reason.into(),
+            reason: bounded(reason.into(), Self::MAX_REASON),
             offset: None,
         }
     }
+}
+
+/// Client text quoted in an error: in backticks, and only its first bytes
+/// when long, so a megabyte of bad value makes an error of a few dozen
+/// bytes (errors are listed in answers and logged by embedders).
+pub(crate) struct Quoted<'a>(pub &'a str);
+
+impl Quoted<'_> {
+    const MAX: usize = 64;
+    const PREFIX: usize = 48;
+}
+
+impl fmt::Display for Quoted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.0;
+        if s.len() <= Self::MAX {
+            write!(f, "`{s}`")
+        } else {
+            let head = &s[..floor_char_boundary(s, Self::PREFIX)];
+            write!(f, "`{head}…` ({} bytes)", s.len())
+        }
+    }
+}
+
+/// `s` cut to at most `max` bytes (on a character boundary), marked with
+/// `…` when cut.
+fn bounded(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        s.truncate(floor_char_boundary(&s, max - '…'.len_utf8()));
+        s.push('…');
+    }
+    s
+}
+
+/// The largest character boundary of `s` at or before `at`.
+fn floor_char_boundary(s: &str, at: usize) -> usize {
+    let mut end = at.min(s.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    end
 }
 
 /// A fault recorded by a visitor before it returns serde's stringly error,
@@ -181,6 +228,27 @@ mod tests {
         assert_eq!(byte_offset(input, 2, 2), Some(4));
         assert_eq!(byte_offset(input, 3, 1), Some(7));
         assert_eq!(byte_offset(input, 9, 1), None);
+    }
+
+    #[test]
+    fn client_text_in_errors_is_bounded() {
+        assert_eq!(Quoted("abc").to_string(), "`abc`");
+        let long = "é".repeat(1000);
+        let q = Quoted(&long).to_string();
+        assert!(q.len() < 70, "{q}");
+        assert!(q.ends_with("…` (2000 bytes)"), "{q}");
+        let e = DecodeError::new(
+            Some(&"k".repeat(10_000)),
+            DecodeErrorKind::Unknown,
+            "x".repeat(1 << 20),
+        );
+        assert!(e
+            .field
+            .as_ref()
+            .is_some_and(|f| f.len() <= DecodeError::MAX_FIELD && f.ends_with('…')));
+        assert!(e.reason.len() <= DecodeError::MAX_REASON && e.reason.ends_with('…'));
+        let e = DecodeError::new(None, DecodeErrorKind::Invalid, "é".repeat(300));
+        assert!(e.reason.len() <= DecodeError::MAX_REASON);
     }
 
     #[test]

@@ -23,7 +23,7 @@
 //! | `Array(T)` | arrays | `Tuple(...)` | arrays (named tuples also objects) | `Map(K, V)` | objects, keys parsed as K |
 
 use crate::civil;
-use crate::json::{DecodeError, DecodeErrorKind, Fault};
+use crate::json::{DecodeError, DecodeErrorKind, Fault, Quoted};
 use crate::schema::{Schema, Type};
 use crate::wide;
 use bytes::BufMut;
@@ -417,16 +417,16 @@ impl<'a> Val<'a> {
             }
             Type::Float32 => match s.trim().parse::<f32>() {
                 Ok(f) => v.buf.put_f32_le(f),
-                Err(_) => return Err(v.invalid(format_args!("`{s}` is not a number"))),
+                Err(_) => return Err(v.invalid(format_args!("{} is not a number", Quoted(s)))),
             },
             Type::Float64 => match s.trim().parse::<f64>() {
                 Ok(f) => v.buf.put_f64_le(f),
-                Err(_) => return Err(v.invalid(format_args!("`{s}` is not a number"))),
+                Err(_) => return Err(v.invalid(format_args!("{} is not a number", Quoted(s)))),
             },
             Type::Bool => match s {
                 "true" | "1" => v.buf.push(1),
                 "false" | "0" => v.buf.push(0),
-                _ => return Err(v.invalid(format_args!("`{s}` is not a boolean"))),
+                _ => return Err(v.invalid(format_args!("{} is not a boolean", Quoted(s)))),
             },
             Type::Decimal(p, scale) => {
                 let bytes = Type::decimal_width(*p);
@@ -439,20 +439,27 @@ impl<'a> Val<'a> {
                 let mut out = [0u8; 32];
                 match wide::parse(s.trim(), target, &mut out) {
                     Ok(()) => v.buf.extend_from_slice(&out[..bytes]),
-                    Err(why) => return Err(v.invalid(format_args!("`{s}`: {why}"))),
+                    Err(why) => return Err(v.invalid(format_args!("{}: {why}", Quoted(s)))),
                 }
             }
             Type::Date | Type::Date32 => {
                 let days = civil::parse_date(s).or_else(|| s.parse::<i64>().ok());
                 match days {
                     Some(d) => return v.int(d as i128),
-                    None => return Err(v.invalid(format_args!("`{s}` is not a date (YYYY-MM-DD)"))),
+                    None => {
+                        return Err(
+                            v.invalid(format_args!("{} is not a date (YYYY-MM-DD)", Quoted(s)))
+                        )
+                    }
                 }
             }
             Type::DateTime(_) | Type::DateTime64(..) => {
                 let at = civil::parse_datetime(s).or_else(|| seconds_text(s));
                 let Some(at) = at else {
-                    return Err(v.invalid(format_args!("`{s}` is not a date-time (RFC 3339, `YYYY-MM-DD hh:mm:ss` or Unix seconds)")));
+                    return Err(v.invalid(format_args!(
+                        "{} is not a date-time (RFC 3339, `YYYY-MM-DD hh:mm:ss` or Unix seconds)",
+                        Quoted(s)
+                    )));
                 };
                 return v.instant(at);
             }
@@ -461,13 +468,15 @@ impl<'a> Val<'a> {
                     v.buf.put_u64_le((u >> 64) as u64);
                     v.buf.put_u64_le(u as u64);
                 }
-                None => return Err(v.invalid(format_args!("`{s}` is not a UUID"))),
+                None => return Err(v.invalid(format_args!("{} is not a UUID", Quoted(s)))),
             },
             Type::Ipv4 => match s.parse::<std::net::Ipv4Addr>() {
                 Ok(a) => v.buf.put_u32_le(u32::from(a)),
                 Err(_) => match s.parse::<u32>() {
                     Ok(n) => v.buf.put_u32_le(n),
-                    Err(_) => return Err(v.invalid(format_args!("`{s}` is not an IPv4 address"))),
+                    Err(_) => {
+                        return Err(v.invalid(format_args!("{} is not an IPv4 address", Quoted(s))))
+                    }
                 },
             },
             Type::Ipv6 => match s.parse::<std::net::IpAddr>() {
@@ -475,14 +484,16 @@ impl<'a> Val<'a> {
                 Ok(std::net::IpAddr::V4(a)) => {
                     v.buf.extend_from_slice(&a.to_ipv6_mapped().octets())
                 }
-                Err(_) => return Err(v.invalid(format_args!("`{s}` is not an IP address"))),
+                Err(_) => return Err(v.invalid(format_args!("{} is not an IP address", Quoted(s)))),
             },
             Type::Enum8(items) => match items.iter().find(|(n, _)| n == s) {
                 Some((_, x)) => v.buf.put_i8(*x),
                 None => match s.parse::<i128>() {
                     Ok(n) => return v.int(n),
                     Err(_) => {
-                        return Err(v.invalid(format_args!("`{s}` is not a name of the enum")))
+                        return Err(
+                            v.invalid(format_args!("{} is not a name of the enum", Quoted(s)))
+                        )
                     }
                 },
             },
@@ -491,7 +502,9 @@ impl<'a> Val<'a> {
                 None => match s.parse::<i128>() {
                     Ok(n) => return v.int(n),
                     Err(_) => {
-                        return Err(v.invalid(format_args!("`{s}` is not a name of the enum")))
+                        return Err(
+                            v.invalid(format_args!("{} is not a name of the enum", Quoted(s)))
+                        )
                     }
                 },
             },
@@ -506,7 +519,7 @@ impl<'a> Val<'a> {
                     };
                     match wide::parse(s.trim(), target, &mut out) {
                         Ok(()) => v.buf.extend_from_slice(&out[..bytes]),
-                        Err(why) => return Err(v.invalid(format_args!("`{s}`: {why}"))),
+                        Err(why) => return Err(v.invalid(format_args!("{}: {why}", Quoted(s)))),
                     }
                 }
                 None => return Err(v.bad("a string")),

@@ -18,7 +18,9 @@
 
 use super::PostEvent;
 use crate::civil;
-use crate::json::{for_each_line, DecodeError, DecodeErrorKind, Fault, JsonOptions, NdjsonReport};
+use crate::json::{
+    for_each_line, DecodeError, DecodeErrorKind, Fault, JsonOptions, NdjsonReport, Quoted,
+};
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use std::borrow::Cow;
 use std::fmt;
@@ -413,25 +415,31 @@ impl<'de> Visitor<'de> for Field<'_> {
                         b.to_ascii_uppercase(),
                     ])))
                 }
-                _ => Err(self.fail(format!("`{s}` is not two ASCII letters (ISO-3166 alpha-2)"))),
+                _ => Err(self.fail(format!(
+                    "{} is not two ASCII letters (ISO-3166 alpha-2)",
+                    Quoted(s)
+                ))),
             },
             Kind::Id | Kind::U32 => {
                 if s.is_empty() || s.len() > 20 || !s.bytes().all(|b| b.is_ascii_digit()) {
-                    return Err(self.fail(format!("`{s}` is not a non-negative decimal integer")));
+                    return Err(self.fail(format!(
+                        "{} is not a non-negative decimal integer",
+                        Quoted(s)
+                    )));
                 }
                 match s.parse::<u64>() {
                     Ok(v) => self.number(v),
-                    Err(_) => Err(self.fail(format!("`{s}` does not fit UInt64"))),
+                    Err(_) => Err(self.fail(format!("{} does not fit UInt64", Quoted(s)))),
                 }
             }
             Kind::Time => {
                 if let Some(at) = civil::parse_datetime(s) {
                     return match u32::try_from(at.secs) {
                         Ok(secs) => Ok(self.done(Decoded::U64(secs as u64))),
-                        Err(_) => {
-                            Err(self
-                                .fail(format!("`{s}` is outside DateTime's range (1970 to 2106)")))
-                        }
+                        Err(_) => Err(self.fail(format!(
+                            "{} is outside DateTime's range (1970 to 2106)",
+                            Quoted(s)
+                        ))),
                     };
                 }
                 if !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit()) {
@@ -439,7 +447,7 @@ impl<'de> Visitor<'de> for Field<'_> {
                         return self.number(v);
                     }
                 }
-                Err(self.fail(format!("`{s}` is not RFC 3339 or a Unix time")))
+                Err(self.fail(format!("{} is not RFC 3339 or a Unix time", Quoted(s))))
             }
         }
     }
