@@ -404,6 +404,20 @@ fn tokens_limits_encodings_and_status_codes() {
     assert_eq!(status, 400);
     let (status, _) = serve.post(&path, &with(&[("Content-Encoding", "br")]), good);
     assert_eq!(status, 415);
+    let (status, _) = serve.post(&path, &with(&[("Content-Encoding", "gzïp")]), good);
+    assert_eq!(status, 415, "an encoding that is not text is not \"none\"");
+    // A huge bad value is quoted by its first bytes only: errors stay small.
+    let huge = format!(
+        "{{\"event_type\":\"a\",\"tweet_id\":\"{}\",\"occurred_at\":1}}\n",
+        "9x".repeat(1500)
+    );
+    let (status, body) = serve.post(&path, &with(&[]), huge.repeat(2).as_bytes());
+    let error = body["rejected"][1]["error"].as_str().unwrap_or_default();
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        error.contains("tweet_id") && error.contains("(3000 bytes)") && error.len() < 200,
+        "{error}"
+    );
     // Limits: the body (1 MiB here), the inflated body (4 MiB), the line (4 KiB).
     let (status, body) = serve.post(&path, &with(&[]), &vec![b' '; 2 << 20]);
     assert_eq!(status, 413, "{body}");
@@ -443,7 +457,7 @@ fn tokens_limits_encodings_and_status_codes() {
     let text = String::from_utf8_lossy(&text);
     for want in [
         format!("ch_ingest_acked_rows_total{{table=\"{table}\"}} 8"),
-        format!("ch_ingest_encode_errors_total{{table=\"{table}\"}} 3"),
+        format!("ch_ingest_encode_errors_total{{table=\"{table}\"}} 5"),
         format!("ch_ingest_http_requests_total{{table=\"{table}\",code=\"401\"}} 3"),
         format!("ch_ingest_http_requests_total{{table=\"{table}\",code=\"408\"}} 1"),
         format!("ch_ingest_http_requests_total{{table=\"{table}\",code=\"413\"}} 2"),

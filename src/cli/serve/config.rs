@@ -219,23 +219,7 @@ impl ServeConfig {
             ));
         }
         for (i, u) in urls.iter().enumerate() {
-            let uri: Result<axum::http::Uri, _> = u.parse();
-            match uri {
-                Ok(uri) if uri.authority().is_some_and(|a| a.as_str().contains('@')) => {
-                    return Err(err(
-                        &format!("clickhouse.urls[{i}]"),
-                        "credentials do not go in a URL (URLs are printed and logged): \
-                         use clickhouse.user and password_env or password_file",
-                    ))
-                }
-                Ok(uri) if matches!(uri.scheme_str(), Some("http" | "https")) => {}
-                _ => {
-                    return Err(err(
-                        &format!("clickhouse.urls[{i}]"),
-                        format!("`{u}` is not an http(s) URL"),
-                    ))
-                }
-            }
+            check_url(u).map_err(|why| err(&format!("clickhouse.urls[{i}]"), why))?;
         }
         // A password flag replaces both of the file's sources (flags win).
         let (password_env, password_file) =
@@ -526,6 +510,33 @@ fn duration(key: &str, text: Option<&str>, default: Duration) -> Result<Duration
     }
 }
 
+/// A ClickHouse URL is printed at start and logged with every endpoint
+/// failure, so it must not be able to carry a secret: no `user:pass@`
+/// anywhere (`http::Uri` ends the authority at the first `/`, so
+/// `http://u:p/w@h` would pass a check of the authority alone), and no query
+/// (`?password=` is one ClickHouse accepts). The answer never repeats the
+/// URL, which may hold the very secret it refuses.
+fn check_url(u: &str) -> Result<(), &'static str> {
+    if u.contains('@') {
+        return Err(
+            "credentials do not go in a URL (URLs are printed and logged): \
+                    use clickhouse.user and password_env or password_file",
+        );
+    }
+    if u.contains(['?', '#']) {
+        return Err(
+            "a URL here takes no query or fragment (URLs are printed and logged): \
+                    use clickhouse.user, password_env/password_file and clickhouse.database",
+        );
+    }
+    match u.parse::<axum::http::Uri>() {
+        Ok(uri) if matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some() => {
+            Ok(())
+        }
+        _ => Err("not an http(s) URL (`http://host:port`)"),
+    }
+}
+
 /// A duration that must be more than zero when given.
 fn nonzero_duration(
     key: &str,
@@ -796,14 +807,30 @@ mod tests {
     }
 
     #[test]
-    fn credentials_in_urls_are_refused() {
-        let e = parse("[clickhouse]\nurls = [\"http://u:secret@h:8123\"]\n[tables.t]")
+    fn credentials_in_urls_are_refused_without_being_repeated() {
+        for url in [
+            "http://u:secret@h:8123",
+            // `http::Uri` ends the authority at the `/`: `u:secret` would
+            // have been taken for host:port.
+            "http://u:sec/ret@h:8123",
+            "http://h:8123/?password=secret",
+            "http://h:8123/?user=u&password=secret",
+            "http://h:8123/#secret",
+            "http://h:8123/ \"secret",
+        ] {
+            let e = parse(&format!(
+                "[clickhouse]\nurls = [\"http://ok:1\", {url:?}]\n[tables.t]"
+            ))
             .err()
-            .unwrap()
+            .unwrap_or_else(|| panic!("{url} was accepted"))
             .to_string();
+            assert!(
+                e.contains("clickhouse.urls[1]") && !e.contains("secret") && !e.contains("sec/"),
+                "{url}: {e}"
+            );
+        }
         assert!(
-            e.contains("clickhouse.urls[0]") && !e.contains("secret"),
-            "{e}"
+            parse("[clickhouse]\nurls = [\"https://h:8443/\", \"http://h\"]\n[tables.t]").is_ok()
         );
     }
 }

@@ -219,10 +219,12 @@ async fn events_for(app: &App, table: &Table, headers: &HeaderMap, request: Requ
                 .next()
                 .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
         });
-    let encoding = headers
-        .get(header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.trim().to_ascii_lowercase());
+    // A value that is not text is no encoding we know: 415 like any other,
+    // never "no encoding" (the body would be read as plain NDJSON).
+    let encoding = headers.get(header::CONTENT_ENCODING).map(|v| {
+        v.to_str()
+            .map_or_else(|_| "(not text)".into(), |v| v.trim().to_ascii_lowercase())
+    });
     let identity = matches!(encoding.as_deref(), None | Some("identity") | Some(""));
     let large = !identity || body.len() > INLINE_BODY;
     let work = move || {

@@ -100,8 +100,11 @@ pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
                 table.name, s.acked_rows, s.failed_rows, s.spill_pending_rows, s.encode_errors
             );
         }
-        // Exit 0 means the drain delivered (or spilled) everything it held;
-        // failures earlier in the run were logged and counted when they happened.
+        // Exit 0 means the drain delivered (or spilled) everything it held,
+        // engines replaced by a schema change included. Every failed batch is
+        // reported once: a replaced engine's failures go to the `/v1/flush`
+        // answer that collects them first (502), else to this exit code;
+        // all of them are logged and counted in `failed_rows` as they happen.
         if drained.failed_rows > 0 {
             return Err(format!(
                 "{} rows could not be delivered while draining ({failed} failed in all)",
