@@ -56,6 +56,7 @@ pub struct ClickHouseSink {
 /// One server (replica) and what we know about it.
 struct Endpoint {
     client: Client,
+    /// The URL as logs show it ([`log_label`]).
     url: Option<String>,
     server: OnceCell<ServerInfo>,
     /// While set and in the future, the endpoint is skipped (it failed).
@@ -114,7 +115,9 @@ impl ClickHouseSink {
     /// the same attempt, and the failed one is skipped for 1 s, doubling to
     /// 30 s while it keeps failing. A permanent error is returned as it is
     /// (a replica would say the same). `client` is the template: each URL
-    /// gets a clone of it.
+    /// gets a clone of it. Logs name an endpoint by its URL without any
+    /// `user:password@` or query, so credentials belong on the client
+    /// (`with_user`, `with_password`), not in the URLs.
     ///
     /// Failing over after an ambiguous failure (the first server may have
     /// stored the block) can store it twice on a non-replicated setup;
@@ -130,7 +133,7 @@ impl ClickHouseSink {
             .map(|u| {
                 Endpoint::new(
                     client.clone().with_url(u.as_ref()),
-                    Some(u.as_ref().to_string()),
+                    Some(log_label(u.as_ref())),
                 )
             })
             .collect();
@@ -301,8 +304,38 @@ fn parse_code(message: &str) -> Option<u32> {
     digits.parse().ok()
 }
 
+/// `url` as it may be logged: no userinfo (everything up to the last `@`
+/// goes, which also covers a `/` inside a password) and no query or
+/// fragment (ClickHouse takes `?password=`).
+fn log_label(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let rest = rest.split(['?', '#']).next().unwrap_or("");
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    if scheme.is_empty() {
+        rest.to_string()
+    } else {
+        format!("{scheme}://{rest}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn logged_urls_carry_no_secret() {
+        for (url, label) in [
+            ("http://h:8123", "http://h:8123"),
+            ("https://h:8443/", "https://h:8443/"),
+            ("http://u:secret@h:8123/", "http://h:8123/"),
+            ("http://u:sec/ret@h:8123", "http://h:8123"),
+            ("http://h:8123/?user=u&password=secret", "http://h:8123/"),
+            ("http://h:8123#secret", "http://h:8123"),
+            ("http://h:8123/?password=a@b", "http://h:8123/"),
+            ("h:8123", "h:8123"),
+        ] {
+            assert_eq!(super::log_label(url), label, "{url}");
+        }
+    }
+
     use super::*;
 
     #[test]
