@@ -320,6 +320,8 @@ fn log_label(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn logged_urls_carry_no_secret() {
         for (url, label) in [
@@ -332,11 +334,9 @@ mod tests {
             ("http://h:8123/?password=a@b", "http://h:8123/"),
             ("h:8123", "h:8123"),
         ] {
-            assert_eq!(super::log_label(url), label, "{url}");
+            assert_eq!(log_label(url), label, "{url}");
         }
     }
-
-    use super::*;
 
     #[test]
     fn parses_codes_of_old_and_new_servers() {

@@ -275,16 +275,16 @@ impl ServeConfig {
         let max_line_bytes = positive("max_line_bytes", file.max_line_bytes, 1 << 20)?;
         // Caps far above any sane setting, so a slipped digit is refused at
         // start instead of meaning "no limit".
-        let at_most = |key: &str, v: usize, max: usize| {
-            if v > max {
-                Err(err(key, format!("at most {max}")))
-            } else {
-                Ok(v)
-            }
+        let capped = |key: &str, v: Option<usize>, default: usize, max: usize| match positive(
+            key, v, default,
+        )? {
+            n if n > max => Err(err(key, format!("at most {max}"))),
+            n => Ok(n),
         };
-        let max_concurrent_requests = at_most(
+        let max_concurrent_requests = capped(
             "max_concurrent_requests",
-            positive("max_concurrent_requests", file.max_concurrent_requests, 32)?,
+            file.max_concurrent_requests,
+            32,
             1 << 16,
         )?;
         let body_timeout = nonzero_duration(
@@ -292,11 +292,7 @@ impl ServeConfig {
             file.body_timeout.as_deref(),
             Duration::from_secs(30),
         )?;
-        let max_connections = at_most(
-            "max_connections",
-            positive("max_connections", file.max_connections, 512)?,
-            1 << 20,
-        )?;
+        let max_connections = capped("max_connections", file.max_connections, 512, 1 << 20)?;
         let header_timeout = nonzero_duration(
             "header_timeout",
             file.header_timeout.as_deref(),

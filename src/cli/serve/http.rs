@@ -247,14 +247,25 @@ fn decompress(
     body: Bytes,
     limit: usize,
 ) -> Result<Bytes, (StatusCode, String)> {
-    let reader: Box<dyn Read + '_> = match encoding {
+    // With the reader, the size the body announces (gzip's trailer, a zstd
+    // frame header), if any: the output is sized once from it. Grown by
+    // doubling instead, a 64 MB body briefly held 1.5x that while the last
+    // copy was made. A false announcement costs at most `limit`, which a
+    // true one may cost anyway.
+    let (reader, announced): (Box<dyn Read + '_>, Option<u64>) = match encoding {
         None | Some("identity") | Some("") => {
             if body.len() > limit {
                 return Err(too_large(limit));
             }
             return Ok(body);
         }
-        Some("gzip") | Some("x-gzip") => Box::new(flate2::read::MultiGzDecoder::new(&body[..])),
+        Some("gzip") | Some("x-gzip") => {
+            let isize = body.last_chunk().map(|t| u64::from(u32::from_le_bytes(*t)));
+            (
+                Box::new(flate2::read::MultiGzDecoder::new(&body[..])),
+                isize,
+            )
+        }
         Some("zstd") => {
             // A frame may ask for a window of up to 2 GiB; cap it at 8 MiB
             // (zstd's own default for streams) so a hostile header cannot
@@ -262,7 +273,12 @@ fn decompress(
             let decoder = zstd::stream::read::Decoder::new(&body[..])
                 .and_then(|mut d| d.window_log_max(ZSTD_WINDOW_LOG_MAX).map(|()| d));
             match decoder {
-                Ok(d) => Box::new(d),
+                Ok(d) => (
+                    Box::new(d),
+                    zstd::zstd_safe::get_frame_content_size(&body)
+                        .ok()
+                        .flatten(),
+                ),
                 Err(e) => return Err((StatusCode::BAD_REQUEST, format!("zstd: {e}"))),
             }
         }
@@ -272,21 +288,6 @@ fn decompress(
                 format!("Content-Encoding `{other}` is not supported (gzip, zstd or identity)"),
             ))
         }
-    };
-    // Sized once from the size the body announces (gzip's trailer, a zstd
-    // frame header) when it has one: grown by doubling instead, a 64 MB
-    // body briefly held 1.5x that while the last copy was made. A false
-    // announcement costs at most `limit`, which a true one may cost anyway.
-    let announced = match encoding {
-        Some("zstd") => zstd::zstd_safe::get_frame_content_size(&body)
-            .ok()
-            .flatten(),
-        _ => body
-            .len()
-            .checked_sub(4)
-            .and_then(|at| body.get(at..))
-            .and_then(|tail| tail.try_into().ok())
-            .map(|tail| u64::from(u32::from_le_bytes(tail))),
     };
     let capacity = announced.map_or(body.len().saturating_mul(4), |n| {
         usize::try_from(n).unwrap_or(usize::MAX)
