@@ -469,6 +469,23 @@ impl Buffer<()> {
     }
 }
 
+/// Cuts a shard's buffer back to `len` if dropped while unwinding: a
+/// panic inside a row's encoding (a user's `Serialize`) must not leave half
+/// a row for the next one to be appended to.
+struct RewindOnUnwind<'a> {
+    st: &'a mut crate::shard::ShardState,
+    len: usize,
+    armed: bool,
+}
+
+impl Drop for RewindOnUnwind<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.st.buf.truncate(self.len);
+        }
+    }
+}
+
 /// Why [`Buffer::append`] did not buffer a row.
 enum Rejected<E> {
     Full,
@@ -533,11 +550,7 @@ impl<T: Serialize> Buffer<T> {
     /// `when_full` policy (from `track`) or straight back (from its wait loop).
     #[inline(always)]
     fn track_with<const POLICY: bool>(&self, row: T) -> Result<(), TrackError<T>> {
-        let shared = &*self.inner.shared;
-        let result = self.append(|st| match shared.row_columns.get() {
-            Some(columns) => encode_row_as(&row, &mut st.buf, columns),
-            None => first_row(shared, &row, &mut st.buf),
-        });
+        let result = self.append(|st| self.encode(&row, st));
         match result {
             Ok(()) => Ok(()),
             Err(Rejected::Full) if POLICY => self.when_full(row),
@@ -571,49 +584,38 @@ impl<T: Serialize> Buffer<T> {
     /// ```
     pub fn track_many<I: Iterator<Item = T>>(&self, rows: &mut I) -> Result<usize, TrackError<T>> {
         let shared = &*self.inner.shared;
-        let cfg = &shared.cfg;
         let shard = &shared.shards[shard_for_this_thread(shared.shards.len())];
-        let mut st = shard.lock();
-        let (mut accepted, mut counted, mut bytes) = (0u64, 0u64, 0u64);
-        let result = loop {
-            let Some(row) = rows.next() else {
-                break Ok(());
-            };
-            if shared.closed.load(Relaxed) {
-                Counters::add(&shared.seal.stats.rejected_closed, 1);
-                break Err(TrackError::Closed(row));
-            }
-            if st.rows >= cfg.max_rows || st.buf.len() >= cfg.max_bytes {
-                shard.seal(&mut st, &shared.seal);
-                if st.rows != 0 {
-                    Shard::bump(&shard.rejected_full, 1);
-                    break Err(TrackError::Full(row));
+        let mut accepted = 0;
+        'locked: loop {
+            let mut st = shard.lock();
+            loop {
+                let Some(row) = rows.next() else {
+                    return Ok(accepted);
+                };
+                match self.append_locked(shard, &mut st, |st| self.encode(&row, st)) {
+                    Ok(()) => accepted += 1,
+                    Err(Rejected::Full) => {
+                        // The builder's policy, exactly as `track`: it may
+                        // wait, so never under the lock.
+                        drop(st);
+                        self.when_full(row)?;
+                        accepted += usize::from(shared.cfg.when_full != WhenFull::DropNewest);
+                        continue 'locked;
+                    }
+                    Err(Rejected::Closed) => return Err(TrackError::Closed(row)),
+                    Err(Rejected::Invalid(error)) => return Err(TrackError::Encode { row, error }),
                 }
             }
-            let before = st.buf.len();
-            let encoded = match shared.row_columns.get() {
-                Some(columns) => encode_row_as(&row, &mut st.buf, columns),
-                None => first_row(shared, &row, &mut st.buf),
-            };
-            if let Err(error) = encoded {
-                Shard::bump(&shard.encode_errors, 1);
-                break Err(TrackError::Encode { row, error });
-            }
-            st.rows += 1;
-            accepted += 1;
-            bytes += (st.buf.len() - before) as u64;
-            if st.rows >= cfg.max_rows || st.buf.len() >= cfg.max_bytes {
-                // Counters first: `stats()` must never see sealed > tracked.
-                Shard::bump(&shard.tracked_rows, accepted - counted);
-                Shard::bump(&shard.tracked_bytes, bytes);
-                (counted, bytes) = (accepted, 0);
-                shard.seal(&mut st, &shared.seal);
-            }
-        };
-        Shard::bump(&shard.tracked_rows, accepted - counted);
-        Shard::bump(&shard.tracked_bytes, bytes);
-        drop(st);
-        result.map(|()| accepted as usize)
+        }
+    }
+
+    #[inline(always)]
+    fn encode(&self, row: &T, st: &mut crate::shard::ShardState) -> Result<(), EncodeError> {
+        let shared = &*self.inner.shared;
+        match shared.row_columns.get() {
+            Some(columns) => encode_row_as(row, &mut st.buf, columns),
+            None => first_row(shared, row, &mut st.buf),
+        }
     }
 }
 
@@ -729,36 +731,66 @@ pub struct NdjsonTracked {
 
 impl<T> Buffer<T> {
     /// The hot path shared by every `track` flavour: this thread's shard,
-    /// closed and full checks, `encode` under the lock, counters, seal at a
-    /// threshold.
+    /// its lock, [`append_locked`](Self::append_locked), and the sampled
+    /// latency.
     #[inline]
     fn append<E>(
         &self,
         encode: impl FnOnce(&mut crate::shard::ShardState) -> Result<(), E>,
     ) -> Result<(), Rejected<E>> {
         let shared = &*self.inner.shared;
-        let cfg = &shared.cfg;
         let shard = &shared.shards[shard_for_this_thread(shared.shards.len())];
         // Sampled latency: read before the lock so lock waits count too.
         let timed = (shard.tracked_rows.load(Relaxed))
             .is_multiple_of(crate::histogram::TRACK_SAMPLE)
             .then(std::time::Instant::now);
         let mut st = shard.lock();
+        self.append_locked(shard, &mut st, encode)?;
+        drop(st);
+        if let Some(t0) = timed {
+            let seconds = t0.elapsed().as_secs_f64();
+            shared.seal.stats.hist.track_seconds.record(seconds);
+        }
+        Ok(())
+    }
+
+    /// One row into a locked shard: closed and full checks, `encode`,
+    /// counters, seal at a threshold. The one append path (`track`,
+    /// `track_many`, `track_json`). If `encode` panics (a user's
+    /// `Serialize`), the buffer is cut back to where the row started before
+    /// the panic leaves the lock, so the rows around it stay intact.
+    #[inline(always)]
+    fn append_locked<E>(
+        &self,
+        shard: &Shard,
+        st: &mut crate::shard::ShardState,
+        encode: impl FnOnce(&mut crate::shard::ShardState) -> Result<(), E>,
+    ) -> Result<(), Rejected<E>> {
+        let shared = &*self.inner.shared;
+        let cfg = &shared.cfg;
         if shared.closed.load(Relaxed) {
-            drop(st);
             Counters::add(&shared.seal.stats.rejected_closed, 1);
             return Err(Rejected::Closed);
         }
         if st.rows >= cfg.max_rows || st.buf.len() >= cfg.max_bytes {
             // Only reachable when a parked batch kept the last seal from happening.
-            shard.seal(&mut st, &shared.seal);
+            shard.seal(st, &shared.seal);
             if st.rows != 0 {
                 Shard::bump(&shard.rejected_full, 1);
                 return Err(Rejected::Full);
             }
         }
         let before = st.buf.len();
-        if let Err(e) = encode(&mut st) {
+        let mut rewind = RewindOnUnwind {
+            st,
+            len: before,
+            armed: true,
+        };
+        let encoded = encode(&mut *rewind.st);
+        // Returned (Ok or Err, which truncate by themselves): nothing to cut.
+        rewind.armed = false;
+        let st = &mut *rewind.st;
+        if let Err(e) = encoded {
             Shard::bump(&shard.encode_errors, 1);
             return Err(Rejected::Invalid(e));
         }
@@ -766,12 +798,7 @@ impl<T> Buffer<T> {
         Shard::bump(&shard.tracked_rows, 1);
         Shard::bump(&shard.tracked_bytes, (st.buf.len() - before) as u64);
         if st.rows >= cfg.max_rows || st.buf.len() >= cfg.max_bytes {
-            shard.seal(&mut st, &shared.seal);
-        }
-        drop(st);
-        if let Some(t0) = timed {
-            let seconds = t0.elapsed().as_secs_f64();
-            shared.seal.stats.hist.track_seconds.record(seconds);
+            shard.seal(st, &shared.seal);
         }
         Ok(())
     }
@@ -832,7 +859,7 @@ impl<T> Buffer<T> {
     }
 }
 
-fn snapshot(shared: &Shared) -> Stats {
+pub(crate) fn snapshot(shared: &Shared) -> Stats {
     let mut s = Stats::default();
     let (mut sealed, mut sealed_bytes) = (0, 0);
     for shard in shared.shards.iter() {

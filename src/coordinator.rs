@@ -144,17 +144,34 @@ struct Sums {
 }
 
 impl Sums {
-    fn add(&mut self, o: PartOutcome) {
+    fn of(o: PartOutcome) -> Self {
+        let mut s = Sums::default();
         match o.fate {
-            Fate::Failed => self.failed_rows += o.rows,
-            Fate::Spilled => self.spilled_rows += o.rows,
+            Fate::Failed => s.failed_rows = o.rows,
+            Fate::Spilled => s.spilled_rows = o.rows,
             Fate::Acked => {
-                self.rows += o.rows;
-                self.bytes += o.bytes;
-                self.batches += 1;
+                s.rows = o.rows;
+                s.bytes = o.bytes;
+                s.batches = 1;
             }
         }
+        s
     }
+
+    fn merge(&mut self, o: Sums) {
+        self.rows += o.rows;
+        self.bytes += o.bytes;
+        self.batches += o.batches;
+        self.failed_rows += o.failed_rows;
+        self.spilled_rows += o.spilled_rows;
+    }
+}
+
+/// Completed batches `start..end` above the watermark, their outcomes summed.
+#[derive(Clone, Copy)]
+struct Done {
+    end: u64,
+    sums: Sums,
 }
 
 struct Waiter {
@@ -175,16 +192,21 @@ const MAX_REMEMBERED_FAILURES: usize = 4096;
 ///
 /// A flush reports every batch between the previous flush's barrier and its
 /// own, so failures that happened before the call are reported too. Memory is
-/// bounded: per-batch outcomes are kept only above the watermark (at most the
-/// in-flight batches), sums only at barrier points.
+/// bounded by the batches not done yet, not by how long the oldest of them
+/// takes: completions above the watermark are kept as ranges of consecutive
+/// sequence numbers with summed outcomes (one INSERT retrying for minutes
+/// while a million batches complete after it is two ranges, not a million
+/// entries), split only at barrier points; sums are kept only at barrier
+/// points.
 #[derive(Default)]
 struct Ledger {
     /// Every batch with a smaller sequence number is done.
     watermark: u64,
     /// Sums over all batches below `watermark`.
     sums: Sums,
-    /// Completed batches at or above the watermark (out-of-order completions).
-    ahead: BTreeMap<u64, PartOutcome>,
+    /// Completed batches above the watermark (out-of-order completions), as
+    /// disjoint ranges keyed by their first sequence number.
+    ahead: BTreeMap<u64, Done>,
     /// `sums` as it was when the watermark passed each barrier point.
     marks: BTreeMap<u64, Sums>,
     /// Barrier points the watermark has not reached yet.
@@ -203,10 +225,35 @@ impl Ledger {
     }
 
     fn record(&mut self, seq: u64, outcome: PartOutcome) {
-        self.ahead.insert(seq, outcome);
-        while let Some(o) = self.ahead.remove(&self.watermark) {
-            self.sums.add(o);
-            self.watermark += 1;
+        let mut start = seq;
+        let mut done = Done {
+            end: seq + 1,
+            sums: Sums::of(outcome),
+        };
+        // Join the range ending here and the one starting right after, but
+        // never across a barrier point: its sums must be exact there.
+        if !self.pending_marks.contains(&seq) {
+            if let Some((&s, before)) = self.ahead.range(..seq).next_back() {
+                if before.end == seq {
+                    let before = *before;
+                    self.ahead.remove(&s);
+                    start = s;
+                    let mut sums = before.sums;
+                    sums.merge(done.sums);
+                    done.sums = sums;
+                }
+            }
+        }
+        if !self.pending_marks.contains(&done.end) {
+            if let Some(after) = self.ahead.remove(&done.end) {
+                done.end = after.end;
+                done.sums.merge(after.sums);
+            }
+        }
+        self.ahead.insert(start, done);
+        while let Some(d) = self.ahead.remove(&self.watermark) {
+            self.sums.merge(d.sums);
+            self.watermark = d.end;
             self.mark_if_pending();
         }
     }
@@ -259,7 +306,11 @@ impl Ledger {
             .unwrap_or(self.last_target)
             .min(self.last_target);
         self.marks = self.marks.split_off(&floor);
-        while self.failures.front().is_some_and(|f| f.insert_id < floor) {
+        while self
+            .failures
+            .front()
+            .is_some_and(|f| f.batches.iter().all(|&b| b < floor))
+        {
             self.failures.pop_front();
         }
     }
@@ -277,7 +328,10 @@ impl Ledger {
             failures: self
                 .failures
                 .iter()
-                .filter(|f| (start..end).contains(&f.insert_id))
+                // An INSERT may carry batches on both sides of a barrier
+                // (a parked batch sealed earlier rides with later ones):
+                // it belongs to every report that counts one of them.
+                .filter(|f| f.batches.iter().any(|b| (start..end).contains(b)))
                 .cloned()
                 .collect(),
         }
@@ -310,6 +364,25 @@ pub(crate) struct Coordinator<S> {
     replayer: Option<tokio::task::JoinHandle<()>>,
     /// Shutdown callers, answered once the drain and the replayer are done.
     shutdown_replies: Vec<(oneshot::Receiver<FlushReport>, oneshot::Sender<FlushReport>)>,
+}
+
+impl<S> Drop for Coordinator<S> {
+    /// Runs when the coordinator ends, also when its runtime is dropped
+    /// under it. From then on nothing would ever seal or send, so `track`
+    /// must say `Closed` (counted in `rejected_closed`) instead of taking
+    /// rows that vanish.
+    fn drop(&mut self) {
+        if self.shared.closed.swap(true, Relaxed) {
+            return;
+        }
+        let s = crate::buffer::snapshot(&self.shared);
+        tracing::error!(
+            buffered_rows = s.buffered_rows,
+            pending_rows = s.pending_rows,
+            "ch-ingest coordinator stopped without shutdown() (its tokio runtime was dropped): \
+             these rows will not be delivered; track now returns Closed"
+        );
+    }
 }
 
 impl<S: Sink> Coordinator<S> {
@@ -569,6 +642,12 @@ impl<S: Sink> Coordinator<S> {
             spill_rejected,
             evicted,
         } = delivered;
+        if evicted.quarantined > 0 {
+            Counters::add(
+                &self.shared.seal.stats.quarantined_files,
+                evicted.quarantined,
+            );
+        }
         if evicted.rows > 0 {
             let stats = &self.shared.seal.stats;
             Counters::add(&stats.spill_evicted_rows, evicted.rows);
@@ -660,6 +739,8 @@ impl<S: Sink> Coordinator<S> {
                     insert_id = insert.id(),
                     rows = insert.rows(),
                     attempts,
+                    code_name = error.code_name().unwrap_or(""),
+                    class_reason = error.code_reason().unwrap_or(""),
                     %error,
                     path = %path.display(),
                     "INSERT failed; rows kept as a dead letter"
@@ -673,6 +754,8 @@ impl<S: Sink> Coordinator<S> {
                     bytes = insert.bytes(),
                     attempts,
                     retryable = error.is_retryable(),
+                    code_name = error.code_name().unwrap_or(""),
+                    class_reason = error.code_reason().unwrap_or(""),
                     %error,
                     "INSERT failed; rows dropped (no dead-letter directory configured)"
                 );
@@ -736,15 +819,16 @@ impl<S: Sink> Delivery<S> {
                 attempt = attempts,
                 outcome = tracing::field::Empty,
             );
-            let attempt = tokio::time::timeout(cfg.insert_timeout, self.sink.insert(&self.insert))
+            let deadline = tokio::time::Instant::now() + cfg.insert_timeout;
+            let attempt = crate::sink::deadline::run(deadline, self.sink.insert(&self.insert))
                 .instrument(span.clone());
             let error = match attempt.await {
-                Ok(Ok(())) => {
+                Some(Ok(())) => {
                     span.record("outcome", "ok");
                     break Ok(());
                 }
-                Ok(Err(e)) => e,
-                Err(_) => SinkError::Timeout,
+                Some(Err(e)) => e,
+                None => SinkError::Timeout,
             };
             let delay = if error.is_retryable() {
                 cfg.retry
@@ -791,14 +875,22 @@ impl<S: Sink> Delivery<S> {
                 let written =
                     tokio::task::spawn_blocking(move || spill.write(table.as_deref(), &insert))
                         .await;
-                match written {
-                    Ok(Ok((crate::spill::Written::Spilled(path), evicted))) => {
+                let written = match written {
+                    Ok((written, evicted)) => {
+                        // Evicted files are gone whether or not the new one
+                        // then made it to disk.
                         delivered.evicted = evicted;
+                        Ok(written)
+                    }
+                    Err(panicked) => Err(panicked),
+                };
+                match written {
+                    Ok(Ok(crate::spill::Written::Spilled(path))) => {
                         delivered.spilled = Some(path);
                         delivered.result = result;
                         return delivered;
                     }
-                    Ok(Ok((crate::spill::Written::Rejected, _))) => {
+                    Ok(Ok(crate::spill::Written::Rejected)) => {
                         delivered.spill_rejected = true;
                         tracing::error!(
                             insert_id = self.insert.id(),
@@ -862,5 +954,105 @@ async fn next_batch(
             seal.taken(&b);
             Some(b)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn acked(rows: u64) -> PartOutcome {
+        PartOutcome {
+            rows,
+            bytes: rows * 10,
+            fate: Fate::Acked,
+        }
+    }
+
+    #[test]
+    fn completions_behind_one_slow_insert_stay_a_few_ranges() {
+        let mut l = Ledger::new();
+        // Batch 0 is the INSERT that retries for minutes; a million others
+        // complete after it, in two interleaved streams.
+        for seq in (1..1_000_000).step_by(2).chain((2..1_000_000).step_by(2)) {
+            l.record(seq, acked(1));
+            assert!(l.ahead.len() <= 500_001);
+        }
+        assert_eq!(l.ahead.len(), 1, "one range of 999 999 batches");
+        assert_eq!(l.watermark, 0);
+        l.record(0, acked(1));
+        assert_eq!(
+            (l.watermark, l.sums.rows, l.sums.batches),
+            (1_000_000, 1_000_000, 1_000_000)
+        );
+        assert!(l.ahead.is_empty());
+    }
+
+    #[test]
+    fn barrier_sums_are_exact_whatever_the_completion_order() {
+        // Completion orders from a fixed xorshift, barriers between.
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..50 {
+            let mut l = Ledger::new();
+            let n = 200u64;
+            let target = 1 + next() % (n - 1);
+            l.fix_target(target);
+            let mut order: Vec<u64> = (0..n).collect();
+            for i in (1..order.len()).rev() {
+                order.swap(i, (next() % (i as u64 + 1)) as usize);
+            }
+            for &seq in &order {
+                l.record(seq, acked(seq + 1));
+            }
+            let report = l.report(0, target);
+            let want: u64 = (1..=target).sum();
+            assert_eq!((report.rows, report.batches), (want, target));
+            assert_eq!(l.sums.rows, (1..=n).sum::<u64>());
+        }
+    }
+
+    #[test]
+    fn a_failed_insert_with_a_batch_before_the_barrier_is_in_that_report() {
+        let mut l = Ledger::new();
+        l.fix_target(10);
+        // INSERT 12 carried batch 7, parked earlier and sealed before the
+        // barrier, with batch 12 sealed after it.
+        l.record_failure(FailedInsert {
+            insert_id: 12,
+            batches: vec![12, 7],
+            rows: 2,
+            error: SinkError::Other("no".into()),
+            attempts: 1,
+            dead_letter: None,
+        });
+        for seq in 0..13 {
+            let fate = if seq == 7 || seq == 12 {
+                Fate::Failed
+            } else {
+                Fate::Acked
+            };
+            l.record(
+                seq,
+                PartOutcome {
+                    rows: 1,
+                    bytes: 1,
+                    fate,
+                },
+            );
+        }
+        let report = l.report(0, 10);
+        assert_eq!(report.failed_rows, 1);
+        assert_eq!(
+            report.failures.len(),
+            1,
+            "failed_rows counted it, so must failures"
+        );
+        assert!(!report.is_complete());
     }
 }

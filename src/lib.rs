@@ -48,6 +48,7 @@ mod buffer;
 mod civil;
 mod coordinator;
 pub mod dead_letter;
+mod durable;
 mod histogram;
 pub mod json;
 #[cfg(feature = "metrics")]

@@ -73,13 +73,21 @@ impl RetryPolicy {
         if attempts >= self.max_attempts {
             return None;
         }
-        let exp = attempts.saturating_sub(1).min(30);
+        let delay = self.backoff(attempts, jitter);
+        (elapsed + delay <= self.max_elapsed).then_some(delay)
+    }
+
+    /// The wait after the `n`-th failure in a row (1-based), without the
+    /// attempt and time limits: full jitter over
+    /// `0 ..= min(max_backoff, initial_backoff x 2^(n-1))`. The one backoff
+    /// formula: INSERT retries and the spill replayer both use it.
+    pub(crate) fn backoff(&self, n: u32, jitter: &mut Jitter) -> Duration {
+        let exp = n.saturating_sub(1).min(30);
         let cap = self
             .initial_backoff
             .saturating_mul(1u32 << exp)
             .min(self.max_backoff);
-        let delay = cap.mul_f64(jitter.unit());
-        (elapsed + delay <= self.max_elapsed).then_some(delay)
+        cap.mul_f64(jitter.unit())
     }
 }
 

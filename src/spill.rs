@@ -5,17 +5,20 @@
 //! talk to a sink (that is `replay`) or decide when to spill (the
 //! coordinator).
 //!
-//! One file per INSERT, named `<unix-ms>-<counter>-<insert-id>.spill` so names
-//! sort by creation across restarts:
+//! One file per INSERT, named `s<sequence>-<instance>-<insert-id>.spill`.
+//! The sequence (20 digits) continues from the highest one in the directory
+//! when an engine opens it, so names sort by creation across restarts
+//! whatever the wall clock does (files of earlier versions, named
+//! `<unix-ms>-...`, sort before all of them):
 //!
 //! ```text
 //! b"CHSPILL1" | header length: u32 LE | header: JSON | RowBinary | CRC-32: u32 LE
 //! ```
 //!
 //! The header holds the table, columns, rows and the writing engine's
-//! instance id; the CRC-32 covers everything before it. Files are written to a
-//! temporary name, fsynced, renamed, and the directory fsynced, so a crash
-//! leaves either no file or a complete one (a stray `.tmp` is ignored).
+//! instance id; the CRC-32 covers everything before it. Files are written
+//! through [`crate::durable`], so a crash or a full disk leaves either no
+//! file or a complete one.
 //!
 //! A replayer [`claim`]s a file (an exclusive `flock`) before sending it, so
 //! two replayers on one directory (two engines of one table across a schema
@@ -105,6 +108,9 @@ pub(crate) struct Evicted {
     pub rows: u64,
     /// Of `rows`, this engine's.
     pub own_rows: u64,
+    /// Files that failed their check on the way out: moved to `quarantine/`
+    /// (their rows, when the header still reads, are in `rows`).
+    pub quarantined: u64,
 }
 
 /// Engines that take over one another on one spill directory (a successor
@@ -151,7 +157,7 @@ impl SpillDir {
             max_bytes,
             policy,
             family,
-            counter: AtomicU64::new(0),
+            counter: AtomicU64::new(next_sequence(dir)?),
             write_lock: Mutex::new(()),
         })
     }
@@ -186,27 +192,39 @@ impl SpillDir {
     }
 
     /// Writes `insert` as one spill file, applying the size budget. Returns
-    /// the outcome and the rows evicted to make room (under `DropOldest`).
+    /// the outcome and the rows evicted to make room (under `DropOldest`):
+    /// those are gone even when the write then fails (a full disk), so they
+    /// come back on both paths.
     pub(crate) fn write(
         &self,
         table: Option<&str>,
         insert: &InsertBatch,
-    ) -> std::io::Result<(Written, Evicted)> {
+    ) -> (std::io::Result<Written>, Evicted) {
         let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let header = serde_json::to_vec(&serde_json::json!({
-            "table": table,
-            "columns": insert.columns().iter().map(|c| c.as_ref()).collect::<Vec<&str>>(),
-            "rows": insert.rows(),
-            "insert_id": insert.id(),
-            "instance": insert.origin(),
-        }))
+        let mut evicted = Evicted::default();
+        let result = self.write_locked(table, insert, &mut evicted);
+        (result, evicted)
+    }
+
+    fn write_locked(
+        &self,
+        table: Option<&str>,
+        insert: &InsertBatch,
+        evicted: &mut Evicted,
+    ) -> std::io::Result<Written> {
+        let header = serde_json::to_vec(&Header {
+            table: table.map(str::to_owned),
+            columns: insert.columns().iter().map(|c| c.to_string()).collect(),
+            rows: insert.rows(),
+            insert_id: insert.id(),
+            instance: insert.origin(),
+        })
         .map_err(std::io::Error::other)?;
         let size = (MAGIC.len() + 4 + header.len() + 4) as u64 + insert.bytes();
-        let mut evicted = Evicted::default();
         let mut used = self.used_bytes();
         if used + size > self.max_bytes {
             match self.policy {
-                SpillFullPolicy::DropNewest => return Ok((Written::Rejected, evicted)),
+                SpillFullPolicy::DropNewest => return Ok(Written::Rejected),
                 SpillFullPolicy::DropOldest => {
                     for old in self.list()? {
                         if used + size <= self.max_bytes {
@@ -221,47 +239,113 @@ impl SpillDir {
                             continue;
                         };
                         let len = held.file.metadata().map_or(0, |m| m.len());
-                        if let Ok(s) = held.read() {
-                            evicted.rows += s.rows;
-                            if self.owns(s.instance) {
-                                evicted.own_rows += s.rows;
+                        let rows_of = |h: &Header, ev: &mut Evicted| {
+                            ev.rows += h.rows;
+                            if self.owns(h.instance) {
+                                ev.own_rows += h.rows;
                             }
+                        };
+                        match held.read() {
+                            Ok(s) => {
+                                evicted.rows += s.rows;
+                                if self.owns(s.instance) {
+                                    evicted.own_rows += s.rows;
+                                }
+                                std::fs::remove_file(&old)?;
+                            }
+                            Err(SpillError::Corrupt(_)) => {
+                                // Never deleted uncounted: kept for an
+                                // operator, out of the budget's way.
+                                if let Ok(h) = read_header(&old) {
+                                    rows_of(&h, evicted);
+                                }
+                                quarantine(&self.dir, &old)?;
+                                evicted.quarantined += 1;
+                            }
+                            // Unreadable for now (EIO, EMFILE): leave it.
+                            Err(SpillError::Io(_)) => continue,
                         }
-                        std::fs::remove_file(&old)?;
                         used = used.saturating_sub(len);
                     }
                 }
             }
         }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis();
         let n = self.counter.fetch_add(1, Relaxed);
-        let path = self
-            .dir
-            .join(format!("{now:013}-{n:06}-{}.{EXT}", insert.id()));
-        let tmp = path.with_extension("tmp");
-        let mut f = std::fs::File::create(&tmp)?;
-        let mut crc = crc32fast::Hasher::new();
-        let mut put = |f: &mut std::fs::File, bytes: &[u8]| -> std::io::Result<()> {
-            crc.update(bytes);
-            f.write_all(bytes)
-        };
-        put(&mut f, MAGIC)?;
-        put(&mut f, &(header.len() as u32).to_le_bytes())?;
-        put(&mut f, &header)?;
-        for chunk in insert.chunks() {
-            put(&mut f, chunk)?;
-        }
-        f.write_all(&crc.finalize().to_le_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
-        if let Ok(d) = std::fs::File::open(&self.dir) {
-            let _ = d.sync_all();
-        }
-        Ok((Written::Spilled(path), evicted))
+        let path = self.dir.join(format!(
+            "s{n:020}-{:016x}-{}.{EXT}",
+            insert.origin(),
+            insert.id()
+        ));
+        crate::durable::write_atomically(&path, |f| {
+            let mut crc = crc32fast::Hasher::new();
+            let mut put = |f: &mut std::fs::File, bytes: &[u8]| -> std::io::Result<()> {
+                crc.update(bytes);
+                f.write_all(bytes)
+            };
+            put(f, MAGIC)?;
+            put(f, &(header.len() as u32).to_le_bytes())?;
+            put(f, &header)?;
+            for chunk in insert.chunks() {
+                put(f, chunk)?;
+            }
+            f.write_all(&crc.finalize().to_le_bytes())
+        })?;
+        Ok(Written::Spilled(path))
     }
+}
+
+/// The sequence the next spill file in `dir` gets: one past the highest
+/// there (in the directory or its quarantine), so a clock step never
+/// reorders files.
+fn next_sequence(dir: &Path) -> std::io::Result<u64> {
+    let seq_of = |name: &std::ffi::OsStr| -> Option<u64> {
+        let name = name.to_str()?;
+        name.strip_prefix('s')?.split('-').next()?.parse().ok()
+    };
+    let mut next = 0;
+    for d in [dir.to_path_buf(), dir.join(QUARANTINE)] {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            if let Some(n) = seq_of(&e.file_name()) {
+                next = next.max(n + 1);
+            }
+        }
+    }
+    Ok(next)
+}
+
+/// The JSON header of a spill file.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Header {
+    pub table: Option<String>,
+    pub columns: Vec<String>,
+    pub rows: u64,
+    pub insert_id: u64,
+    pub instance: u64,
+}
+
+/// Reads only the magic and the header of a spill file (not the rows, not
+/// the checksum): enough to see which table and engine it belongs to.
+pub(crate) fn read_header(path: &Path) -> Result<Header, SpillError> {
+    use std::io::Read;
+    let corrupt = |why: &str| SpillError::Corrupt(why.to_string());
+    let mut f = std::fs::File::open(path)?;
+    let mut head = [0u8; 12];
+    f.read_exact(&mut head)
+        .map_err(|_| corrupt("shorter than a header (truncated?)"))?;
+    if &head[..MAGIC.len()] != MAGIC {
+        return Err(corrupt("bad magic"));
+    }
+    let len = u32::from_le_bytes([head[8], head[9], head[10], head[11]]) as u64;
+    if len > f.metadata()?.len() {
+        return Err(corrupt("header longer than the file"));
+    }
+    let mut header = vec![0u8; len as usize];
+    f.read_exact(&mut header)
+        .map_err(|_| corrupt("header longer than the file"))?;
+    serde_json::from_slice(&header).map_err(|e| SpillError::Corrupt(format!("header: {e}")))
 }
 
 /// Spill files in `dir`, oldest first (names sort by creation).
@@ -344,26 +428,14 @@ fn decode(bytes: &[u8]) -> Result<Spilled, SpillError> {
     if header_end > body.len() {
         return Err(corrupt("header longer than the file"));
     }
-    let header: serde_json::Value = serde_json::from_slice(&body[len_at + 4..header_end])
+    let header: Header = serde_json::from_slice(&body[len_at + 4..header_end])
         .map_err(|e| SpillError::Corrupt(format!("header: {e}")))?;
-    let columns = header["columns"]
-        .as_array()
-        .ok_or_else(|| corrupt("header: no columns"))?
-        .iter()
-        .map(|c| c.as_str().map(str::to_owned))
-        .collect::<Option<Vec<String>>>()
-        .ok_or_else(|| corrupt("header: a column name is not a string"))?;
-    let num = |k: &str| {
-        header[k]
-            .as_u64()
-            .ok_or_else(|| SpillError::Corrupt(format!("header: no {k}")))
-    };
     Ok(Spilled {
-        table: header["table"].as_str().map(str::to_owned),
-        columns,
-        rows: num("rows")?,
-        insert_id: num("insert_id")?,
-        instance: num("instance")?,
+        table: header.table,
+        columns: header.columns,
+        rows: header.rows,
+        insert_id: header.insert_id,
+        instance: header.instance,
         data: Bytes::copy_from_slice(&body[header_end..]),
     })
 }
@@ -395,7 +467,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let s = SpillDir::open(d.path(), 1 << 20, SpillFullPolicy::DropNewest, 5, None).unwrap();
         for i in 0..3 {
-            s.write(Some("t"), &insert(3, i)).unwrap();
+            s.write(Some("t"), &insert(3, i)).0.unwrap();
         }
         let files = s.list().unwrap();
         assert_eq!(files.len(), 3);
@@ -413,7 +485,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir =
             SpillDir::open(tmp.path(), u64::MAX, SpillFullPolicy::DropNewest, 7, None).unwrap();
-        let Written::Spilled(path) = dir.write(Some("t"), &insert(3, 1)).unwrap().0 else {
+        let Written::Spilled(path) = dir.write(Some("t"), &insert(3, 1)).0.unwrap() else {
             panic!("not spilled");
         };
         let mut first = claim(&path).unwrap().expect("free file");
@@ -440,21 +512,22 @@ mod tests {
                 None,
             )
             .unwrap();
-            let Written::Spilled(p) = probe.write(None, &one).unwrap().0 else {
+            let Written::Spilled(p) = probe.write(None, &one).0.unwrap() else {
                 panic!()
             };
             std::fs::metadata(p).unwrap().len()
         };
         let dir =
             SpillDir::open(tmp.path(), 2 * size, SpillFullPolicy::DropOldest, 1, None).unwrap();
-        let Written::Spilled(held_path) = dir.write(None, &one).unwrap().0 else {
+        let Written::Spilled(held_path) = dir.write(None, &one).0.unwrap() else {
             panic!()
         };
-        let Written::Spilled(other) = dir.write(None, &one).unwrap().0 else {
+        let Written::Spilled(other) = dir.write(None, &one).0.unwrap() else {
             panic!()
         };
         let _held = claim(&held_path).unwrap().unwrap();
-        let (_, evicted) = dir.write(None, &one).unwrap();
+        let (written, evicted) = dir.write(None, &one);
+        written.unwrap();
         assert_eq!(evicted.rows, 2);
         assert!(held_path.exists(), "the claimed file was evicted");
         assert!(!other.exists());
@@ -465,7 +538,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let s = SpillDir::open(d.path(), 1 << 20, SpillFullPolicy::DropNewest, 5, None).unwrap();
         let original = insert(2, 1).with_origin(0xfeed);
-        s.write(None, &original).unwrap();
+        s.write(None, &original).0.unwrap();
         let back = read(&s.list().unwrap()[0]).unwrap().to_insert();
         assert_eq!(back.dedup_token(), original.dedup_token());
         assert_ne!(
@@ -478,7 +551,7 @@ mod tests {
     fn every_truncation_and_every_bit_flip_is_detected() {
         let d = tempfile::tempdir().unwrap();
         let s = SpillDir::open(d.path(), 1 << 20, SpillFullPolicy::DropNewest, 5, None).unwrap();
-        s.write(None, &insert(1, 9)).unwrap();
+        s.write(None, &insert(1, 9)).0.unwrap();
         let f = &s.list().unwrap()[0];
         let good = std::fs::read(f).unwrap();
         for cut in 0..good.len() {
@@ -502,7 +575,7 @@ mod tests {
         let s = SpillDir::open(d.path(), 400, SpillFullPolicy::DropNewest, 5, None).unwrap();
         let mut kept = 0;
         for i in 0..10 {
-            if let (Written::Spilled(_), _) = s.write(None, &insert(1, i)).unwrap() {
+            if let Written::Spilled(_) = s.write(None, &insert(1, i)).0.unwrap() {
                 kept += 1;
             }
         }
@@ -512,7 +585,9 @@ mod tests {
         let s2 = SpillDir::open(d2.path(), 400, SpillFullPolicy::DropOldest, 5, None).unwrap();
         let mut evicted = 0;
         for i in 0..10 {
-            evicted += s2.write(None, &insert(1, i)).unwrap().1.rows;
+            let (written, ev) = s2.write(None, &insert(1, i));
+            written.unwrap();
+            evicted += ev.rows;
         }
         assert!(s2.used_bytes() <= 400);
         let newest = read(s2.list().unwrap().last().unwrap()).unwrap();

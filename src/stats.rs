@@ -157,6 +157,10 @@ stats! {
     counter spill_evicted_rows,
     /// Spill files that failed their checksum and were moved to `quarantine/`.
     counter quarantined_files,
+    /// Spill files the replayer gave up on: they failed again and again
+    /// (retryably) while later files were delivered, and were moved to the
+    /// dead letters (their rows, if this engine's, also in `failed_rows`).
+    counter replay_given_up_files,
     /// Rows dropped by `WhenFull::DropNewest` (never accepted, not in `tracked_rows`).
     counter dropped_full_rows,
     /// `track` calls that waited the whole `WhenFull::Block` timeout.
@@ -189,6 +193,7 @@ pub(crate) struct Counters {
     /// by replay (evicted, or refused for good on replay): in `failed_rows`.
     pub spill_out_failed_rows: AtomicU64,
     pub quarantined_files: AtomicU64,
+    pub replay_given_up_files: AtomicU64,
     pub dropped_full_rows: AtomicU64,
     pub block_timeouts: AtomicU64,
     pub rejected_closed: AtomicU64,
@@ -224,6 +229,7 @@ impl Counters {
         s.spill_rejected_rows = self.spill_rejected_rows.load(Relaxed);
         s.spill_evicted_rows = self.spill_evicted_rows.load(Relaxed);
         s.quarantined_files = self.quarantined_files.load(Relaxed);
+        s.replay_given_up_files = self.replay_given_up_files.load(Relaxed);
         s.dropped_full_rows = self.dropped_full_rows.load(Relaxed);
         s.block_timeouts = self.block_timeouts.load(Relaxed);
         let out_failed = self.spill_out_failed_rows.load(Relaxed);

@@ -989,3 +989,39 @@ async fn a_successor_and_its_predecessor_count_each_others_spill_as_their_own() 
     ids.sort_unstable();
     assert_eq!(ids, (0..20).chain(100..110).collect::<Vec<_>>());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn track_many_follows_the_when_full_policy_exactly_as_track() {
+    // DropNewest: never refuses, drops and counts what does not fit.
+    let (gate, b) = gated(ch_ingest::WhenFull::DropNewest);
+    let mut rows = (0..1_000).map(ev);
+    let accepted = b.track_many(&mut rows).expect("DropNewest never refuses");
+    assert_eq!(
+        rows.next().map(|e| e.tweet_id),
+        None,
+        "the whole iterator was taken"
+    );
+    let s = b.stats();
+    assert!(s.dropped_full_rows > 0, "{s:?}");
+    assert_eq!(accepted as u64, s.tracked_rows);
+    assert_eq!(s.tracked_rows + s.dropped_full_rows, 1_000);
+    gate.open.add_permits(1_000);
+    assert_eq!(b.shutdown().await.unwrap().rows, s.tracked_rows);
+
+    // Block: waits for room instead of handing the row back.
+    let (gate, b) = gated(ch_ingest::WhenFull::Block(Duration::from_secs(30)));
+    let producer = {
+        let b = b.clone();
+        std::thread::spawn(move || b.track_many(&mut (0..200).map(ev)))
+    };
+    wait_until("the producer to block", || b.stats().rejected_full > 0).await;
+    assert!(!producer.is_finished(), "blocked, not refused");
+    gate.open.add_permits(1_000);
+    let accepted = tokio::task::spawn_blocking(move || producer.join().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(accepted, 200);
+    assert_eq!(b.shutdown().await.unwrap().rows, 200);
+    assert_eq!(gate.inner.rows(), 200);
+}

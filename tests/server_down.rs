@@ -308,7 +308,8 @@ async fn failover_between_endpoints_loses_nothing_and_does_not_stall() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         format!("http://{}", l.local_addr().unwrap())
     }; // closed again: connection refused
-    let sink = ClickHouseSink::with_urls(nodelay_client(), [dead.as_str(), a.url.as_str()], &table);
+    let sink = ClickHouseSink::with_urls(nodelay_client(), [dead.as_str(), a.url.as_str()], &table)
+        .unwrap();
     let buf: Buffer<PostEvent> = Buffer::builder().shards(1).build(sink).unwrap();
     for i in 0..10_000 {
         buf.track(PostEvent::new("like", i, 1_700_000_000)).unwrap();
@@ -328,7 +329,8 @@ async fn failover_between_endpoints_loses_nothing_and_does_not_stall() {
         nodelay_client(),
         [a.url.as_str(), b_server.url.as_str()],
         &table,
-    );
+    )
+    .unwrap();
     let buf: Buffer<PostEvent> = Buffer::builder()
         .shards(2)
         .flush_interval(std::time::Duration::from_millis(100))

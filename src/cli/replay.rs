@@ -39,7 +39,10 @@ async fn replay(args: ReplayArgs) -> Result<(), Box<dyn std::error::Error>> {
             .ok_or_else(|| "a file records no table: pass --table".to_string())
     };
     // Spill files first (they are older than anything dead-lettered later),
-    // then dead letters.
+    // then dead letters. An INSERT sent from its spill file is not sent
+    // again from a dead letter of the same identity (a crash between
+    // writing the dead letter and deleting the spill file leaves both).
+    let mut sent = std::collections::HashSet::new();
     for path in ch_ingest::spill::list(&args.dir)? {
         // A running engine's replayer may be sending this directory too:
         // whichever claims a file sends it, the other skips it.
@@ -64,12 +67,29 @@ async fn replay(args: ReplayArgs) -> Result<(), Box<dyn std::error::Error>> {
             )
         })?;
         std::fs::remove_file(&path)?;
+        sent.insert((spilled.instance, spilled.insert_id));
         rows += spilled.rows;
         files += 1;
     }
     for sidecar in ch_ingest::dead_letter::list(&args.dir)? {
-        let (table, insert) = ch_ingest::dead_letter::read(&sidecar)
-            .map_err(|e| format!("{}: {e}", sidecar.display()))?;
+        let (table, insert) = match ch_ingest::dead_letter::read(&sidecar) {
+            Ok(read) => read,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // Its data file is gone: an earlier replay deleted it and
+                // stopped before the sidecar. Nothing left to send.
+                ch_ingest::dead_letter::remove(&sidecar)?;
+                eprintln!(
+                    "{}: data file missing; stale sidecar removed",
+                    sidecar.display()
+                );
+                continue;
+            }
+            Err(e) => return Err(format!("{}: {e}", sidecar.display()).into()),
+        };
+        if sent.contains(&(insert.origin(), insert.id())) {
+            ch_ingest::dead_letter::remove(&sidecar)?;
+            continue;
+        }
         let sink = ClickHouseSink::new(client.clone(), table_for(table)?);
         sink.insert(&insert).await.map_err(|e| {
             format!(

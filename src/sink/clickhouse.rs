@@ -11,8 +11,9 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client as HyperClient};
 use hyper_util::rt::TokioExecutor;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering::Relaxed};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::OnceCell;
+use tokio::time::Instant;
 
 /// A `clickhouse::Client` whose connections set `TCP_NODELAY`.
 ///
@@ -29,6 +30,9 @@ pub fn nodelay_client() -> Client {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_keepalive(Some(Duration::from_secs(60)));
+    // A server behind a dropped route never answers the SYN; without a bound
+    // the connect waits for the kernel's retries (minutes).
+    connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
     let http = HyperClient::builder(TokioExecutor::new())
         // Below the 3 s keep-alive of older servers, so we never reuse a socket
         // the server is closing.
@@ -36,6 +40,9 @@ pub fn nodelay_client() -> Client {
         .build(connector);
     Client::with_http_client(http)
 }
+
+/// `nodelay_client`'s bound on opening a TCP connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Sends each batch as one `INSERT INTO table (columns) FORMAT RowBinary`.
 ///
@@ -51,7 +58,47 @@ pub struct ClickHouseSink {
     preferred: std::sync::Arc<AtomicUsize>,
     table: String,
     dedup_token: bool,
+    try_timeout: TryTimeout,
 }
+
+/// How long one try on one endpoint may take (connect, send, and the
+/// server's answer) before the endpoint counts as down and the same attempt
+/// moves on to the next one: `base + per_mib x the INSERT's MiB`.
+///
+/// A frozen (SIGSTOPped, GC-paused, on a dead VM host) or blackholed replica
+/// still accepts TCP through the kernel but never answers; without this
+/// bound every INSERT would wait out the whole `insert_timeout` on it while
+/// a healthy replica idles. Only applies with more than one endpoint: with
+/// one there is nowhere to go, and the attempt's `insert_timeout` is the
+/// bound. Default: 3 s + 250 ms per MiB (a 100 000-row, 5 MiB PostEvent
+/// INSERT answers in well under a second on a healthy server; it gets 4.25 s).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TryTimeout {
+    /// The fixed part. Default: 3 s.
+    pub base: Duration,
+    /// Added per MiB of (uncompressed) RowBinary. Default: 250 ms.
+    pub per_mib: Duration,
+}
+
+impl Default for TryTimeout {
+    fn default() -> Self {
+        Self {
+            base: Duration::from_secs(3),
+            per_mib: Duration::from_millis(250),
+        }
+    }
+}
+
+impl TryTimeout {
+    fn for_bytes(&self, bytes: u64) -> Duration {
+        self.base + self.per_mib.mul_f64(bytes as f64 / (1 << 20) as f64)
+    }
+}
+
+/// `ClickHouseSink::with_urls` was given no URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("ClickHouseSink::with_urls needs at least one URL")]
+pub struct NoUrls;
 
 /// One server (replica) and what we know about it.
 struct Endpoint {
@@ -123,12 +170,17 @@ impl ClickHouseSink {
     /// stored the block) can store it twice on a non-replicated setup;
     /// replicated tables with [`with_deduplication_token`](Self::with_deduplication_token)
     /// drop the second copy.
+    ///
+    /// A replica that accepts the connection but does not answer is given up
+    /// on after [`TryTimeout`] (see [`with_try_timeout`](Self::with_try_timeout)).
+    ///
+    /// An empty list is an error ([`NoUrls`]).
     pub fn with_urls<U: AsRef<str>>(
         client: Client,
         urls: impl IntoIterator<Item = U>,
         table: impl Into<String>,
-    ) -> Self {
-        let endpoints = urls
+    ) -> Result<Self, NoUrls> {
+        let endpoints: Vec<Endpoint> = urls
             .into_iter()
             .map(|u| {
                 Endpoint::new(
@@ -137,7 +189,10 @@ impl ClickHouseSink {
                 )
             })
             .collect();
-        Self::from_endpoints(endpoints, table.into())
+        if endpoints.is_empty() {
+            return Err(NoUrls);
+        }
+        Ok(Self::from_endpoints(endpoints, table.into()))
     }
 
     fn from_endpoints(endpoints: Vec<Endpoint>, table: String) -> Self {
@@ -146,7 +201,15 @@ impl ClickHouseSink {
             preferred: Default::default(),
             table,
             dedup_token: false,
+            try_timeout: TryTimeout::default(),
         }
+    }
+
+    /// Sets how long one try on one endpoint may take before the next
+    /// endpoint is tried (see [`TryTimeout`] for the default and why).
+    pub fn with_try_timeout(mut self, timeout: TryTimeout) -> Self {
+        self.try_timeout = timeout;
+        self
     }
 
     /// Sends each INSERT's [`dedup_token`](InsertBatch::dedup_token) as
@@ -199,21 +262,57 @@ impl ClickHouseSink {
             .copied()
     }
 
-    async fn insert_into(&self, ep: &Endpoint, batch: &InsertBatch) -> Result<(), SinkError> {
-        let info = self.server_info(ep).await?;
+    /// One try on one endpoint, ended by the endpoint's own deadline. On a
+    /// timeout the request is aborted here (the crate's `end` timeout stops
+    /// its response task and drops the connection), never left waiting on a
+    /// server that does not answer.
+    async fn insert_into(
+        &self,
+        ep: &Endpoint,
+        batch: &InsertBatch,
+        deadline: Option<Instant>,
+    ) -> Result<(), SinkError> {
+        let info = within(deadline, self.server_info(ep)).await?;
         let mut insert = ep
             .client
-            .insert_formatted_with(insert_sql(&self.table, batch.columns()));
+            .insert_formatted_with(insert_sql(&self.table, batch.columns()))
+            // An exception after headers went out (progress headers, a
+            // client's `send_progress_in_http_headers=1`) would arrive in a
+            // 200 body that 18.x writes in a form the crate does not detect:
+            // the server must hold the status until the INSERT ended.
+            .with_setting("wait_end_of_query", "1")
+            .with_setting("send_progress_in_http_headers", "0");
         if info.knows_async_insert {
             insert = insert.with_setting("async_insert", "0");
         }
         if self.dedup_token && info.knows_dedup_token {
             insert = insert.with_setting("insert_deduplication_token", batch.dedup_token());
         }
-        for chunk in batch.chunks() {
-            insert.send(chunk.clone()).await.map_err(map_error)?;
+        within(deadline, async {
+            for chunk in batch.chunks() {
+                insert.send(chunk.clone()).await.map_err(map_error)?;
+            }
+            Ok(())
+        })
+        .await?;
+        if let Some(d) = deadline {
+            let left = d.saturating_duration_since(Instant::now());
+            insert = insert.with_timeouts(None, Some(left.max(Duration::from_millis(1))));
         }
         insert.end().await.map_err(map_error)
+    }
+}
+
+/// `what`, ended with a time-out at `deadline` (dropping it aborts its request).
+async fn within<T>(
+    deadline: Option<Instant>,
+    what: impl std::future::Future<Output = Result<T, SinkError>>,
+) -> Result<T, SinkError> {
+    match deadline {
+        Some(d) => tokio::time::timeout_at(d, what)
+            .await
+            .unwrap_or(Err(SinkError::Timeout)),
+        None => what.await,
     }
 }
 
@@ -226,6 +325,7 @@ fn version_at_least(version: &str, major: u32, minor: u32) -> bool {
 impl Sink for ClickHouseSink {
     async fn insert(&self, batch: &InsertBatch) -> Result<(), SinkError> {
         let n = self.endpoints.len();
+        let outer = super::deadline::current();
         let start = self.preferred.load(Relaxed) % n;
         // Healthy endpoints first, in order from the preferred one; if all
         // are cooling down, try them anyway rather than not at all.
@@ -242,7 +342,13 @@ impl Sink for ClickHouseSink {
         let mut last = None;
         for i in candidates {
             let ep = &self.endpoints[i];
-            match self.insert_into(ep, batch).await {
+            let deadline = if n > 1 {
+                let own = Instant::now() + self.try_timeout.for_bytes(batch.bytes());
+                Some(outer.map_or(own, |o| o.min(own)))
+            } else {
+                outer
+            };
+            match self.insert_into(ep, batch, deadline).await {
                 Ok(()) => {
                     ep.mark_up();
                     self.preferred.store(i, Relaxed);
@@ -256,11 +362,14 @@ impl Sink for ClickHouseSink {
                         "endpoint failed; trying the next one"
                     );
                     last = Some(e);
+                    if outer.is_some_and(|o| Instant::now() >= o) {
+                        break;
+                    }
                 }
                 Err(e) => return Err(e),
             }
         }
-        Err(last.unwrap_or_else(|| SinkError::Other("no endpoint".into())))
+        Err(last.unwrap_or(SinkError::Timeout))
     }
 
     fn table(&self) -> Option<&str> {
@@ -349,6 +458,23 @@ mod tests {
             Some(252)
         );
         assert_eq!(parse_code("bad gateway"), None);
+    }
+
+    #[test]
+    fn no_urls_is_an_error_not_a_panic_later() {
+        let none: [&str; 0] = [];
+        assert_eq!(
+            ClickHouseSink::with_urls(Client::default(), none, "t").err(),
+            Some(NoUrls)
+        );
+        assert!(ClickHouseSink::with_urls(Client::default(), ["http://h:1"], "t").is_ok());
+    }
+
+    #[test]
+    fn a_try_gets_its_base_plus_its_size() {
+        let t = TryTimeout::default();
+        assert_eq!(t.for_bytes(0), Duration::from_secs(3));
+        assert_eq!(t.for_bytes(4 << 20), Duration::from_secs(4));
     }
 
     #[test]

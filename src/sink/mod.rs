@@ -7,11 +7,13 @@
 //! delivers one [`InsertBatch`] and says how it went.
 
 mod clickhouse;
+mod codes;
+pub(crate) mod deadline;
 mod file;
 mod memory;
 
 pub(crate) use self::clickhouse::map_error as clickhouse_error;
-pub use self::clickhouse::{nodelay_client, ClickHouseSink};
+pub use self::clickhouse::{nodelay_client, ClickHouseSink, NoUrls, TryTimeout};
 pub use self::file::FileSink;
 pub use self::memory::MemorySink;
 pub use crate::batch::InsertBatch;
@@ -90,28 +92,63 @@ pub enum SinkError {
 }
 
 impl SinkError {
-    /// Whether sending the same batch again may succeed (design.md section 6):
-    /// network errors, time-outs, and server codes meaning overload or a
-    /// transient state. Unknown tables, type mismatches, syntax and auth errors
-    /// are permanent.
+    /// Whether sending the same batch again may succeed: network errors,
+    /// time-outs, and the server codes the sink's code table calls
+    /// transient (overload, a replica without ZooKeeper, a server shutting
+    /// down, an unknown insert status; the table gives each code's name and
+    /// reason). Unknown tables, type mismatches, syntax, authentication,
+    /// `READONLY` and codes the table does not know are permanent.
+    ///
+    /// An error without a code did not come from ClickHouse (whose errors
+    /// always carry one) but from a proxy or load balancer: its HTTP status,
+    /// when the text gives one, decides (502, 503, 504, 408 and 429 are
+    /// worth another try, any other 4xx, e.g. a proxy's 413 for a body over
+    /// its limit, is not); without a status it is retried.
     pub fn is_retryable(&self) -> bool {
         match self {
             SinkError::Network(_) | SinkError::Timeout => true,
             SinkError::Server {
                 code: Some(code), ..
-            } => matches!(
-                code,
-                // TIMEOUT_EXCEEDED, SOCKET_TIMEOUT, NETWORK_ERROR, MEMORY_LIMIT_EXCEEDED,
-                // TOO_MANY_PARTS, TOO_MANY_SIMULTANEOUS_QUERIES, NO_FREE_CONNECTION,
-                // ALL_CONNECTION_TRIES_FAILED, TABLE_IS_READ_ONLY, KEEPER_EXCEPTION,
-                // ABORTED, TOO_MANY_PARTS(old), READONLY... (see ClickHouse ErrorCodes.cpp)
-                159 | 209 | 210 | 241 | 252 | 202 | 203 | 279 | 242 | 999 | 236 | 425 | 164
-            ),
-            // A 5xx without a code (proxy, overloaded server) is worth another try.
-            SinkError::Server { code: None, .. } => true,
+            } => codes::lookup(*code).is_some_and(|c| c.class == codes::Class::Transient),
+            SinkError::Server {
+                code: None,
+                message,
+            } => match http_status(message) {
+                Some(status) => status >= 500 || status == 408 || status == 429,
+                None => true,
+            },
             SinkError::Io { .. } => true,
             SinkError::Other(_) => false,
         }
+    }
+
+    /// ClickHouse's name for the error code (`TOO_MANY_PARTS`), when the
+    /// sink's code table knows it.
+    pub fn code_name(&self) -> Option<&'static str> {
+        match self {
+            SinkError::Server {
+                code: Some(code), ..
+            } => codes::lookup(*code).map(|c| c.name),
+            _ => None,
+        }
+    }
+
+    /// Why the sink's code table puts this error's code in its class, for logs.
+    pub(crate) fn code_reason(&self) -> Option<&'static str> {
+        match self {
+            SinkError::Server {
+                code: Some(code), ..
+            } => codes::lookup(*code).map(|c| c.why),
+            _ => None,
+        }
+    }
+
+    /// Whether the server says the table is not what the writer thinks
+    /// (a column or the table is gone, a type changed): the schema should
+    /// be read again. Always permanent.
+    pub fn is_schema_error(&self) -> bool {
+        matches!(self, SinkError::Server { code: Some(code), .. }
+            if codes::lookup(*code).is_some_and(|c| c.class == codes::Class::Schema))
     }
 
     pub(crate) fn from_io(e: std::io::Error) -> Self {
@@ -120,6 +157,38 @@ impl SinkError {
             message: e.to_string(),
         }
     }
+}
+
+/// The HTTP status a code-less error names: the crate reports an empty
+/// error body as `"413 Payload Too Large"`, and proxies put it in their
+/// page (`<title>413 Request Entity Too Large</title>`, `<h1>503 ...`). The
+/// first three-digit number from 400 to 599 standing alone in the first
+/// 512 bytes.
+fn http_status(message: &str) -> Option<u16> {
+    let head = &message.as_bytes()[..message.len().min(512)];
+    head.windows(5)
+        .enumerate()
+        .find_map(|(i, w)| {
+            let alone_before = i == 0 || !head[i - 1].is_ascii_alphanumeric();
+            let digits = w[..3].iter().all(u8::is_ascii_digit);
+            let alone_after = !w[3].is_ascii_alphanumeric();
+            if !(alone_before && digits && alone_after) {
+                return None;
+            }
+            let n = (w[0] - b'0') as u16 * 100 + (w[1] - b'0') as u16 * 10 + (w[2] - b'0') as u16;
+            (400..600).contains(&n).then_some(n)
+        })
+        .or_else(|| {
+            // A message that is exactly "NNN" or ends right after the digits.
+            let tail = head.len().checked_sub(3)?;
+            let w = &head[tail..];
+            let alone = tail == 0 || !head[tail - 1].is_ascii_alphanumeric();
+            (alone && w.iter().all(u8::is_ascii_digit))
+                .then(|| {
+                    (w[0] - b'0') as u16 * 100 + (w[1] - b'0') as u16 * 10 + (w[2] - b'0') as u16
+                })
+                .filter(|n| (400..600).contains(n))
+        })
 }
 
 /// Quotes a ClickHouse identifier with backticks, escaping what needs it, so a
@@ -183,5 +252,40 @@ mod tests {
         assert!(!s(16).is_retryable()); // NO_SUCH_COLUMN_IN_TABLE
         assert!(!s(516).is_retryable()); // AUTHENTICATION_FAILED
         assert!(SinkError::Network("reset".into()).is_retryable());
+        for (code, retry) in [
+            (394, true),
+            (319, true),
+            (225, true),
+            (285, true),
+            (439, true),
+            (164, false),
+            (60, false),
+            (99_999, false),
+        ] {
+            assert_eq!(s(code).is_retryable(), retry, "code {code}");
+        }
+        assert!(s(60).is_schema_error() && !s(252).is_schema_error());
+    }
+
+    #[test]
+    fn code_less_errors_go_by_the_http_status_in_their_text() {
+        let m = |text: &str| SinkError::Server {
+            code: None,
+            message: text.into(),
+        };
+        assert!(!m("413 Payload Too Large").is_retryable());
+        assert!(
+            !m("<html><head><title>413 Request Entity Too Large</title></head></html>")
+                .is_retryable()
+        );
+        assert!(!m("400 Bad Request").is_retryable());
+        assert!(!m("403").is_retryable());
+        assert!(m("502 Bad Gateway").is_retryable());
+        assert!(m("<html><body><h1>503 Service Unavailable</h1></body></html>").is_retryable());
+        assert!(m("429 Too Many Requests").is_retryable());
+        assert!(m("408 Request Timeout").is_retryable());
+        assert!(m("upstream connect error or disconnect/reset before headers").is_retryable());
+        // Numbers that are not a status do not count.
+        assert!(m("error 4130 in x4131").is_retryable());
     }
 }

@@ -49,19 +49,10 @@ impl Health {
     }
 }
 
-/// ClickHouse error codes meaning "the table is not what you think": the
-/// schema is read again at once.
+/// The table is not what we think (see [`SinkError::is_schema_error`]):
+/// the schema is read again at once.
 fn is_schema_error(e: &SinkError) -> bool {
-    // THERE_IS_NO_COLUMN, NOT_FOUND_COLUMN_IN_BLOCK, NO_SUCH_COLUMN_IN_TABLE,
-    // CANNOT_READ_ALL_DATA, UNKNOWN_IDENTIFIER, TYPE_MISMATCH, UNKNOWN_TABLE,
-    // INCORRECT_DATA
-    matches!(
-        e,
-        SinkError::Server {
-            code: Some(8 | 10 | 16 | 33 | 47 | 53 | 60 | 117),
-            ..
-        }
-    )
+    e.is_schema_error()
 }
 
 /// The ClickHouse sink, watched: a success marks the server healthy, a
@@ -420,8 +411,13 @@ impl Tables {
         if same || self.stopping.load(SeqCst) {
             return Ok(());
         }
+        let inner = ClickHouseSink::with_urls(self.client.clone(), &self.urls, &table.name)
+            .map_err(|_| ch_ingest::BuildError::Invalid {
+                field: "clickhouse.urls",
+                reason: "needs at least one URL",
+            })?;
         let sink = WatchedSink {
-            inner: ClickHouseSink::with_urls(self.client.clone(), &self.urls, &table.name),
+            inner,
             health: self.health.clone(),
             stale: table.stale.clone(),
         };
