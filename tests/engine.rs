@@ -1012,7 +1012,10 @@ async fn track_many_follows_the_when_full_policy_exactly_as_track() {
     let (gate, b) = gated(ch_ingest::WhenFull::Block(Duration::from_secs(30)));
     let producer = {
         let b = b.clone();
-        std::thread::spawn(move || b.track_many(&mut (0..200).map(ev)))
+        std::thread::spawn(move || {
+            b.track_many(&mut (0..200).map(ev))
+                .map_err(|e| e.to_string())
+        })
     };
     wait_until("the producer to block", || b.stats().rejected_full > 0).await;
     assert!(!producer.is_finished(), "blocked, not refused");
