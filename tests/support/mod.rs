@@ -191,6 +191,44 @@ impl Server {
             .expect("restarted server");
     }
 
+    /// Stops the private server gracefully (SIGTERM, as a rolling restart
+    /// or `systemctl restart` does), waits until it has exited, and starts
+    /// it again on the same ports and data after `down`.
+    pub fn terminate_and_restart(&self, down: Duration) {
+        let child = self.child.as_ref().expect("not a private server");
+        let dir = self.dir.as_ref().expect("not a private server");
+        {
+            let mut c = child.lock().unwrap();
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while c.try_wait().ok().flatten().is_none() {
+                if Instant::now() > deadline {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        std::thread::sleep(down);
+        let fresh = spawn_tied_to_process(dir.join("config.xml")).expect("restart");
+        *child.lock().unwrap() = fresh;
+        self.wait_ready(Duration::from_secs(60))
+            .expect("restarted server");
+    }
+
+    /// The HTTP port.
+    pub fn port(&self) -> u16 {
+        self.http
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0)
+    }
+
     /// Runs `sql`, panics on an error, returns the body as text.
     pub fn query(&self, sql: &str) -> String {
         String::from_utf8(self.query_bytes(sql)).expect("utf8 response")
