@@ -428,3 +428,102 @@ async fn a_dropped_table_dead_letters_without_retrying_and_replay_recovers() {
         "replayed letters are removed"
     );
 }
+
+/// `ch-ingest replay` on a directory a crash left untidy: a spill file
+/// whose dead letter was already written (the crash came before the spill
+/// file's delete) and a dead letter whose data file is gone (an older
+/// layout deleted data first). Every row arrives once and the run goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_after_a_crash_sends_each_insert_once_and_skips_half_deleted_letters() {
+    use ch_ingest::sink::{MemorySink, SinkError};
+    let server = server_or_skip!();
+    let table = post_table(server, "untidy");
+    let dir = tempfile::tempdir().unwrap();
+    let files = |ext: &str| -> Vec<std::path::PathBuf> {
+        let mut v: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_string_lossy().ends_with(ext))
+            .collect();
+        v.sort();
+        v
+    };
+    // Three spill files of 10 rows (ids 0..30).
+    {
+        let failing = MemorySink::new();
+        failing.set_failing(true);
+        let b: Buffer<PostEvent> = Buffer::builder()
+            .shards(1)
+            .max_rows(10)
+            .max_insert_rows(10)
+            .max_inflight(1)
+            .retry(ch_ingest::RetryPolicy::NONE)
+            .spill_dir(dir.path())
+            .build(failing)
+            .unwrap();
+        for i in 0..30 {
+            b.track(ev(i)).unwrap();
+            if i % 10 == 9 {
+                b.flush().await.unwrap();
+            }
+        }
+        b.shutdown().await.unwrap();
+    }
+    let spills = files(".spill");
+    assert_eq!(spills.len(), 3);
+    let first = std::fs::read(&spills[0]).unwrap();
+    // Refused for good on replay: all three become dead letters here.
+    {
+        let refusing = MemorySink::new();
+        refusing.fail_with(SinkError::Server {
+            code: Some(60),
+            message: "Code: 60. gone".into(),
+        });
+        refusing.set_failing(true);
+        let b: Buffer<PostEvent> = Buffer::builder()
+            .shards(1)
+            .spill_dir(dir.path())
+            .dead_letter_dir(dir.path())
+            .build(refusing)
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !files(".spill").is_empty() {
+            assert!(std::time::Instant::now() < deadline);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        b.shutdown().await.unwrap();
+    }
+    let letters = files(".json");
+    assert_eq!(letters.len(), 3);
+    // The crash: the first spill file is back beside its dead letter.
+    std::fs::write(&spills[0], first).unwrap();
+    // An older layout's half-deleted letter: data gone, sidecar left.
+    std::fs::remove_file(letters[1].with_extension("rowbinary")).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ch-ingest"))
+        .args([
+            "replay",
+            &dir.path().display().to_string(),
+            "--clickhouse-url",
+            &server.url,
+            "--table",
+            &table,
+        ])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    println!("{text}");
+    let got = server.query(&format!("SELECT count(), uniqExact(tweet_id) FROM {table}"));
+    // The first file once (not again from its dead letter), the third's
+    // dead letter; the second's rows went with its lost data file.
+    assert_eq!(
+        got.split_whitespace().collect::<Vec<_>>(),
+        ["20", "20"],
+        "{text}"
+    );
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "{text}");
+}
