@@ -10,12 +10,12 @@ mod support;
 use ch_ingest::sink::{nodelay_client, ClickHouseSink, InsertBatch, Sink, SinkError};
 use ch_ingest::{Buffer, PostEvent, RetryPolicy, TrackError};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
 }
 
 /// `track`, waiting 1 ms and trying again while the buffer is full.
@@ -56,7 +56,7 @@ async fn a_frozen_preferred_replica_fails_over_within_seconds_and_spills_nothing
     if support::shared().is_none() {
         return;
     }
-    let _turn = serial();
+    let _turn = serial().await;
     let a = support::Server::start().expect("server a");
     let b_server = support::Server::start().expect("server b");
     let table = format!("frozen_replica_{}", std::process::id());
@@ -139,7 +139,7 @@ async fn a_graceful_restart_under_load_dead_letters_and_drops_nothing() {
     if support::shared().is_none() {
         return;
     }
-    let _turn = serial();
+    let _turn = serial().await;
     let server = Arc::new(support::Server::start().expect("private server"));
     let table = format!("restart_{}", std::process::id());
     server.query(&PostEvent::create_table_sql(&table));
@@ -379,7 +379,7 @@ async fn a_real_insert_that_fails_late_with_progress_headers_on_is_a_failure() {
     let Some(server) = support::shared() else {
         return;
     };
-    let _turn = serial();
+    let _turn = serial().await;
     let table = server.fresh_table("late", "(a UInt64, e Int8) ENGINE = MergeTree ORDER BY a");
     let client = nodelay_client()
         .with_url(&server.url)
@@ -428,7 +428,7 @@ async fn timed_out_inserts_to_a_frozen_server_leave_no_connection_open() {
     if support::shared().is_none() {
         return;
     }
-    let _turn = serial();
+    let _turn = serial().await;
     let server = support::Server::start().expect("private server");
     let table = format!("leak_{}", std::process::id());
     server.query(&PostEvent::create_table_sql(&table));
