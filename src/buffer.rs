@@ -518,7 +518,12 @@ impl<T: Serialize> Buffer<T> {
                 Ok(())
             }
             WhenFull::Block(timeout) => {
-                let deadline = std::time::Instant::now() + timeout;
+                let now = std::time::Instant::now();
+                // `Block(Duration::MAX)`: wait as long as it takes.
+                let deadline = now
+                    .checked_add(timeout)
+                    .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 86_400)))
+                    .unwrap_or(now);
                 let seal = &shared.seal;
                 seal.space_waiters.fetch_add(1, Relaxed);
                 let mut row = row;

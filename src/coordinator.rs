@@ -444,7 +444,7 @@ impl<S: Sink> Coordinator<S> {
                         if self.linger_until.is_none() && !self.shared.cfg.linger.is_zero() {
                             // Hold it back for a while; see `lingering`.
                             self.linger_until =
-                                Some(tokio::time::Instant::now() + self.shared.cfg.linger);
+                                Some(crate::sink::deadline::after(self.shared.cfg.linger));
                             self.carry.push_back(first);
                         } else {
                             self.dispatch(first);
@@ -819,7 +819,7 @@ impl<S: Sink> Delivery<S> {
                 attempt = attempts,
                 outcome = tracing::field::Empty,
             );
-            let deadline = tokio::time::Instant::now() + cfg.insert_timeout;
+            let deadline = crate::sink::deadline::after(cfg.insert_timeout);
             let attempt = crate::sink::deadline::run(deadline, self.sink.insert(&self.insert))
                 .instrument(span.clone());
             let error = match attempt.await {

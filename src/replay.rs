@@ -27,10 +27,11 @@ use std::time::Duration;
 /// How often the directory is looked at when nothing wakes the replayer.
 const IDLE_PERIOD: Duration = Duration::from_secs(1);
 
-/// A file that failed with a retryable error this many times while a file
-/// after it was delivered (so the sink was up) is moved to the dead letters:
-/// it would otherwise be tried for ever and, at the spill budget, keep new
-/// batches out.
+/// A file that failed with a retryable error this many times while the
+/// sink was up (a file after it was delivered, or the engine's own INSERTs
+/// were acknowledged meanwhile), over at least the retry policy's
+/// `max_elapsed`, is moved to the dead letters: it would otherwise be tried
+/// for ever and, at the spill budget, keep new batches out.
 pub(crate) const MAX_POISON_TRIES: u32 = 5;
 
 /// Runs blocking file work off the runtime's workers (on a current-thread
@@ -47,8 +48,30 @@ struct Memory {
     foreign: HashSet<PathBuf>,
     /// Delivered, but the delete failed: never sent again, only deleted.
     delivered: HashSet<PathBuf>,
+    /// `live_acked` at the start of the last pass.
+    live_seen: u64,
+    /// Files that failed (retryably) in the last pass: tried after the
+    /// others in the next one, so two bad files at the head of the
+    /// directory cannot look like a dead sink for ever.
+    recent_failed: HashSet<PathBuf>,
     /// Retryable failures of a file while the sink was otherwise up.
-    poison: HashMap<PathBuf, u32>,
+    poison: HashMap<PathBuf, Poison>,
+}
+
+/// What is known about a file that keeps failing.
+struct Poison {
+    count: u32,
+    first: tokio::time::Instant,
+    last_error: SinkError,
+}
+
+/// Rows the engine's own INSERTs got acknowledged (replays not included):
+/// growth means the sink is up, whatever a spill file says.
+fn live_acked(shared: &Shared) -> u64 {
+    let s = &shared.seal.stats;
+    s.acked_rows
+        .load(Relaxed)
+        .saturating_sub(s.replayed_rows.load(Relaxed))
 }
 
 pub(crate) async fn run<S: Sink>(sink: Arc<S>, shared: Arc<Shared>) {
@@ -75,18 +98,29 @@ pub(crate) async fn run<S: Sink>(sink: Arc<S>, shared: Arc<Shared>) {
             }
             None => Vec::new(),
         };
-        memory.poison.retain(|p, _| files.contains(p));
-        memory.foreign.retain(|p| files.contains(p));
-        memory.delivered.retain(|p| files.contains(p));
-        let acked_before = shared.seal.stats.acked_rows.load(Relaxed);
-        let healthy = match pass(&*sink, &shared, &dir, files, &mut memory).await {
+        let present: HashSet<&PathBuf> = files.iter().collect();
+        memory.poison.retain(|p, _| present.contains(p));
+        memory.foreign.retain(|p| present.contains(p));
+        memory.delivered.retain(|p| present.contains(p));
+        drop(present);
+        let (mut files, failed_last): (Vec<PathBuf>, Vec<PathBuf>) = files
+            .into_iter()
+            .partition(|p| !memory.recent_failed.contains(p));
+        files.extend(failed_last);
+        memory.recent_failed.clear();
+        let live_before = live_acked(&shared);
+        // The engine's own INSERTs went through since the last pass: the
+        // sink is up, so a file that fails now is blamed at once.
+        let sink_up = live_before > memory.live_seen;
+        memory.live_seen = live_before;
+        let healthy = match pass(&*sink, &shared, &dir, files, &mut memory, sink_up).await {
             Pass::Healthy => true,
             Pass::Down => false,
-            Pass::LastFailed(path) => {
+            Pass::LastFailed(path, error) => {
                 // Nothing came after it, but live INSERTs were acknowledged
                 // meanwhile: the sink is up, the file is the problem.
-                if shared.seal.stats.acked_rows.load(Relaxed) > acked_before {
-                    memory.blame(path);
+                if live_acked(&shared) > live_before {
+                    memory.blame(path, error);
                 }
                 false
             }
@@ -113,13 +147,19 @@ pub(crate) async fn run<S: Sink>(sink: Arc<S>, shared: Arc<Shared>) {
 }
 
 impl Memory {
-    fn blame(&mut self, path: PathBuf) {
-        let n = self.poison.entry(path.clone()).or_insert(0);
-        *n += 1;
+    fn blame(&mut self, path: PathBuf, error: SinkError) {
+        let p = self.poison.entry(path.clone()).or_insert(Poison {
+            count: 0,
+            first: tokio::time::Instant::now(),
+            last_error: error.clone(),
+        });
+        p.count += 1;
+        p.last_error = error;
         tracing::warn!(
             file = %path.display(),
-            failures = *n,
+            failures = p.count,
             limit = MAX_POISON_TRIES,
+            error = %p.last_error,
             "spill file keeps failing while the sink takes other INSERTs"
         );
     }
@@ -131,7 +171,7 @@ enum Pass {
     /// Two files in a row failed retryably: the sink looks down.
     Down,
     /// Only the last file tried failed (retryably).
-    LastFailed(PathBuf),
+    LastFailed(PathBuf, SinkError),
 }
 
 /// One walk over `files`, ended early when the sink looks down.
@@ -141,11 +181,14 @@ async fn pass<S: Sink>(
     dir: &Arc<SpillDir>,
     files: Vec<PathBuf>,
     memory: &mut Memory,
+    sink_up: bool,
 ) -> Pass {
     let stats = &shared.seal.stats;
     // A file that just failed retryably: blamed if the next one goes
     // through, forgiven if the next one fails too (then the sink is down).
-    let mut suspect: Option<PathBuf> = None;
+    let mut suspect: Option<(PathBuf, SinkError)> = None;
+    // A file was delivered earlier in this pass: the sink is up.
+    let mut delivered_one = false;
     for path in files {
         if shared.replay_stop.load(Relaxed) {
             return Pass::Healthy;
@@ -201,13 +244,28 @@ async fn pass<S: Sink>(
             Ok(s) => s,
             Err(SpillError::Corrupt(why)) => {
                 let (d, p) = (dir.path().to_path_buf(), path.clone());
-                match blocking(move || spill::quarantine(&d, &p)).await {
-                    Some(Ok(to)) => tracing::error!(
-                        file = %path.display(),
-                        moved_to = %to.display(),
-                        reason = %why,
-                        "spill file failed its check; quarantined, the rest replays"
-                    ),
+                let moved = blocking(move || {
+                    // The header may still say whose rows these were.
+                    let header = spill::read_header(&p).ok();
+                    spill::quarantine(&d, &p).map(|to| (to, header))
+                })
+                .await;
+                match moved {
+                    Some(Ok((to, header))) => {
+                        tracing::error!(
+                            file = %path.display(),
+                            moved_to = %to.display(),
+                            reason = %why,
+                            "spill file failed its check; quarantined, the rest replays"
+                        );
+                        // This engine's rows leave the spill directory
+                        // undelivered: out of spill-pending, into failed.
+                        if let Some(h) = header.filter(|h| dir.owns(h.instance)) {
+                            Counters::add(&stats.spill_out_failed_rows, h.rows);
+                            Counters::add(&stats.failed_rows, h.rows);
+                            Counters::add(&stats.dropped_rows, h.rows);
+                        }
+                    }
                     other => tracing::error!(
                         file = %path.display(),
                         reason = %why,
@@ -223,18 +281,21 @@ async fn pass<S: Sink>(
         };
         let insert = spilled.to_insert();
         let own = dir.owns(spilled.instance);
-        let tries = memory.poison.get(&path).copied().unwrap_or(0);
-        if tries >= MAX_POISON_TRIES {
-            let error = SinkError::Other(format!(
-                "replay failed {tries} times while later spill files were delivered"
-            ));
-            give_up(shared, dir, &path, &spilled, &insert, own, &error).await;
-            Counters::add(&stats.replay_given_up_files, 1);
-            memory.poison.remove(&path);
+        let min_age = shared.cfg.retry.max_elapsed;
+        if let Some(p) = memory
+            .poison
+            .get(&path)
+            .filter(|p| p.count >= MAX_POISON_TRIES && p.first.elapsed() >= min_age)
+        {
+            let error = p.last_error.clone();
+            if give_up(shared, dir, &path, &spilled, &insert, own, &error).await {
+                Counters::add(&stats.replay_given_up_files, 1);
+                memory.poison.remove(&path);
+            }
             drop(held);
             continue;
         }
-        let deadline = tokio::time::Instant::now() + shared.cfg.insert_timeout;
+        let deadline = crate::sink::deadline::after(shared.cfg.insert_timeout);
         let attempt = crate::sink::deadline::run(deadline, sink.insert(&insert)).await;
         match attempt.unwrap_or(Err(SinkError::Timeout)) {
             Ok(()) => {
@@ -265,33 +326,43 @@ async fn pass<S: Sink>(
                 }
                 tracing::info!(file = %path.display(), rows = spilled.rows, "spilled batch replayed");
                 memory.poison.remove(&path);
-                if let Some(blamed) = suspect.take() {
-                    memory.blame(blamed);
+                delivered_one = true;
+                if let Some((blamed, error)) = suspect.take() {
+                    memory.blame(blamed, error);
                 }
             }
             Err(e) if e.is_retryable() => {
                 drop(held);
+                memory.recent_failed.insert(path.clone());
+                if sink_up || delivered_one {
+                    // The engine's own INSERTs go through: this file is
+                    // the problem, and the next ones still get their turn.
+                    memory.blame(path, e);
+                    continue;
+                }
                 if suspect.is_some() {
                     tracing::warn!(error = %e, "replay paused: the sink still fails");
                     return Pass::Down;
                 }
                 tracing::warn!(file = %path.display(), error = %e, "replay of a spill file failed; trying the next one");
-                suspect = Some(path);
+                suspect = Some((path, e));
             }
             Err(e) => {
-                give_up(shared, dir, &path, &spilled, &insert, own, &e).await;
+                let _ = give_up(shared, dir, &path, &spilled, &insert, own, &e).await;
                 drop(held);
             }
         }
     }
     match suspect {
-        Some(path) => Pass::LastFailed(path),
+        Some((path, error)) => Pass::LastFailed(path, error),
         None => Pass::Healthy,
     }
 }
 
 /// A spill file that will not be delivered: kept as a dead letter (or, with
-/// no dead-letter directory, in `quarantine/`), counted once, never looped on.
+/// no dead-letter directory, in `quarantine/`), counted once, never looped
+/// on. Returns whether it was moved; if not (a full disk), it stays, is not
+/// counted, and the next pass tries again.
 async fn give_up(
     shared: &Arc<Shared>,
     dir: &Arc<SpillDir>,
@@ -300,7 +371,7 @@ async fn give_up(
     insert: &InsertBatch,
     own: bool,
     error: &SinkError,
-) {
+) -> bool {
     let stats = &shared.seal.stats;
     let (dl, d, p, table, insert_c, err) = (
         shared.cfg.dead_letter_dir.clone(),
@@ -319,7 +390,7 @@ async fn give_up(
     .await
     .unwrap_or(false);
     tracing::error!(file = %path.display(), error = %error, kept, "spilled batch refused by the sink");
-    if own {
+    if kept && own {
         Counters::add(&stats.spill_out_failed_rows, spilled.rows);
         Counters::add(&stats.failed_rows, spilled.rows);
         if shared.cfg.dead_letter_dir.is_some() {
@@ -328,4 +399,5 @@ async fn give_up(
             Counters::add(&stats.dropped_rows, spilled.rows);
         }
     }
+    kept
 }

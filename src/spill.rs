@@ -245,21 +245,24 @@ impl SpillDir {
                                 ev.own_rows += h.rows;
                             }
                         };
+                        // Counted once it is really gone: a failed delete
+                        // leaves the file to be replayed (and counted) later.
                         match held.read() {
                             Ok(s) => {
+                                std::fs::remove_file(&old)?;
                                 evicted.rows += s.rows;
                                 if self.owns(s.instance) {
                                     evicted.own_rows += s.rows;
                                 }
-                                std::fs::remove_file(&old)?;
                             }
                             Err(SpillError::Corrupt(_)) => {
                                 // Never deleted uncounted: kept for an
                                 // operator, out of the budget's way.
-                                if let Ok(h) = read_header(&old) {
+                                let header = read_header(&old).ok();
+                                quarantine(&self.dir, &old)?;
+                                if let Some(h) = header {
                                     rows_of(&h, evicted);
                                 }
-                                quarantine(&self.dir, &old)?;
                                 evicted.quarantined += 1;
                             }
                             // Unreadable for now (EIO, EMFILE): leave it.
@@ -270,6 +273,15 @@ impl SpillDir {
                 }
             }
         }
+        // Past the highest name on disk too: another engine on this
+        // directory (a successor across a schema swap) numbers its own.
+        let on_disk = self
+            .list()?
+            .iter()
+            .filter_map(|p| p.file_name().and_then(sequence_of))
+            .max()
+            .map_or(0, |n| n.saturating_add(1));
+        self.counter.fetch_max(on_disk, Relaxed);
         let n = self.counter.fetch_add(1, Relaxed);
         let path = self.dir.join(format!(
             "s{n:020}-{:016x}-{}.{EXT}",
@@ -298,10 +310,7 @@ impl SpillDir {
 /// there (in the directory or its quarantine), so a clock step never
 /// reorders files.
 fn next_sequence(dir: &Path) -> std::io::Result<u64> {
-    let seq_of = |name: &std::ffi::OsStr| -> Option<u64> {
-        let name = name.to_str()?;
-        name.strip_prefix('s')?.split('-').next()?.parse().ok()
-    };
+    let seq_of = sequence_of;
     let mut next = 0;
     for d in [dir.to_path_buf(), dir.join(QUARANTINE)] {
         let Ok(entries) = std::fs::read_dir(&d) else {
@@ -309,11 +318,17 @@ fn next_sequence(dir: &Path) -> std::io::Result<u64> {
         };
         for e in entries.flatten() {
             if let Some(n) = seq_of(&e.file_name()) {
-                next = next.max(n + 1);
+                next = next.max(n.saturating_add(1));
             }
         }
     }
     Ok(next)
+}
+
+/// The sequence number in a spill file's name (`s<sequence>-...`).
+fn sequence_of(name: &std::ffi::OsStr) -> Option<u64> {
+    let name = name.to_str()?;
+    name.strip_prefix('s')?.split('-').next()?.parse().ok()
 }
 
 /// The JSON header of a spill file.

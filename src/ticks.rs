@@ -15,7 +15,10 @@ impl Ticks {
     /// First tick one `period` from now, then every `period`. A tick that
     /// comes late (busy runtime) is not followed by a burst of catch-up ticks.
     pub(crate) fn new(period: Duration) -> Self {
-        let mut interval = tokio::time::interval_at(Instant::now() + period, period);
+        let start = Instant::now()
+            .checked_add(period)
+            .unwrap_or_else(Instant::now);
+        let mut interval = tokio::time::interval_at(start, period);
         interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
         Self { interval }
     }

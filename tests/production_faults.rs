@@ -462,3 +462,52 @@ async fn timed_out_inserts_to_a_frozen_server_leave_no_connection_open() {
     );
     buf.shutdown().await.unwrap();
 }
+
+/// The other side of the frozen replica: one that is slow (a heavy
+/// materialized view) but answers a `SELECT 1` is waited for, not failed
+/// over, so a non-replicated setup gets no second copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_but_alive_replica_is_waited_for_not_failed_over() {
+    if support::shared().is_none() {
+        return;
+    }
+    let _turn = serial().await;
+    let a = support::Server::start().expect("server a");
+    let b_server = support::Server::start().expect("server b");
+    let table = format!("slow_replica_{}", std::process::id());
+    for s in [&a, &b_server] {
+        s.query(&PostEvent::create_table_sql(&table));
+    }
+    // Every INSERT into a takes 3 s (one block, one sleep).
+    a.query(&format!(
+        "CREATE MATERIALIZED VIEW {table}_mv ENGINE = MergeTree ORDER BY tweet_id \
+         AS SELECT tweet_id, sleep(3) AS s FROM {table}"
+    ));
+    let sink = ClickHouseSink::with_urls(
+        nodelay_client(),
+        [a.url.as_str(), b_server.url.as_str()],
+        &table,
+    )
+    .unwrap()
+    .with_try_timeout(ch_ingest::sink::TryTimeout {
+        base: Duration::from_millis(500),
+        per_mib: Duration::ZERO,
+    });
+    let buf: Buffer<PostEvent> = Buffer::builder().shards(1).build(sink).unwrap();
+    for i in 0..100 {
+        buf.track(PostEvent::new("like", i, 1_700_000_000)).unwrap();
+    }
+    let t0 = Instant::now();
+    let report = buf.flush().await.unwrap();
+    let took = t0.elapsed();
+    println!(
+        "slow replica: 100 sent; {} on a, {} on b; the flush took {:.1} s (silent for 0.5 s, then asked every 0.5 s)",
+        a.count(&table),
+        b_server.count(&table),
+        took.as_secs_f64()
+    );
+    assert!(report.is_complete(), "{report:?}");
+    assert_eq!((a.count(&table), b_server.count(&table)), (100, 0));
+    assert!(took >= Duration::from_millis(2_900), "{took:?}");
+    buf.shutdown().await.unwrap();
+}

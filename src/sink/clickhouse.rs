@@ -41,6 +41,10 @@ pub fn nodelay_client() -> Client {
     Client::with_http_client(http)
 }
 
+/// How long a silent endpoint has to answer `SELECT 1` before it counts as
+/// down (see [`TryTimeout`]).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// `nodelay_client`'s bound on opening a TCP connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -61,17 +65,23 @@ pub struct ClickHouseSink {
     try_timeout: TryTimeout,
 }
 
-/// How long one try on one endpoint may take (connect, send, and the
-/// server's answer) before the endpoint counts as down and the same attempt
-/// moves on to the next one: `base + per_mib x the INSERT's MiB`.
+/// How long one try on one endpoint waits (to connect, send, and for the
+/// server's answer) before it asks whether the endpoint is alive at all:
+/// `base + per_mib x the INSERT's MiB`. The question is a `SELECT 1` on a
+/// fresh connection, answered within 1 s or not. An endpoint that does not
+/// answer it either is marked down and the same attempt moves on to the next
+/// one; one that answers is slow, not gone (a quorum write, heavy
+/// materialized views), and is waited for, asked again each `base`, until
+/// the attempt's `insert_timeout`.
 ///
 /// A frozen (SIGSTOPped, GC-paused, on a dead VM host) or blackholed replica
 /// still accepts TCP through the kernel but never answers; without this
-/// bound every INSERT would wait out the whole `insert_timeout` on it while
-/// a healthy replica idles. Only applies with more than one endpoint: with
+/// every INSERT would wait out the whole `insert_timeout` on it while a
+/// healthy replica idles. Only applies with more than one endpoint: with
 /// one there is nowhere to go, and the attempt's `insert_timeout` is the
 /// bound. Default: 3 s + 250 ms per MiB (a 100 000-row, 5 MiB PostEvent
-/// INSERT answers in well under a second on a healthy server; it gets 4.25 s).
+/// INSERT answers in well under a second on a healthy server; it gets
+/// 4.25 s before the question).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TryTimeout {
     /// The fixed part. Default: 3 s.
@@ -91,7 +101,9 @@ impl Default for TryTimeout {
 
 impl TryTimeout {
     fn for_bytes(&self, bytes: u64) -> Duration {
-        self.base + self.per_mib.mul_f64(bytes as f64 / (1 << 20) as f64)
+        let extra = self.per_mib.as_secs_f64() * (bytes as f64 / (1 << 20) as f64);
+        self.base
+            .saturating_add(Duration::try_from_secs_f64(extra).unwrap_or(Duration::MAX))
     }
 }
 
@@ -262,17 +274,19 @@ impl ClickHouseSink {
             .copied()
     }
 
-    /// One try on one endpoint, ended by the endpoint's own deadline. On a
-    /// timeout the request is aborted here (the crate's `end` timeout stops
-    /// its response task and drops the connection), never left waiting on a
-    /// server that does not answer.
+    /// One try on one endpoint. `outer` (the attempt's deadline) bounds all
+    /// of it; `patience` (with several endpoints) is when to ask whether a
+    /// silent endpoint is alive (see [`TryTimeout`]). The request is never
+    /// left running past `outer`: the crate's own `end` timer, set to it,
+    /// aborts the response task and its connection.
     async fn insert_into(
         &self,
         ep: &Endpoint,
         batch: &InsertBatch,
-        deadline: Option<Instant>,
+        outer: Option<Instant>,
+        patience: Option<Duration>,
     ) -> Result<(), SinkError> {
-        let info = within(deadline, self.server_info(ep)).await?;
+        let info = watch(ep, outer, patience, self.server_info(ep)).await?;
         let mut insert = ep
             .client
             .insert_formatted_with(insert_sql(&self.table, batch.columns()))
@@ -288,18 +302,89 @@ impl ClickHouseSink {
         if self.dedup_token && info.knows_dedup_token {
             insert = insert.with_setting("insert_deduplication_token", batch.dedup_token());
         }
-        within(deadline, async {
+        // Dropping the sends half-way aborts the request body: no leak.
+        watch(ep, outer, patience, async {
             for chunk in batch.chunks() {
                 insert.send(chunk.clone()).await.map_err(map_error)?;
             }
             Ok(())
         })
         .await?;
-        if let Some(d) = deadline {
-            let left = d.saturating_duration_since(Instant::now());
-            insert = insert.with_timeouts(None, Some(left.max(Duration::from_millis(1))));
+        let end_by = match (outer, patience) {
+            (Some(o), _) => Some(o.saturating_duration_since(Instant::now())),
+            // Called directly with several endpoints: a request given up
+            // on below still ends by itself.
+            (None, Some(p)) => Some(p.saturating_mul(20)),
+            (None, None) => None,
+        };
+        let insert = insert.with_timeouts(None, end_by.map(|d| d.max(Duration::from_millis(1))));
+        if patience.is_none() {
+            return insert.end().await.map_err(map_error);
         }
-        insert.end().await.map_err(map_error)
+        // Its own task, so that giving up on a silent endpoint does not
+        // drop it mid-wait (which would leave the crate's response task and
+        // its connection waiting on that server for ever): it keeps its
+        // timer and ends by `outer` at the latest.
+        let end = tokio::spawn(insert.end());
+        watch(ep, outer, patience, async {
+            match end.await {
+                Ok(result) => result.map_err(map_error),
+                Err(e) => Err(SinkError::Other(format!("the INSERT task failed: {e}"))),
+            }
+        })
+        .await
+    }
+}
+
+/// Runs one step of a try: `Timeout` once `outer` has passed, or once the
+/// endpoint has been silent for `patience` and does not answer a
+/// `SELECT 1` within [`PROBE_TIMEOUT`] either. A slow endpoint that
+/// answers is waited for (and asked again after another `patience`).
+async fn watch<T>(
+    ep: &Endpoint,
+    outer: Option<Instant>,
+    patience: Option<Duration>,
+    what: impl std::future::Future<Output = Result<T, SinkError>>,
+) -> Result<T, SinkError> {
+    tokio::pin!(what);
+    let mut ask_at = patience.map(super::deadline::after);
+    loop {
+        let wake = match (ask_at, outer) {
+            (Some(a), Some(o)) => a.min(o),
+            (Some(a), None) => a,
+            (None, Some(o)) => o,
+            (None, None) => return what.await,
+        };
+        tokio::select! {
+            result = &mut what => return result,
+            () = tokio::time::sleep_until(wake) => {}
+        }
+        if outer.is_some_and(|o| Instant::now() >= o) {
+            return Err(SinkError::Timeout);
+        }
+        let probe_by = super::deadline::after(PROBE_TIMEOUT);
+        let probe = within(Some(outer.map_or(probe_by, |o| o.min(probe_by))), async {
+            ep.client
+                .clone()
+                .with_validation(false)
+                .query("SELECT 1")
+                .fetch_one::<u8>()
+                .await
+                .map_err(map_error)
+        });
+        let alive = tokio::select! {
+            result = &mut what => return result,
+            answer = probe => match answer {
+                Ok(_) => true,
+                // It answered, if only with an error: alive.
+                Err(SinkError::Server { .. }) => true,
+                Err(_) => false,
+            },
+        };
+        if !alive {
+            return Err(SinkError::Timeout);
+        }
+        ask_at = patience.map(super::deadline::after);
     }
 }
 
@@ -340,29 +425,29 @@ impl Sink for ClickHouseSink {
             healthy
         };
         let mut last = None;
+        let patience = (n > 1).then(|| self.try_timeout.for_bytes(batch.bytes()));
         for i in candidates {
             let ep = &self.endpoints[i];
-            let deadline = if n > 1 {
-                let own = Instant::now() + self.try_timeout.for_bytes(batch.bytes());
-                Some(outer.map_or(own, |o| o.min(own)))
-            } else {
-                outer
-            };
-            match self.insert_into(ep, batch, deadline).await {
+            match self.insert_into(ep, batch, outer, patience).await {
                 Ok(()) => {
                     ep.mark_up();
                     self.preferred.store(i, Relaxed);
                     return Ok(());
                 }
                 Err(e) if e.is_retryable() && n > 1 => {
-                    ep.mark_down();
+                    // The attempt's own time running out says nothing
+                    // about this endpoint.
+                    let out_of_time = outer.is_some_and(|o| Instant::now() >= o);
+                    if !out_of_time {
+                        ep.mark_down();
+                    }
                     tracing::warn!(
                         endpoint = ep.url.as_deref().unwrap_or("?"),
                         error = %e,
                         "endpoint failed; trying the next one"
                     );
                     last = Some(e);
-                    if outer.is_some_and(|o| Instant::now() >= o) {
+                    if out_of_time {
                         break;
                     }
                 }

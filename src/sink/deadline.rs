@@ -24,10 +24,20 @@ tokio::task_local! {
 /// Runs `attempt` with `deadline` visible to the sink through [`current`];
 /// `None` (timed out) once `deadline` plus a short grace has passed.
 pub(crate) async fn run<F: Future>(deadline: Instant, attempt: F) -> Option<F::Output> {
+    let timer = deadline.checked_add(GRACE).unwrap_or(deadline);
     DEADLINE
-        .scope(deadline, tokio::time::timeout_at(deadline + GRACE, attempt))
+        .scope(deadline, tokio::time::timeout_at(timer, attempt))
         .await
         .ok()
+}
+
+/// `d` from now, or a century from now when `d` is too large for an
+/// `Instant` (a configured `Duration::MAX` means "no limit", not a panic).
+pub(crate) fn after(d: std::time::Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d)
+        .or_else(|| now.checked_add(std::time::Duration::from_secs(100 * 365 * 86_400)))
+        .unwrap_or(now)
 }
 
 /// The current attempt's deadline, when the caller set one.
