@@ -224,21 +224,49 @@ async fn a_graceful_restart_under_load_dead_letters_and_drops_nothing() {
 /// exception in the body, in 18.16's words, split across two chunks. With
 /// `wait_end_of_query=1` it answers like a server that held the status: 500.
 fn late_exception_stand_in() -> (String, Arc<Mutex<Vec<String>>>) {
+    stand_in(|query, _| {
+        let exception = "Code: 33, e.displayText() = DB::Exception: Cannot read all data. Bytes read: 3. Bytes expected: 8.: (at row 3000001)\n, e.what() = DB::Exception\n";
+        if query.contains("wait_end_of_query=1") {
+            format!("HTTP/1.1 500 Internal Server Error\r\nX-ClickHouse-Exception-Code: 33\r\nContent-Length: {}\r\n\r\n{exception}", exception.len()).into_bytes()
+        } else {
+            let (a, b) = exception.split_at(40);
+            format!(
+                "HTTP/1.1 200 OK\r\nX-ClickHouse-Progress: {{\"read_rows\":\"1000\"}}\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{a}\r\n{:x}\r\n{b}\r\n0\r\n\r\n",
+                a.len(),
+                b.len()
+            )
+            .into_bytes()
+        }
+    })
+}
+
+/// A minimal HTTP/1.1 server on a free loopback port standing in for
+/// ClickHouse: `SELECT version()` says 18.16.1; every other request gets
+/// `answer(query string, number of INSERTs before this one)`. Logs the
+/// decoded query strings.
+fn stand_in(
+    answer: impl Fn(&str, usize) -> Vec<u8> + Send + Sync + 'static,
+) -> (String, Arc<Mutex<Vec<String>>>) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let seen = Arc::new(Mutex::new(Vec::new()));
     let log = seen.clone();
+    let answer = Arc::new(answer);
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(conn) = conn else { return };
-            let log = log.clone();
-            std::thread::spawn(move || serve_late_exceptions(conn, &log));
+            let (log, answer) = (log.clone(), answer.clone());
+            std::thread::spawn(move || serve_stand_in(conn, &log, &*answer));
         }
     });
     (url, seen)
 }
 
-fn serve_late_exceptions(conn: std::net::TcpStream, log: &Mutex<Vec<String>>) {
+fn serve_stand_in(
+    conn: std::net::TcpStream,
+    log: &Mutex<Vec<String>>,
+    answer: &(dyn Fn(&str, usize) -> Vec<u8> + Send + Sync),
+) {
     let mut out = conn.try_clone().unwrap();
     let mut r = BufReader::new(conn);
     loop {
@@ -280,8 +308,12 @@ fn serve_late_exceptions(conn: std::net::TcpStream, log: &Mutex<Vec<String>>) {
             r.read_exact(&mut body).unwrap();
         }
         let query = percent_decode(&target);
-        log.lock().unwrap().push(query.clone());
-        let exception = "Code: 33, e.displayText() = DB::Exception: Cannot read all data. Bytes read: 3. Bytes expected: 8.: (at row 3000001)\n, e.what() = DB::Exception\n";
+        let inserts_before = {
+            let mut log = log.lock().unwrap();
+            log.push(query.clone());
+            log.iter().filter(|q| q.contains("INSERT")).count()
+                - usize::from(query.contains("INSERT"))
+        };
         let answer = if query.contains("SELECT version()")
             || String::from_utf8_lossy(&body).contains("SELECT version()")
         {
@@ -291,16 +323,8 @@ fn serve_late_exceptions(conn: std::net::TcpStream, log: &Mutex<Vec<String>>) {
                 .into_iter()
                 .chain(v.iter().copied())
                 .collect::<Vec<u8>>()
-        } else if query.contains("wait_end_of_query=1") {
-            format!("HTTP/1.1 500 Internal Server Error\r\nX-ClickHouse-Exception-Code: 33\r\nContent-Length: {}\r\n\r\n{exception}", exception.len()).into_bytes()
         } else {
-            let (a, b) = exception.split_at(40);
-            format!(
-                "HTTP/1.1 200 OK\r\nX-ClickHouse-Progress: {{\"read_rows\":\"1000\"}}\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{a}\r\n{:x}\r\n{b}\r\n0\r\n\r\n",
-                a.len(),
-                b.len()
-            )
-            .into_bytes()
+            answer(&query, inserts_before)
         };
         if out.write_all(&answer).is_err() {
             return;
@@ -368,6 +392,69 @@ async fn an_exception_after_the_status_line_is_a_failure_not_an_ack() {
         insert.contains("send_progress_in_http_headers=0"),
         "{insert}"
     );
+    buf.shutdown().await.unwrap();
+}
+
+/// A server in a graceful restart says "no such table" for a moment (it
+/// detaches its tables while kept-alive connections still get answers, and
+/// loads them after the start): asked again a second later, it stores the
+/// rows. Nothing is dead-lettered; a table that stays missing still is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_such_table_during_a_restart_is_asked_again_before_it_is_believed() {
+    let missing = "Code: 60, e.displayText() = DB::Exception: Table default.t doesn't exist., e.what() = DB::Exception\n";
+    let answer_60 = move || {
+        format!(
+            "HTTP/1.1 404 Not Found\r\nX-ClickHouse-Exception-Code: 60\r\nContent-Length: {}\r\n\r\n{missing}",
+            missing.len()
+        )
+        .into_bytes()
+    };
+    let ok = || b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n".to_vec();
+    // The first INSERT meets the restart; the second try finds the table.
+    let (url, seen) = stand_in(move |_, before| if before == 0 { answer_60() } else { ok() });
+    let client = nodelay_client()
+        .with_url(&url)
+        .with_compression(clickhouse::Compression::None);
+    let dead = tempfile::tempdir().unwrap();
+    let buf: Buffer<PostEvent> = Buffer::builder()
+        .shards(1)
+        .dead_letter_dir(dead.path())
+        .build(ClickHouseSink::new(client.clone(), "t"))
+        .unwrap();
+    buf.track(PostEvent::new("like", 1, 1_700_000_000)).unwrap();
+    let report = buf.flush().await.unwrap();
+    assert_eq!((report.rows, report.failed_rows), (1, 0), "{report:?}");
+    let inserts = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|q| q.contains("INSERT"))
+        .count();
+    assert_eq!(inserts, 2);
+    buf.shutdown().await.unwrap();
+
+    // A table that stays missing is believed after the two confirmations.
+    let (url, seen) = stand_in(move |_, _| answer_60());
+    let client = nodelay_client()
+        .with_url(&url)
+        .with_compression(clickhouse::Compression::None);
+    let buf: Buffer<PostEvent> = Buffer::builder()
+        .shards(1)
+        .dead_letter_dir(dead.path())
+        .build(ClickHouseSink::new(client, "t"))
+        .unwrap();
+    buf.track(PostEvent::new("like", 1, 1_700_000_000)).unwrap();
+    let report = buf.flush().await.unwrap();
+    assert_eq!(report.failed_rows, 1);
+    assert_eq!(report.failures[0].attempts, 1, "not retried by the policy");
+    assert!(report.failures[0].dead_letter.is_some());
+    let inserts = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|q| q.contains("INSERT"))
+        .count();
+    assert_eq!(inserts, 3);
     buf.shutdown().await.unwrap();
 }
 

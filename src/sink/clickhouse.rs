@@ -336,6 +336,42 @@ impl ClickHouseSink {
     }
 }
 
+impl ClickHouseSink {
+    /// [`insert_into`](Self::insert_into), but "no such table" (60
+    /// UNKNOWN_TABLE, 81 UNKNOWN_DATABASE) is asked again after 1 s and
+    /// 2 s before it is believed: a server in a graceful restart answers
+    /// it on a kept-alive connection while it detaches its tables, and
+    /// while it loads them after the start (measured on 18.16 under load:
+    /// 2 500 rows dead-lettered by one restart without this). The failed
+    /// tries stored nothing (the table lookup comes first), so asking again
+    /// cannot duplicate. A table that is really gone costs 3 s more.
+    async fn insert_confirmed(
+        &self,
+        ep: &Endpoint,
+        batch: &InsertBatch,
+        outer: Option<Instant>,
+        patience: Option<Duration>,
+    ) -> Result<(), SinkError> {
+        let mut result = self.insert_into(ep, batch, outer, patience).await;
+        for wait in [Duration::from_secs(1), Duration::from_secs(2)] {
+            let missing = matches!(
+                &result,
+                Err(SinkError::Server {
+                    code: Some(60 | 81),
+                    ..
+                })
+            );
+            let again_at = Instant::now() + wait;
+            if !missing || outer.is_some_and(|o| again_at >= o) {
+                break;
+            }
+            tokio::time::sleep_until(again_at).await;
+            result = self.insert_into(ep, batch, outer, patience).await;
+        }
+        result
+    }
+}
+
 /// Runs one step of a try: `Timeout` once `outer` has passed, or once the
 /// endpoint has been silent for `patience` and does not answer a
 /// `SELECT 1` within [`PROBE_TIMEOUT`] either. A slow endpoint that
@@ -428,7 +464,7 @@ impl Sink for ClickHouseSink {
         let patience = (n > 1).then(|| self.try_timeout.for_bytes(batch.bytes()));
         for i in candidates {
             let ep = &self.endpoints[i];
-            match self.insert_into(ep, batch, outer, patience).await {
+            match self.insert_confirmed(ep, batch, outer, patience).await {
                 Ok(()) => {
                     ep.mark_up();
                     self.preferred.store(i, Relaxed);
