@@ -19,13 +19,15 @@ fi
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
-echo "== cargo clippy --all-targets -D warnings"
-cargo clippy --all-targets -- -D warnings
-echo "== cargo clippy --no-default-features (the library without prometheus-client)"
-cargo clippy --no-default-features --all-targets -- -D warnings
+echo "== dependency graph an embedder gets (scripts/deps.sh)"
+./scripts/deps.sh
+echo "== cargo clippy --workspace --all-targets -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "== cargo clippy -p ch-ingest (the library alone: default features, no prometheus-client)"
+cargo clippy -p ch-ingest --all-targets -- -D warnings
 echo "== cargo test (integration tests start a private ClickHouse; its version is printed below)"
-cargo test --all-targets -- --show-output
-cargo test --doc
+cargo test --workspace --all-targets -- --show-output
+cargo test --workspace --doc
 echo "== instruction-count guard (encode and track per event vs benches/icount-baseline.txt)"
 ./scripts/icount.sh
 echo "== fuzz smoke: every cargo-fuzz target for ${FUZZ_SMOKE_SECONDS:-30}s"

@@ -3,8 +3,7 @@
 //! name and the JSON keys never reaches SQL; tokens, limits, encodings and
 //! status codes; SIGTERM drains, a second signal exits at once.
 
-#![cfg(feature = "metrics")] // `serve` needs it
-
+#[path = "../../tests/support/mod.rs"]
 mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};

@@ -1,16 +1,16 @@
-//! Command-line front end. Owns argument parsing and dispatch; the work of
-//! each subcommand lives in its own module.
+//! The `ch-ingest` command line, as a library: argument parsing and
+//! dispatch here, each subcommand's work in its own module. The binary
+//! (`main.rs`) only sets the allocator and logging and calls [`run`]; the
+//! benches and tests of this package use [`workloads`] directly.
 
 mod histogram;
 mod http_load;
 mod inspect;
 mod load;
 mod replay;
-// The sidecar serves `/metrics`, so it needs the `metrics` feature.
-#[cfg(feature = "metrics")]
 mod serve;
 mod sweep;
-pub(crate) mod workloads;
+pub mod workloads;
 
 use clap::{Parser, Subcommand};
 
@@ -35,17 +35,16 @@ enum Command {
     /// Send spill files and dead letters in a directory to ClickHouse.
     Replay(replay::ReplayArgs),
     /// Run as an HTTP ingest sidecar (NDJSON in, ClickHouse INSERTs out).
-    #[cfg(feature = "metrics")]
     Serve(serve::ServeArgs),
 }
 
+/// Runs the parsed command line.
 pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.command {
         Command::Load(args) => load::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Bench(args) => sweep::run(args),
         Command::Replay(args) => replay::run(args),
-        #[cfg(feature = "metrics")]
         Command::Serve(args) => serve::run(args),
     }
 }

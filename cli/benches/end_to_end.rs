@@ -5,21 +5,19 @@
 //! one run against one private server (started as the tests do, or the one
 //! `CLICKHOUSE_URL` names). Without a server it prints a notice and skips.
 //!
-//! The workloads are the ones `ch-ingest bench sweep` runs (same file). After
+//! The workloads are the ones `ch-ingest bench sweep` runs (the CLI
+//! library's `workloads` module). After
 //! the group it prints the target ratios from this run's medians.
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../../tests/support/mod.rs"]
 mod support;
-#[allow(dead_code)]
-#[path = "../src/cli/workloads.rs"]
-mod workloads;
 
 use ch_ingest::PostEvent;
+use ch_ingest_cli::workloads::{self, Budget, Peer};
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
-use workloads::{Budget, Peer};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -4,8 +4,7 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-mod cli;
-
+use ch_ingest_cli as cli;
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
