@@ -10,6 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
 
+mod support;
+use support::check::{assert_accounted, quick_retries, tweet_ids, wait_until};
+
 fn ev(i: u64) -> PostEvent {
     PostEvent::new("like", i, 1_700_000_000)
 }
@@ -24,15 +27,6 @@ async fn wait_rows(sink: &MemorySink, rows: u64) {
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-}
-
-fn assert_accounted<T>(b: &Buffer<T>) {
-    let s = b.stats();
-    assert_eq!(
-        s.tracked_rows,
-        s.buffered_rows + s.pending_rows + s.acked_rows + s.spill_pending_rows + s.failed_rows,
-        "{s:?}"
-    );
 }
 
 #[tokio::test]
@@ -597,36 +591,6 @@ async fn linger_holds_a_lone_batch_back_then_sends_it_and_a_full_queue_goes_at_o
     assert_eq!(b.flush().await.unwrap().rows, 130);
     assert_eq!(sink.rows(), 130);
     assert_accounted(&b);
-}
-
-/// Retries that give up fast, so spill tests run in milliseconds.
-fn quick_retries() -> RetryPolicy {
-    RetryPolicy {
-        max_attempts: 2,
-        initial_backoff: Duration::from_millis(1),
-        max_backoff: Duration::from_millis(5),
-        max_elapsed: Duration::from_secs(1),
-    }
-}
-
-fn tweet_ids(sink: &MemorySink) -> Vec<u64> {
-    let schema = ch_ingest::Schema::new(PostEvent::SCHEMA.iter().copied()).unwrap();
-    ch_ingest::rowbinary::decode::decode_all(&schema, &sink.concat())
-        .unwrap()
-        .iter()
-        .map(|row| row["tweet_id"].as_u64().unwrap())
-        .collect()
-}
-
-async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !done() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,6 +9,7 @@ mod support;
 use ch_ingest::sink::{nodelay_client, ClickHouseSink};
 use ch_ingest::{Buffer, PostEvent};
 use std::time::Duration;
+use support::check::rich_event as ev;
 
 fn sink(server: &support::Server, table: &str) -> ClickHouseSink {
     ClickHouseSink::new(nodelay_client().with_url(&server.url), table)
@@ -19,19 +20,6 @@ fn post_table(server: &support::Server, name: &str) -> String {
     server.query(&format!("DROP TABLE IF EXISTS {table}"));
     server.query(&PostEvent::create_table_sql(&table));
     table
-}
-
-fn ev(i: u64) -> PostEvent {
-    PostEvent {
-        event_type: ["impression", "like", "retweet"][(i % 3) as usize].into(),
-        tweet_id: i,
-        occurred_at: 1_700_000_000 + i as u32,
-        user_id: i.is_multiple_of(2).then_some(i * 7),
-        session_id: i.is_multiple_of(5).then(|| format!("s{i}")),
-        client: "web".into(),
-        country: *b"US",
-        dwell_ms: Some(i as u32),
-    }
 }
 
 /// The table is dropped mid-run: a permanent error, so the batch is

@@ -8,6 +8,8 @@
 
 #![allow(dead_code)]
 
+pub mod check;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
@@ -58,7 +60,21 @@ macro_rules! server_or_skip {
     };
 }
 
+/// A free loopback port below the kernel's ephemeral range (32768 and up
+/// here), so no client connection of this or another test can be holding
+/// it when the server binds it (an `Address already in use` failed a CI
+/// run when the port came from the ephemeral range).
 fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20_000 + (std::process::id() % 512) as u16 * 24;
+    for _ in 0..12_000 {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 20_000 + (base - 20_000 + n) % 12_000;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -87,6 +103,20 @@ impl Server {
     /// Starts a private server. It is killed when this value is dropped, or
     /// when the test binary exits.
     pub fn start() -> Result<Server, String> {
+        // A port can still be taken between our check and the server's
+        // bind: try other ports a few times.
+        let mut last = String::new();
+        for _ in 0..3 {
+            match Self::start_once() {
+                Ok(s) => return Ok(s),
+                Err(e) if e.contains("Address already in use") => last = e,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last)
+    }
+
+    fn start_once() -> Result<Server, String> {
         if !std::path::Path::new(BINARY).exists() {
             return Err(format!(
                 "{BINARY} not found (apt-get install clickhouse-server)"
