@@ -49,6 +49,17 @@ fn distinct(mut all: Vec<u64>) -> (Vec<u64>, u64) {
     (all, dups)
 }
 
+/// Two private servers, each with the PostEvent table `<name>_<pid>`.
+fn two_replicas(name: &str) -> (support::Server, support::Server, String) {
+    let a = support::Server::start().expect("server a");
+    let b = support::Server::start().expect("server b");
+    let table = format!("{name}_{}", std::process::id());
+    for s in [&a, &b] {
+        s.query(&PostEvent::create_table_sql(&table));
+    }
+    (a, b, table)
+}
+
 // ---------------------------------------------------------------- item 1
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -57,12 +68,7 @@ async fn a_frozen_preferred_replica_fails_over_within_seconds_and_spills_nothing
         return;
     }
     let _turn = serial().await;
-    let a = support::Server::start().expect("server a");
-    let b_server = support::Server::start().expect("server b");
-    let table = format!("frozen_replica_{}", std::process::id());
-    for s in [&a, &b_server] {
-        s.query(&PostEvent::create_table_sql(&table));
-    }
+    let (a, b_server, table) = two_replicas("frozen_replica");
     let spill = tempfile::tempdir().unwrap();
     let sink = ClickHouseSink::with_urls(
         nodelay_client(),
@@ -559,12 +565,7 @@ async fn a_slow_but_alive_replica_is_waited_for_not_failed_over() {
         return;
     }
     let _turn = serial().await;
-    let a = support::Server::start().expect("server a");
-    let b_server = support::Server::start().expect("server b");
-    let table = format!("slow_replica_{}", std::process::id());
-    for s in [&a, &b_server] {
-        s.query(&PostEvent::create_table_sql(&table));
-    }
+    let (a, b_server, table) = two_replicas("slow_replica");
     // Every INSERT into a takes 3 s (one block, one sleep).
     a.query(&format!(
         "CREATE MATERIALIZED VIEW {table}_mv ENGINE = MergeTree ORDER BY tweet_id \
