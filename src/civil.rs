@@ -5,38 +5,24 @@
 //! any offset, `YYYY-MM-DD hh:mm:ss[.frac]`, `YYYY-MM-DD`). Must not: know
 //! about JSON or ClickHouse types; never panics on any input.
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-pub(crate) fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m as i64 + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+use time::{Date, Month};
+
+/// The Julian day number of 1970-01-01.
+const UNIX_EPOCH_JULIAN_DAY: i64 = 2_440_588;
+
+/// Days since 1970-01-01 of a valid proleptic Gregorian date, `None` when
+/// the day does not exist (2023-02-29) or lies outside years -9999..=9999.
+pub(crate) fn days_from_civil(y: i64, m: u32, d: u32) -> Option<i64> {
+    let month = Month::try_from(u8::try_from(m).ok()?).ok()?;
+    let date = Date::from_calendar_date(i32::try_from(y).ok()?, month, u8::try_from(d).ok()?);
+    Some(date.ok()?.to_julian_day() as i64 - UNIX_EPOCH_JULIAN_DAY)
 }
 
-/// The civil date of a day number.
-pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
-fn days_in_month(y: i64, m: u32) -> u32 {
-    match m {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        _ if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
-        _ => 28,
-    }
+/// The civil date of a day number, `None` outside years -9999..=9999.
+pub(crate) fn civil_from_days(days: i64) -> Option<(i32, u8, u8)> {
+    let julian = i32::try_from(days.checked_add(UNIX_EPOCH_JULIAN_DAY)?).ok()?;
+    let (y, m, d) = Date::from_julian_day(julian).ok()?.to_calendar_date();
+    Some((y, m as u8, d))
 }
 
 /// A point in time: whole seconds since the epoch plus nanoseconds.
@@ -93,10 +79,7 @@ fn date_part(c: &mut Cursor<'_>) -> Option<i64> {
         return None;
     }
     let d = c.digits(2)?;
-    if !(1..=12).contains(&m) || d == 0 || d > days_in_month(y, m) {
-        return None;
-    }
-    Some(days_from_civil(y, m, d))
+    days_from_civil(y, m, d)
 }
 
 /// `YYYY-MM-DD` as days since the epoch.
@@ -179,10 +162,13 @@ pub(crate) fn parse_datetime(s: &str) -> Option<Instant> {
     })
 }
 
-/// `YYYY-MM-DD`.
+/// `YYYY-MM-DD`; a day number past year 9999 (only corrupt data has one:
+/// ClickHouse's dates end in 2299) is written as the number itself.
 pub(crate) fn format_date(days: i64) -> String {
-    let (y, m, d) = civil_from_days(days);
-    format!("{y:04}-{m:02}-{d:02}")
+    match civil_from_days(days) {
+        Some((y, m, d)) => format!("{y:04}-{m:02}-{d:02}"),
+        None => format!("{days} days after 1970-01-01"),
+    }
 }
 
 /// `YYYY-MM-DD hh:mm:ss` plus `.fff...` with `precision` digits of `frac`.
@@ -209,9 +195,11 @@ mod tests {
     #[test]
     fn civil_round_trip() {
         for days in [-719_468i64, -25_567, -1, 0, 1, 19_000, 47_482, 2_932_896] {
-            let (y, m, d) = civil_from_days(days);
-            assert_eq!(days_from_civil(y, m, d), days);
+            let (y, m, d) = civil_from_days(days).unwrap();
+            assert_eq!(days_from_civil(y.into(), m.into(), d.into()), Some(days));
         }
+        assert_eq!(civil_from_days(i64::MAX), None);
+        assert_eq!(format_date(-719_468), "0000-03-01");
         assert_eq!(parse_date("1970-01-01"), Some(0));
         assert_eq!(parse_date("2024-02-29"), Some(19_782));
         assert_eq!(parse_date("2023-02-29"), None);

@@ -129,7 +129,7 @@ pub(crate) fn write(
         .unwrap_or_default();
     let stem = stem(insert);
     let data = dir.join(format!("{stem}.rowbinary"));
-    crate::durable::write_atomically(&data, |f| {
+    crate::durable::write_atomically(&data, true, |f| {
         for chunk in insert.chunks() {
             f.write_all(chunk)?;
         }
@@ -153,7 +153,7 @@ pub(crate) fn write(
         unix_ms: now.as_millis() as u64,
         data: format!("{stem}.rowbinary"),
     };
-    crate::durable::write_atomically(&dir.join(format!("{stem}.json")), |f| {
+    crate::durable::write_atomically(&dir.join(format!("{stem}.json")), true, |f| {
         serde_json::to_writer_pretty(&mut *f, &sidecar)?;
         f.write_all(b"\n")
     })?;

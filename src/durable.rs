@@ -11,9 +11,11 @@ use std::path::Path;
 
 /// Writes `path` atomically with `fill`; the temporary name is `path` with
 /// `.tmp` appended to its extension (`x.spill` -> `x.spill.tmp`), so two
-/// files written side by side never share one.
+/// files written side by side never share one. Without `fsync` the file is
+/// still whole or absent, but a power loss may lose it from the page cache.
 pub(crate) fn write_atomically(
     path: &Path,
+    fsync: bool,
     fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
@@ -22,14 +24,16 @@ pub(crate) fn write_atomically(
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         fill(&mut f)?;
-        f.sync_all()?;
+        if fsync {
+            f.sync_all()?;
+        }
         std::fs::rename(&tmp, path)
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
         return result;
     }
-    if let Some(dir) = path.parent() {
+    if let Some(dir) = path.parent().filter(|_| fsync) {
         sync_dir(dir);
     }
     Ok(())
@@ -51,10 +55,11 @@ mod tests {
     fn a_failed_fill_leaves_no_file_and_no_temporary() {
         let d = tempfile::tempdir().unwrap();
         let path = d.path().join("a.spill");
-        let e = write_atomically(&path, |_| Err(std::io::Error::other("disk full"))).unwrap_err();
+        let e =
+            write_atomically(&path, true, |_| Err(std::io::Error::other("disk full"))).unwrap_err();
         assert_eq!(e.to_string(), "disk full");
         assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
-        write_atomically(&path, |f| std::io::Write::write_all(f, b"x")).unwrap();
+        write_atomically(&path, true, |f| std::io::Write::write_all(f, b"x")).unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"x");
         assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
     }

@@ -288,7 +288,7 @@ impl SpillDir {
             insert.origin(),
             insert.id()
         ));
-        crate::durable::write_atomically(&path, |f| {
+        crate::durable::write_atomically(&path, true, |f| {
             let mut crc = crc32fast::Hasher::new();
             let mut put = |f: &mut std::fs::File, bytes: &[u8]| -> std::io::Result<()> {
                 crc.update(bytes);

@@ -154,18 +154,10 @@ fn int_layout(ty: &Type) -> Option<(usize, bool)> {
     })
 }
 
-fn put_leb128(buf: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        buf.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    buf.push(v as u8);
-}
-
 /// Inserts the LEB128 `count` before the elements written from `start`.
 fn prefix_count(buf: &mut Vec<u8>, start: usize, count: u64) {
     let mut pre = Vec::with_capacity(10);
-    put_leb128(&mut pre, count);
+    crate::rowbinary::leb128::put(&mut pre, count);
     buf.splice(start..start, pre);
 }
 
@@ -405,7 +397,7 @@ impl<'a> Val<'a> {
         let v = self.value();
         match v.ty {
             Type::String => {
-                put_leb128(v.buf, s.len() as u64);
+                crate::rowbinary::leb128::put(v.buf, s.len() as u64);
                 v.buf.extend_from_slice(s.as_bytes());
             }
             Type::FixedString(n) => {
@@ -578,13 +570,13 @@ fn seconds_text(s: &str) -> Option<civil::Instant> {
     Some(civil::Instant { secs, nanos })
 }
 
+/// The two spellings ClickHouse reads: 36 characters with dashes or 32 hex
+/// digits (`uuid` also takes braces and `urn:uuid:`, which ClickHouse does not).
 fn parse_uuid(s: &str) -> Option<u128> {
-    let hex: String = s.chars().filter(|&c| c != '-').collect();
-    let dashes = s.len() - hex.len();
-    if hex.len() != 32 || !(dashes == 0 || (dashes == 4 && s.as_bytes().get(8) == Some(&b'-'))) {
+    if s.len() != 32 && s.len() != 36 {
         return None;
     }
-    u128::from_str_radix(&hex, 16).ok()
+    uuid::Uuid::try_parse(s).ok().map(|u| u.as_u128())
 }
 
 impl<'de> Visitor<'de> for Val<'_> {

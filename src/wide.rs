@@ -2,61 +2,12 @@
 //!
 //! Owns: parsing decimal strings (sign, fraction, exponent) into the
 //! two's-complement bytes of Int/UInt 8..256 and Decimal(P, S) values, with
-//! range checks, and formatting those bytes back. Must not: go through
-//! floating point (it would lose digits), or panic on any input.
+//! range checks, and formatting those bytes back. The 256-bit arithmetic is
+//! `bnum`'s (already in the graph through `clickhouse`); the decimal syntax
+//! and scaling are ours. Must not: go through floating point (it would lose
+//! digits), or panic on any input.
 
-/// A 256-bit magnitude, least significant limb first.
-type Mag = [u64; 4];
-
-fn mul10_add(m: &mut Mag, d: u64) -> bool {
-    let mut carry = d as u128;
-    for limb in m.iter_mut() {
-        let v = (*limb as u128) * 10 + carry;
-        *limb = v as u64;
-        carry = v >> 64;
-    }
-    carry == 0
-}
-
-fn cmp(a: &Mag, b: &Mag) -> std::cmp::Ordering {
-    for i in (0..4).rev() {
-        match a[i].cmp(&b[i]) {
-            std::cmp::Ordering::Equal => continue,
-            o => return o,
-        }
-    }
-    std::cmp::Ordering::Equal
-}
-
-fn pow2(bits: u32) -> Mag {
-    let mut m = [0u64; 4];
-    if bits < 256 {
-        m[(bits / 64) as usize] = 1 << (bits % 64);
-    }
-    m
-}
-
-fn sub1(m: &Mag) -> Mag {
-    let mut r = *m;
-    for limb in r.iter_mut() {
-        let (v, borrow) = limb.overflowing_sub(1);
-        *limb = v;
-        if !borrow {
-            break;
-        }
-    }
-    r
-}
-
-fn pow10(p: u32) -> Option<Mag> {
-    let mut m = [1, 0, 0, 0];
-    for _ in 0..p {
-        if !mul10_add(&mut m, 0) {
-            return None;
-        }
-    }
-    Some(m)
-}
+use bnum::types::U256;
 
 /// What a parsed number must fit.
 #[derive(Debug, Clone, Copy)]
@@ -68,6 +19,11 @@ pub(crate) struct Target {
     pub scale: u32,
     /// Decimal precision: at most this many digits in total.
     pub precision: Option<u32>,
+}
+
+/// 2^bits as a 256-bit magnitude; `None` for 2^256.
+fn pow2(bits: u32) -> Option<U256> {
+    U256::ONE.checked_shl(bits)
 }
 
 /// Parses `text` exactly into `out[..target.bytes]` (little-endian two's
@@ -90,11 +46,9 @@ pub(crate) fn parse(text: &str, t: Target, out: &mut [u8; 32]) -> Result<(), &'s
     let mut digits: Vec<u8> = Vec::with_capacity(s.len());
     let mut frac_len: i64 = 0;
     let mut seen_point = false;
-    let mut any = false;
     while i < s.len() {
         match s[i] {
             c @ b'0'..=b'9' => {
-                any = true;
                 digits.push(c - b'0');
                 if seen_point {
                     frac_len += 1;
@@ -106,7 +60,7 @@ pub(crate) fn parse(text: &str, t: Target, out: &mut [u8; 32]) -> Result<(), &'s
         }
         i += 1;
     }
-    if !any {
+    if digits.is_empty() {
         return Err("not a number");
     }
     let mut exp: i64 = 0;
@@ -126,57 +80,45 @@ pub(crate) fn parse(text: &str, t: Target, out: &mut [u8; 32]) -> Result<(), &'s
         }
         digits.truncate(keep);
     }
-    let mut m: Mag = [0; 4];
+    let mut m = U256::ZERO;
     for &d in &digits {
-        if !mul10_add(&mut m, d as u64) {
-            return Err("out of range");
-        }
+        m = m
+            .checked_mul(U256::TEN)
+            .and_then(|m| m.checked_add(U256::from(d)))
+            .ok_or("out of range")?;
     }
-    if shift > 0 {
-        for _ in 0..shift {
-            if !mul10_add(&mut m, 0) {
-                return Err("out of range");
-            }
-        }
+    if shift > 0 && !m.is_zero() {
+        let scale = u32::try_from(shift)
+            .ok()
+            .and_then(|p| U256::TEN.checked_pow(p))
+            .ok_or("out of range")?;
+        m = m.checked_mul(scale).ok_or("out of range")?;
     }
-    let zero = m == [0; 4];
-    if let Some(p) = t.precision {
-        if let Some(limit) = pow10(p) {
-            if cmp(&m, &limit) != std::cmp::Ordering::Less {
-                return Err("more digits than the decimal's precision");
-            }
+    if let Some(limit) = t.precision.and_then(|p| U256::TEN.checked_pow(p)) {
+        if m >= limit {
+            return Err("more digits than the decimal's precision");
         }
     }
     let bits = (t.bytes * 8) as u32;
     if t.signed {
-        let limit = pow2(bits - 1); // |min|
-        let ok = if neg {
-            cmp(&m, &limit) != std::cmp::Ordering::Greater
-        } else {
-            cmp(&m, &limit) == std::cmp::Ordering::Less
-        };
-        if !ok {
+        // |min| = 2^(bits-1); the largest positive value is one less.
+        let min_magnitude = pow2(bits - 1).unwrap_or(U256::MAX);
+        if m > min_magnitude || (!neg && m == min_magnitude) {
             return Err("out of range");
         }
     } else {
-        if neg && !zero {
+        if neg && !m.is_zero() {
             return Err("negative value for an unsigned type");
         }
-        if bits < 256 && cmp(&m, &sub1(&pow2(bits))) == std::cmp::Ordering::Greater {
+        if pow2(bits).is_some_and(|limit| m >= limit) {
             return Err("out of range");
         }
     }
-    if neg && !zero {
-        // Two's complement: invert and add one.
-        let mut carry = true;
-        for limb in m.iter_mut() {
-            let (v, c) = (!*limb).overflowing_add(carry as u64);
-            *limb = v;
-            carry = c;
-        }
+    if neg {
+        m = m.wrapping_neg();
     }
-    for (k, limb) in m.iter().enumerate() {
-        out[k * 8..k * 8 + 8].copy_from_slice(&limb.to_le_bytes());
+    for (chunk, digit) in out.chunks_exact_mut(8).zip(m.digits()) {
+        chunk.copy_from_slice(&digit.to_le_bytes());
     }
     Ok(())
 }
@@ -184,51 +126,34 @@ pub(crate) fn parse(text: &str, t: Target, out: &mut [u8; 32]) -> Result<(), &'s
 /// Formats little-endian bytes (1..=32 of them) as decimal text with `scale`
 /// digits after the point.
 pub(crate) fn format(bytes: &[u8], signed: bool, scale: u32) -> String {
-    let mut buf = [0u8; 32];
     let n = bytes.len().min(32);
-    buf[..n].copy_from_slice(&bytes[..n]);
     let neg = signed && n > 0 && bytes[n - 1] & 0x80 != 0;
+    let mut buf = [if neg { 0xff } else { 0 }; 32];
+    buf[..n].copy_from_slice(&bytes[..n]);
+    let mut m = U256::from_le_slice(&buf).unwrap_or(U256::ZERO);
     if neg {
-        for b in buf[n..].iter_mut() {
-            *b = 0xff;
-        }
+        m = m.wrapping_neg();
     }
-    let mut m: Mag = [0; 4];
-    for (k, limb) in m.iter_mut().enumerate() {
-        *limb = u64::from_le_bytes(buf[k * 8..k * 8 + 8].try_into().unwrap_or([0; 8]));
-    }
-    if neg {
-        let mut carry = true;
-        for limb in m.iter_mut() {
-            let (v, c) = (!*limb).overflowing_add(carry as u64);
-            *limb = v;
-            carry = c;
-        }
-    }
-    let mut digits = Vec::new();
-    while m != [0; 4] {
-        let mut rem: u128 = 0;
-        for i in (0..4).rev() {
-            let cur = (rem << 64) | m[i] as u128;
-            m[i] = (cur / 10) as u64;
-            rem = cur % 10;
-        }
-        digits.push(b'0' + rem as u8);
-    }
-    while digits.len() <= scale as usize {
-        digits.push(b'0');
-    }
-    digits.reverse();
-    let mut s = String::with_capacity(digits.len() + 2);
+    let digits = m.to_string();
+    let scale = scale as usize;
+    let mut s = String::with_capacity(digits.len() + scale + 3);
     if neg {
         s.push('-');
     }
-    let int_len = digits.len() - scale as usize;
-    for (i, d) in digits.iter().enumerate() {
-        if i == int_len && scale > 0 {
+    if digits.len() <= scale {
+        s.push('0');
+        if scale > 0 {
             s.push('.');
+            s.extend(std::iter::repeat_n('0', scale - digits.len()));
         }
-        s.push(*d as char);
+        s.push_str(&digits);
+    } else {
+        let (int, frac) = digits.split_at(digits.len() - scale);
+        s.push_str(int);
+        if scale > 0 {
+            s.push('.');
+            s.push_str(frac);
+        }
     }
     s
 }

@@ -10,7 +10,6 @@
 //! `INSERT ... FORMAT JSONEachRow` per request.
 //! Must not: count an event as sent before the endpoint acknowledged it.
 
-use super::histogram::Histogram;
 use super::workloads::event;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -91,7 +90,7 @@ async fn drive(load: HttpLoad) -> Result<(), Box<dyn std::error::Error>> {
             prebuilt.clone(),
         );
         tasks.push(tokio::spawn(async move {
-            let mut latencies = Histogram::new();
+            let mut latencies = crate::latency_histogram();
             let mut requests = 0u64;
             loop {
                 let k = next.fetch_add(1, Relaxed);
@@ -108,7 +107,7 @@ async fn drive(load: HttpLoad) -> Result<(), Box<dyn std::error::Error>> {
                     let t0 = Instant::now();
                     let (status, retry_after, text) =
                         post(&client, &target, &load, wire.clone()).await?;
-                    latencies.record(t0.elapsed().as_micros() as u64);
+                    latencies.saturating_record(t0.elapsed().as_micros() as u64);
                     requests += 1;
                     match status {
                         200 => {
@@ -171,11 +170,11 @@ async fn drive(load: HttpLoad) -> Result<(), Box<dyn std::error::Error>> {
             Ok::<_, String>((latencies, requests))
         }));
     }
-    let mut latencies = Histogram::new();
+    let mut latencies = crate::latency_histogram();
     let mut requests = 0;
     for t in tasks {
         let (h, r) = t.await??;
-        latencies.merge(&h);
+        latencies.add(&h).expect("histograms of one shape");
         requests += r;
     }
     let secs = started.elapsed().as_secs_f64();
@@ -196,8 +195,8 @@ async fn drive(load: HttpLoad) -> Result<(), Box<dyn std::error::Error>> {
         "  {:.0} requests/s, {:.0} events/s; request latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; {} answered 429/503 and were resent",
         requests as f64 / secs,
         events as f64 / secs,
-        latencies.quantile(0.50) as f64 / 1e3,
-        latencies.quantile(0.99) as f64 / 1e3,
+        latencies.value_at_quantile(0.50) as f64 / 1e3,
+        latencies.value_at_quantile(0.99) as f64 / 1e3,
         latencies.max() as f64 / 1e3,
         retried.load(Relaxed)
     );

@@ -3,7 +3,6 @@
 //! (`main.rs`) only sets the allocator and logging and calls [`run`]; the
 //! benches and tests of this package use [`workloads`] directly.
 
-mod histogram;
 mod http_load;
 mod inspect;
 mod load;
@@ -68,4 +67,10 @@ pub(crate) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     };
     std::time::Duration::try_from_secs_f64(secs)
         .map_err(|_| format!("`{s}`: not a duration of zero or more"))
+}
+
+/// The latency histogram of the load reports: 3 significant digits over any
+/// range (it grows as needed), mergeable across threads.
+fn latency_histogram() -> hdrhistogram::Histogram<u64> {
+    hdrhistogram::Histogram::new(3).expect("3 significant digits is in 0..=5")
 }

@@ -2,10 +2,10 @@
 //! as they can (or at `--rate`), track them, and the run ends with a report.
 //! With no server named the batches go to a FileSink (no server needed).
 
-use super::histogram::Histogram;
 use super::parse_duration;
 use ch_ingest::sink::{nodelay_client, ClickHouseSink, FileSink, Sink};
 use ch_ingest::{Buffer, PostEvent, Stats, TrackError};
+use hdrhistogram::Histogram;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -260,11 +260,11 @@ fn drive<S: Sink>(
             ));
         }
     }
-    let mut hist = Histogram::new();
+    let mut hist = crate::latency_histogram();
     let mut full_retries = 0;
     for h in handles {
         let (h_part, retries) = h.join().map_err(|_| "a producer thread panicked")?;
-        hist.merge(&h_part);
+        hist.add(&h_part).expect("histograms of one shape");
         full_retries += retries;
     }
     let produced_in = started.elapsed();
@@ -304,8 +304,8 @@ fn drive<S: Sink>(
     );
     println!(
         "track     p50 {} ns, p99 {} ns, max {} ns",
-        hist.quantile(0.50),
-        hist.quantile(0.99),
+        hist.value_at_quantile(0.50),
+        hist.value_at_quantile(0.99),
         hist.max()
     );
     println!(
@@ -341,7 +341,7 @@ fn produce(
     rate: Option<f64>,
     stop: &AtomicBool,
     sent: &AtomicU64,
-) -> (Histogram, u64) {
+) -> (Histogram<u64>, u64) {
     const EVENT_TYPES: [&str; 6] = [
         "impression",
         "impression",
@@ -361,7 +361,7 @@ fn produce(
         rng
     };
     let sessions: Vec<String> = (0..256).map(|i| format!("s-{id:x}-{i:08x}")).collect();
-    let mut hist = Histogram::new();
+    let mut hist = crate::latency_histogram();
     let mut retries = 0u64;
     let started = Instant::now();
     let mut i = 0u64;
@@ -395,7 +395,7 @@ fn produce(
         loop {
             let t = Instant::now();
             let result = buffer.track(event);
-            hist.record(t.elapsed().as_nanos() as u64);
+            hist.saturating_record(t.elapsed().as_nanos() as u64);
             match result {
                 Ok(()) => break,
                 Err(TrackError::Full(e)) => {

@@ -52,18 +52,10 @@ impl<'a> Reader<'a> {
         Ok(a)
     }
     fn leb128(&mut self) -> Result<u64, RowBinaryError> {
-        let mut v = 0u64;
-        for i in 0..10 {
-            let b = self.take(1)?[0];
-            if i == 9 && b > 1 {
-                return Err(self.err("length prefix overflows 64 bits".into()));
-            }
-            v |= ((b & 0x7f) as u64) << (7 * i);
-            if b & 0x80 == 0 {
-                return Ok(v);
-            }
-        }
-        Err(self.err("length prefix too long".into()))
+        let (value, len) =
+            super::leb128::read(&self.data[self.pos..]).map_err(|e| self.err(e.reason().into()))?;
+        self.pos += len;
+        Ok(value)
     }
     /// A count of items that each take at least one byte.
     fn count(&mut self) -> Result<usize, RowBinaryError> {
@@ -190,16 +182,8 @@ fn value(ty: &Type, r: &mut Reader<'_>) -> Result<Value, RowBinaryError> {
         Type::Uuid => {
             let hi = u64::from_le_bytes(r.array()?);
             let lo = u64::from_le_bytes(r.array()?);
-            let h = format!("{:016x}{:016x}", hi, lo);
-            format!(
-                "{}-{}-{}-{}-{}",
-                &h[0..8],
-                &h[8..12],
-                &h[12..16],
-                &h[16..20],
-                &h[20..32]
-            )
-            .into()
+            let u = uuid::Uuid::from_u64_pair(hi, lo);
+            u.hyphenated().to_string().into()
         }
         Type::Ipv4 => std::net::Ipv4Addr::from(u32::from_le_bytes(r.array()?))
             .to_string()

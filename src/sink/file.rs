@@ -1,8 +1,9 @@
 //! RowBinary files on local disk: the embedded default, no server needed.
 //!
-//! Owns: writing each batch to its own file atomically (temporary name, then
-//! rename), and the `INSERT.sql` / `load.sh` beside them that load the files
-//! into ClickHouse later. Must not: read files back or delete them.
+//! Owns: writing each batch to its own file atomically (through the engine's
+//! one durable-write helper, with fsync when asked), and the `INSERT.sql` /
+//! `load.sh` beside them that load the files into ClickHouse later. Must
+//! not: read files back or delete them.
 
 use super::{insert_sql, InsertBatch, Sink, SinkError};
 use std::io::Write;
@@ -71,27 +72,20 @@ impl Inner {
             self.wrote_loader.store(true, Ordering::Relaxed);
         }
         let name = format!("{}-{}-{:012}.rowbinary", self.table, self.run, batch.id());
-        let path = self.dir.join(&name);
-        let tmp = self.dir.join(format!("{name}.tmp"));
-        let mut f = std::fs::File::create(&tmp)?;
-        for chunk in batch.chunks() {
-            f.write_all(chunk)?;
-        }
         let fsync = self.fsync.load(Ordering::Relaxed);
-        if fsync {
-            f.sync_all()?;
-        }
-        drop(f);
-        std::fs::rename(&tmp, &path)?;
-        if fsync {
-            std::fs::File::open(&self.dir)?.sync_all()?;
-        }
-        Ok(())
+        crate::durable::write_atomically(&self.dir.join(name), fsync, |f| {
+            batch
+                .chunks()
+                .iter()
+                .try_for_each(|chunk| f.write_all(chunk))
+        })
     }
 
     fn write_loader(&self, columns: &[impl AsRef<str>]) -> std::io::Result<()> {
         let sql = insert_sql(&self.table, columns);
-        atomic_write(&self.dir.join("INSERT.sql"), format!("{sql}\n").as_bytes())?;
+        crate::durable::write_atomically(&self.dir.join("INSERT.sql"), false, |f| {
+            writeln!(f, "{sql}")
+        })?;
         let script = format!(
             "#!/bin/sh\n\
              # Loads every RowBinary batch in this directory into ClickHouse.\n\
@@ -104,7 +98,7 @@ impl Inner {
             table = self.table
         );
         let path = self.dir.join("load.sh");
-        atomic_write(&path, script.as_bytes())?;
+        crate::durable::write_atomically(&path, false, |f| f.write_all(script.as_bytes()))?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -112,12 +106,6 @@ impl Inner {
         }
         Ok(())
     }
-}
-
-fn atomic_write(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, data)?;
-    std::fs::rename(&tmp, path)
 }
 
 impl Sink for FileSink {
