@@ -88,21 +88,21 @@ impl Config {
     }
 }
 
-/// What `track` does when this thread's shard is full (the sink is behind
-/// and every queue is at its bound). Each case is counted in [`Stats`].
+/// What [`track`](Buffer::track) does when this thread's shard is full (the
+/// sink is behind and every queue is at its bound): the lossy-or-not switch.
+/// Either way `track` returns at once; to wait for room, call
+/// [`track_timeout`](Buffer::track_timeout) (async) or
+/// [`track_blocking`](Buffer::track_blocking) (a plain thread) instead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum WhenFull {
     /// Hand the row back: `TrackError::Full(row)` (`Stats::rejected_full`).
-    /// The caller decides; `track` never waits.
+    /// The caller decides.
     #[default]
     Reject,
     /// Drop the row and return `Ok` (`Stats::dropped_full_rows`): for data
     /// where the newest sample matters less than the request path.
     DropNewest,
-    /// Wait up to this long for room, then hand the row back
-    /// (`Stats::block_timeouts`). This blocks the calling thread: never use it
-    /// on an async runtime's worker thread.
-    Block(Duration),
 }
 
 /// Sets up a [`Buffer`]. Obtained from [`Buffer::builder`].
@@ -252,8 +252,9 @@ impl Builder {
         self
     }
 
-    /// What `track` does when the buffer is full. Default:
-    /// [`WhenFull::Reject`] (the row is handed back).
+    /// What `track` and `track_many` do when the buffer is full. Default:
+    /// [`WhenFull::Reject`] (the row is handed back). The waiting verbs
+    /// ([`Buffer::track_timeout`], [`Buffer::track_blocking`]) never drop.
     pub fn when_full(mut self, policy: WhenFull) -> Self {
         self.cfg.when_full = policy;
         self
@@ -383,6 +384,7 @@ impl Builder {
                 parked: AtomicUsize::new(0),
                 stats: Counters::default(),
                 space: Default::default(),
+                space_async: tokio::sync::Notify::new(),
                 space_waiters: AtomicUsize::new(0),
                 queued_bytes: AtomicUsize::new(0),
                 max_queued_bytes: cfg.queue_bytes,
@@ -501,8 +503,10 @@ impl<T: Serialize> Buffer<T> {
     /// batch and hands it to the coordinator, which starts an INSERT.
     ///
     /// What a full buffer does is the builder's
-    /// [`when_full`](Builder::when_full) policy: hand the row back (default),
-    /// drop it and count it, or wait up to a timeout for room.
+    /// [`when_full`](Builder::when_full) policy: hand the row back (default)
+    /// or drop it and count it. To wait for room instead, use
+    /// [`track_timeout`](Buffer::track_timeout) or
+    /// [`track_blocking`](Buffer::track_blocking).
     #[inline]
     pub fn track(&self, row: T) -> Result<(), TrackError<T>> {
         self.track_with::<true>(row)
@@ -517,37 +521,85 @@ impl<T: Serialize> Buffer<T> {
                 Counters::add(&shared.seal.stats.dropped_full_rows, 1);
                 Ok(())
             }
-            WhenFull::Block(timeout) => {
-                let now = std::time::Instant::now();
-                // `Block(Duration::MAX)`: wait as long as it takes.
-                let deadline = now
-                    .checked_add(timeout)
-                    .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 86_400)))
-                    .unwrap_or(now);
-                let seal = &shared.seal;
-                seal.space_waiters.fetch_add(1, Relaxed);
-                let mut row = row;
-                let result = loop {
-                    let now = std::time::Instant::now();
-                    if now >= deadline {
-                        Counters::add(&seal.stats.block_timeouts, 1);
-                        break Err(TrackError::Full(row));
-                    }
-                    {
-                        let guard = seal.space.0.lock().unwrap_or_else(|p| p.into_inner());
-                        // Short slices: a wake-up missed between the failed
-                        // attempt and this wait costs at most a millisecond.
-                        let slice = (deadline - now).min(Duration::from_millis(1));
-                        let _ = seal.space.1.wait_timeout(guard, slice);
-                    }
-                    match self.track_with::<false>(row) {
-                        Err(TrackError::Full(back)) => row = back,
-                        other => break other,
-                    }
-                };
-                seal.space_waiters.fetch_sub(1, Relaxed);
-                result
+        }
+    }
+
+    /// Like [`track`](Buffer::track), but when the shard is full it waits
+    /// for room, up to `timeout`, without blocking the thread (the task
+    /// yields to the runtime). At the timeout the row is handed back as
+    /// [`TrackError::Full`] (`Stats::block_timeouts`), whatever the
+    /// [`when_full`](Builder::when_full) policy says: a caller that waits
+    /// wants the row kept or returned, never dropped.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use ch_ingest::{sink::MemorySink, Buffer, PostEvent};
+    /// use std::time::Duration;
+    /// let buffer: Buffer<PostEvent> = Buffer::builder().build(MemorySink::new()).unwrap();
+    /// let row = PostEvent::new("like", 1, 1_700_000_000);
+    /// buffer.track_timeout(row, Duration::from_millis(100)).await.unwrap();
+    /// assert_eq!(buffer.shutdown().await.unwrap().rows, 1);
+    /// # }
+    /// ```
+    pub async fn track_timeout(&self, row: T, timeout: Duration) -> Result<(), TrackError<T>> {
+        let mut row = match self.track_with::<false>(row) {
+            Err(TrackError::Full(row)) => row,
+            other => return other,
+        };
+        let seal = &self.inner.shared.seal;
+        let deadline = crate::sink::deadline::after(timeout);
+        let _waiting = SpaceWaiter::new(seal);
+        loop {
+            let room = seal.space_async.notified();
+            tokio::pin!(room);
+            // Registered before the attempt: room made after it wakes us.
+            room.as_mut().enable();
+            row = match self.track_with::<false>(row) {
+                Err(TrackError::Full(row)) => row,
+                other => return other,
+            };
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                Counters::add(&seal.stats.block_timeouts, 1);
+                return Err(TrackError::Full(row));
             }
+            // Room also comes from a parked batch the coordinator moves on,
+            // which notifies nobody: look again after a millisecond.
+            let slice = (deadline - now).min(Duration::from_millis(1));
+            let _ = tokio::time::timeout(slice, room).await;
+        }
+    }
+
+    /// Like [`track_timeout`](Buffer::track_timeout), but waits by blocking
+    /// the calling thread: for producers on plain threads. Never call it on
+    /// an async runtime's worker thread (it would stall every task there,
+    /// the engine's coordinator too on a current-thread runtime).
+    pub fn track_blocking(&self, row: T, timeout: Duration) -> Result<(), TrackError<T>> {
+        let mut row = match self.track_with::<false>(row) {
+            Err(TrackError::Full(row)) => row,
+            other => return other,
+        };
+        let seal = &self.inner.shared.seal;
+        let deadline = crate::sink::deadline::after(timeout).into_std();
+        let _waiting = SpaceWaiter::new(seal);
+        loop {
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                Counters::add(&seal.stats.block_timeouts, 1);
+                return Err(TrackError::Full(row));
+            }
+            {
+                let guard = seal.space.0.lock().unwrap_or_else(|p| p.into_inner());
+                // Short slices: a wake-up missed between the failed attempt
+                // and this wait costs at most a millisecond.
+                let slice = (deadline - now).min(Duration::from_millis(1));
+                let _ = seal.space.1.wait_timeout(guard, slice);
+            }
+            row = match self.track_with::<false>(row) {
+                Err(TrackError::Full(row)) => row,
+                other => return other,
+            };
         }
     }
 
@@ -600,11 +652,9 @@ impl<T: Serialize> Buffer<T> {
                 match self.append_locked(shard, &mut st, |st| self.encode(&row, st)) {
                     Ok(()) => accepted += 1,
                     Err(Rejected::Full) => {
-                        // The builder's policy, exactly as `track`: it may
-                        // wait, so never under the lock.
+                        // The builder's policy, exactly as `track`.
                         drop(st);
                         self.when_full(row)?;
-                        accepted += usize::from(shared.cfg.when_full != WhenFull::DropNewest);
                         continue 'locked;
                     }
                     Err(Rejected::Closed) => return Err(TrackError::Closed(row)),
@@ -621,6 +671,23 @@ impl<T: Serialize> Buffer<T> {
             Some(columns) => encode_row_as(row, &mut st.buf, columns),
             None => first_row(shared, row, &mut st.buf),
         }
+    }
+}
+
+/// Counts a producer waiting for room while it lives, so the coordinator
+/// only wakes waiters when there are some.
+struct SpaceWaiter<'a>(&'a crate::shard::SealTarget);
+
+impl<'a> SpaceWaiter<'a> {
+    fn new(seal: &'a crate::shard::SealTarget) -> Self {
+        seal.space_waiters.fetch_add(1, Relaxed);
+        Self(seal)
+    }
+}
+
+impl Drop for SpaceWaiter<'_> {
+    fn drop(&mut self) {
+        self.0.space_waiters.fetch_sub(1, Relaxed);
     }
 }
 

@@ -24,8 +24,10 @@ pub(crate) struct SealTarget {
     /// Shards holding a parked batch; the coordinator retries them.
     pub parked: AtomicUsize,
     pub stats: crate::stats::Counters,
-    /// Producers waiting for room (`WhenFull::Block`) sleep here.
+    /// Producers waiting for room sleep here: `track_blocking` on the
+    /// condvar, `track_timeout` on the notify.
     pub space: (std::sync::Mutex<()>, std::sync::Condvar),
+    pub space_async: tokio::sync::Notify,
     pub space_waiters: AtomicUsize,
     /// RowBinary bytes sealed but not yet taken by the coordinator, and the
     /// budget for them (`queue_bytes`).
@@ -55,6 +57,7 @@ impl SealTarget {
         self.queued_bytes.fetch_sub(batch.data.len(), Relaxed);
         if self.space_waiters.load(Relaxed) > 0 {
             self.space.1.notify_all();
+            self.space_async.notify_waiters();
         }
     }
 }

@@ -163,7 +163,8 @@ stats! {
     counter replay_given_up_files,
     /// Rows dropped by `WhenFull::DropNewest` (never accepted, not in `tracked_rows`).
     counter dropped_full_rows,
-    /// `track` calls that waited the whole `WhenFull::Block` timeout.
+    /// `track_timeout` / `track_blocking` calls that waited their whole
+    /// timeout and handed the row back.
     counter block_timeouts,
     }
 }

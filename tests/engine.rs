@@ -860,25 +860,29 @@ async fn when_full_drop_newest_drops_and_counts_and_never_refuses() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn when_full_block_waits_for_room_then_gives_the_row_back_at_the_timeout() {
-    let (gate, b) = gated(ch_ingest::WhenFull::Block(Duration::from_millis(50)));
+async fn track_blocking_waits_for_room_then_gives_the_row_back_at_the_timeout() {
+    let (gate, b) = gated(ch_ingest::WhenFull::Reject);
     let mut i = 0;
-    let refused = loop {
+    let full = loop {
         match b.track(ev(i)) {
             Ok(()) => i += 1,
             Err(TrackError::Full(row)) => break row,
             Err(e) => panic!("{e}"),
         }
     };
-    assert_eq!(refused.tweet_id, i);
+    assert_eq!(b.stats().block_timeouts, 0, "track never waits");
+    match b.track_blocking(full, Duration::from_millis(50)) {
+        Err(TrackError::Full(row)) => assert_eq!(row.tweet_id, i),
+        other => panic!("{other:?}"),
+    }
     assert_eq!(b.stats().block_timeouts, 1);
     // With room coming, a blocked track succeeds instead.
-    let (gate2, b2) = gated(ch_ingest::WhenFull::Block(Duration::from_secs(30)));
+    let (gate2, b2) = gated(ch_ingest::WhenFull::Reject);
     let producer = {
         let b2 = b2.clone();
         std::thread::spawn(move || {
             for i in 0..200 {
-                b2.track(ev(i)).unwrap();
+                b2.track_blocking(ev(i), Duration::from_secs(30)).unwrap();
             }
         })
     };
@@ -890,6 +894,53 @@ async fn when_full_block_waits_for_room_then_gives_the_row_back_at_the_timeout()
         .unwrap();
     assert_eq!(b2.shutdown().await.unwrap().rows, 200);
     assert_eq!(b2.stats().block_timeouts, 0);
+    gate.open.add_permits(1_000);
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn track_timeout_waits_without_blocking_the_runtime_even_with_drop_newest() {
+    // One thread runs the producer, the coordinator and the sink: a
+    // blocking wait here would deadlock, an async one lets them deliver.
+    let (gate, b) = gated(ch_ingest::WhenFull::DropNewest);
+    let opener = {
+        let gate = gate.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            gate.open.add_permits(1_000);
+        })
+    };
+    for i in 0..200 {
+        b.track_timeout(ev(i), Duration::from_secs(30))
+            .await
+            .unwrap();
+    }
+    opener.await.unwrap();
+    let s = b.stats();
+    assert_eq!(
+        s.dropped_full_rows, 0,
+        "a waiting caller's rows are never dropped"
+    );
+    assert!(s.rejected_full > 0, "it did wait: {s:?}");
+    assert_eq!(b.shutdown().await.unwrap().rows, 200);
+    assert_eq!(gate.inner.rows(), 200);
+    // The timeout hands the row back, whatever the policy.
+    let (gate, b) = gated(ch_ingest::WhenFull::DropNewest);
+    let mut i = 0;
+    // Fill until a row is dropped, twice: in between the coordinator takes
+    // what it can while the gate holds the sink, then nothing moves.
+    for round in 1..=2 {
+        while b.stats().dropped_full_rows < round {
+            b.track(ev(i)).unwrap();
+            i += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    match b.track_timeout(ev(7_777), Duration::from_millis(20)).await {
+        Err(TrackError::Full(row)) => assert_eq!(row.tweet_id, 7_777),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(b.stats().block_timeouts, 1);
     gate.open.add_permits(1_000);
     b.shutdown().await.unwrap();
 }
@@ -972,23 +1023,16 @@ async fn track_many_follows_the_when_full_policy_exactly_as_track() {
     gate.open.add_permits(1_000);
     assert_eq!(b.shutdown().await.unwrap().rows, s.tracked_rows);
 
-    // Block: waits for room instead of handing the row back.
-    let (gate, b) = gated(ch_ingest::WhenFull::Block(Duration::from_secs(30)));
-    let producer = {
-        let b = b.clone();
-        std::thread::spawn(move || {
-            b.track_many(&mut (0..200).map(ev))
-                .map_err(|e| e.to_string())
-        })
+    // Reject: hands back the first row that does not fit, the rest stay.
+    let (gate, b) = gated(ch_ingest::WhenFull::Reject);
+    let mut rows = (0..1_000).map(ev);
+    let refused = match b.track_many(&mut rows) {
+        Err(TrackError::Full(row)) => row,
+        other => panic!("{other:?}"),
     };
-    wait_until("the producer to block", || b.stats().rejected_full > 0).await;
-    assert!(!producer.is_finished(), "blocked, not refused");
+    let s = b.stats();
+    assert_eq!(refused.tweet_id, s.tracked_rows);
+    assert_eq!(rows.next().map(|e| e.tweet_id), Some(s.tracked_rows + 1));
     gate.open.add_permits(1_000);
-    let accepted = tokio::task::spawn_blocking(move || producer.join().unwrap())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(accepted, 200);
-    assert_eq!(b.shutdown().await.unwrap().rows, 200);
-    assert_eq!(gate.inner.rows(), 200);
+    assert_eq!(b.shutdown().await.unwrap().rows, s.tracked_rows);
 }
