@@ -74,6 +74,7 @@ pub use coordinator::{FailedInsert, FlushReport};
 pub use histogram::{Histogram, Histograms};
 pub use json::{DecodeError, DecodeErrorKind, JsonOptions, NdjsonReport, RejectedLine};
 pub use post_event::PostEvent;
+pub use replay::{replay_dirs, ReplayError, ReplayReport};
 pub use retry::RetryPolicy;
 pub use rowbinary::EncodeError;
 pub use schema::{Schema, SchemaError, Type};

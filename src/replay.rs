@@ -10,7 +10,10 @@
 //!
 //! It runs from `build` (so files an earlier process left are delivered on
 //! start) until the buffer shuts down; files left then wait for the next
-//! start or for `ch-ingest replay`.
+//! start or for [`replay_dirs`], the one-shot replay of directories nobody
+//! runs a buffer on (`ch-ingest replay`). Both send a file through the same
+//! steps: claim it, read and verify it, send it under the attempt deadline,
+//! delete it and any dead letter of the same INSERT.
 
 use crate::batch::InsertBatch;
 use crate::coordinator::Shared;
@@ -223,22 +226,8 @@ async fn pass<S: Sink>(
         // Claimed for the whole send: another replayer on this directory
         // (the other engine across a schema swap, `ch-ingest replay`)
         // skips it rather than sending it twice.
-        let read = {
-            let path = path.clone();
-            blocking(move || {
-                spill::claim(&path).map(|held| {
-                    held.map(|mut held| {
-                        let read = held.read();
-                        (held, read)
-                    })
-                })
-            })
-            .await
-        };
-        let (held, read) = match read {
-            Some(Ok(Some(claimed))) => claimed,
-            // Another replayer has it, it is gone, or unreadable for now.
-            _ => continue,
+        let Some((held, read)) = claim_and_read(&path).await else {
+            continue;
         };
         let spilled = match read {
             Ok(s) => s,
@@ -295,25 +284,19 @@ async fn pass<S: Sink>(
             drop(held);
             continue;
         }
-        let deadline = crate::sink::deadline::after(shared.cfg.insert_timeout);
-        let attempt = crate::sink::deadline::run(deadline, sink.insert(&insert)).await;
-        match attempt.unwrap_or(Err(SinkError::Timeout)) {
-            Ok(()) => {
-                let (p, dl) = (path.clone(), shared.cfg.dead_letter_dir.clone());
-                let for_dl = insert.clone();
-                let removed = blocking(move || {
-                    // A dead letter of the same INSERT (a crash between
-                    // writing it and deleting this file) would be sent
-                    // again by `ch-ingest replay`: the rows are in now.
-                    if let Some(dl) = dl {
-                        let _ = crate::dead_letter::remove_insert(&dl, &for_dl);
-                    }
-                    std::fs::remove_file(&p)
-                })
-                .await;
-                if !matches!(removed, Some(Ok(()))) {
+        let dead_letters: Vec<PathBuf> = shared.cfg.dead_letter_dir.iter().cloned().collect();
+        let sent = send_and_delete(
+            sink,
+            &path,
+            &insert,
+            dead_letters,
+            shared.cfg.insert_timeout,
+        );
+        match sent.await {
+            Ok(removed) => {
+                if let Err(e) = removed {
                     // Rows are in ClickHouse; never send this file again.
-                    tracing::error!(file = %path.display(), error = ?removed, "replayed but not deleted; it will not be sent again by this engine");
+                    tracing::error!(file = %path.display(), error = %e, "replayed but not deleted; it will not be sent again by this engine");
                     memory.delivered.insert(path.clone());
                 }
                 drop(held);
@@ -400,4 +383,212 @@ async fn give_up(
         }
     }
     kept
+}
+
+/// Claims a spill file for the whole send and reads it. `None` when another
+/// replayer holds it (the other engine across a schema swap, a
+/// `replay_dirs` run, another process), it is gone, or it cannot be opened
+/// now.
+async fn claim_and_read(path: &Path) -> Option<(spill::Claimed, Result<Spilled, SpillError>)> {
+    let path = path.to_path_buf();
+    let claimed = blocking(move || {
+        spill::claim(&path).map(|held| {
+            held.map(|mut held| {
+                let read = held.read();
+                (held, read)
+            })
+        })
+    })
+    .await;
+    match claimed {
+        Some(Ok(Some(claimed))) => Some(claimed),
+        _ => None,
+    }
+}
+
+/// Sends `insert` (read from the spill file `path`) under the attempt
+/// deadline. Once acknowledged, deletes any dead letter of the same INSERT
+/// in `dead_letter_dirs` (a crash between writing it and deleting the spill
+/// file left both; the rows are in now) and then the file. The outer result
+/// is the send, the inner one the delete.
+async fn send_and_delete<S: Sink>(
+    sink: &S,
+    path: &Path,
+    insert: &InsertBatch,
+    dead_letter_dirs: Vec<PathBuf>,
+    timeout: Duration,
+) -> Result<std::io::Result<()>, SinkError> {
+    let deadline = crate::sink::deadline::after(timeout);
+    let attempt = crate::sink::deadline::run(deadline, sink.insert(insert)).await;
+    attempt.unwrap_or(Err(SinkError::Timeout))?;
+    let (path, insert) = (path.to_path_buf(), insert.clone());
+    let removed = blocking(move || {
+        for dir in &dead_letter_dirs {
+            let _ = crate::dead_letter::remove_insert(dir, &insert);
+        }
+        std::fs::remove_file(&path)
+    })
+    .await;
+    Ok(removed.unwrap_or_else(|| Err(std::io::Error::other("file task failed"))))
+}
+
+/// What a [`replay_dirs`] run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReplayReport {
+    /// Rows acknowledged by the sink.
+    pub rows: u64,
+    /// Files delivered and deleted (spill files and dead letters).
+    pub files: u64,
+    /// Spill files that failed their checksum, moved to `quarantine/`.
+    pub quarantined: u64,
+    /// Dead-letter sidecars whose data file was already gone (an earlier
+    /// run stopped between the two deletes), removed.
+    pub stale_sidecars: u64,
+}
+
+/// Why a [`replay_dirs`] run stopped. What it delivered before stopping is
+/// deleted and stays delivered; run it again to go on.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReplayError {
+    /// A file could not be listed, read, moved or deleted.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The sink refused or did not answer; the file stays.
+    #[error("{}: {source} (stopped; run again once the sink takes it)", path.display())]
+    Insert {
+        /// The file being sent.
+        path: PathBuf,
+        /// The sink's error.
+        #[source]
+        source: SinkError,
+        /// What was delivered before this file.
+        report: ReplayReport,
+    },
+    /// `sink_for` had no sink for the table the file records (or the file
+    /// records none).
+    #[error("{}: no sink for table {}", path.display(), table.as_deref().map_or("(none recorded)".into(), |t| format!("`{t}`")))]
+    NoSink {
+        /// The file.
+        path: PathBuf,
+        /// The table it records.
+        table: Option<String>,
+    },
+}
+
+/// Sends every spill file and dead letter in `dirs` once, oldest first:
+/// spill files of every directory, then dead letters (both formats are
+/// looked for in each directory). `sink_for` gets the table a file records
+/// and returns the sink for it (`None`: stop with [`ReplayError::NoSink`]).
+///
+/// Each file goes the way the engine's background replayer sends it: the
+/// file is claimed (a running engine replaying the same directory skips
+/// it), verified, sent under `insert_timeout`, then deleted, with any dead
+/// letter of the same INSERT in `dirs`, so nothing is sent twice. Corrupt
+/// spill files are quarantined. The first failure stops the run: nothing is
+/// retried in a loop.
+///
+/// ```no_run
+/// use ch_ingest::sink::{nodelay_client, ClickHouseSink};
+/// # async fn run() -> Result<(), ch_ingest::ReplayError> {
+/// let client = nodelay_client().with_url("http://127.0.0.1:8123");
+/// let dirs = ["/var/lib/app/spill", "/var/lib/app/dead"];
+/// let report = ch_ingest::replay_dirs(
+///     &dirs,
+///     |table| table.map(|t| ClickHouseSink::new(client.clone(), t)),
+///     std::time::Duration::from_secs(60),
+/// )
+/// .await?;
+/// println!("{} rows from {} files", report.rows, report.files);
+/// # Ok(()) }
+/// ```
+pub async fn replay_dirs<S: Sink>(
+    dirs: &[impl AsRef<Path>],
+    mut sink_for: impl FnMut(Option<&str>) -> Option<S>,
+    insert_timeout: Duration,
+) -> Result<ReplayReport, ReplayError> {
+    let dirs: Vec<PathBuf> = dirs.iter().map(|d| d.as_ref().to_path_buf()).collect();
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ReplayError::Io { path, source }
+    };
+    let mut report = ReplayReport::default();
+    for dir in &dirs {
+        for path in spill::list(dir).map_err(io(dir))? {
+            let Some((held, read)) = claim_and_read(&path).await else {
+                continue;
+            };
+            let spilled = match read {
+                Ok(s) => s,
+                Err(SpillError::Corrupt(why)) => {
+                    let to = spill::quarantine(dir, &path).map_err(io(&path))?;
+                    tracing::error!(file = %path.display(), moved_to = %to.display(), reason = %why, "spill file failed its check; quarantined");
+                    report.quarantined += 1;
+                    continue;
+                }
+                Err(SpillError::Io(e)) => return Err(io(&path)(e)),
+            };
+            let Some(sink) = sink_for(spilled.table.as_deref()) else {
+                return Err(ReplayError::NoSink {
+                    path,
+                    table: spilled.table,
+                });
+            };
+            let insert = spilled.to_insert();
+            match send_and_delete(&sink, &path, &insert, dirs.clone(), insert_timeout).await {
+                Ok(removed) => removed.map_err(io(&path))?,
+                Err(source) => {
+                    return Err(ReplayError::Insert {
+                        path,
+                        source,
+                        report,
+                    })
+                }
+            }
+            drop(held);
+            report.rows += spilled.rows;
+            report.files += 1;
+        }
+    }
+    for dir in &dirs {
+        for sidecar in crate::dead_letter::list(dir).map_err(io(dir))? {
+            let (table, insert) = match crate::dead_letter::read(&sidecar) {
+                Ok(read) => read,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    // Its data file is gone: an earlier run deleted it and
+                    // stopped before the sidecar. Nothing left to send.
+                    crate::dead_letter::remove(&sidecar).map_err(io(&sidecar))?;
+                    report.stale_sidecars += 1;
+                    continue;
+                }
+                Err(e) => return Err(io(&sidecar)(e)),
+            };
+            let Some(sink) = sink_for(table.as_deref()) else {
+                return Err(ReplayError::NoSink {
+                    path: sidecar,
+                    table,
+                });
+            };
+            let deadline = crate::sink::deadline::after(insert_timeout);
+            let sent = crate::sink::deadline::run(deadline, sink.insert(&insert)).await;
+            if let Err(source) = sent.unwrap_or(Err(SinkError::Timeout)) {
+                return Err(ReplayError::Insert {
+                    path: sidecar,
+                    source,
+                    report,
+                });
+            }
+            crate::dead_letter::remove(&sidecar).map_err(io(&sidecar))?;
+            report.rows += insert.rows();
+            report.files += 1;
+        }
+    }
+    Ok(report)
 }
