@@ -2,7 +2,7 @@
 //! of input, beside `serde_json::from_slice` into an equivalent derived
 //! struct (the reference), measured in the same run.
 
-use ch_ingest::transcode::Transcoder;
+use ch_ingest::Transcoder;
 use ch_ingest::{PostEvent, Schema};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use serde::Deserialize;

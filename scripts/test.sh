@@ -23,8 +23,8 @@ echo "== dependency graph an embedder gets (scripts/deps.sh)"
 ./scripts/deps.sh
 echo "== cargo clippy --workspace --all-targets -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
-echo "== cargo clippy -p ch-ingest (the library alone: default features, no prometheus-client)"
-cargo clippy -p ch-ingest --all-targets -- -D warnings
+echo "== cargo clippy -p ch-ingest --lib (what an embedder compiles: default features, no test-util, no prometheus-client)"
+cargo clippy -p ch-ingest --lib -- -D warnings
 echo "== cargo test (integration tests start a private ClickHouse; its version is printed below)"
 cargo test --workspace --all-targets -- --show-output
 cargo test --workspace --doc

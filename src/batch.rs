@@ -1,7 +1,7 @@
 //! Sealed batches and the INSERTs built from them.
 //!
 //! Owns: [`Batch`], the immutable RowBinary bytes a shard sealed, and
-//! [`InsertBatch`], what one INSERT carries to a [`Sink`](crate::Sink) (one or
+//! [`InsertBatch`], what one INSERT carries to a [`Sink`](crate::sink::Sink) (one or
 //! more batches, concatenated without copying). Must not: encode, decide when
 //! to seal, or talk to a sink.
 
@@ -42,8 +42,15 @@ pub struct InsertBatch {
 }
 
 impl InsertBatch {
-    /// Builds an INSERT from raw parts (for tests and custom drivers of a sink).
+    /// Builds an INSERT from raw parts, to test a [`Sink`](crate::sink::Sink)
+    /// of your own without an engine (feature `test-util`).
+    #[cfg(feature = "test-util")]
     pub fn new(id: u64, columns: &[&str], chunks: Vec<Bytes>, rows: u64) -> Self {
+        Self::from_parts(id, columns, chunks, rows)
+    }
+
+    /// An INSERT read back from disk (spill files, dead letters).
+    pub(crate) fn from_parts(id: u64, columns: &[&str], chunks: Vec<Bytes>, rows: u64) -> Self {
         let columns = columns.iter().map(|c| Cow::Owned(c.to_string())).collect();
         let bytes = chunks.iter().map(|c| c.len() as u64).sum();
         Self {
@@ -58,7 +65,7 @@ impl InsertBatch {
     }
 
     /// Sets the engine instance this INSERT came from (see [`dedup_token`](Self::dedup_token)).
-    pub fn with_origin(mut self, origin: u64) -> Self {
+    pub(crate) fn with_origin(mut self, origin: u64) -> Self {
         self.origin = origin;
         self
     }
@@ -94,10 +101,6 @@ impl InsertBatch {
     /// Number of RowBinary bytes (uncompressed).
     pub fn bytes(&self) -> u64 {
         self.bytes
-    }
-    /// The sealed-batch sequence numbers it carries (flush barriers use them).
-    pub fn batch_seqs(&self) -> &[u64] {
-        &self.seqs
     }
     /// The whole body as one buffer (copies unless there is a single chunk).
     pub fn to_bytes(&self) -> Bytes {

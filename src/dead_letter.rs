@@ -69,7 +69,7 @@ pub fn read(sidecar: &Path) -> std::io::Result<(Option<String>, InsertBatch)> {
         )));
     }
     let columns: Vec<&str> = meta.columns.iter().map(String::as_str).collect();
-    let insert = InsertBatch::new(
+    let insert = InsertBatch::from_parts(
         meta.insert_id,
         &columns,
         vec![bytes::Bytes::from(data)],
@@ -165,7 +165,7 @@ mod tests {
     use super::*;
 
     fn insert(id: u64) -> InsertBatch {
-        InsertBatch::new(id, &["a"], vec![bytes::Bytes::from_static(b"12345678")], 1)
+        InsertBatch::from_parts(id, &["a"], vec![bytes::Bytes::from_static(b"12345678")], 1)
             .with_origin(0xabc)
     }
 

@@ -47,23 +47,25 @@ mod batch;
 mod buffer;
 mod civil;
 mod coordinator;
-pub mod dead_letter;
+mod dead_letter;
 mod durable;
 mod histogram;
-pub mod json;
+mod json;
 #[cfg(feature = "metrics")]
 pub mod metrics;
 mod post_event;
 mod replay;
-pub mod retry;
-pub mod rowbinary;
-pub mod schema;
+mod retry;
+mod rowbinary;
+mod schema;
 mod shard;
 pub mod sink;
-pub mod spill;
+mod spill;
 mod stats;
+#[cfg(feature = "test-util")]
+pub mod test_util;
 mod ticks;
-pub mod transcode;
+mod transcode;
 mod wide;
 
 pub(crate) use buffer::Config;
@@ -76,8 +78,9 @@ pub use json::{DecodeError, DecodeErrorKind, JsonOptions, NdjsonReport, Rejected
 pub use post_event::PostEvent;
 pub use replay::{replay_dirs, ReplayError, ReplayReport};
 pub use retry::RetryPolicy;
-pub use rowbinary::EncodeError;
-pub use schema::{Schema, SchemaError, Type};
-pub use sink::{InsertBatch, Sink, SinkError};
+pub use rowbinary::decode::{decode_all, decode_row, decode_value, RowBinaryError};
+pub use rowbinary::{encode_row, EncodeError};
+pub use schema::{Column, Schema, SchemaError, Type};
 pub use spill::SpillFullPolicy;
 pub use stats::{StatField, StatKind, Stats};
+pub use transcode::Transcoder;

@@ -17,17 +17,20 @@ use std::time::Duration;
 /// `0 ..= min(max_backoff, initial_backoff x 2^(n-1))` ("full jitter"), so
 /// many clients recovering at once do not hit the server in lock step.
 ///
+/// Built from [`RetryPolicy::default`] (or [`RetryPolicy::NONE`]) with the
+/// `with_*` methods; the fields can be read, and new knobs can be added
+/// without breaking anyone (`#[non_exhaustive]`).
+///
 /// ```
 /// use ch_ingest::RetryPolicy;
 /// use std::time::Duration;
-/// let policy = RetryPolicy {
-///     max_attempts: 5,
-///     max_elapsed: Duration::from_secs(30),
-///     ..RetryPolicy::default()
-/// };
+/// let policy = RetryPolicy::default()
+///     .with_max_attempts(5)
+///     .with_max_elapsed(Duration::from_secs(30));
 /// assert_eq!(policy.initial_backoff, Duration::from_millis(100));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RetryPolicy {
     /// Attempts in all, the first one included; 1 means never retry.
     /// Default: 10.
@@ -54,6 +57,31 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// Attempts in all, the first one included (1: never retry; 0 is taken
+    /// as 1).
+    pub fn with_max_attempts(mut self, n: u32) -> Self {
+        self.max_attempts = n.max(1);
+        self
+    }
+
+    /// Upper bound of the first wait.
+    pub fn with_initial_backoff(mut self, d: Duration) -> Self {
+        self.initial_backoff = d;
+        self
+    }
+
+    /// Upper bound of any wait.
+    pub fn with_max_backoff(mut self, d: Duration) -> Self {
+        self.max_backoff = d;
+        self
+    }
+
+    /// No retry starts later than this after the first attempt started.
+    pub fn with_max_elapsed(mut self, d: Duration) -> Self {
+        self.max_elapsed = d;
+        self
+    }
+
     /// Never retry: the seed's behaviour.
     pub const NONE: RetryPolicy = RetryPolicy {
         max_attempts: 1,

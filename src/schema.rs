@@ -55,7 +55,7 @@ impl Type {
     /// Parses a ClickHouse type string.
     ///
     /// ```
-    /// use ch_ingest::schema::Type;
+    /// use ch_ingest::Type;
     /// let t = Type::parse("Array(Tuple(String, UInt8))").unwrap();
     /// assert_eq!(t.to_string(), "Array(Tuple(String, UInt8))");
     /// ```
@@ -636,7 +636,10 @@ impl Schema {
     /// Reads the schema of `table` from a live server (`DESCRIBE TABLE`).
     /// Columns with a `DEFAULT`/`MATERIALIZED`/`ALIAS` expression other than
     /// plain `DEFAULT` are left out, as they cannot be inserted.
-    pub async fn fetch(client: &clickhouse::Client, table: &str) -> Result<Self, crate::SinkError> {
+    pub async fn fetch(
+        client: &clickhouse::Client,
+        table: &str,
+    ) -> Result<Self, crate::sink::SinkError> {
         let sql = format!("DESCRIBE TABLE {}", crate::sink::quote_table(table));
         let mut cursor = client
             .clone()
@@ -660,7 +663,7 @@ impl Schema {
                 continue;
             }
             let ty = Type::parse(ty).map_err(|e| {
-                crate::SinkError::Other(format!("DESCRIBE {table}: column `{name}`: {e}"))
+                crate::sink::SinkError::Other(format!("DESCRIBE {table}: column `{name}`: {e}"))
             })?;
             cols.push(Column {
                 name: name.to_string(),

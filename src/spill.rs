@@ -72,7 +72,7 @@ impl Spilled {
     /// The INSERT to send again.
     pub fn to_insert(&self) -> InsertBatch {
         let columns: Vec<&str> = self.columns.iter().map(String::as_str).collect();
-        InsertBatch::new(self.insert_id, &columns, vec![self.data.clone()], self.rows)
+        InsertBatch::from_parts(self.insert_id, &columns, vec![self.data.clone()], self.rows)
             .with_origin(self.instance)
     }
 }
@@ -419,6 +419,7 @@ pub fn claim(path: &Path) -> std::io::Result<Option<Claimed>> {
 }
 
 /// Reads and verifies one spill file (without claiming it: for inspection).
+#[cfg_attr(not(feature = "test-util"), allow(dead_code))]
 pub fn read(path: &Path) -> Result<Spilled, SpillError> {
     decode(&std::fs::read(path)?)
 }
@@ -469,7 +470,7 @@ mod tests {
     use super::*;
 
     fn insert(rows: u64, fill: u8) -> InsertBatch {
-        InsertBatch::new(
+        InsertBatch::from_parts(
             7,
             &["a", "b"],
             vec![Bytes::from(vec![fill; 10]), Bytes::from(vec![fill; 5])],

@@ -130,7 +130,7 @@ async fn server_errors_keep_the_server_text_and_code() {
     assert_eq!(report.failed_rows, 1);
     let err = &report.failures[0].error;
     match err {
-        ch_ingest::SinkError::Server { code, message } => {
+        ch_ingest::sink::SinkError::Server { code, message } => {
             assert_eq!(*code, Some(60), "{message}");
             assert!(message.contains("no_such_table_here"), "{message}");
         }
@@ -295,7 +295,7 @@ async fn every_type_reads_back_byte_for_byte() {
     let mut expected = bytes::BytesMut::new();
     let mut cols = None;
     for r in &rows {
-        let learned = ch_ingest::rowbinary::encode_row(r, &mut expected, cols.as_deref()).unwrap();
+        let learned = ch_ingest::encode_row(r, &mut expected, cols.as_deref()).unwrap();
         if learned.is_some() {
             cols = learned;
         }

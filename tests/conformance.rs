@@ -7,8 +7,8 @@
 
 mod support;
 
+use ch_ingest::sink::InsertBatch;
 use ch_ingest::sink::{nodelay_client, ClickHouseSink, Sink};
-use ch_ingest::InsertBatch;
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::TestRunner;
@@ -49,8 +49,7 @@ fn case<V: Serialize + std::fmt::Debug>(
     for (id, v) in values.into_iter().enumerate() {
         rows.push((buf.len(), format!("{v:?}")));
         let row = Row { id: id as u32, v };
-        if let Some(c) = ch_ingest::rowbinary::encode_row(&row, &mut buf, cols.as_deref()).unwrap()
-        {
+        if let Some(c) = ch_ingest::encode_row(&row, &mut buf, cols.as_deref()).unwrap() {
             cols = Some(c);
         }
     }

@@ -191,8 +191,7 @@ async fn a_permanent_error_is_dead_lettered_at_once_with_its_sidecar() {
     let mut expected = bytes::BytesMut::new();
     let mut cols = None;
     for i in 0..10 {
-        let learned =
-            ch_ingest::rowbinary::encode_row(&ev(i), &mut expected, cols.as_deref()).unwrap();
+        let learned = ch_ingest::encode_row(&ev(i), &mut expected, cols.as_deref()).unwrap();
         cols = cols.or(learned);
         b.track(ev(i)).unwrap();
     }
@@ -228,10 +227,7 @@ async fn retries_end_at_max_attempts_and_the_rows_become_a_dead_letter() {
     let b: Buffer<PostEvent> = Buffer::builder()
         .shards(1)
         .max_rows(5)
-        .retry(RetryPolicy {
-            max_attempts: 4,
-            ..RetryPolicy::default()
-        })
+        .retry(RetryPolicy::default().with_max_attempts(4))
         .dead_letter_dir(dir.path())
         .build(sink.clone())
         .unwrap();
@@ -616,7 +612,7 @@ async fn exhausted_retries_spill_to_disk_and_replay_exactly_once_when_the_sink_r
     );
     let s = b.stats();
     assert_eq!((s.spilled_rows, s.spill_pending_rows), (100, 100));
-    assert_eq!(ch_ingest::spill::QUARANTINE, "quarantine");
+    assert_eq!(ch_ingest::test_util::spill::QUARANTINE, "quarantine");
     assert_accounted(&b);
     sink.set_failing(false);
     wait_until("replay", || b.stats().spill_pending_rows == 0).await;

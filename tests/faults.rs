@@ -128,7 +128,7 @@ async fn a_panic_inside_a_users_serialize_leaves_no_half_row_behind() {
     assert!(report.is_complete());
     // Every stored row decodes to exactly what was tracked.
     let schema = ch_ingest::Schema::parse("id UInt64, payload String, tail UInt32").unwrap();
-    let rows = ch_ingest::rowbinary::decode::decode_all(&schema, &sink.concat()).unwrap();
+    let rows = ch_ingest::decode_all(&schema, &sink.concat()).unwrap();
     assert_eq!(rows.len(), 9_990);
     for row in rows {
         let id = row["id"].as_u64().unwrap();
@@ -418,7 +418,7 @@ async fn one_poison_spill_file_does_not_stop_the_others_and_is_given_up_after_bo
     let letters = files_with(&dead, ".json");
     assert_eq!(letters.len(), 2);
     for letter in &letters {
-        let (_, insert) = ch_ingest::dead_letter::read(letter).unwrap();
+        let (_, insert) = ch_ingest::test_util::dead_letter::read(letter).unwrap();
         assert_eq!(insert.rows(), 7);
         let meta = std::fs::read_to_string(letter).unwrap();
         assert!(
@@ -443,7 +443,7 @@ fn dead_letter_writes_in_the_replayer_never_stall_a_current_thread_runtime() {
     // Where the replayer's dead-letter write will go: a FIFO there makes
     // the open block until somebody reads it, like a hung NFS server.
     let file = files_with(&spill, ".spill")[0].clone();
-    let spilled = ch_ingest::spill::read(&file).unwrap();
+    let spilled = ch_ingest::test_util::spill::read(&file).unwrap();
     std::fs::create_dir_all(&dead).unwrap();
     let fifo = dead.join(format!(
         "{:016x}-{:020}.rowbinary.tmp",
@@ -511,15 +511,15 @@ async fn spill_order_survives_a_clock_that_stepped_back() {
     // Written later, with the clock back to now: they must still sort
     // after it, or replay and `DropOldest` take the newest data first.
     leave_spill_files(&spill, 100, 20).await;
-    let listed = ch_ingest::spill::list(&spill).unwrap();
+    let listed = ch_ingest::test_util::spill::list(&spill).unwrap();
     assert_eq!(listed.len(), 3);
     assert_eq!(listed[0], ahead, "{listed:?}");
     let first_ids: Vec<u64> = listed[1..]
         .iter()
         .map(|f| {
-            let kept = ch_ingest::spill::read(f).unwrap();
+            let kept = ch_ingest::test_util::spill::read(f).unwrap();
             let schema = ch_ingest::Schema::new(PostEvent::SCHEMA.iter().copied()).unwrap();
-            let rows = ch_ingest::rowbinary::decode::decode_all(&schema, &kept.data).unwrap();
+            let rows = ch_ingest::decode_all(&schema, &kept.data).unwrap();
             rows[0]["tweet_id"].as_u64().unwrap()
         })
         .collect();

@@ -194,7 +194,7 @@ async fn a_graceful_restart_under_load_dead_letters_and_drops_nothing() {
             ))
             .unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
-        while !ch_ingest::spill::list(&dirs.path().join("spill"))
+        while !ch_ingest::test_util::spill::list(&dirs.path().join("spill"))
             .unwrap()
             .is_empty()
         {

@@ -166,12 +166,13 @@ async fn an_outage_longer_than_the_retries_spills_and_replays_every_row() {
     let b: Buffer<PostEvent> = Buffer::builder()
         .shards(2)
         .flush_interval(std::time::Duration::from_millis(100))
-        .retry(RetryPolicy {
-            max_attempts: 3,
-            initial_backoff: std::time::Duration::from_millis(50),
-            max_backoff: std::time::Duration::from_millis(200),
-            max_elapsed: std::time::Duration::from_millis(500),
-        })
+        .retry(
+            RetryPolicy::default()
+                .with_max_attempts(3)
+                .with_initial_backoff(std::time::Duration::from_millis(50))
+                .with_max_backoff(std::time::Duration::from_millis(200))
+                .with_max_elapsed(std::time::Duration::from_millis(500)),
+        )
         .spill_dir(spill.path())
         .build(sink)
         .unwrap();
@@ -536,12 +537,13 @@ async fn a_proxy_that_delays_resets_and_blackholes_loses_no_rows() {
         .max_rows(200)
         .flush_interval(std::time::Duration::from_millis(100))
         .insert_timeout(std::time::Duration::from_millis(700))
-        .retry(RetryPolicy {
-            max_attempts: 100,
-            initial_backoff: std::time::Duration::from_millis(20),
-            max_backoff: std::time::Duration::from_millis(200),
-            max_elapsed: std::time::Duration::from_secs(60),
-        })
+        .retry(
+            RetryPolicy::default()
+                .with_max_attempts(100)
+                .with_initial_backoff(std::time::Duration::from_millis(20))
+                .with_max_backoff(std::time::Duration::from_millis(200))
+                .with_max_elapsed(std::time::Duration::from_secs(60)),
+        )
         .build(sink)
         .unwrap();
     let (mut sent, mut full) = (0u64, 0u64);
@@ -608,10 +610,7 @@ async fn outage_soak() {
     let sink = ClickHouseSink::new(nodelay_client().with_url(&server.url), &table);
     let b: Buffer<PostEvent> = Buffer::builder()
         .shards(2)
-        .retry(RetryPolicy {
-            max_elapsed: std::time::Duration::from_secs(5),
-            ..RetryPolicy::default()
-        })
+        .retry(RetryPolicy::default().with_max_elapsed(std::time::Duration::from_secs(5)))
         .insert_timeout(std::time::Duration::from_secs(10))
         .spill_dir(spill.path())
         .build(sink)

@@ -3,7 +3,7 @@
 //! by a tiny HTTP server in this test and compared byte for byte.
 
 use ch_ingest::sink::{ClickHouseSink, Sink};
-use ch_ingest::{rowbinary, InsertBatch};
+use ch_ingest::{encode_row, sink::InsertBatch};
 use clickhouse::types::{Int256, UInt256};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -182,7 +182,7 @@ async fn rowbinary_matches_the_clickhouse_crate_byte_for_byte() {
     let mut ours = bytes::BytesMut::new();
     let mut cols = None;
     for r in &rows {
-        if let Some(c) = rowbinary::encode_row(r, &mut ours, cols.as_deref()).unwrap() {
+        if let Some(c) = encode_row(r, &mut ours, cols.as_deref()).unwrap() {
             cols = Some(c);
         }
     }

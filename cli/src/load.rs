@@ -171,7 +171,7 @@ async fn count(client: &clickhouse::Client, table: &str) -> Result<u64, clickhou
         .with_validation(false)
         .query(&format!(
             "SELECT count() FROM {}",
-            ch_ingest::sink::quote_table(table)
+            ch_ingest::test_util::quote_table(table)
         ))
         .fetch_one::<u64>()
         .await
@@ -194,11 +194,11 @@ fn drive<S: Sink>(
             .max_inflight(args.max_inflight)
             .queue_bytes(args.queue_bytes)
             .linger(args.linger)
-            .retry(ch_ingest::RetryPolicy {
-                max_attempts: args.retry_attempts.max(1),
-                max_elapsed: args.retry_max_elapsed,
-                ..ch_ingest::RetryPolicy::default()
-            });
+            .retry(
+                ch_ingest::RetryPolicy::default()
+                    .with_max_attempts(args.retry_attempts.max(1))
+                    .with_max_elapsed(args.retry_max_elapsed),
+            );
         let builder = match &args.spill_dir {
             Some(dir) => builder.spill_dir(dir),
             None => builder,

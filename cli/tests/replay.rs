@@ -219,7 +219,10 @@ fn spilled_batches_survive_a_sigkill_of_the_ingesting_process() {
     };
     // Wait until something is spilled, then kill the ingesting process.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while ch_ingest::spill::list(spill.path()).unwrap().is_empty() {
+    while ch_ingest::test_util::spill::list(spill.path())
+        .unwrap()
+        .is_empty()
+    {
         assert!(std::time::Instant::now() < deadline, "nothing spilled");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
@@ -228,10 +231,10 @@ fn spilled_batches_survive_a_sigkill_of_the_ingesting_process() {
     load.wait().unwrap();
     outage.join().unwrap();
 
-    let files = ch_ingest::spill::list(spill.path()).unwrap();
+    let files = ch_ingest::test_util::spill::list(spill.path()).unwrap();
     let spilled: u64 = files
         .iter()
-        .map(|f| ch_ingest::spill::read(f).unwrap().rows)
+        .map(|f| ch_ingest::test_util::spill::read(f).unwrap().rows)
         .sum();
     let before = server.count(&table);
     let out = std::process::Command::new(bin)
@@ -254,5 +257,7 @@ fn spilled_batches_survive_a_sigkill_of_the_ingesting_process() {
     );
     assert!(spilled > 0);
     assert_eq!(after - before, spilled, "exactly the spilled rows, once");
-    assert!(ch_ingest::spill::list(spill.path()).unwrap().is_empty());
+    assert!(ch_ingest::test_util::spill::list(spill.path())
+        .unwrap()
+        .is_empty());
 }

@@ -200,7 +200,7 @@ fn injection_through_the_table_name_and_json_keys_never_reaches_sql() {
     server.query(&format!("INSERT INTO {victim} VALUES (1)"));
     // A table whose name is itself an injection attempt: it must be quoted.
     let odd = format!("odd`; DROP TABLE {victim}; --");
-    let odd_sql = ch_ingest::sink::quote_ident(&odd);
+    let odd_sql = ch_ingest::test_util::quote_ident(&odd);
     server.query(&format!("DROP TABLE IF EXISTS {odd_sql}"));
     server.query(&format!(
         "CREATE TABLE {odd_sql} (event_type String, tweet_id UInt64, occurred_at DateTime) \
@@ -564,7 +564,7 @@ fn a_schema_error_on_insert_reads_the_schema_again_and_new_rows_flow() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["tables"][&table]["rows"], 1, "{body}");
     assert_eq!(server.count(&table), 2);
-    let letters = ch_ingest::dead_letter::list(&dead.path().join(&table)).unwrap();
+    let letters = ch_ingest::test_util::dead_letter::list(&dead.path().join(&table)).unwrap();
     assert!(!letters.is_empty(), "the refused batch is kept");
     serve.signal("TERM");
     // The drain itself delivered everything: exit 0 (the earlier refusal was

@@ -2,7 +2,7 @@
 //! event re-encodes (canonical JSON, and RowBinary) and decodes to itself.
 #![no_main]
 
-use ch_ingest::rowbinary::{decode::decode_row, encode_row};
+use ch_ingest::{decode_row, encode_row};
 use ch_ingest::{PostEvent, Schema};
 use libfuzzer_sys::fuzz_target;
 

@@ -4,8 +4,8 @@
 #![no_main]
 
 use arbitrary::{Arbitrary, Unstructured};
-use ch_ingest::rowbinary::decode::decode_row;
-use ch_ingest::transcode::Transcoder;
+use ch_ingest::decode_row;
+use ch_ingest::Transcoder;
 use ch_ingest::{Schema, Type};
 use libfuzzer_sys::fuzz_target;
 

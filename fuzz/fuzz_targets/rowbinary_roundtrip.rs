@@ -3,7 +3,7 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
-use ch_ingest::rowbinary::{decode::decode_all, encode_row};
+use ch_ingest::{decode_all, encode_row};
 use ch_ingest::Schema;
 use libfuzzer_sys::fuzz_target;
 use serde::Serialize;

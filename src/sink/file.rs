@@ -128,7 +128,7 @@ mod tests {
     async fn writes_batches_and_loader() {
         let dir = tempfile::tempdir().unwrap();
         let sink = FileSink::new(dir.path(), "t").unwrap();
-        let batch = InsertBatch::new(
+        let batch = InsertBatch::from_parts(
             3,
             &["a", "b"],
             vec![Bytes::from_static(b"ab"), Bytes::from_static(b"cd")],

@@ -58,17 +58,22 @@ impl MemorySink {
             .flat_map(|b| b.chunks().iter().flat_map(|c| c.iter().copied()))
             .collect()
     }
-    /// The error injected failures return. Default: a (retryable) network
-    /// error; pass e.g. a `SinkError::Server` with code 60 for a permanent one.
+    /// The error injected failures return (feature `test-util`). Default: a
+    /// (retryable) network error; pass e.g. a `SinkError::Server` with code
+    /// 60 for a permanent one.
+    #[cfg(any(test, feature = "test-util"))]
     pub fn fail_with(&self, error: SinkError) {
         *self.inner.error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
     }
     /// Makes the next `n` inserts fail (with a network error unless
-    /// [`fail_with`](Self::fail_with) says otherwise).
+    /// `fail_with` says otherwise; feature `test-util`).
+    #[cfg(any(test, feature = "test-util"))]
     pub fn fail_next(&self, n: u64) {
         self.inner.fail_next.store(n, Ordering::SeqCst);
     }
-    /// Makes every insert fail (`true`) until switched back.
+    /// Makes every insert fail (`true`) until switched back (feature
+    /// `test-util`).
+    #[cfg(any(test, feature = "test-util"))]
     pub fn set_failing(&self, failing: bool) {
         self.inner.failing.store(failing, Ordering::SeqCst);
     }

@@ -19,12 +19,11 @@ pub fn assert_accounted<T>(b: &Buffer<T>) {
 
 /// Retries that give up fast, so spill tests run in milliseconds.
 pub fn quick_retries() -> RetryPolicy {
-    RetryPolicy {
-        max_attempts: 2,
-        initial_backoff: Duration::from_millis(1),
-        max_backoff: Duration::from_millis(5),
-        max_elapsed: Duration::from_secs(1),
-    }
+    RetryPolicy::default()
+        .with_max_attempts(2)
+        .with_initial_backoff(Duration::from_millis(1))
+        .with_max_backoff(Duration::from_millis(5))
+        .with_max_elapsed(Duration::from_secs(1))
 }
 
 /// Polls `done` every 10 ms for up to 30 s; panics naming `what` after.
@@ -42,7 +41,7 @@ pub async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 /// The `tweet_id`s a sink stored, in the order it stored them.
 pub fn tweet_ids(sink: &MemorySink) -> Vec<u64> {
     let schema = ch_ingest::Schema::new(PostEvent::SCHEMA.iter().copied()).unwrap();
-    ch_ingest::rowbinary::decode::decode_all(&schema, &sink.concat())
+    ch_ingest::decode_all(&schema, &sink.concat())
         .unwrap()
         .iter()
         .map(|row| row["tweet_id"].as_u64().unwrap())

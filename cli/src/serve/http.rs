@@ -341,7 +341,7 @@ fn track_body(
     } else if json_type {
         tracker.offer(1, trimmed);
     } else {
-        for (line, json) in ch_ingest::json::ndjson_lines(body) {
+        for (line, json) in ch_ingest::test_util::ndjson_lines(body) {
             if !tracker.offer(line, json) {
                 break;
             }

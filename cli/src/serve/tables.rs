@@ -9,8 +9,9 @@
 //! an engine is swapped (retired engines stay in the metric sums).
 
 use super::config::{ServeConfig, TableConfig};
+use ch_ingest::sink::InsertBatch;
 use ch_ingest::sink::{nodelay_client, ClickHouseSink, Sink, SinkError};
-use ch_ingest::{Buffer, Closed, FlushReport, Histograms, InsertBatch, Json, Schema, Stats};
+use ch_ingest::{Buffer, Closed, FlushReport, Histograms, Json, Schema, Stats};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, RwLock};
@@ -421,7 +422,7 @@ impl Tables {
             health: self.health.clone(),
             stale: table.stale.clone(),
         };
-        let transcoder = ch_ingest::transcode::Transcoder::new(schema.clone())
+        let transcoder = ch_ingest::Transcoder::new(schema.clone())
             .deny_unknown_fields(table.cfg.deny_unknown_fields);
         let mut builder = table.cfg.builder.clone();
         if let Some(old) = &current {
