@@ -1,0 +1,434 @@
+//! Configuration and its builder: every knob, its default and its checks,
+//! and `build`, which starts the coordinator and the replayer.
+//!
+//! Owns: [`Builder`], the engine's `Config`, [`WhenFull`] and
+//! [`BuildError`]. Must not: touch the hot path; what `track` reads of the
+//! configuration is copied into the shared state at build time.
+
+use super::{Buffer, Inner, Json};
+use crate::coordinator::{Coordinator, Shared};
+use crate::shard::{SealTarget, Shard};
+use crate::sink::Sink;
+use crate::stats::Counters;
+use serde::Serialize;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Engine configuration. Build it with [`Buffer::builder`]; every knob says
+/// its default.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub shards: usize,
+    pub max_rows: u64,
+    pub max_bytes: usize,
+    pub flush_interval: Duration,
+    pub max_inflight: usize,
+    pub queue_batches: usize,
+    pub queue_bytes: usize,
+    pub max_insert_rows: u64,
+    pub max_insert_bytes: usize,
+    pub linger: Duration,
+    pub retry: crate::RetryPolicy,
+    pub dead_letter_dir: Option<std::path::PathBuf>,
+    pub spill_dir: Option<std::path::PathBuf>,
+    pub spill_max_bytes: u64,
+    pub spill_full: crate::SpillFullPolicy,
+    /// The spill family of the engine this one takes over (see
+    /// `Builder::takes_over_spill_of`).
+    pub spill_family: Option<crate::spill::Family>,
+    pub when_full: WhenFull,
+    pub insert_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let shards = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self {
+            shards,
+            max_rows: 500,
+            max_bytes: 1 << 20,
+            flush_interval: Duration::from_secs(10),
+            max_inflight: 2,
+            queue_batches: 4096,
+            queue_bytes: 16 << 20,
+            max_insert_rows: 100_000,
+            max_insert_bytes: 16 << 20,
+            linger: Duration::ZERO,
+            retry: crate::RetryPolicy::default(),
+            dead_letter_dir: None,
+            spill_dir: None,
+            spill_max_bytes: 1 << 30,
+            spill_full: crate::SpillFullPolicy::DropNewest,
+            spill_family: None,
+            when_full: WhenFull::Reject,
+            insert_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Config {
+    /// Worst-case bytes of RowBinary the engine holds, by construction:
+    /// open shard buffers, one parked batch per shard, the sealed-batch queue,
+    /// and the in-flight INSERTs. A single row larger than `max_bytes` may add
+    /// its own size once per shard.
+    pub(crate) fn memory_bound(&self) -> usize {
+        let open_and_parked = self.shards * 2 * self.max_bytes;
+        // The byte budget admits a batch only if it fits, except into an
+        // empty queue; the batch count caps it too.
+        let queued = self
+            .queue_bytes
+            .max(self.max_bytes)
+            .min(self.queue_batches * self.max_bytes);
+        let inflight = self.max_inflight * self.max_insert_bytes.max(self.max_bytes);
+        open_and_parked + queued + inflight
+    }
+}
+
+/// What [`track`](Buffer::track) does when this thread's shard is full (the
+/// sink is behind and every queue is at its bound): the lossy-or-not switch.
+/// Either way `track` returns at once; to wait for room, call
+/// [`track_timeout`](Buffer::track_timeout) (async) or
+/// [`track_blocking`](Buffer::track_blocking) (a plain thread) instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum WhenFull {
+    /// Hand the row back: `TrackError::Full(row)` (`Stats::rejected_full`).
+    /// The caller decides.
+    #[default]
+    Reject,
+    /// Drop the row and return `Ok` (`Stats::dropped_full_rows`): for data
+    /// where the newest sample matters less than the request path.
+    DropNewest,
+}
+
+/// Sets up a [`Buffer`]. Obtained from [`Buffer::builder`].
+#[derive(Debug, Clone, Default)]
+pub struct Builder {
+    cfg: Config,
+}
+
+impl Builder {
+    /// Number of shards (independent buffers). Default: available cores.
+    /// Producer threads are spread over them round-robin; with threads <=
+    /// shards no two producers ever share a lock.
+    pub fn shards(mut self, n: usize) -> Self {
+        self.cfg.shards = n;
+        self
+    }
+    /// Rows at which a shard seals its batch. Default: 500 (the seed's
+    /// `max_buffer_size`).
+    pub fn max_rows(mut self, n: u64) -> Self {
+        self.cfg.max_rows = n;
+        self
+    }
+    /// RowBinary bytes at which a shard seals its batch. Default: 1 MiB.
+    pub fn max_bytes(mut self, n: usize) -> Self {
+        self.cfg.max_bytes = n;
+        self
+    }
+    /// Period of the shared tick that seals every non-empty shard. Default:
+    /// 10 s (the seed's `flush_interval`).
+    pub fn flush_interval(mut self, d: Duration) -> Self {
+        self.cfg.flush_interval = d;
+        self
+    }
+    /// INSERTs allowed in flight at once. Default: 2, so one slow INSERT never
+    /// stalls the next while keeping part creation on the server modest.
+    pub fn max_inflight(mut self, n: usize) -> Self {
+        self.cfg.max_inflight = n;
+        self
+    }
+    /// RowBinary bytes of sealed batches that may wait for an INSERT.
+    /// Default: 16 MiB. This queue is what INSERTs are coalesced from, so it
+    /// should hold at least one `max_insert_bytes`-worth of the rows you
+    /// expect per INSERT (100 000 PostEvents are about 4.5 MB). When it is
+    /// full a shard keeps one sealed batch parked, then `track` returns
+    /// [`TrackError::Full`]. An empty queue always takes one batch.
+    pub fn queue_bytes(mut self, n: usize) -> Self {
+        self.cfg.queue_bytes = n;
+        self
+    }
+    /// Sealed batches that may wait for an INSERT, whatever their size.
+    /// Default: 4096 (the byte budget above is what normally binds).
+    pub fn queue_batches(mut self, n: usize) -> Self {
+        self.cfg.queue_batches = n;
+        self
+    }
+    /// Queued batches are coalesced into one INSERT up to this many rows.
+    /// Default: 100 000 (ClickHouse prefers few large INSERTs).
+    pub fn max_insert_rows(mut self, n: u64) -> Self {
+        self.cfg.max_insert_rows = n;
+        self
+    }
+    /// ... and up to this many bytes. Default: 16 MiB.
+    pub fn max_insert_bytes(mut self, n: usize) -> Self {
+        self.cfg.max_insert_bytes = n;
+        self
+    }
+
+    /// How long a sealed batch may wait for others to share its INSERT when
+    /// an INSERT slot is free. Default: zero (at low load a sealed batch goes
+    /// out at once; under load batches coalesce anyway while INSERTs are in
+    /// flight). Set it (e.g. 200 ms) to trade that much latency for fewer,
+    /// larger INSERTs at moderate load. Flush and shutdown never wait for it.
+    pub fn linger(mut self, d: Duration) -> Self {
+        self.cfg.linger = d;
+        self
+    }
+
+    /// How failed INSERTs are retried. Default: [`RetryPolicy::default`]
+    /// (10 attempts, backoff from 100 ms to 10 s with full jitter, none later
+    /// than 60 s after the first). [`RetryPolicy::NONE`] is the seed's
+    /// "log and drop".
+    ///
+    /// [`RetryPolicy::default`]: crate::RetryPolicy
+    /// [`RetryPolicy::NONE`]: crate::RetryPolicy::NONE
+    pub fn retry(mut self, policy: crate::RetryPolicy) -> Self {
+        self.cfg.retry = policy;
+        self
+    }
+
+    /// Where INSERTs that failed for good (a permanent error, or retries used
+    /// up) are kept: the exact RowBinary plus a JSON sidecar with the table,
+    /// columns, rows and error. Default: none (such rows are counted in
+    /// `Stats::dropped_rows` and logged).
+    pub fn dead_letter_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.cfg.dead_letter_dir = Some(dir.into());
+        self
+    }
+
+    /// Where INSERTs whose retries ran out are written instead of dropped
+    /// (checksummed, fsynced, renamed into place). A background replayer sends
+    /// them again, oldest first, once the sink answers, and on the next start
+    /// with the same directory. Give each table its own directory: files
+    /// written for another table (per the sink's [`Sink::table`]) are left
+    /// for `ch-ingest replay`, never sent here. Default: none.
+    pub fn spill_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.cfg.spill_dir = Some(dir.into());
+        self
+    }
+
+    /// Disk budget of the spill directory. Default: 1 GiB.
+    pub fn spill_max_bytes(mut self, n: u64) -> Self {
+        self.cfg.spill_max_bytes = n;
+        self
+    }
+
+    /// What happens at the spill budget. Default:
+    /// [`SpillFullPolicy::DropNewest`](crate::SpillFullPolicy::DropNewest).
+    pub fn spill_full_policy(mut self, policy: crate::SpillFullPolicy) -> Self {
+        self.cfg.spill_full = policy;
+        self
+    }
+
+    /// Makes this engine the successor of `old` on the same spill directory
+    /// (for a process that replaces an engine while running, as `ch-ingest
+    /// serve` does when a table's schema changes). The two (and any engine
+    /// `old` took over) count each other's spill files as their own when
+    /// they replay or evict them (`replayed_rows`, `acked_rows`,
+    /// `spill_failed_rows`), not as `replayed_foreign_rows`, whichever of
+    /// them gets to a file first. The accounting identity in [`Stats`] then
+    /// holds over the engines' stats added together ([`Stats::add`]), and
+    /// `spill_pending_rows` of that sum falls to zero as the files are
+    /// delivered. Default: no predecessor.
+    ///
+    /// [`Stats`]: crate::Stats
+    /// [`Stats::add`]: crate::Stats::add
+    pub fn takes_over_spill_of<U>(mut self, old: &Buffer<U>) -> Self {
+        self.cfg.spill_family = old.inner.shared.spill.as_ref().map(|d| d.family().clone());
+        self
+    }
+
+    /// How long one INSERT attempt may take before it counts as a (retryable)
+    /// `SinkError::Timeout`. Default: 60 s. Without it a server that accepts
+    /// the connection and never answers (frozen, blackholed by a proxy)
+    /// would hold an INSERT slot forever.
+    pub fn insert_timeout(mut self, d: Duration) -> Self {
+        self.cfg.insert_timeout = d;
+        self
+    }
+
+    /// What `track` and `track_many` do when the buffer is full. Default:
+    /// [`WhenFull::Reject`] (the row is handed back). The waiting verbs
+    /// ([`Buffer::track_timeout`], [`Buffer::track_blocking`]) never drop.
+    pub fn when_full(mut self, policy: WhenFull) -> Self {
+        self.cfg.when_full = policy;
+        self
+    }
+
+    /// The worst-case RowBinary bytes this configuration can hold in memory.
+    pub fn memory_bound(&self) -> usize {
+        self.cfg.memory_bound()
+    }
+
+    /// Starts the engine on the current tokio runtime (multi-thread or
+    /// current-thread) and returns its first handle.
+    pub fn build<T, S>(self, sink: S) -> Result<Buffer<T>, BuildError>
+    where
+        T: Serialize,
+        S: Sink,
+    {
+        self.start(sink, None)
+    }
+
+    /// Starts an engine for raw JSON rows of `schema` (see
+    /// [`Buffer::track_json`]): each object is transcoded straight into
+    /// RowBinary, unknown fields ignored.
+    pub fn build_json<S: Sink>(
+        self,
+        schema: crate::Schema,
+        sink: S,
+    ) -> Result<Buffer<Json>, BuildError> {
+        self.start(sink, Some(crate::transcode::Transcoder::new(schema)))
+    }
+
+    /// Like [`build_json`](Self::build_json) with a configured
+    /// [`Transcoder`](crate::transcode::Transcoder) (e.g. one that rejects
+    /// unknown fields).
+    pub fn build_transcoded<S: Sink>(
+        self,
+        transcoder: crate::transcode::Transcoder,
+        sink: S,
+    ) -> Result<Buffer<Json>, BuildError> {
+        self.start(sink, Some(transcoder))
+    }
+
+    fn start<T, S: Sink>(
+        self,
+        sink: S,
+        transcoder: Option<crate::transcode::Transcoder>,
+    ) -> Result<Buffer<T>, BuildError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
+        let cfg = self.cfg;
+        let check = |ok: bool, field: &'static str, reason: &'static str| {
+            if ok {
+                Ok(())
+            } else {
+                Err(BuildError::Invalid { field, reason })
+            }
+        };
+        check(cfg.shards >= 1, "shards", "must be at least 1")?;
+        check(cfg.max_rows >= 1, "max_rows", "must be at least 1")?;
+        check(cfg.max_bytes >= 1, "max_bytes", "must be at least 1")?;
+        check(
+            !cfg.flush_interval.is_zero(),
+            "flush_interval",
+            "must be longer than zero",
+        )?;
+        check(cfg.max_inflight >= 1, "max_inflight", "must be at least 1")?;
+        check(
+            cfg.queue_batches >= 1,
+            "queue_batches",
+            "must be at least 1",
+        )?;
+        check(cfg.queue_bytes >= 1, "queue_bytes", "must be at least 1")?;
+        check(
+            cfg.max_insert_rows >= 1,
+            "max_insert_rows",
+            "must be at least 1",
+        )?;
+        check(
+            cfg.max_insert_bytes >= 1,
+            "max_insert_bytes",
+            "must be at least 1",
+        )?;
+
+        check(
+            !cfg.insert_timeout.is_zero(),
+            "insert_timeout",
+            "must be longer than zero",
+        )?;
+        check(
+            cfg.retry.max_attempts >= 1,
+            "retry",
+            "max_attempts must be at least 1",
+        )?;
+        // Random per engine: with the batch sequence it makes INSERT ids
+        // (dedup tokens, spill files) unique across processes and restarts.
+        let instance = crate::retry::Jitter::from_entropy().unit().to_bits() | 1;
+        let spill = match &cfg.spill_dir {
+            Some(dir) => Some(Arc::new(
+                crate::spill::SpillDir::open(
+                    dir,
+                    cfg.spill_max_bytes,
+                    cfg.spill_full,
+                    instance,
+                    cfg.spill_family.clone(),
+                )
+                .map_err(|e| BuildError::SpillDir {
+                    path: dir.clone(),
+                    reason: e.to_string(),
+                })?,
+            )),
+            None => None,
+        };
+
+        let (tx, rx) = flume::bounded(cfg.queue_batches);
+        // A first guess at a batch's size; shards resize from what they seal.
+        let initial = (cfg.max_rows as usize * 64).min(cfg.max_bytes) + 64;
+        let columns = OnceLock::new();
+        if let Some(t) = &transcoder {
+            let _ = columns.set(t.schema().names().clone());
+        }
+        let shared = Arc::new(Shared {
+            shards: (0..cfg.shards)
+                .map(|_| Shard::new(initial, transcoder.clone()))
+                .collect(),
+            seal: SealTarget {
+                tx,
+                next_seq: AtomicU64::new(0),
+                parked: AtomicUsize::new(0),
+                stats: Counters::default(),
+                space: Default::default(),
+                space_async: tokio::sync::Notify::new(),
+                space_waiters: AtomicUsize::new(0),
+                queued_bytes: AtomicUsize::new(0),
+                max_queued_bytes: cfg.queue_bytes,
+            },
+            closed: AtomicBool::new(false),
+            columns,
+            row_columns: OnceLock::new(),
+            spill,
+            instance,
+            replay_wake: tokio::sync::Notify::new(),
+            replay_stop: AtomicBool::new(false),
+            cfg,
+        });
+        let (ctrl, ctrl_rx) = mpsc::unbounded_channel();
+        let sink = Arc::new(sink);
+        // `new` spawns the replayer, on this runtime.
+        runtime.spawn(Coordinator::new(shared.clone(), rx, sink).run(ctrl_rx));
+        Ok(Buffer {
+            inner: Arc::new(Inner { shared, ctrl }),
+            _row: PhantomData,
+        })
+    }
+}
+
+/// Why a [`Buffer`] could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// `build` must run inside a tokio runtime: the coordinator is a task on it.
+    #[error("Buffer::build must be called inside a tokio runtime")]
+    NoRuntime,
+    /// The spill directory could not be created or opened.
+    #[error("spill_dir `{path}`: {reason}")]
+    SpillDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        reason: String,
+    },
+    /// A setting is out of range.
+    #[error("invalid setting `{field}`: {reason}")]
+    Invalid {
+        /// The builder method's name.
+        field: &'static str,
+        /// What is wrong with the value.
+        reason: &'static str,
+    },
+}

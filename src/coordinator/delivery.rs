@@ -1,0 +1,121 @@
+//! The delivery of one INSERT: attempts under the per-attempt deadline,
+//! backoff with jitter between them per the retry policy, one tracing span
+//! per attempt; what is left after the last attempt goes to the fallback.
+//!
+//! Owns: the attempt loop and the report an INSERT task hands back. Must
+//! not: write files (the fallback does) or count outcomes in the ledger.
+
+use super::{fallback, Shared};
+use crate::batch::InsertBatch;
+use crate::sink::{Sink, SinkError};
+use crate::stats::Counters;
+use std::sync::Arc;
+use tracing::Instrument;
+
+/// What an INSERT task reports back.
+pub(super) struct Delivered {
+    pub(super) result: Result<(), SinkError>,
+    pub(super) attempts: u32,
+    pub(super) dead_letter: Option<std::path::PathBuf>,
+    pub(super) spilled: Option<std::path::PathBuf>,
+    /// Not spilled: the directory was at its budget (`DropNewest`).
+    pub(super) spill_rejected: bool,
+    /// Rows deleted from the spill directory to make room.
+    pub(super) evicted: crate::spill::Evicted,
+}
+
+impl Default for Delivered {
+    fn default() -> Self {
+        Self {
+            result: Ok(()),
+            attempts: 0,
+            dead_letter: None,
+            spilled: None,
+            spill_rejected: false,
+            evicted: Default::default(),
+        }
+    }
+}
+
+/// One INSERT's life: attempts with backoff per the retry policy, then, if
+/// it still failed and a dead-letter directory is set, its bytes on disk.
+/// Runs as its own task holding one `max_inflight` slot, so a retrying
+/// INSERT never blocks the shards, and its memory stays inside the bound.
+pub(super) struct Delivery<S> {
+    pub(super) sink: Arc<S>,
+    pub(super) shared: Arc<Shared>,
+    pub(super) insert: Arc<InsertBatch>,
+    pub(super) jitter: crate::retry::Jitter,
+}
+
+impl<S: Sink> Delivery<S> {
+    pub(super) async fn run(mut self) -> Delivered {
+        let cfg = &self.shared.cfg;
+        let stats = &self.shared.seal.stats;
+        let started = tokio::time::Instant::now();
+        let mut attempts = 0;
+        let result = loop {
+            attempts += 1;
+            // One span per attempt: with `RUST_LOG=ch_ingest=info` and span
+            // close events on, each INSERT is one line with its fields and time.
+            let span = tracing::info_span!(
+                "insert",
+                table = self.sink.table().unwrap_or(""),
+                insert_id = self.insert.id(),
+                rows = self.insert.rows(),
+                bytes = self.insert.bytes(),
+                attempt = attempts,
+                outcome = tracing::field::Empty,
+            );
+            let deadline = crate::sink::deadline::after(cfg.insert_timeout);
+            let attempt = crate::sink::deadline::run(deadline, self.sink.insert(&self.insert))
+                .instrument(span.clone());
+            let error = match attempt.await {
+                Some(Ok(())) => {
+                    span.record("outcome", "ok");
+                    break Ok(());
+                }
+                Some(Err(e)) => e,
+                None => SinkError::Timeout,
+            };
+            let delay = if error.is_retryable() {
+                cfg.retry
+                    .next_delay(attempts, started.elapsed(), &mut self.jitter)
+            } else {
+                None
+            };
+            span.record(
+                "outcome",
+                match (&error, delay) {
+                    (SinkError::Timeout, Some(_)) => "timeout, retrying",
+                    (SinkError::Timeout, None) => "timeout, given up",
+                    (_, Some(_)) => "failed, retrying",
+                    (_, None) => "failed, given up",
+                },
+            );
+            drop(span);
+            let Some(delay) = delay else {
+                break Err(error);
+            };
+            Counters::add(&stats.retried_inserts, 1);
+            Counters::add(&stats.retried_rows, self.insert.rows());
+            tracing::warn!(
+                insert_id = self.insert.id(),
+                rows = self.insert.rows(),
+                attempt = attempts,
+                retry_in_ms = delay.as_millis() as u64,
+                %error,
+                "INSERT failed; retrying"
+            );
+            tokio::time::sleep(delay).await;
+        };
+        fallback::keep(
+            &self.shared,
+            self.sink.table(),
+            &self.insert,
+            attempts,
+            result,
+        )
+        .await
+    }
+}
