@@ -6,7 +6,8 @@
 //! `end_to_end` bench). Must not: leave its table behind.
 
 use super::workloads::{self, Budget, Peer, Point};
-use ch_ingest::sink::{nodelay_client, quote_table};
+use ch_ingest::sink::nodelay_client;
+use ch_ingest::test_util::quote_table;
 use ch_ingest::PostEvent;
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -1,8 +1,9 @@
 //! The seed's row: one post-metric event.
 //!
-//! Owns: the `PostEvent` struct, which encodes to the `post_events` table of
-//! design.md section 4, and that table's DDL. Must not: parse JSON (decoding
-//! lives in `json`) or know about buffers.
+//! Owns: the `PostEvent` struct (the seed's `event_type`, `tweet_id`,
+//! `occurred_at` and its optional fields), which encodes to the
+//! `post_events` table, and that table's DDL ([`PostEvent::DDL`]). Must not:
+//! parse JSON (decoding lives in `json`) or know about buffers.
 
 mod json;
 

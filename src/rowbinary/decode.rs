@@ -114,17 +114,6 @@ pub fn decode_all(
     Ok(rows)
 }
 
-/// Decodes one value of `ty` from the front of `input`, advancing it.
-pub fn decode_value(ty: &Type, input: &mut &[u8]) -> Result<Value, RowBinaryError> {
-    let mut r = Reader {
-        data: input,
-        pos: 0,
-    };
-    let v = value(ty, &mut r)?;
-    *input = &input[r.pos..];
-    Ok(v)
-}
-
 fn float(f: f64) -> Value {
     match serde_json::Number::from_f64(f) {
         Some(n) => Value::Number(n),

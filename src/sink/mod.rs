@@ -11,11 +11,13 @@ mod codes;
 pub(crate) mod deadline;
 mod file;
 mod memory;
+pub(crate) mod sql;
 
 pub(crate) use self::clickhouse::map_error as clickhouse_error;
 pub use self::clickhouse::{nodelay_client, ClickHouseSink, NoUrls, TryTimeout};
 pub use self::file::FileSink;
 pub use self::memory::MemorySink;
+pub(crate) use self::sql::{insert_sql, quote_table};
 pub use crate::batch::InsertBatch;
 
 use std::future::Future;
@@ -191,54 +193,9 @@ fn http_status(message: &str) -> Option<u16> {
         })
 }
 
-/// Quotes a ClickHouse identifier with backticks, escaping what needs it, so a
-/// name can never close the quote and splice SQL.
-pub fn quote_ident(name: &str) -> String {
-    let mut out = String::with_capacity(name.len() + 2);
-    out.push('`');
-    for c in name.chars() {
-        match c {
-            '`' => out.push_str("\\`"),
-            '\\' => out.push_str("\\\\"),
-            _ => out.push(c),
-        }
-    }
-    out.push('`');
-    out
-}
-
-/// Quotes `db.table` or `table`: a dot separates the database from the table.
-pub fn quote_table(table: &str) -> String {
-    match table.split_once('.') {
-        Some((db, t)) => format!("{}.{}", quote_ident(db), quote_ident(t)),
-        None => quote_ident(table),
-    }
-}
-
-/// `INSERT INTO table (c1, c2) FORMAT RowBinary`, every name quoted.
-pub fn insert_sql(table: &str, columns: &[impl AsRef<str>]) -> String {
-    let cols: Vec<String> = columns.iter().map(|c| quote_ident(c.as_ref())).collect();
-    format!(
-        "INSERT INTO {} ({}) FORMAT RowBinary",
-        quote_table(table),
-        cols.join(", ")
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn identifiers_cannot_escape_quotes() {
-        assert_eq!(quote_ident("a`b"), "`a\\`b`");
-        assert_eq!(quote_ident("x\\"), "`x\\\\`");
-        assert_eq!(quote_table("db.t"), "`db`.`t`");
-        assert_eq!(
-            insert_sql("t", &["a", "b"]),
-            "INSERT INTO `t` (`a`, `b`) FORMAT RowBinary"
-        );
-    }
 
     #[test]
     fn classification() {
