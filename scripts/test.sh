@@ -25,6 +25,8 @@ echo "== cargo clippy --workspace --all-targets -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo clippy -p ch-ingest --lib (what an embedder compiles: default features, no test-util, no prometheus-client)"
 cargo clippy -p ch-ingest --lib -- -D warnings
+echo "== cargo doc -p ch-ingest (every intra-doc link resolves, every feature)"
+RUSTDOCFLAGS="-D warnings" cargo doc -p ch-ingest --no-deps --all-features
 echo "== cargo test (integration tests start a private ClickHouse; its version is printed below)"
 cargo test --workspace --all-targets -- --show-output
 cargo test --workspace --doc

@@ -146,7 +146,7 @@ impl Builder {
     /// should hold at least one `max_insert_bytes`-worth of the rows you
     /// expect per INSERT (100 000 PostEvents are about 4.5 MB). When it is
     /// full a shard keeps one sealed batch parked, then `track` returns
-    /// [`TrackError::Full`]. An empty queue always takes one batch.
+    /// [`TrackError::Full`](crate::TrackError::Full). An empty queue always takes one batch.
     pub fn queue_bytes(mut self, n: usize) -> Self {
         self.cfg.queue_bytes = n;
         self

@@ -41,7 +41,7 @@ impl FlushReport {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct FailedInsert {
-    /// The INSERT's id ([`InsertBatch::id`]).
+    /// The INSERT's id ([`InsertBatch::id`](crate::sink::InsertBatch::id)).
     pub insert_id: u64,
     /// Sequence numbers of the sealed batches it carried.
     pub batches: Vec<u64>,
