@@ -859,13 +859,20 @@ async fn when_full_drop_newest_drops_and_counts_and_never_refuses() {
 async fn track_blocking_waits_for_room_then_gives_the_row_back_at_the_timeout() {
     let (gate, b) = gated(ch_ingest::WhenFull::Reject);
     let mut i = 0;
-    let full = loop {
-        match b.track(ev(i)) {
-            Ok(()) => i += 1,
-            Err(TrackError::Full(row)) => break row,
-            Err(e) => panic!("{e}"),
-        }
-    };
+    // Fill until Full, twice: in between the coordinator takes what it can
+    // while the gate holds the sink, then nothing moves.
+    let mut full = None;
+    for _ in 0..2 {
+        full = Some(loop {
+            match b.track(ev(i)) {
+                Ok(()) => i += 1,
+                Err(TrackError::Full(row)) => break row,
+                Err(e) => panic!("{e}"),
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let full = full.unwrap();
     assert_eq!(b.stats().block_timeouts, 0, "track never waits");
     match b.track_blocking(full, Duration::from_millis(50)) {
         Err(TrackError::Full(row)) => assert_eq!(row.tweet_id, i),
