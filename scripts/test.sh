@@ -14,6 +14,13 @@ if [ -z "${CLICKHOUSE_URL:-}" ] && [ ! -x /usr/sbin/clickhouse-server ]; then
   apt-get install -y -qq clickhouse-server clickhouse-client >/dev/null
 fi
 
+if [ ! -f /usr/share/java/zookeeper.jar ] || ! command -v java >/dev/null 2>&1; then
+  step "installing zookeeper (missing; the cluster tests start a private one)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq zookeeper default-jre-headless >/dev/null
+fi
+
 if ! python3 -c "import chdb" >/dev/null 2>&1; then
   step "installing chdb-core (ClickHouse 26.x in-process, the RowBinary conformance oracle)"
   python3 -m pip install --quiet chdb-core

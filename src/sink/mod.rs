@@ -7,6 +7,7 @@
 //! delivers one [`InsertBatch`] and says how it went.
 
 mod clickhouse;
+mod cluster;
 mod codes;
 pub(crate) mod deadline;
 mod file;
@@ -15,6 +16,7 @@ pub(crate) mod sql;
 
 pub(crate) use self::clickhouse::map_error as clickhouse_error;
 pub use self::clickhouse::{nodelay_client, ClickHouseSink, NoUrls, TryTimeout};
+pub use self::cluster::{ClusterError, ClusterShard, ClusterSink};
 pub use self::file::FileSink;
 pub use self::memory::MemorySink;
 pub(crate) use self::sql::{insert_sql, quote_table};

@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod check;
+pub mod cluster;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -64,7 +65,7 @@ macro_rules! server_or_skip {
 /// here), so no client connection of this or another test can be holding
 /// it when the server binds it (an `Address already in use` failed a CI
 /// run when the port came from the ephemeral range).
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU16, Ordering};
     static NEXT: AtomicU16 = AtomicU16::new(0);
     let base = 20_000 + (std::process::id() % 512) as u16 * 24;
@@ -117,13 +118,18 @@ impl Server {
     }
 
     fn start_once() -> Result<Server, String> {
+        Self::start_node(free_port(), free_port(), "")
+    }
+
+    /// Starts a private server on these ports, with `extra` XML inside its
+    /// `<yandex>` config (a cluster node's ZooKeeper, macros, shards).
+    pub fn start_node(http_port: u16, tcp_port: u16, extra: &str) -> Result<Server, String> {
         if !std::path::Path::new(BINARY).exists() {
             return Err(format!(
                 "{BINARY} not found (apt-get install clickhouse-server)"
             ));
         }
         clean_stale_dirs();
-        let (http_port, tcp_port) = (free_port(), free_port());
         let dir = PathBuf::from(format!(
             "/dev/shm/ch-ingest-test-{}-{http_port}",
             std::process::id()
@@ -146,6 +152,7 @@ impl Server {
   <default_database>default</default_database>
   <mark_cache_size>268435456</mark_cache_size>
   <max_concurrent_queries>100</max_concurrent_queries>
+{extra}
 </yandex>
 "#
         );
@@ -354,10 +361,15 @@ impl Drop for Server {
 /// Spawns the server from a thread that never exits, with PR_SET_PDEATHSIG,
 /// so the server dies with the test process even if statics are never dropped.
 fn spawn_tied_to_process(config: PathBuf) -> Result<Child, String> {
+    spawn_tied(BINARY, vec![format!("--config-file={}", config.display())])
+}
+
+/// Spawns `program` so that it dies with the test process (see above).
+pub fn spawn_tied(program: &'static str, args: Vec<String>) -> Result<Child, String> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let mut cmd = Command::new(BINARY);
-        cmd.arg(format!("--config-file={}", config.display()))
+        let mut cmd = Command::new(program);
+        cmd.args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
