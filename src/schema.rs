@@ -641,17 +641,7 @@ impl Schema {
         table: &str,
     ) -> Result<Self, crate::sink::SinkError> {
         let sql = format!("DESCRIBE TABLE {}", crate::sink::quote_table(table));
-        let mut cursor = client
-            .clone()
-            .with_validation(false)
-            .query(&sql)
-            .fetch_bytes("TabSeparatedRaw")
-            .map_err(crate::sink::clickhouse_error)?;
-        let mut body = Vec::new();
-        while let Some(chunk) = cursor.next().await.map_err(crate::sink::clickhouse_error)? {
-            body.extend_from_slice(&chunk);
-        }
-        let text = String::from_utf8_lossy(&body);
+        let text = crate::sink::fetch_text(client, &sql).await?;
         let mut cols = Vec::new();
         for line in text.lines() {
             let mut f = line.split('\t');

@@ -10,7 +10,8 @@
 mod support;
 
 use ch_ingest::sink::{
-    nodelay_client, ClusterShard, ClusterSink, InsertBatch, Sink, SinkError, TryTimeout,
+    nodelay_client, ClusterShard, ClusterSink, Discovery, DiscoveryError, InsertBatch, Sink,
+    SinkError, TryTimeout,
 };
 use ch_ingest::{Buffer, PostEvent};
 use std::sync::{Arc, Mutex};
@@ -226,6 +227,56 @@ async fn a_lost_answer_after_the_block_was_stored_costs_no_duplicate() {
         10_000,
         &sink,
         recovery,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_topology_and_the_local_table_are_discovered_through_one_node() {
+    let _one = SERIAL.lock().await;
+    let cluster = cluster_or_skip!();
+    let (local, dist) = cluster.create_tables("found", COLUMNS, "tweet_id", "rand()");
+    // Every node listens on 127.0.0.1: tell their HTTP ports apart by the
+    // native port system.clusters lists.
+    let mut discovery = Discovery::new(&cluster.nodes[0].url).distributed_table(&dist);
+    for (node, tcp) in cluster.nodes.iter().zip(&cluster.tcp_ports) {
+        discovery = discovery.http_port(format!("127.0.0.1:{tcp}"), node.port());
+    }
+    let found = ClusterSink::discover(nodelay_client(), &discovery)
+        .await
+        .unwrap();
+    assert_eq!(found.shards(), 2);
+    assert_eq!(found.table(), Some(format!("default.{local}").as_str()));
+    let sink = Counted::new(found);
+    let b = engine(sink.clone());
+    track_all(&b, 0..10_000).await;
+    assert!(b.shutdown().await.unwrap().is_complete());
+    check(
+        cluster,
+        "discovered",
+        &local,
+        &dist,
+        10_000,
+        &sink,
+        Duration::ZERO,
+    );
+
+    // A key this sink cannot compute is refused up front, naming the way out.
+    let (_, keyed) = cluster.create_tables("keyed", COLUMNS, "tweet_id", "intHash64(tweet_id)");
+    let err = ClusterSink::discover(
+        nodelay_client(),
+        &Discovery::new(&cluster.nodes[0].url).distributed_table(&keyed),
+    )
+    .await
+    .err()
+    .unwrap();
+    assert!(
+        matches!(&err, DiscoveryError::ShardingKey { key, .. } if key == "intHash64(tweet_id)"),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("insert through the Distributed table"),
+        "{err}"
     );
 }
 

@@ -498,6 +498,23 @@ impl Sink for ClickHouseSink {
     }
 }
 
+/// Runs a read-only query and returns its `TabSeparatedRaw` text: the one
+/// way the engine reads metadata (DESCRIBE, `system.clusters`).
+pub(crate) async fn fetch_text(client: &Client, sql: &str) -> Result<String, SinkError> {
+    let mut cursor = client
+        .clone()
+        .with_validation(false)
+        .query(sql)
+        .fetch_bytes("TabSeparatedRaw")
+        .map_err(map_error)?;
+    let mut body = Vec::new();
+    while let Some(chunk) = cursor.next().await.map_err(map_error)? {
+        body.extend_from_slice(&chunk);
+    }
+    String::from_utf8(body)
+        .map_err(|e| SinkError::Other(format!("{sql}: the answer is not UTF-8: {e}")))
+}
+
 pub(crate) fn map_error(e: clickhouse::error::Error) -> SinkError {
     use clickhouse::error::Error as E;
     match e {

@@ -11,7 +11,9 @@
 //! replay after a restart or a failover must offer the same block to the
 //! same shard, or the replicas' block deduplication cannot drop the copy.
 
-use super::{ClickHouseSink, InsertBatch, NoUrls, Sink, SinkError, TryTimeout};
+use super::{
+    fetch_text, quote_literal, ClickHouseSink, InsertBatch, NoUrls, Sink, SinkError, TryTimeout,
+};
 use clickhouse::Client;
 
 /// One shard of a cluster: the HTTP URLs of its replicas (tried in order,
@@ -205,6 +207,288 @@ impl Sink for ClusterSink {
     }
 }
 
+/// Reads a cluster's topology through any one of its nodes (the seed):
+/// shards, weights and replicas from `system.clusters`, and the local table
+/// from the `Distributed` table's definition (or given by name).
+///
+/// `system.clusters` lists native (TCP) ports; the HTTP port of a replica is
+/// the seed URL's unless [`http_port`](Self::http_port) maps it.
+///
+/// ```no_run
+/// use ch_ingest::sink::{nodelay_client, ClusterSink, Discovery};
+/// # async fn run() -> Result<(), ch_ingest::sink::DiscoveryError> {
+/// let discovery = Discovery::new("http://ch-1a:8123").distributed_table("post_events");
+/// let sink = ClusterSink::discover(nodelay_client(), &discovery).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Discovery {
+    seed: String,
+    cluster: Option<String>,
+    table: Target,
+    http_ports: Vec<(String, u16)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Target {
+    None,
+    Local(String),
+    Distributed(String),
+}
+
+impl Discovery {
+    /// Discovery through the node at `seed_url`.
+    pub fn new(seed_url: impl Into<String>) -> Self {
+        Self {
+            seed: seed_url.into(),
+            cluster: None,
+            table: Target::None,
+            http_ports: Vec::new(),
+        }
+    }
+
+    /// The cluster's name in `<remote_servers>`; read from the
+    /// `Distributed` table when that is given instead.
+    pub fn cluster(mut self, name: impl Into<String>) -> Self {
+        self.cluster = Some(name.into());
+        self
+    }
+
+    /// Insert into this local table (`db.table` or `table`) on every shard.
+    pub fn local_table(mut self, table: impl Into<String>) -> Self {
+        self.table = Target::Local(table.into());
+        self
+    }
+
+    /// Insert into the local table this `Distributed` table reads (and use
+    /// its cluster unless [`cluster`](Self::cluster) names one). Its
+    /// sharding key must be `rand()` or absent: rows are placed by INSERT,
+    /// and routing rows by a key is not supported yet (write through the
+    /// `Distributed` table itself for that).
+    pub fn distributed_table(mut self, table: impl Into<String>) -> Self {
+        self.table = Target::Distributed(table.into());
+        self
+    }
+
+    /// The HTTP port of the replica `host` (as `system.clusters` names it,
+    /// `host_name` or `host_address`; `host:tcp_port` to tell apart several
+    /// servers on one host). Default: the seed URL's port.
+    pub fn http_port(mut self, host: impl Into<String>, port: u16) -> Self {
+        self.http_ports.push((host.into(), port));
+        self
+    }
+
+    /// The shards and the local table, as the seed sees them now.
+    pub async fn topology(
+        &self,
+        client: &Client,
+    ) -> Result<(Vec<ClusterShard>, String), DiscoveryError> {
+        let seed = client.clone().with_url(&self.seed);
+        let (cluster, local) = match &self.table {
+            Target::None => return Err(DiscoveryError::NoTable),
+            Target::Local(t) => (
+                self.cluster.clone().ok_or(DiscoveryError::NoCluster)?,
+                t.clone(),
+            ),
+            Target::Distributed(t) => {
+                let (db, name) = match t.split_once('.') {
+                    Some((db, name)) => (quote_literal(db), quote_literal(name)),
+                    None => ("currentDatabase()".to_string(), quote_literal(t)),
+                };
+                let sql = format!(
+                    "SELECT engine_full FROM system.tables WHERE database = {db} AND name = {name}"
+                );
+                let text = fetch_text(&seed, &sql)
+                    .await
+                    .map_err(DiscoveryError::Query)?;
+                let engine = text
+                    .lines()
+                    .next()
+                    .ok_or_else(|| DiscoveryError::NotDistributed {
+                        table: t.clone(),
+                        engine: "no such table".into(),
+                    })?;
+                let d =
+                    parse_distributed(engine).ok_or_else(|| DiscoveryError::NotDistributed {
+                        table: t.clone(),
+                        engine: engine.to_string(),
+                    })?;
+                if let Some(key) = d.key.filter(|k| k.replace(' ', "") != "rand()") {
+                    return Err(DiscoveryError::ShardingKey {
+                        table: t.clone(),
+                        key,
+                    });
+                }
+                let local = match d.database.as_str() {
+                    "" => d.table,
+                    db => format!("{db}.{}", d.table),
+                };
+                (self.cluster.clone().unwrap_or(d.cluster), local)
+            }
+        };
+        let sql = format!(
+            "SELECT shard_num, shard_weight, replica_num, host_name, host_address, port \
+             FROM system.clusters WHERE cluster = {} ORDER BY shard_num, replica_num",
+            quote_literal(&cluster)
+        );
+        let text = fetch_text(&seed, &sql)
+            .await
+            .map_err(DiscoveryError::Query)?;
+        let (scheme, seed_port) = scheme_and_port(&self.seed);
+        let mut shards: Vec<(u32, u32, Vec<String>)> = Vec::new();
+        for line in text.lines() {
+            let f: Vec<&str> = line.split('\t').collect();
+            let [num, weight, _replica, host, address, tcp] = f[..] else {
+                return Err(DiscoveryError::Query(SinkError::Other(format!(
+                    "system.clusters: unexpected row `{line}`"
+                ))));
+            };
+            let (Ok(num), Ok(weight)) = (num.parse::<u32>(), weight.parse::<u32>()) else {
+                return Err(DiscoveryError::Query(SinkError::Other(format!(
+                    "system.clusters: unexpected row `{line}`"
+                ))));
+            };
+            let port = self
+                .http_ports
+                .iter()
+                .find(|(h, _)| {
+                    [host, address]
+                        .iter()
+                        .any(|n| *h == *n || *h == format!("{n}:{tcp}"))
+                })
+                .map(|&(_, p)| p)
+                .unwrap_or(seed_port);
+            let url = format!("{scheme}://{host}:{port}");
+            match shards.last_mut() {
+                Some((n, _, urls)) if *n == num => urls.push(url),
+                _ => shards.push((num, weight, vec![url])),
+            }
+        }
+        if shards.is_empty() {
+            return Err(DiscoveryError::UnknownCluster(cluster));
+        }
+        let shards = shards
+            .into_iter()
+            .map(|(_, weight, urls)| ClusterShard::new(urls).with_weight(weight))
+            .collect();
+        Ok((shards, local))
+    }
+}
+
+impl ClusterSink {
+    /// A sink for the topology [`Discovery`] reads now.
+    pub async fn discover(client: Client, discovery: &Discovery) -> Result<Self, DiscoveryError> {
+        let (shards, local) = discovery.topology(&client).await?;
+        Self::new(client, shards, local).map_err(DiscoveryError::Topology)
+    }
+}
+
+/// Why a cluster's topology could not be discovered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DiscoveryError {
+    /// Neither a local nor a `Distributed` table was given.
+    #[error("cluster discovery: name the local table or the Distributed table")]
+    NoTable,
+    /// A local table was given without the cluster's name.
+    #[error("cluster discovery: a local table needs the cluster's name")]
+    NoCluster,
+    /// `system.clusters` has no such cluster.
+    #[error("cluster discovery: no cluster `{0}` in system.clusters")]
+    UnknownCluster(String),
+    /// The table named as `Distributed` is not one.
+    #[error("cluster discovery: `{table}` is not a Distributed table ({engine})")]
+    NotDistributed {
+        /// The table.
+        table: String,
+        /// Its engine, as `system.tables` says.
+        engine: String,
+    },
+    /// The `Distributed` table shards rows by a key this sink cannot compute.
+    #[error(
+        "cluster discovery: `{table}` shards rows by `{key}`, which ch-ingest does not compute \
+         yet: insert through the Distributed table itself (a ClickHouseSink on it)"
+    )]
+    ShardingKey {
+        /// The table.
+        table: String,
+        /// Its sharding-key expression.
+        key: String,
+    },
+    /// The seed did not answer.
+    #[error("cluster discovery: {0}")]
+    Query(#[source] SinkError),
+    /// What the seed answered is not a usable topology.
+    #[error(transparent)]
+    Topology(ClusterError),
+}
+
+/// The arguments of `Distributed(cluster, database, table[, sharding_key[, policy]])`.
+#[derive(Debug, PartialEq, Eq)]
+struct DistributedArgs {
+    cluster: String,
+    database: String,
+    table: String,
+    key: Option<String>,
+}
+
+fn parse_distributed(engine: &str) -> Option<DistributedArgs> {
+    let inner = engine.trim().strip_prefix("Distributed(")?;
+    // The arguments end at the parenthesis that closes `Distributed(`;
+    // what follows (SETTINGS ...) is not ours.
+    let mut depth = 0i32;
+    let mut quote: Option<char> = None;
+    let mut args = vec![String::new()];
+    for c in inner.chars() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '\'' | '`' | '"') => quote = Some(c),
+            (None, '(') => depth += 1,
+            (None, ')') if depth == 0 => break,
+            (None, ')') => depth -= 1,
+            (None, ',') if depth == 0 => {
+                args.push(String::new());
+                continue;
+            }
+            _ => {}
+        }
+        if let Some(last) = args.last_mut() {
+            last.push(c);
+        }
+    }
+    let unquote = |s: &str| {
+        s.trim()
+            .trim_matches(|c| c == '\'' || c == '`' || c == '"')
+            .to_string()
+    };
+    let mut it = args.iter();
+    let cluster = unquote(it.next()?);
+    let database = unquote(it.next()?);
+    let table = unquote(it.next()?);
+    let key = it
+        .next()
+        .map(|k| k.trim().to_string())
+        .filter(|k| !k.is_empty());
+    (!cluster.is_empty() && !table.is_empty()).then_some(DistributedArgs {
+        cluster,
+        database,
+        table,
+        key,
+    })
+}
+
+/// `http` or `https`, and the port of a URL (its scheme's default if none).
+fn scheme_and_port(url: &str) -> (&str, u16) {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("http", url));
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    let port = authority
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .unwrap_or(if scheme == "https" { 8443 } else { 8123 });
+    (scheme, port)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,5 +543,26 @@ mod tests {
             ClusterSink::new(c, [ok.with_weight(0)], "t").err(),
             Some(ClusterError::ZeroWeight)
         );
+    }
+
+    #[test]
+    fn distributed_definitions_and_urls_parse() {
+        assert_eq!(
+            parse_distributed("Distributed(ch_ingest_test, default, t_local, rand())"),
+            Some(DistributedArgs {
+                cluster: "ch_ingest_test".into(),
+                database: "default".into(),
+                table: "t_local".into(),
+                key: Some("rand()".into()),
+            })
+        );
+        let d = parse_distributed("Distributed('c', '', `t,x`, cityHash64(a, b)) SETTINGS x = 1")
+            .unwrap();
+        assert_eq!((d.cluster.as_str(), d.table.as_str()), ("c", "t,x"));
+        assert_eq!(d.key.as_deref(), Some("cityHash64(a, b)"));
+        assert_eq!(parse_distributed("MergeTree ORDER BY x"), None);
+        assert_eq!(parse_distributed("Distributed(c)"), None);
+        assert_eq!(scheme_and_port("http://h:18123/?x=1"), ("http", 18123));
+        assert_eq!(scheme_and_port("https://h"), ("https", 8443));
     }
 }

@@ -14,12 +14,12 @@ mod file;
 mod memory;
 pub(crate) mod sql;
 
-pub(crate) use self::clickhouse::map_error as clickhouse_error;
+pub(crate) use self::clickhouse::fetch_text;
 pub use self::clickhouse::{nodelay_client, ClickHouseSink, NoUrls, TryTimeout};
-pub use self::cluster::{ClusterError, ClusterShard, ClusterSink};
+pub use self::cluster::{ClusterError, ClusterShard, ClusterSink, Discovery, DiscoveryError};
 pub use self::file::FileSink;
 pub use self::memory::MemorySink;
-pub(crate) use self::sql::{insert_sql, quote_table};
+pub(crate) use self::sql::{insert_sql, quote_literal, quote_table};
 pub use crate::batch::InsertBatch;
 
 use std::future::Future;

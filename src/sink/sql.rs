@@ -2,21 +2,30 @@
 //!
 //! Owns: quoting names so none can close its quote and splice SQL, and the
 //! `INSERT INTO t (cols) FORMAT RowBinary` every sink and dead letter uses.
-//! Must not: build any other statement.
+//! Must not: build any other statement (the metadata queries quote their
+//! values with [`quote_literal`]).
 
 /// Quotes a ClickHouse identifier with backticks, escaping what needs it, so a
 /// name can never close the quote and splice SQL.
 pub fn quote_ident(name: &str) -> String {
-    let mut out = String::with_capacity(name.len() + 2);
-    out.push('`');
-    for c in name.chars() {
-        match c {
-            '`' => out.push_str("\\`"),
-            '\\' => out.push_str("\\\\"),
-            _ => out.push(c),
+    quote_with('`', name)
+}
+
+/// A ClickHouse string literal: `'...'` with quotes and backslashes escaped.
+pub fn quote_literal(value: &str) -> String {
+    quote_with('\'', value)
+}
+
+fn quote_with(quote: char, text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push(quote);
+    for c in text.chars() {
+        if c == quote || c == '\\' {
+            out.push('\\');
         }
+        out.push(c);
     }
-    out.push('`');
+    out.push(quote);
     out
 }
 
@@ -47,6 +56,7 @@ mod tests {
         assert_eq!(quote_ident("a`b"), "`a\\`b`");
         assert_eq!(quote_ident("x\\"), "`x\\\\`");
         assert_eq!(quote_table("db.t"), "`db`.`t`");
+        assert_eq!(quote_literal("it's \\"), "'it\\'s \\\\'");
         assert_eq!(
             insert_sql("t", &["a", "b"]),
             "INSERT INTO `t` (`a`, `b`) FORMAT RowBinary"

@@ -108,6 +108,8 @@ impl Drop for ZooKeeper {
 pub struct Cluster {
     /// Shard-major: `nodes[shard * REPLICAS + replica]`.
     pub nodes: Vec<Server>,
+    /// Each node's native (TCP) port, as `system.clusters` lists it.
+    pub tcp_ports: Vec<u16>,
     pub zk: ZooKeeper,
 }
 
@@ -172,7 +174,12 @@ impl Cluster {
             );
             nodes.push(Server::start_node(http, tcp, &extra)?);
         }
-        Ok(Cluster { nodes, zk })
+        let tcp_ports = ports.iter().map(|&(_, tcp, _)| tcp).collect();
+        Ok(Cluster {
+            nodes,
+            tcp_ports,
+            zk,
+        })
     }
 
     /// The replicas of shard `i` (0-based).
