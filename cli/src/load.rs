@@ -3,7 +3,9 @@
 //! With no server named the batches go to a FileSink (no server needed).
 
 use super::parse_duration;
-use ch_ingest::sink::{nodelay_client, ClickHouseSink, FileSink, Sink};
+use ch_ingest::sink::{
+    nodelay_client, ClickHouseSink, ClusterShard, ClusterSink, Discovery, FileSink, Sink,
+};
 use ch_ingest::{Buffer, PostEvent, Stats, TrackError};
 use hdrhistogram::Histogram;
 use std::path::PathBuf;
@@ -65,9 +67,21 @@ pub struct LoadArgs {
     /// ClickHouse HTTP URL; without it batches go to RowBinary files in --out.
     #[arg(long)]
     clickhouse_url: Option<String>,
-    /// Table to insert into.
+    /// Table to insert into (with --shard or --cluster: each shard's local table).
     #[arg(long, default_value = "post_events")]
     table: String,
+    /// One shard's replica URLs, comma-separated; repeat for each shard of
+    /// a cluster. Each INSERT goes to one shard's local --table.
+    #[arg(long = "shard")]
+    shard_urls: Vec<String>,
+    /// Discover the shards of this cluster (system.clusters) through
+    /// --clickhouse-url; every node's HTTP port is that URL's.
+    #[arg(long, requires = "clickhouse_url", conflicts_with = "shard_urls")]
+    cluster: Option<String>,
+    /// Give every event a session_id unique in the run (run, producer and
+    /// sequence number), and check for duplicates at the end.
+    #[arg(long)]
+    unique_events: bool,
     /// CREATE TABLE IF NOT EXISTS before loading (ClickHouse only).
     #[arg(long)]
     create_table: bool,
@@ -121,6 +135,9 @@ pub fn run(args: LoadArgs) -> Result<(), Box<dyn std::error::Error>> {
         .worker_threads(cores.min(2))
         .enable_all()
         .build()?;
+    if !args.shard_urls.is_empty() || args.cluster.is_some() {
+        return run_cluster(&rt, &args, cores);
+    }
     match &args.clickhouse_url {
         Some(url) => {
             let client = nodelay_client().with_url(url);
@@ -163,6 +180,116 @@ pub fn run(args: LoadArgs) -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     Ok(())
+}
+
+/// `load` into a cluster: a ClusterSink over the shards, then the count
+/// check summed over the shards and, with --unique-events, the duplicates
+/// check on every shard.
+fn run_cluster(
+    rt: &tokio::runtime::Runtime,
+    args: &LoadArgs,
+    cores: usize,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let client = nodelay_client();
+    let shards: Vec<ClusterShard> = match (&args.cluster, &args.clickhouse_url) {
+        (Some(cluster), Some(seed)) => {
+            let discovery = Discovery::new(seed)
+                .cluster(cluster)
+                .local_table(&args.table);
+            rt.block_on(discovery.topology(&client))?.0
+        }
+        _ => args
+            .shard_urls
+            .iter()
+            .map(|urls| ClusterShard::new(urls.split(',').map(str::trim).filter(|u| !u.is_empty())))
+            .collect(),
+    };
+    let sink = ClusterSink::new(client.clone(), shards.clone(), &args.table)?;
+    // The first replica that answers speaks for its shard, once it has
+    // fetched what its twins stored.
+    let shard_query = |shard: &ClusterShard, sql: String| {
+        let client = client.clone();
+        let (table, replicas) = (args.table.clone(), shard.replicas().to_vec());
+        async move {
+            let mut last = None;
+            for url in &replicas {
+                let c = client.clone().with_url(url).with_validation(false);
+                let sync = format!(
+                    "SYSTEM SYNC REPLICA {}",
+                    ch_ingest::test_util::quote_table(&table)
+                );
+                // Not replicated (a plain MergeTree): nothing to wait for.
+                let _ = c.query(&sync).execute().await;
+                match c.query(&sql).fetch_one::<u64>().await {
+                    Ok(n) => return Ok(n),
+                    Err(e) => last = Some(e),
+                }
+            }
+            Err(format!(
+                "no replica of {replicas:?} answered `{sql}`: {last:?}"
+            ))
+        }
+    };
+    let counts = |rt: &tokio::runtime::Runtime| -> Result<Vec<u64>, String> {
+        let sql = format!(
+            "SELECT count() FROM {}",
+            ch_ingest::test_util::quote_table(&args.table)
+        );
+        shards
+            .iter()
+            .map(|s| rt.block_on(shard_query(s, sql.clone())))
+            .collect()
+    };
+    let before = counts(rt)?;
+    let outcome = drive(rt, args, sink, cores)?;
+    let after = counts(rt)?;
+    let per_shard: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+    let arrived: u64 = per_shard.iter().sum();
+    let expected = outcome.acked_rows + outcome.replayed_foreign_rows;
+    let verdict = if arrived == expected {
+        "match"
+    } else {
+        "MISMATCH"
+    };
+    println!(
+        "check     count() over {} shards of {}: {arrived} new rows {per_shard:?}, {expected} acknowledged: {verdict}",
+        shards.len(),
+        args.table
+    );
+    if arrived != expected {
+        return Err("row count in the cluster does not match what was acknowledged".into());
+    }
+    if let Some(run) = args.unique_events.then(|| unique_run_id()) {
+        let sql = format!(
+            "SELECT count() - uniqExact(session_id) FROM {} WHERE startsWith(session_id, 'u{run:x}-')",
+            ch_ingest::test_util::quote_table(&args.table)
+        );
+        let dups: Vec<u64> = shards
+            .iter()
+            .map(|s| rt.block_on(shard_query(s, sql.clone())))
+            .collect::<Result<_, _>>()?;
+        let total: u64 = dups.iter().sum();
+        println!(
+            "check     duplicates (count() - uniqExact(session_id)) per shard: {dups:?}: {}",
+            if total == 0 { "none" } else { "DUPLICATES" }
+        );
+        if total != 0 {
+            return Err(format!("{total} duplicated rows in the cluster").into());
+        }
+    }
+    Ok(())
+}
+
+/// This run's id in --unique-events session ids: the process start, so two
+/// runs into one table never share one.
+fn unique_run_id() -> u64 {
+    static RUN: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *RUN.get_or_init(|| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        (now.as_millis() as u64) << 16 | u64::from(std::process::id() as u16)
+    })
 }
 
 async fn count(client: &clickhouse::Client, table: &str) -> Result<u64, clickhouse::error::Error> {
@@ -224,7 +351,8 @@ fn drive<S: Sink>(
                 per_producer + u64::from((p as u64) < args.events % producers as u64)
             };
             let rate = args.rate.map(|r| (r as f64 / producers as f64).max(1.0));
-            std::thread::spawn(move || produce(p as u64, buffer, quota, rate, &stop, &sent))
+            let unique = args.unique_events.then(unique_run_id);
+            std::thread::spawn(move || produce(p as u64, buffer, quota, rate, unique, &stop, &sent))
         })
         .collect();
 
@@ -339,6 +467,7 @@ fn produce(
     buffer: Buffer<PostEvent>,
     quota: u64,
     rate: Option<f64>,
+    unique_run: Option<u64>,
     stop: &AtomicBool,
     sent: &AtomicU64,
 ) -> (Histogram<u64>, u64) {
@@ -392,6 +521,9 @@ fn produce(
             country: COUNTRIES[((r >> 16) % 5) as usize],
             dwell_ms: (r & 0x800 != 0).then_some(((r >> 24) % 30_000) as u32),
         };
+        if let Some(run) = unique_run {
+            event.session_id = Some(format!("u{run:x}-{id}-{i}"));
+        }
         loop {
             let t = Instant::now();
             let result = buffer.track(event);
