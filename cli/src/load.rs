@@ -259,7 +259,7 @@ fn run_cluster(
     if arrived != expected {
         return Err("row count in the cluster does not match what was acknowledged".into());
     }
-    if let Some(run) = args.unique_events.then(|| unique_run_id()) {
+    if let Some(run) = args.unique_events.then(unique_run_id) {
         let sql = format!(
             "SELECT count() - uniqExact(session_id) FROM {} WHERE startsWith(session_id, 'u{run:x}-')",
             ch_ingest::test_util::quote_table(&args.table)
