@@ -52,6 +52,26 @@ pub enum Type {
 }
 
 impl Type {
+    /// How an integer type is laid out: (bytes, signed); `None` for any
+    /// other type.
+    pub(crate) fn int_layout(&self) -> Option<(usize, bool)> {
+        Some(match self {
+            Type::UInt8 => (1, false),
+            Type::UInt16 => (2, false),
+            Type::UInt32 => (4, false),
+            Type::UInt64 => (8, false),
+            Type::UInt128 => (16, false),
+            Type::UInt256 => (32, false),
+            Type::Int8 => (1, true),
+            Type::Int16 => (2, true),
+            Type::Int32 => (4, true),
+            Type::Int64 => (8, true),
+            Type::Int128 => (16, true),
+            Type::Int256 => (32, true),
+            _ => return None,
+        })
+    }
+
     /// Parses a ClickHouse type string.
     ///
     /// ```

@@ -34,7 +34,7 @@ use std::fmt;
 /// thread: its scratch buffers are kept between rows.
 ///
 /// ```
-/// use ch_ingest::{Schema, transcode::Transcoder};
+/// use ch_ingest::{Schema, Transcoder};
 /// let schema = Schema::parse("id UInt64, tags Array(String), note Nullable(String)").unwrap();
 /// let mut t = Transcoder::new(schema);
 /// let mut out = bytes::BytesMut::new();
@@ -131,25 +131,6 @@ pub(crate) fn fixed_width(ty: &Type) -> Option<usize> {
         Type::UInt256 | Type::Int256 => 32,
         Type::FixedString(n) => *n,
         Type::Decimal(p, _) => Type::decimal_width(*p),
-        _ => return None,
-    })
-}
-
-/// How an integer-like type is laid out: (bytes, signed).
-fn int_layout(ty: &Type) -> Option<(usize, bool)> {
-    Some(match ty {
-        Type::UInt8 => (1, false),
-        Type::UInt16 => (2, false),
-        Type::UInt32 => (4, false),
-        Type::UInt64 => (8, false),
-        Type::UInt128 => (16, false),
-        Type::UInt256 => (32, false),
-        Type::Int8 => (1, true),
-        Type::Int16 => (2, true),
-        Type::Int32 => (4, true),
-        Type::Int64 => (8, true),
-        Type::Int128 => (16, true),
-        Type::Int256 => (32, true),
         _ => return None,
     })
 }
@@ -384,7 +365,7 @@ impl<'a> Val<'a> {
                 None => return Err(w.invalid(format_args!("{v} is not a value of the enum"))),
             },
             Type::String | Type::FixedString(_) => return w.text(&v_string(v)),
-            ty if int_layout(ty).is_some() || matches!(ty, Type::Decimal(..)) => {
+            ty if Type::int_layout(ty).is_some() || matches!(ty, Type::Decimal(..)) => {
                 return w.text(&v_string(v))
             }
             _ => return Err(w.bad("a number")),
@@ -500,7 +481,7 @@ impl<'a> Val<'a> {
                     }
                 },
             },
-            ty => match int_layout(ty) {
+            ty => match Type::int_layout(ty) {
                 Some((bytes, signed)) => {
                     let mut out = [0u8; 32];
                     let target = wide::Target {

@@ -196,7 +196,7 @@ fn run_cluster(
             let discovery = Discovery::new(seed)
                 .cluster(cluster)
                 .local_table(&args.table);
-            rt.block_on(discovery.topology(&client))?.0
+            rt.block_on(discovery.topology(&client))?.shards
         }
         _ => args
             .shard_urls

@@ -96,6 +96,83 @@ pub fn decode_row(
     Ok(row)
 }
 
+/// Walks the rows of `input` (columns of `types`, in order) without
+/// decoding them: calls `f` with each row's byte range and the range of
+/// column `key`'s value in it (a string's bytes without their length
+/// prefix). For routing rows by a sharding key at RowBinary speed.
+pub(crate) fn for_each_row(
+    types: &[&Type],
+    key: usize,
+    input: &[u8],
+    mut f: impl FnMut(std::ops::Range<usize>, std::ops::Range<usize>),
+) -> Result<(), RowBinaryError> {
+    let mut r = Reader {
+        data: input,
+        pos: 0,
+    };
+    while r.pos < input.len() {
+        let start = r.pos;
+        let mut value = start..start;
+        for (i, ty) in types.iter().enumerate() {
+            if i == key {
+                let string = matches!(ty, Type::LowCardinality(t) if **t == Type::String);
+                if string || **ty == Type::String {
+                    let n = r.count()?;
+                    let at = r.pos;
+                    r.take(n)?;
+                    value = at..r.pos;
+                    continue;
+                }
+                let at = r.pos;
+                skip(ty, &mut r)?;
+                value = at..r.pos;
+            } else {
+                skip(ty, &mut r)?;
+            }
+        }
+        f(start..r.pos, value);
+    }
+    Ok(())
+}
+
+/// Moves past one value of `ty`.
+fn skip(ty: &Type, r: &mut Reader<'_>) -> Result<(), RowBinaryError> {
+    if let Some(n) = crate::transcode::fixed_width(ty) {
+        r.take(n)?;
+        return Ok(());
+    }
+    match ty {
+        Type::String => {
+            let n = r.count()?;
+            r.take(n)?;
+        }
+        Type::Nullable(t) => match r.array::<1>()?[0] {
+            0 => skip(t, r)?,
+            1 => {}
+            b => return Err(r.err(format!("Nullable marker must be 0 or 1, got {b}"))),
+        },
+        Type::LowCardinality(t) => skip(t, r)?,
+        Type::Array(t) => {
+            for _ in 0..r.count()? {
+                skip(t, r)?;
+            }
+        }
+        Type::Tuple(items) => {
+            for (_, t) in items {
+                skip(t, r)?;
+            }
+        }
+        Type::Map(k, v) => {
+            for _ in 0..r.count()? {
+                skip(k, r)?;
+                skip(v, r)?;
+            }
+        }
+        other => return Err(r.err(format!("no RowBinary layout for {other}"))),
+    }
+    Ok(())
+}
+
 /// Decodes every row of `input`; fails if the last row is incomplete.
 pub fn decode_all(
     schema: &Schema,

@@ -11,10 +11,18 @@
 //! replay after a restart or a failover must offer the same block to the
 //! same shard, or the replicas' block deduplication cannot drop the copy.
 
+use super::sharding::ShardingKey;
 use super::{
     fetch_text, quote_literal, ClickHouseSink, InsertBatch, NoUrls, Sink, SinkError, TryTimeout,
 };
+use crate::schema::{Schema, Type};
+use bytes::{Bytes, BytesMut};
 use clickhouse::Client;
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
 
 /// One shard of a cluster: the HTTP URLs of its replicas (tried in order,
 /// with failover, as [`ClickHouseSink::with_urls`] does) and its weight.
@@ -77,6 +85,18 @@ pub enum ClusterError {
     /// Every shard has weight 0: no INSERT could go anywhere.
     #[error("cluster topology: every shard has weight 0")]
     ZeroWeight,
+    /// A sharding key this sink cannot compute exactly.
+    #[error(
+        "sharding key `{key}`: {reason}; supported: an integer column, or intHash64, \
+         cityHash64 or sipHash64 of one column; for anything else insert through the \
+         Distributed table itself (a ClickHouseSink on it)"
+    )]
+    ShardingKey {
+        /// The expression.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 /// Sends each INSERT to exactly one shard's local table, chosen from the
@@ -114,6 +134,15 @@ pub struct ClusterSink {
     /// `bounds[i]`: the first weight slot past shard `i` (cumulative weights).
     bounds: Vec<u64>,
     table: String,
+    /// Rows by a sharding key instead of INSERTs by identity.
+    key: Option<Arc<KeyRouting>>,
+}
+
+/// A sharding key and the types of the columns it may meet.
+struct KeyRouting {
+    key: ShardingKey,
+    text: String,
+    types: HashMap<String, Type>,
 }
 
 impl ClusterSink {
@@ -145,7 +174,60 @@ impl ClusterSink {
             shards: sinks,
             bounds,
             table,
+            key: None,
         })
+    }
+
+    /// Routes rows by `key`, the `Distributed` table's sharding-key
+    /// expression, exactly as the server would: each INSERT is split into
+    /// one INSERT per shard it has rows for, `key % total_weight` picking
+    /// the weight slot. `schema` holds the local table's columns (from
+    /// [`Schema::fetch`]), so values can be found in the RowBinary rows.
+    ///
+    /// The split of a given INSERT is the same on every try, so a retry
+    /// after some shards stored their part offers each shard the same block
+    /// again, and it drops it. Supported keys: an integer column,
+    /// `intHash64(c)` of an integer column, `cityHash64(c)` and
+    /// `sipHash64(c)` of an integer, `String` or `FixedString` column.
+    ///
+    /// ```
+    /// use ch_ingest::sink::{nodelay_client, ClusterShard, ClusterSink};
+    /// use ch_ingest::{PostEvent, Schema};
+    /// let schema = Schema::new(PostEvent::SCHEMA.iter().copied()).unwrap();
+    /// let shards = [ClusterShard::new(["http://a:8123"]), ClusterShard::new(["http://b:8123"])];
+    /// let sink = ClusterSink::new(nodelay_client(), shards, "post_events_local")?
+    ///     .with_sharding_key("cityHash64(tweet_id)", &schema)?;
+    /// # Ok::<(), ch_ingest::sink::ClusterError>(())
+    /// ```
+    pub fn with_sharding_key(mut self, key: &str, schema: &Schema) -> Result<Self, ClusterError> {
+        let refuse = |reason: String| ClusterError::ShardingKey {
+            key: key.to_string(),
+            reason,
+        };
+        let parsed = ShardingKey::parse(key)
+            .ok_or_else(|| refuse("not an expression this sink computes".into()))?;
+        let column = schema
+            .columns()
+            .iter()
+            .find(|c| c.name == parsed.column())
+            .ok_or_else(|| refuse(format!("no column `{}` in the table", parsed.column())))?;
+        if !parsed.supports(&column.ty) {
+            return Err(refuse(format!(
+                "column `{}` is {}, which this key does not take",
+                column.name, column.ty
+            )));
+        }
+        let types = schema
+            .columns()
+            .iter()
+            .map(|c| (c.name.clone(), c.ty.clone()))
+            .collect();
+        self.key = Some(Arc::new(KeyRouting {
+            key: parsed,
+            text: key.to_string(),
+            types,
+        }));
+        Ok(self)
     }
 
     /// Sets every shard's per-endpoint deadline (see
@@ -176,16 +258,117 @@ impl ClusterSink {
     }
 
     /// The shard (0-based, in topology order) that takes `insert`, every
-    /// time it is offered.
+    /// time it is offered, when routing is by identity (with a sharding
+    /// key the rows of one INSERT go where their keys say).
     pub fn shard_of(&self, insert: &InsertBatch) -> usize {
         self.shard_of_identity(insert.origin(), insert.id())
     }
 
     fn shard_of_identity(&self, origin: u64, id: u64) -> usize {
+        self.shard_of_key(mix(origin.rotate_left(32) ^ id))
+    }
+
+    /// The shard of weight slot `key % total_weight`: shard `i` owns its
+    /// weight's worth of consecutive slots, in topology order, as the
+    /// server's `slot_to_shard` does.
+    fn shard_of_key(&self, key: u64) -> usize {
         let total = self.bounds.last().copied().unwrap_or(1).max(1);
-        let slot = mix(origin.rotate_left(32) ^ id) % total;
+        let slot = key % total;
         self.bounds.partition_point(|&end| end <= slot)
     }
+
+    /// Splits `batch` by the sharding key: per shard, the rows it takes
+    /// (same order as in the batch), as one INSERT with the batch's identity.
+    fn split(
+        &self,
+        routing: &KeyRouting,
+        batch: &InsertBatch,
+    ) -> Result<Vec<(usize, InsertBatch)>, SinkError> {
+        let columns: Vec<&str> = batch.columns().iter().map(|c| c.as_ref()).collect();
+        let types: Vec<&Type> = columns
+            .iter()
+            .map(|c| routing.types.get(*c))
+            .collect::<Option<_>>()
+            .ok_or_else(|| {
+                SinkError::Other(format!(
+                    "the rows have a column the table `{}` lacks",
+                    self.table
+                ))
+            })?;
+        let key_at = columns
+            .iter()
+            .position(|c| *c == routing.key.column())
+            .ok_or_else(|| {
+                SinkError::Other(format!(
+                    "the rows have no column `{}`, which the sharding key `{}` needs",
+                    routing.key.column(),
+                    routing.text
+                ))
+            })?;
+        let key_ty = types[key_at];
+        let mut parts: Vec<(BytesMut, u64)> = (0..self.shards.len())
+            .map(|_| (BytesMut::new(), 0))
+            .collect();
+        let mut bad = false;
+        for chunk in batch.chunks() {
+            crate::rowbinary::decode::for_each_row(
+                &types,
+                key_at,
+                chunk,
+                |row, value| match routing.key.eval(key_ty, &chunk[value]) {
+                    Some(key) => {
+                        let (buf, rows) = &mut parts[self.shard_of_key(key)];
+                        buf.extend_from_slice(&chunk[row]);
+                        *rows += 1;
+                    }
+                    None => bad = true,
+                },
+            )
+            .map_err(|e| SinkError::Other(format!("routing by `{}`: {e}", routing.text)))?;
+        }
+        if bad {
+            return Err(SinkError::Other(format!(
+                "routing by `{}`: a value the key cannot take",
+                routing.text
+            )));
+        }
+        Ok(parts
+            .into_iter()
+            .enumerate()
+            .filter(|(_, (_, rows))| *rows > 0)
+            .map(|(shard, (buf, rows))| {
+                let part =
+                    InsertBatch::from_parts(batch.id(), &columns, vec![Bytes::from(buf)], rows)
+                        .with_origin(batch.origin());
+                (shard, part)
+            })
+            .collect())
+    }
+}
+
+/// Runs the futures together on this task (so the attempt's deadline, a
+/// task-local, reaches every one of them) and returns their outputs in order.
+async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, out) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if out.is_none() {
+                match f.as_mut().poll(cx) {
+                    Poll::Ready(v) => *out = Some(v),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
 }
 
 /// SplitMix64's finalizer: a fixed bijection that spreads consecutive ids
@@ -199,7 +382,24 @@ fn mix(mut z: u64) -> u64 {
 
 impl Sink for ClusterSink {
     async fn insert(&self, batch: &InsertBatch) -> Result<(), SinkError> {
-        self.shards[self.shard_of(batch)].insert(batch).await
+        let Some(routing) = &self.key else {
+            return self.shards[self.shard_of(batch)].insert(batch).await;
+        };
+        let parts = self.split(routing, batch)?;
+        let sent = join_all(
+            parts
+                .iter()
+                .map(|(shard, part)| self.shards[*shard].insert(part))
+                .collect(),
+        )
+        .await;
+        // A refusal for good decides the batch's fate; otherwise the first
+        // error, and the retry offers every shard its same part again.
+        let mut errors: Vec<SinkError> = sent.into_iter().filter_map(Result::err).collect();
+        match errors.iter().position(|e| !e.is_retryable()) {
+            Some(i) => Err(errors.swap_remove(i)),
+            None => errors.into_iter().next().map_or(Ok(()), Err),
+        }
     }
 
     fn table(&self) -> Option<&str> {
@@ -261,10 +461,11 @@ impl Discovery {
     }
 
     /// Insert into the local table this `Distributed` table reads (and use
-    /// its cluster unless [`cluster`](Self::cluster) names one). Its
-    /// sharding key must be `rand()` or absent: rows are placed by INSERT,
-    /// and routing rows by a key is not supported yet (write through the
-    /// `Distributed` table itself for that).
+    /// its cluster unless [`cluster`](Self::cluster) names one). A
+    /// sharding key other than `rand()` must be one
+    /// [`ClusterSink::with_sharding_key`] computes; anything else is
+    /// [`DiscoveryError::ShardingKey`] (write through the `Distributed`
+    /// table itself for those).
     pub fn distributed_table(mut self, table: impl Into<String>) -> Self {
         self.table = Target::Distributed(table.into());
         self
@@ -279,16 +480,14 @@ impl Discovery {
     }
 
     /// The shards and the local table, as the seed sees them now.
-    pub async fn topology(
-        &self,
-        client: &Client,
-    ) -> Result<(Vec<ClusterShard>, String), DiscoveryError> {
+    pub async fn topology(&self, client: &Client) -> Result<Topology, DiscoveryError> {
         let seed = client.clone().with_url(&self.seed);
-        let (cluster, local) = match &self.table {
+        let (cluster, local, sharding_key) = match &self.table {
             Target::None => return Err(DiscoveryError::NoTable),
             Target::Local(t) => (
                 self.cluster.clone().ok_or(DiscoveryError::NoCluster)?,
                 t.clone(),
+                None,
             ),
             Target::Distributed(t) => {
                 let (db, name) = match t.split_once('.') {
@@ -313,17 +512,18 @@ impl Discovery {
                         table: t.clone(),
                         engine: engine.to_string(),
                     })?;
-                if let Some(key) = d.key.filter(|k| k.replace(' ', "") != "rand()") {
+                let key = d.key.filter(|k| k.replace(' ', "") != "rand()");
+                if let Some(key) = key.as_ref().filter(|k| ShardingKey::parse(k).is_none()) {
                     return Err(DiscoveryError::ShardingKey {
                         table: t.clone(),
-                        key,
+                        key: key.clone(),
                     });
                 }
                 let local = match d.database.as_str() {
                     "" => d.table,
                     db => format!("{db}.{}", d.table),
                 };
-                (self.cluster.clone().unwrap_or(d.cluster), local)
+                (self.cluster.clone().unwrap_or(d.cluster), local, key)
             }
         };
         let sql = format!(
@@ -371,15 +571,48 @@ impl Discovery {
             .into_iter()
             .map(|(_, weight, urls)| ClusterShard::new(urls).with_weight(weight))
             .collect();
-        Ok((shards, local))
+        Ok(Topology {
+            shards,
+            local_table: local,
+            sharding_key,
+        })
     }
 }
 
+/// What [`Discovery::topology`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Topology {
+    /// The shards, in `system.clusters` order, with weights and replicas.
+    pub shards: Vec<ClusterShard>,
+    /// The local table every shard holds.
+    pub local_table: String,
+    /// The `Distributed` table's sharding key, when it has one other than
+    /// `rand()` (and it is one [`ClusterSink::with_sharding_key`] computes).
+    pub sharding_key: Option<String>,
+}
+
 impl ClusterSink {
-    /// A sink for the topology [`Discovery`] reads now.
+    /// A sink for the topology [`Discovery`] reads now; with the
+    /// `Distributed` table's sharding key, when it has one, and the local
+    /// table's columns read through the seed for it.
     pub async fn discover(client: Client, discovery: &Discovery) -> Result<Self, DiscoveryError> {
-        let (shards, local) = discovery.topology(&client).await?;
-        Self::new(client, shards, local).map_err(DiscoveryError::Topology)
+        let topology = discovery.topology(&client).await?;
+        let sink = Self::new(
+            client.clone(),
+            topology.shards,
+            topology.local_table.clone(),
+        )
+        .map_err(DiscoveryError::Topology)?;
+        let Some(key) = topology.sharding_key else {
+            return Ok(sink);
+        };
+        let seed = client.with_url(&discovery.seed);
+        let schema = Schema::fetch(&seed, &topology.local_table)
+            .await
+            .map_err(DiscoveryError::Query)?;
+        sink.with_sharding_key(&key, &schema)
+            .map_err(DiscoveryError::Topology)
     }
 }
 

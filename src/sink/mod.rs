@@ -12,11 +12,14 @@ mod codes;
 pub(crate) mod deadline;
 mod file;
 mod memory;
+mod sharding;
 pub(crate) mod sql;
 
 pub(crate) use self::clickhouse::fetch_text;
 pub use self::clickhouse::{nodelay_client, ClickHouseSink, NoUrls, TryTimeout};
-pub use self::cluster::{ClusterError, ClusterShard, ClusterSink, Discovery, DiscoveryError};
+pub use self::cluster::{
+    ClusterError, ClusterShard, ClusterSink, Discovery, DiscoveryError, Topology,
+};
 pub use self::file::FileSink;
 pub use self::memory::MemorySink;
 pub(crate) use self::sql::{insert_sql, quote_literal, quote_table};

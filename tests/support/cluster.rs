@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 /// The cluster's name in `<remote_servers>`.
 pub const NAME: &str = "ch_ingest_test";
+/// The shards' weights in `<remote_servers>`.
+pub const WEIGHTS: [u32; 2] = [1, 2];
 const SHARDS: usize = 2;
 const REPLICAS: usize = 2;
 
@@ -150,7 +152,11 @@ impl Cluster {
             .collect();
         let mut remote = String::new();
         for shard in 0..SHARDS {
-            remote.push_str("<shard><internal_replication>true</internal_replication>");
+            // Shard 2 weighs 2: weights are exercised end to end.
+            remote.push_str(&format!(
+                "<shard><weight>{}</weight><internal_replication>true</internal_replication>",
+                shard + 1
+            ));
             for replica in 0..REPLICAS {
                 let (_, tcp, _) = ports[shard * REPLICAS + replica];
                 remote.push_str(&format!(
@@ -220,13 +226,35 @@ impl Cluster {
         (local, dist)
     }
 
+    /// Creates `<name>_local` as a plain MergeTree on every node and returns
+    /// its name (for tests that only count where rows went).
+    pub fn create_plain_local(&self, name: &str, columns: &str, order_by: &str) -> String {
+        let local = format!("{name}_{}_local", std::process::id());
+        for node in &self.nodes {
+            node.query(&format!("DROP TABLE IF EXISTS {local}"));
+            node.query(&format!(
+                "CREATE TABLE {local} ({columns}) ENGINE = MergeTree ORDER BY {order_by}"
+            ));
+        }
+        local
+    }
+
     /// Rows in `local` on each replica, shard-major, after the replicas
     /// caught up with each other (SYSTEM SYNC REPLICA).
     pub fn replica_counts(&self, local: &str) -> Vec<u64> {
         self.nodes
             .iter()
             .map(|n| {
-                n.query(&format!("SYSTEM SYNC REPLICA {local}"));
+                // A replica whose ZooKeeper session expired (it was frozen)
+                // refuses until it has a new one.
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while let Err(e) = n.try_query(&format!("SYSTEM SYNC REPLICA {local}")) {
+                    assert!(
+                        Instant::now() < deadline,
+                        "SYSTEM SYNC REPLICA {local}: {e}"
+                    );
+                    std::thread::sleep(Duration::from_millis(200));
+                }
                 n.count(local)
             })
             .collect()

@@ -266,6 +266,15 @@ impl Server {
             .unwrap_or(0)
     }
 
+    /// Runs `sql`; the server's error as text instead of a panic.
+    pub fn try_query(&self, sql: &str) -> Result<String, String> {
+        match self.request("POST", "/", sql.as_bytes()) {
+            Ok((200, body)) => Ok(String::from_utf8_lossy(&body).into_owned()),
+            Ok((status, body)) => Err(format!("HTTP {status}: {}", String::from_utf8_lossy(&body))),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Runs `sql`, panics on an error, returns the body as text.
     pub fn query(&self, sql: &str) -> String {
         String::from_utf8(self.query_bytes(sql)).expect("utf8 response")
