@@ -3,6 +3,7 @@
 //! (`main.rs`) only sets the allocator and logging and calls [`run`]; the
 //! benches and tests of this package use [`workloads`] directly.
 
+mod cluster_bench;
 mod http_load;
 mod inspect;
 mod load;

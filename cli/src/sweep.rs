@@ -24,6 +24,9 @@ enum BenchCommand {
     /// Rows/s and p99 INSERT latency against batch size, for ch-ingest, the
     /// clickhouse crate's Inserter (three ways) and raw pre-encoded HTTP.
     Sweep(SweepArgs),
+    /// The ways to feed a replicated cluster, side by side: straight to the
+    /// shards, through the Distributed table (sync and async).
+    Cluster(super::cluster_bench::ClusterBenchArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -63,6 +66,7 @@ pub struct SweepArgs {
 pub fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
     match args.command {
         BenchCommand::Sweep(a) => sweep(a),
+        BenchCommand::Cluster(a) => super::cluster_bench::run(a),
     }
 }
 
