@@ -55,9 +55,10 @@ def run(entry, args):
     name, kind, exe, cwd = entry
     started = time.time()
     with tempfile.TemporaryFile(mode="w+") as log:
-        # Benches (harness = false, criterion) run each benchmark once
-        # when not given --bench, as under `cargo test`.
-        status = subprocess.call([exe] + ([] if kind == "bench" else args), cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
+        # Benches (harness = false, criterion) get `--test`, as `cargo test`
+        # runs them: each benchmark once, small.
+        extra = ["--test"] if kind == "bench" else args
+        status = subprocess.call([exe] + extra, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
         log.seek(0)
         return name, kind, status, time.time() - started, log.read()
 

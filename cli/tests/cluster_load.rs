@@ -46,6 +46,9 @@ fn load_into_explicit_shards_and_a_discovered_cluster_checks_counts_and_duplicat
     assert!(out.contains("50000 new rows"), "{out}");
     assert!(out.contains(": match"), "{out}");
     assert!(out.contains(": none"), "{out}");
+    // Every replica caught up: the Distributed table may read either one.
+    let per_replica = cluster.replica_counts(&local);
+    assert_eq!(per_replica.iter().sum::<u64>(), 100_000, "{per_replica:?}");
     assert_eq!(cluster.nodes[0].count(&dist), 50_000);
 
     // Discovery: system.clusters lists native ports, so this only works
