@@ -10,6 +10,10 @@ changing any test. Each binary runs from its package's directory, as
 the slowest binaries start first. Exits non-zero if any binary failed.
 
     scripts/run_tests.py [JOBS] [-- ARGS for every test binary]
+
+Not in the test command yet: side by side, `memory_bound` cannot fill its
+engine (it needs the CPU to itself) and the cluster scenarios see slower
+replication; the test command runs `cargo test` one binary at a time.
 """
 
 import json

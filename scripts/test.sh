@@ -37,9 +37,7 @@ cargo clippy -p ch-ingest --lib -- -D warnings
 step "cargo doc -p ch-ingest (every intra-doc link resolves, every feature)"
 RUSTDOCFLAGS="-D warnings" cargo doc -p ch-ingest --no-deps --all-features
 step "cargo test (integration tests start a private ClickHouse; its version is printed below)"
-# Built once, then the test binaries run three at a time (most of their time
-# is deliberate waiting on faults); see scripts/run_tests.py.
-./scripts/run_tests.py 3 -- --show-output
+cargo test --workspace --all-targets -- --show-output
 cargo test --workspace --doc
 step "instruction-count guard (encode and track per event vs benches/icount-baseline.txt)"
 ./scripts/icount.sh

@@ -175,7 +175,8 @@ impl Cluster {
                  <session_timeout_ms>10000</session_timeout_ms></zookeeper>\n\
                  <macros><shard>{shard:02}</shard><replica>r{replica}</replica></macros>\n\
                  <remote_servers><{NAME}>{remote}</{NAME}></remote_servers>\n\
-                 <distributed_ddl><path>/clickhouse/task_queue/ddl</path></distributed_ddl>",
+                 <distributed_ddl><path>/clickhouse/task_queue/ddl</path></distributed_ddl>\n\
+                 <merge_tree><replicated_max_ratio_of_wrong_parts>1</replicated_max_ratio_of_wrong_parts></merge_tree>",
                 zk = zk.port
             );
             nodes.push(Server::start_node(http, tcp, &extra)?);
@@ -239,24 +240,36 @@ impl Cluster {
         local
     }
 
-    /// Rows in `local` on each replica, shard-major, after the replicas
-    /// caught up with each other (SYSTEM SYNC REPLICA).
+    /// Rows in `local` on each replica, shard-major, once the replicas of
+    /// each shard agree (SYSTEM SYNC REPLICA, again until they do or a
+    /// minute passed: a replica whose ZooKeeper session expired pulls the
+    /// log late).
     pub fn replica_counts(&self, local: &str) -> Vec<u64> {
-        self.nodes
-            .iter()
-            .map(|n| {
-                // A replica whose ZooKeeper session expired (it was frozen)
-                // refuses until it has a new one.
-                let deadline = Instant::now() + Duration::from_secs(60);
-                while let Err(e) = n.try_query(&format!("SYSTEM SYNC REPLICA {local}")) {
-                    assert!(
-                        Instant::now() < deadline,
-                        "SYSTEM SYNC REPLICA {local}: {e}"
-                    );
-                    std::thread::sleep(Duration::from_millis(200));
-                }
-                n.count(local)
-            })
-            .collect()
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let counts: Vec<u64> = self
+                .nodes
+                .iter()
+                .map(|n| {
+                    // A replica whose session expired (it was frozen)
+                    // refuses until it has a new one.
+                    while let Err(e) = n.try_query(&format!("SYSTEM SYNC REPLICA {local}")) {
+                        assert!(
+                            Instant::now() < deadline,
+                            "SYSTEM SYNC REPLICA {local}: {e}"
+                        );
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                    n.count(local)
+                })
+                .collect();
+            let agree = counts
+                .chunks(REPLICAS)
+                .all(|s| s.iter().all(|&c| c == s[0]));
+            if agree || Instant::now() > deadline {
+                return counts;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 }
