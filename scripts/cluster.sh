@@ -23,6 +23,7 @@ if [ ! -x /usr/sbin/clickhouse-server ] || [ ! -f /usr/share/java/zookeeper.jar 
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq && apt-get install -y -qq clickhouse-server clickhouse-client zookeeper default-jre-headless >/dev/null
 fi
+. "$(dirname "$0")/server_config.sh"
 mkdir -p "$DIR/zk/data"
 ZK=$((BASE - 100))
 cat >"$DIR/zk/zoo.cfg" <<CFG
@@ -54,37 +55,12 @@ done
 pids=()
 for i in 0 1 2 3; do
   http=$((BASE + i)) d="$DIR/node$i"
-  mkdir -p "$d"
-  cat >"$d/config.xml" <<XML
-<?xml version="1.0"?>
-<yandex>
-  <logger><level>warning</level><log>$d/server.log</log><errorlog>$d/server.err.log</errorlog><console>0</console></logger>
-  <http_port>$http</http_port>
-  <tcp_port>$((http + 100))</tcp_port>
+  write_server_config "$d" "$http" "$((http + 100))" "\
   <interserver_http_port>$((http + 200))</interserver_http_port>
   <interserver_http_host>127.0.0.1</interserver_http_host>
-  <listen_host>127.0.0.1</listen_host>
-  <path>$d/data/</path>
-  <tmp_path>$d/tmp/</tmp_path>
-  <user_files_path>$d/user_files/</user_files_path>
-  <format_schema_path>$d/format_schemas/</format_schema_path>
-  <users_config>$d/users.xml</users_config>
-  <default_profile>default</default_profile>
-  <default_database>default</default_database>
-  <mark_cache_size>268435456</mark_cache_size>
   <zookeeper><node><host>127.0.0.1</host><port>$ZK</port></node></zookeeper>
   <macros><shard>0$((i / 2 + 1))</shard><replica>r$((i % 2 + 1))</replica></macros>
-  <remote_servers><ch_ingest_bench>$remote</ch_ingest_bench></remote_servers>
-</yandex>
-XML
-  cat >"$d/users.xml" <<'XML'
-<?xml version="1.0"?>
-<yandex>
-  <profiles><default><max_memory_usage>4000000000</max_memory_usage></default></profiles>
-  <users><default><password></password><networks><ip>::/0</ip></networks><profile>default</profile><quota>default</quota></default></users>
-  <quotas><default><interval><duration>3600</duration><queries>0</queries><errors>0</errors><result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time></interval></default></quotas>
-</yandex>
-XML
+  <remote_servers><ch_ingest_bench>$remote</ch_ingest_bench></remote_servers>"
   nohup /usr/sbin/clickhouse-server --config-file="$d/config.xml" >/dev/null 2>&1 &
   echo $! >"$DIR/node$i.pid"
   pids+=("$!")

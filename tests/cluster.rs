@@ -235,12 +235,7 @@ async fn the_topology_and_the_local_table_are_discovered_through_one_node() {
     let _one = SERIAL.lock().await;
     let cluster = cluster_or_skip!();
     let (local, dist) = cluster.create_tables("found", COLUMNS, "tweet_id", "rand()");
-    // Every node listens on 127.0.0.1: tell their HTTP ports apart by the
-    // native port system.clusters lists.
-    let mut discovery = Discovery::new(&cluster.nodes[0].url).distributed_table(&dist);
-    for (node, tcp) in cluster.nodes.iter().zip(&cluster.tcp_ports) {
-        discovery = discovery.http_port(format!("127.0.0.1:{tcp}"), node.port());
-    }
+    let discovery = discovery_of(cluster, &dist);
     let topology = discovery.topology(&nodelay_client()).await.unwrap();
     let weights: Vec<u32> = topology.shards.iter().map(|s| s.weight()).collect();
     assert_eq!(
@@ -273,10 +268,7 @@ async fn the_topology_and_the_local_table_are_discovered_through_one_node() {
     // 0 is shard 1, slots 1 and 2 shard 2).
     let (keyed_local, keyed) =
         cluster.create_tables("keyed", COLUMNS, "tweet_id", "cityHash64(tweet_id)");
-    let mut discovery = Discovery::new(&cluster.nodes[0].url).distributed_table(&keyed);
-    for (node, tcp) in cluster.nodes.iter().zip(&cluster.tcp_ports) {
-        discovery = discovery.http_port(format!("127.0.0.1:{tcp}"), node.port());
-    }
+    let discovery = discovery_of(cluster, &keyed);
     let keyed_sink = ClusterSink::discover(nodelay_client(), &discovery)
         .await
         .unwrap();
@@ -316,6 +308,20 @@ async fn the_topology_and_the_local_table_are_discovered_through_one_node() {
             .contains("insert through the Distributed table"),
         "{err}"
     );
+}
+
+/// Discovery of `dist` through the first node. Every node listens on
+/// 127.0.0.1: their HTTP ports are told apart by the native port
+/// system.clusters lists.
+fn discovery_of(cluster: &Cluster, dist: &str) -> Discovery {
+    let seed = Discovery::new(&cluster.nodes[0].url).distributed_table(dist);
+    cluster
+        .nodes
+        .iter()
+        .zip(&cluster.tcp_ports)
+        .fold(seed, |d, (node, tcp)| {
+            d.http_port(format!("127.0.0.1:{tcp}"), node.port())
+        })
 }
 
 /// Loads `sent` rows in the background while `fault` runs, then checks the
