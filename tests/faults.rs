@@ -200,18 +200,36 @@ async fn a_full_disk_after_eviction_keeps_the_accounting_and_leaves_no_temporary
         "{report:?}"
     );
     let s = b.stats();
+    // A file the background replayer is trying at that moment is held and
+    // not evicted (evicting it could count delivered rows as lost); it
+    // stays spilled. Every other one is evicted and counted, although the
+    // new file then could not be written.
+    let held = s.spill_pending_rows;
+    assert!(held <= 1, "only the file being replayed is held: {s:?}");
     assert_eq!(
-        s.spill_evicted_rows, 3,
+        s.spill_evicted_rows + held,
+        3,
         "evicted rows counted although the write failed: {s:?}"
     );
-    assert_eq!(s.spill_pending_rows, 0, "{s:?}");
-    assert_eq!(s.failed_rows, 4, "three evicted, one not spilled: {s:?}");
+    assert_eq!(
+        s.failed_rows,
+        1 + s.spill_evicted_rows,
+        "the evicted ones and the one not spilled: {s:?}"
+    );
     assert_accounted(&b);
-    let left: Vec<_> = std::fs::read_dir(&spill)
+    let left: Vec<String> = std::fs::read_dir(&spill)
         .unwrap()
-        .map(|e| e.unwrap().file_name())
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert!(left.is_empty(), "no temporary file stays behind: {left:?}");
+    assert!(
+        left.iter().all(|n| !n.ends_with(".tmp")),
+        "no temporary file stays behind: {left:?}"
+    );
+    assert_eq!(
+        left.len() as u64,
+        held,
+        "only the held file stays: {left:?}"
+    );
     b.shutdown().await.unwrap();
 }
 
