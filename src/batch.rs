@@ -70,6 +70,11 @@ impl InsertBatch {
         self
     }
 
+    pub(crate) fn with_id(mut self, id: u64) -> Self {
+        self.id = id;
+        self
+    }
+
     /// A token that is the same on every attempt of this INSERT, retries and
     /// replays from disk included, and different from every other INSERT:
     /// what `insert_deduplication_token` needs.

@@ -41,6 +41,9 @@ pub(crate) struct Config {
     pub spill_family: Option<crate::spill::Family>,
     pub when_full: WhenFull,
     pub insert_timeout: Duration,
+    /// The sink's lanes (`Sink::lanes`), each with `max_inflight` slots;
+    /// set by `build`.
+    pub lanes: usize,
 }
 
 impl Default for Config {
@@ -65,6 +68,7 @@ impl Default for Config {
             spill_family: None,
             when_full: WhenFull::Reject,
             insert_timeout: Duration::from_secs(60),
+            lanes: 1,
         }
     }
 }
@@ -82,7 +86,7 @@ impl Config {
             .queue_bytes
             .max(self.max_bytes)
             .min(self.queue_batches * self.max_bytes);
-        let inflight = self.max_inflight * self.max_insert_bytes.max(self.max_bytes);
+        let inflight = self.lanes * self.max_inflight * self.max_insert_bytes.max(self.max_bytes);
         open_and_parked + queued + inflight
     }
 }
@@ -135,8 +139,11 @@ impl Builder {
         self.cfg.flush_interval = d;
         self
     }
-    /// INSERTs allowed in flight at once. Default: 2, so one slow INSERT never
-    /// stalls the next while keeping part creation on the server modest.
+    /// INSERTs allowed in flight at once, per lane of the sink (one for a
+    /// single server; a [`ClusterSink`](crate::sink::ClusterSink) routing by
+    /// identity has one per shard, so a shard that is down holds only its
+    /// own slots). Default: 2, so one slow INSERT never stalls the next
+    /// while keeping part creation on the server modest.
     pub fn max_inflight(mut self, n: usize) -> Self {
         self.cfg.max_inflight = n;
         self
@@ -259,7 +266,9 @@ impl Builder {
         self
     }
 
-    /// The worst-case RowBinary bytes this configuration can hold in memory.
+    /// The worst-case RowBinary bytes this configuration can hold in
+    /// memory over a sink with one lane ([`Buffer::memory_bound`] counts
+    /// the lanes of the sink it was built with).
     pub fn memory_bound(&self) -> usize {
         self.cfg.memory_bound()
     }
@@ -302,7 +311,9 @@ impl Builder {
         transcoder: Option<crate::transcode::Transcoder>,
     ) -> Result<Buffer<T>, BuildError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
-        let cfg = self.cfg;
+        let mut cfg = self.cfg;
+        cfg.lanes = sink.lanes().max(1);
+        sink.retry_horizon(cfg.retry.max_elapsed.saturating_add(cfg.insert_timeout));
         let check = |ok: bool, field: &'static str, reason: &'static str| {
             if ok {
                 Ok(())

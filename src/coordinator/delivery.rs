@@ -46,6 +46,9 @@ pub(super) struct Delivery<S> {
     pub(super) shared: Arc<Shared>,
     pub(super) insert: Arc<InsertBatch>,
     pub(super) jitter: crate::retry::Jitter,
+    /// The sink lane it goes to, and where to say that it is failing.
+    pub(super) lane: usize,
+    pub(super) health: Arc<super::lanes::Health>,
 }
 
 impl<S: Sink> Delivery<S> {
@@ -54,6 +57,7 @@ impl<S: Sink> Delivery<S> {
         let stats = &self.shared.seal.stats;
         let started = tokio::time::Instant::now();
         let mut attempts = 0;
+        let mut failing = false;
         let result = loop {
             attempts += 1;
             // One span per attempt: with `RUST_LOG=ch_ingest=info` and span
@@ -97,6 +101,10 @@ impl<S: Sink> Delivery<S> {
             let Some(delay) = delay else {
                 break Err(error);
             };
+            if !failing {
+                failing = true;
+                self.health.failing(self.lane);
+            }
             Counters::add(&stats.retried_inserts, 1);
             Counters::add(&stats.retried_rows, self.insert.rows());
             tracing::warn!(
@@ -109,6 +117,9 @@ impl<S: Sink> Delivery<S> {
             );
             tokio::time::sleep(delay).await;
         };
+        if failing {
+            self.health.recovered(self.lane);
+        }
         fallback::keep(
             &self.shared,
             self.sink.table(),

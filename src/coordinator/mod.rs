@@ -15,9 +15,11 @@
 
 mod delivery;
 mod fallback;
+mod lanes;
 mod ledger;
 
 use delivery::{Delivered, Delivery};
+use lanes::Lanes;
 pub use ledger::{FailedInsert, FlushReport};
 use ledger::{Fate, Ledger, PartOutcome, Waiter};
 
@@ -85,6 +87,7 @@ pub(crate) enum Command {
 
 struct Flight {
     insert: Arc<InsertBatch>,
+    lane: usize,
     part_rows: Vec<u64>,
     started: tokio::time::Instant,
 }
@@ -95,6 +98,11 @@ pub(crate) struct Coordinator<S> {
     sink: Arc<S>,
     inflight: JoinSet<Delivered>,
     flights: HashMap<tokio::task::Id, Flight>,
+    /// `max_inflight` slots per lane of the sink (one for most sinks).
+    lanes: Lanes,
+    /// Every queued batch would lead an INSERT into a full lane: wait for a
+    /// slot, a lane's health to change, or another batch.
+    stalled: bool,
     /// Batches taken off the queue but not sent yet: one that did not fit
     /// the last INSERT, or the ones gathered while lingering. Oldest first.
     carry: VecDeque<Batch>,
@@ -136,6 +144,7 @@ impl<S: Sink> Coordinator<S> {
             .spill
             .is_some()
             .then(|| tokio::spawn(crate::replay::run(sink.clone(), shared.clone())));
+        let lanes = Lanes::new(shared.cfg.lanes, shared.cfg.max_inflight);
         Self {
             replayer,
             shutdown_replies: Vec::new(),
@@ -144,6 +153,8 @@ impl<S: Sink> Coordinator<S> {
             sink,
             inflight: JoinSet::new(),
             flights: HashMap::new(),
+            lanes,
+            stalled: false,
             carry: VecDeque::new(),
             ledger: Ledger::new(),
             draining: false,
@@ -164,10 +175,11 @@ impl<S: Sink> Coordinator<S> {
                 break;
             }
             let lingering = self.lingering();
-            let can_dispatch = self.inflight.len() < self.shared.cfg.max_inflight && !lingering;
+            let can_dispatch = self.lanes.any_room() && !lingering && !self.stalled;
             tokio::select! {
                 biased;
                 Some(done) = self.inflight.join_next_with_id(), if !self.inflight.is_empty() => {
+                    self.stalled = false;
                     self.complete(done);
                 }
                 cmd = ctrl.recv(), if !detached => match cmd {
@@ -202,11 +214,15 @@ impl<S: Sink> Coordinator<S> {
                     self.shared.seal.taken(&more);
                     self.carry.push_back(more);
                 }
+                () = self.lanes.health.changed.notified(), if self.stalled => {
+                    self.stalled = false;
+                }
                 () = linger_sleep(self.linger_until), if lingering => {
                     // Time is up: the next pass dispatches what is there.
                     self.linger_until = Some(tokio::time::Instant::now());
                 }
                 _ = ticks.tick() => {
+                    self.stalled = false;
                     self.shared.seal_all();
                 }
             }
@@ -306,6 +322,15 @@ impl<S: Sink> Coordinator<S> {
     /// Starts one INSERT with `first` and whatever else is already queued, up
     /// to `max_insert_rows` / `max_insert_bytes`.
     fn dispatch(&mut self, first: Batch) {
+        // The INSERT's identity picks its lane; see `lanes` for when it is
+        // not the first batch's sequence number.
+        let origin = self.shared.instance;
+        let sink = &self.sink;
+        let Some((id, lane)) = self.lanes.pick(first.seq, |id| sink.lane(origin, id)) else {
+            self.carry.push_front(first);
+            self.stalled = true;
+            return;
+        };
         self.linger_until = None;
         let cfg = &self.shared.cfg;
         let mut rows = first.rows;
@@ -338,8 +363,11 @@ impl<S: Sink> Coordinator<S> {
             .get()
             .cloned()
             .unwrap_or_else(|| Arc::from(Vec::new()));
-        let insert =
-            Arc::new(InsertBatch::from_batches(columns, batches).with_origin(self.shared.instance));
+        let insert = Arc::new(
+            InsertBatch::from_batches(columns, batches)
+                .with_origin(origin)
+                .with_id(id),
+        );
         let stats = &self.shared.seal.stats;
         Counters::add(&stats.inserts, 1);
         Counters::add(&stats.inflight_inserts, 1);
@@ -350,12 +378,16 @@ impl<S: Sink> Coordinator<S> {
             shared: self.shared.clone(),
             insert: insert.clone(),
             jitter: crate::retry::Jitter::new(self.jitter.unit().to_bits() ^ insert.id()),
+            lane,
+            health: self.lanes.health.clone(),
         };
+        self.lanes.started(lane);
         let handle = self.inflight.spawn(delivery.run());
         self.flights.insert(
             handle.id(),
             Flight {
                 insert,
+                lane,
                 part_rows,
                 started: tokio::time::Instant::now(),
             },
@@ -409,6 +441,7 @@ impl<S: Sink> Coordinator<S> {
         let Some(flight) = self.flights.remove(&id) else {
             return;
         };
+        self.lanes.finished(flight.lane);
         let insert = &flight.insert;
         stats.inflight_rows.fetch_sub(insert.rows(), Relaxed);
         stats.inflight_bytes.fetch_sub(insert.bytes(), Relaxed);

@@ -63,6 +63,8 @@ pub struct ClickHouseSink {
     table: String,
     dedup_token: bool,
     try_timeout: TryTimeout,
+    /// Whether the table's deduplication window covers the retry horizon.
+    dedup_window: std::sync::Arc<super::dedup_window::DedupWatch>,
 }
 
 /// How long one try on one endpoint waits (to connect, send, and for the
@@ -214,6 +216,7 @@ impl ClickHouseSink {
             table,
             dedup_token: false,
             try_timeout: TryTimeout::default(),
+            dedup_window: Default::default(),
         }
     }
 
@@ -468,6 +471,11 @@ impl Sink for ClickHouseSink {
                 Ok(()) => {
                     ep.mark_up();
                     self.preferred.store(i, Relaxed);
+                    self.dedup_window.stored(&self.table);
+                    if self.dedup_window.wants_read() {
+                        self.dedup_window
+                            .read_in_background(&ep.client, &self.table);
+                    }
                     return Ok(());
                 }
                 Err(e) if e.is_retryable() && n > 1 => {
@@ -495,6 +503,14 @@ impl Sink for ClickHouseSink {
 
     fn table(&self) -> Option<&str> {
         Some(&self.table)
+    }
+
+    /// Reads the table's deduplication window (after the first INSERT, on
+    /// a task of its own) and logs one warning when the INSERT rate would
+    /// push a block out of it before `horizon` ends (see README, "Feeding
+    /// a cluster").
+    fn retry_horizon(&self, horizon: Duration) {
+        self.dedup_window.set_horizon(horizon);
     }
 }
 

@@ -230,6 +230,19 @@ impl ClusterSink {
         Ok(self)
     }
 
+    /// Whether [`with_sharding_key`](Self::with_sharding_key) computes
+    /// this expression (for a column of a type it takes), so a
+    /// configuration can be checked before any server is asked.
+    ///
+    /// ```
+    /// use ch_ingest::sink::ClusterSink;
+    /// assert!(ClusterSink::can_route_by("cityHash64(tweet_id)"));
+    /// assert!(!ClusterSink::can_route_by("halfMD5(tweet_id)"));
+    /// ```
+    pub fn can_route_by(key: &str) -> bool {
+        ShardingKey::parse(key).is_some()
+    }
+
     /// Sets every shard's per-endpoint deadline (see
     /// [`ClickHouseSink::with_try_timeout`]).
     pub fn with_try_timeout(mut self, timeout: TryTimeout) -> Self {
@@ -404,6 +417,30 @@ impl Sink for ClusterSink {
 
     fn table(&self) -> Option<&str> {
         Some(&self.table)
+    }
+
+    /// One lane per shard when routing is by identity, so a shard that is
+    /// down holds only its own INSERTs; with a sharding key every INSERT
+    /// may touch every shard, so there is one lane.
+    fn lanes(&self) -> usize {
+        match self.key {
+            None => self.shards.len(),
+            Some(_) => 1,
+        }
+    }
+
+    fn lane(&self, origin: u64, id: u64) -> usize {
+        match self.key {
+            None => self.shard_of_identity(origin, id),
+            Some(_) => 0,
+        }
+    }
+
+    /// Each shard checks its own table's deduplication window.
+    fn retry_horizon(&self, horizon: std::time::Duration) {
+        for shard in &self.shards {
+            shard.retry_horizon(horizon);
+        }
     }
 }
 

@@ -10,6 +10,7 @@ mod clickhouse;
 mod cluster;
 mod codes;
 pub(crate) mod deadline;
+mod dedup_window;
 mod file;
 mod memory;
 mod sharding;
@@ -54,6 +55,33 @@ pub trait Sink: Send + Sync + 'static {
     fn table(&self) -> Option<&str> {
         None
     }
+
+    /// How many independent destinations this sink spreads INSERTs over by
+    /// their identity (a cluster's shards); 1 (the default) for a sink with
+    /// one destination. The coordinator keeps `max_inflight` slots per
+    /// lane, so a destination that is down holds only its own INSERTs.
+    fn lanes(&self) -> usize {
+        1
+    }
+
+    /// The lane (below [`lanes`](Sink::lanes)) that takes the INSERT whose
+    /// [`origin`](InsertBatch::origin) and [`id`](InsertBatch::id) these
+    /// are. Must be the same on every call for the same pair.
+    fn lane(&self, origin: u64, id: u64) -> usize {
+        let _ = (origin, id);
+        0
+    }
+
+    /// Told once, when an engine is built over this sink, how long it may
+    /// keep offering one INSERT (the retry policy's `max_elapsed` plus one
+    /// `insert_timeout`; a spilled INSERT is replayed later still). A sink
+    /// whose exactly-once rests on the server remembering blocks that long
+    /// may check it and warn. Default: nothing.
+    ///
+    /// A sink that wraps another should forward `lanes`, `lane` and this.
+    fn retry_horizon(&self, horizon: std::time::Duration) {
+        let _ = horizon;
+    }
 }
 
 impl<S: Sink> Sink for std::sync::Arc<S> {
@@ -63,6 +91,18 @@ impl<S: Sink> Sink for std::sync::Arc<S> {
 
     fn table(&self) -> Option<&str> {
         (**self).table()
+    }
+
+    fn lanes(&self) -> usize {
+        (**self).lanes()
+    }
+
+    fn lane(&self, origin: u64, id: u64) -> usize {
+        (**self).lane(origin, id)
+    }
+
+    fn retry_horizon(&self, horizon: std::time::Duration) {
+        (**self).retry_horizon(horizon)
     }
 }
 
