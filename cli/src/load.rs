@@ -78,6 +78,12 @@ pub struct LoadArgs {
     /// --clickhouse-url; every node's HTTP port is that URL's.
     #[arg(long, requires = "clickhouse_url", conflicts_with = "shard_urls")]
     cluster: Option<String>,
+    /// With --shard or --cluster: place rows by this sharding-key
+    /// expression, as a Distributed table with it would (a column,
+    /// intHash64(c), cityHash64(c) or sipHash64(c)), instead of whole
+    /// INSERTs by identity. The columns come from DESCRIBE on a replica.
+    #[arg(long)]
+    sharding_key: Option<String>,
     /// Give every event a session_id unique in the run (run, producer and
     /// sequence number), and check for duplicates at the end.
     #[arg(long)]
@@ -137,6 +143,9 @@ pub fn run(args: LoadArgs) -> Result<(), Box<dyn std::error::Error>> {
         .build()?;
     if !args.shard_urls.is_empty() || args.cluster.is_some() {
         return run_cluster(&rt, &args, cores);
+    }
+    if args.sharding_key.is_some() {
+        return Err("--sharding-key needs a cluster (--shard ... or --cluster)".into());
     }
     match &args.clickhouse_url {
         Some(url) => {
@@ -204,7 +213,28 @@ fn run_cluster(
             .map(|urls| ClusterShard::new(urls.split(',').map(str::trim).filter(|u| !u.is_empty())))
             .collect(),
     };
-    let sink = ClusterSink::new(client.clone(), shards.clone(), &args.table)?;
+    let mut sink = ClusterSink::new(client.clone(), shards.clone(), &args.table)?;
+    if let Some(key) = &args.sharding_key {
+        // Refused before any server is asked when we do not compute it.
+        if !ClusterSink::can_route_by(key) {
+            return Err(format!(
+                "--sharding-key `{key}`: not a key ch-ingest computes (a column, intHash64(c), \
+                 cityHash64(c) or sipHash64(c)); load through the Distributed table instead \
+                 (--clickhouse-url and its name as --table)"
+            )
+            .into());
+        }
+        let seed = shards
+            .iter()
+            .flat_map(|s| s.replicas())
+            .next()
+            .ok_or("the cluster has no replica")?;
+        let schema = rt.block_on(ch_ingest::Schema::fetch(
+            &client.clone().with_url(seed),
+            &args.table,
+        ))?;
+        sink = sink.with_sharding_key(key, &schema)?;
+    }
     // The first replica that answers speaks for its shard, once it has
     // fetched what its twins stored.
     let shard_query = |shard: &ClusterShard, sql: String| {

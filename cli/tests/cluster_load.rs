@@ -68,3 +68,47 @@ fn load_into_explicit_shards_and_a_discovered_cluster_checks_counts_and_duplicat
     assert!(!out.status.success());
     assert!(stderr.contains("no cluster `no_such_cluster`"), "{stderr}");
 }
+
+/// `--sharding-key`: every row on the shard its key picks (the explicit
+/// shards weigh 1 each, so shard i holds `cityHash64(tweet_id) % 2 = i`),
+/// with the count and duplicates checks passing.
+#[test]
+fn load_by_sharding_key_places_every_row_by_its_key() {
+    let cluster = cluster_or_skip!();
+    let (local, _) =
+        cluster.create_tables("cli_keyed", COLUMNS, "tweet_id", "cityHash64(tweet_id)");
+    let shards: Vec<String> = cluster.shard_urls().iter().map(|r| r.join(",")).collect();
+    let out = load(&[
+        "--table",
+        &local,
+        "--shard",
+        &shards[0],
+        "--shard",
+        &shards[1],
+        "--sharding-key",
+        "cityHash64(tweet_id)",
+    ]);
+    println!("{out}");
+    assert!(out.contains("50000 new rows"), "{out}");
+    assert!(out.contains(": none"), "{out}");
+    for (i, shard) in [0u64, 1].iter().zip([0usize, 1]) {
+        let node = &cluster.shard(shard)[0];
+        let misplaced = node.query(&format!(
+            "SELECT count() FROM {local} WHERE cityHash64(tweet_id) % 2 != {i}"
+        ));
+        assert_eq!(misplaced.trim(), "0", "shard {shard}");
+        assert!(node.count(&local) > 0, "shard {shard} took rows");
+    }
+    // A key we do not compute is refused before any row is sent.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ch-ingest"))
+        .args(["load", "--events", "10", "--quiet", "--table", &local])
+        .args(["--shard", &shards[0], "--sharding-key", "halfMD5(tweet_id)"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("halfMD5(tweet_id)") && stderr.contains("Distributed"),
+        "{stderr}"
+    );
+}

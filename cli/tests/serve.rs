@@ -653,3 +653,91 @@ fn slow_headers_and_idle_connections_are_closed_and_connections_are_capped() {
         "the third connection was served at once ({answered_after:?}): the cap did not hold"
     );
 }
+
+/// `[clickhouse] shards = [...]` and `cluster = "..."` in `serve.toml`:
+/// events posted to the sidecar land on the real 2x2 cluster's local
+/// tables, each INSERT on one shard, none lost or duplicated, through
+/// listed shards and through discovery from the `Distributed` table.
+#[test]
+fn a_cluster_in_serve_toml_takes_events_listed_or_discovered() {
+    let _one = serial();
+    let cluster = cluster_or_skip!();
+    let columns = "event_type String, tweet_id UInt64, occurred_at DateTime, \
+                   session_id String";
+    let (local, dist) = cluster.create_tables("serve_cluster", columns, "tweet_id", "rand()");
+    let body = |from: u64, n: u64| {
+        (from..from + n)
+            .map(|i| {
+                format!(
+                    "{{\"event_type\":\"like\",\"tweet_id\":{i},\"occurred_at\":1700000000,\
+                     \"session_id\":\"s-{i}\"}}\n"
+                )
+            })
+            .collect::<String>()
+    };
+    let quote = |urls: &[String]| {
+        urls.iter()
+            .map(|u| format!("\"{u}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let shards = cluster
+        .shard_urls()
+        .iter()
+        .map(|r| format!("[{}]", quote(r)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let table = "max_rows = 500\nflush_interval = \"200ms\"\nmax_insert_rows = 500\n";
+    let listed = format!(
+        "listen = \"127.0.0.1:0\"\n[clickhouse]\nshards = [{shards}]\nshard_weights = [1, 2]\n\
+         [tables.events]\nlocal_table = \"{local}\"\n{table}"
+    );
+    let ports = cluster
+        .nodes
+        .iter()
+        .zip(&cluster.tcp_ports)
+        .map(|(node, tcp)| format!("\"127.0.0.1:{tcp}\" = {}", node.port()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let discovered = format!(
+        "listen = \"127.0.0.1:0\"\n[clickhouse]\nurls = [\"{}\"]\ncluster = \"{}\"\n\
+         http_ports = {{ {ports} }}\n[tables.\"{dist}\"]\n{table}",
+        cluster.nodes[0].url,
+        support::cluster::NAME
+    );
+    let mut sent = 0;
+    for (path, config) in [("events", listed), (dist.as_str(), discovered)] {
+        let mut serve = Serve::start(&config);
+        for _ in 0..4 {
+            let (status, answer) = serve.post(
+                &format!("/v1/tables/{path}/events"),
+                &[],
+                body(sent, 5_000).as_bytes(),
+            );
+            assert_eq!(status, 200, "{answer}\n{}", serve.log());
+            assert_eq!(answer["accepted"], 5_000, "{answer}");
+            sent += 5_000;
+        }
+        let (status, answer) = serve.post("/v1/flush", &[], b"");
+        assert_eq!(status, 200, "{answer}\n{}", serve.log());
+        serve.signal("TERM");
+        assert_eq!(serve.wait(Duration::from_secs(30)), 0, "{}", serve.log());
+    }
+    let per_replica = cluster.replica_counts(&local);
+    let seed = &cluster.nodes[0];
+    let through_dist = seed.count(&dist);
+    let distinct: u64 = seed
+        .query(&format!("SELECT uniqExact(session_id) FROM {dist}"))
+        .trim()
+        .parse()
+        .unwrap();
+    println!(
+        "serve into the cluster: sent {sent}, read back {through_dist} ({distinct} distinct), \
+         replicas {per_replica:?}"
+    );
+    assert_eq!((through_dist, distinct), (sent, sent));
+    assert!(
+        per_replica.iter().all(|&n| n > 0),
+        "both shards took INSERTs: {per_replica:?}"
+    );
+}

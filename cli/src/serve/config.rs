@@ -59,6 +59,15 @@ pub struct FileConfig {
 #[serde(deny_unknown_fields)]
 struct ClickHouseFile {
     urls: Option<Vec<String>>,
+    /// A cluster in `<remote_servers>`, discovered through `urls`.
+    cluster: Option<String>,
+    /// HTTP ports of the cluster's replicas, by `host` or `host:tcp_port`
+    /// as `system.clusters` names them (default: the seed URL's port).
+    http_ports: Option<BTreeMap<String, u16>>,
+    /// The shards, each a list of replica URLs (instead of `urls`).
+    shards: Option<Vec<Vec<String>>>,
+    /// One weight per shard (default 1 each).
+    shard_weights: Option<Vec<u32>>,
     user: Option<String>,
     password_env: Option<String>,
     password_file: Option<PathBuf>,
@@ -82,6 +91,12 @@ pub struct TableFile {
     retry_attempts: Option<u32>,
     retry_max_elapsed: Option<String>,
     spill_max_bytes: Option<u64>,
+    /// With a cluster: the shards' local table to insert into (default:
+    /// the table's own name, which with `cluster` must then be the
+    /// `Distributed` table whose definition names the local one).
+    local_table: Option<String>,
+    /// With a cluster: route rows by this sharding-key expression.
+    sharding_key: Option<String>,
     /// Reject JSON keys that are not columns (default: ignore them).
     deny_unknown_fields: Option<bool>,
     /// Bearer tokens for this table (none: open).
@@ -144,7 +159,10 @@ pub struct ServeConfig {
     pub shutdown_grace: Duration,
     pub admin_tokens: Vec<String>,
     pub schema_refresh: Duration,
+    /// The servers that answer `DESCRIBE` and the health ping: `urls`, or
+    /// every replica of every shard given.
     pub urls: Vec<String>,
+    pub destination: Destination,
     pub user: Option<String>,
     pub password: Option<String>,
     pub database: Option<String>,
@@ -166,9 +184,27 @@ impl std::fmt::Debug for ServeConfig {
     }
 }
 
+/// Where the rows go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    /// One server (or replicas of one table) at `urls`, failed over.
+    Server,
+    /// Shards given in the file, each a list of replicas, with weights.
+    Shards(Vec<ch_ingest::sink::ClusterShard>),
+    /// The cluster of this name, discovered through `urls` (and read again
+    /// every `schema_refresh`).
+    Cluster {
+        name: String,
+        http_ports: Vec<(String, u16)>,
+    },
+}
+
 /// One allowed table and the engine settings it gets.
 pub struct TableConfig {
     pub name: String,
+    /// With a cluster: the local table, and a sharding key.
+    pub local_table: Option<String>,
+    pub sharding_key: Option<String>,
     pub builder: ch_ingest::Builder,
     pub deny_unknown_fields: bool,
     pub tokens: Vec<String>,
@@ -207,19 +243,20 @@ impl ServeConfig {
         let listen = listen_text
             .parse()
             .map_err(|e| err("listen", format!("`{listen_text}`: {e}")))?;
-        let urls = if flags.clickhouse_urls.is_empty() {
+        let mut urls = if flags.clickhouse_urls.is_empty() {
             file.clickhouse.urls.take().unwrap_or_default()
         } else {
             flags.clickhouse_urls
         };
+        for (i, u) in urls.iter().enumerate() {
+            check_url(u).map_err(|why| err(&format!("clickhouse.urls[{i}]"), why))?;
+        }
+        let destination = destination(&mut file.clickhouse, &mut urls)?;
         if urls.is_empty() {
             return Err(err(
                 "clickhouse.urls",
                 "at least one ClickHouse URL is required",
             ));
-        }
-        for (i, u) in urls.iter().enumerate() {
-            check_url(u).map_err(|why| err(&format!("clickhouse.urls[{i}]"), why))?;
         }
         // A password flag replaces both of the file's sources (flags win).
         let (password_env, password_file) =
@@ -403,8 +440,38 @@ impl ServeConfig {
                     dir.join(dir_name(name).map_err(|why| err(&key("dead_letter_dir"), why))?),
                 );
             }
+            if destination == Destination::Server {
+                for (k, given) in [
+                    ("local_table", t.local_table.is_some()),
+                    ("sharding_key", t.sharding_key.is_some()),
+                ] {
+                    if given {
+                        return Err(err(
+                            &key(k),
+                            "needs a cluster (clickhouse.cluster or clickhouse.shards)",
+                        ));
+                    }
+                }
+            }
+            if let Some(lt) = &t.local_table {
+                check_table_name(lt).map_err(|why| err(&key("local_table"), why))?;
+            }
+            if let Some(k) = &t.sharding_key {
+                if !ch_ingest::sink::ClusterSink::can_route_by(k) {
+                    return Err(err(
+                        &key("sharding_key"),
+                        format!(
+                            "`{k}` is not a key ch-ingest computes (a column, intHash64(c), \
+                             cityHash64(c) or sipHash64(c)); for others, insert through the \
+                             Distributed table (clickhouse.urls, no cluster)"
+                        ),
+                    ));
+                }
+            }
             tables.push(TableConfig {
                 name: name.clone(),
+                local_table: t.local_table.clone(),
+                sharding_key: t.sharding_key.clone(),
                 builder: b,
                 deny_unknown_fields: t.deny_unknown_fields.unwrap_or(false),
                 tokens: tokens(&key("tokens"), t.tokens.clone(), t.tokens_env.clone())?,
@@ -423,11 +490,107 @@ impl ServeConfig {
             admin_tokens,
             schema_refresh,
             urls,
+            destination,
             user: flags.user.or(file.clickhouse.user.take()),
             password,
             database: file.clickhouse.database.take(),
             tables,
         })
+    }
+}
+
+/// `[clickhouse]`'s `cluster` or `shards` (not both); with `shards`, the
+/// replicas become the servers that answer `DESCRIBE` and pings.
+fn destination(
+    file: &mut ClickHouseFile,
+    urls: &mut Vec<String>,
+) -> Result<Destination, ConfigError> {
+    let weights = file.shard_weights.take();
+    let http_ports = file.http_ports.take();
+    match (file.cluster.take(), file.shards.take()) {
+        (Some(_), Some(_)) => Err(err(
+            "clickhouse.shards",
+            "give clickhouse.cluster (discovered) or clickhouse.shards (listed), not both",
+        )),
+        (Some(name), None) => {
+            if weights.is_some() {
+                return Err(err(
+                    "clickhouse.shard_weights",
+                    "a discovered cluster's weights come from system.clusters",
+                ));
+            }
+            if name.is_empty() {
+                return Err(err("clickhouse.cluster", "must not be empty"));
+            }
+            Ok(Destination::Cluster {
+                name,
+                http_ports: http_ports.unwrap_or_default().into_iter().collect(),
+            })
+        }
+        (None, Some(shards)) => {
+            if http_ports.is_some() {
+                return Err(err(
+                    "clickhouse.http_ports",
+                    "only for a discovered cluster (clickhouse.cluster)",
+                ));
+            }
+            if !urls.is_empty() {
+                return Err(err(
+                    "clickhouse.urls",
+                    "with clickhouse.shards the replicas are listed there; leave urls out",
+                ));
+            }
+            if shards.is_empty() {
+                return Err(err("clickhouse.shards", "list at least one shard"));
+            }
+            let weights = weights.unwrap_or_else(|| vec![1; shards.len()]);
+            if weights.len() != shards.len() {
+                return Err(err(
+                    "clickhouse.shard_weights",
+                    format!(
+                        "{} weights for {} shards (one per shard)",
+                        weights.len(),
+                        shards.len()
+                    ),
+                ));
+            }
+            if weights.iter().all(|&w| w == 0) {
+                return Err(err(
+                    "clickhouse.shard_weights",
+                    "at least one shard needs a weight above 0",
+                ));
+            }
+            let mut out = Vec::new();
+            for (i, (replicas, weight)) in shards.into_iter().zip(weights).enumerate() {
+                if replicas.is_empty() {
+                    return Err(err(
+                        &format!("clickhouse.shards[{i}]"),
+                        "a shard needs at least one replica URL",
+                    ));
+                }
+                for (j, u) in replicas.iter().enumerate() {
+                    check_url(u)
+                        .map_err(|why| err(&format!("clickhouse.shards[{i}][{j}]"), why))?;
+                }
+                urls.extend(replicas.iter().cloned());
+                out.push(ch_ingest::sink::ClusterShard::new(replicas).with_weight(weight));
+            }
+            Ok(Destination::Shards(out))
+        }
+        (None, None) => {
+            if weights.is_some() || http_ports.is_some() {
+                let k = if weights.is_some() {
+                    "shard_weights"
+                } else {
+                    "http_ports"
+                };
+                return Err(err(
+                    &format!("clickhouse.{k}"),
+                    "needs clickhouse.shards or clickhouse.cluster",
+                ));
+            }
+            Ok(Destination::Server)
+        }
     }
 }
 
@@ -486,6 +649,8 @@ fn merge(defaults: &TableFile, t: &TableFile) -> TableFile {
         retry_attempts,
         retry_max_elapsed,
         spill_max_bytes,
+        local_table,
+        sharding_key,
         deny_unknown_fields,
         tokens,
         tokens_env
@@ -828,5 +993,87 @@ mod tests {
         assert!(
             parse("[clickhouse]\nurls = [\"https://h:8443/\", \"http://h\"]\n[tables.t]").is_ok()
         );
+    }
+
+    #[test]
+    fn a_cluster_is_listed_or_discovered_and_every_mistake_names_its_key() {
+        let c = parse(
+            "[clickhouse]\nshards = [[\"http://a:1\", \"http://b:1\"], [\"http://c:1\"]]\n\
+             shard_weights = [1, 2]\n[tables.t]\nlocal_table = \"t_local\"\n\
+             sharding_key = \"cityHash64(id)\"",
+        )
+        .unwrap();
+        assert_eq!(c.urls, ["http://a:1", "http://b:1", "http://c:1"]);
+        let Destination::Shards(shards) = &c.destination else {
+            panic!("{:?}", c.destination)
+        };
+        assert_eq!(shards[1].weight(), 2);
+        assert_eq!(c.tables[0].local_table.as_deref(), Some("t_local"));
+        let c = parse(
+            "[clickhouse]\nurls = [\"http://seed:8123\"]\ncluster = \"events\"\n\
+             http_ports = { \"ch-2:9000\" = 8124 }\n[tables.t]",
+        )
+        .unwrap();
+        assert_eq!(
+            c.destination,
+            Destination::Cluster {
+                name: "events".into(),
+                http_ports: vec![("ch-2:9000".into(), 8124)],
+            }
+        );
+        for (text, key) in [
+            (
+                "shards = [[\"http://a:1\"]]\ncluster = \"c\"\nurls = [\"http://a:1\"]",
+                "clickhouse.shards",
+            ),
+            (
+                "shards = [[\"http://a:1\"]]\nurls = [\"http://a:1\"]",
+                "clickhouse.urls",
+            ),
+            ("shards = []", "clickhouse.shards"),
+            ("shards = [[]]", "clickhouse.shards[0]"),
+            ("shards = [[\"http://u:p@a:1\"]]", "clickhouse.shards[0][0]"),
+            (
+                "shards = [[\"http://a:1\"]]\nshard_weights = [1, 2]",
+                "clickhouse.shard_weights",
+            ),
+            (
+                "shards = [[\"http://a:1\"]]\nshard_weights = [0]",
+                "clickhouse.shard_weights",
+            ),
+            (
+                "urls = [\"http://a:1\"]\nshard_weights = [1]",
+                "clickhouse.shard_weights",
+            ),
+            (
+                "urls = [\"http://a:1\"]\ncluster = \"c\"\nshard_weights = [1]",
+                "clickhouse.shard_weights",
+            ),
+            (
+                "urls = [\"http://a:1\"]\nhttp_ports = { a = 1 }",
+                "clickhouse.http_ports",
+            ),
+            ("cluster = \"c\"", "clickhouse.urls"),
+        ] {
+            let e = parse(&format!("[clickhouse]\n{text}\n[tables.t]"))
+                .err()
+                .unwrap_or_else(|| panic!("accepted: {text}"));
+            assert!(e.to_string().contains(&format!("`{key}`")), "{text}: {e}");
+        }
+        let server = "[clickhouse]\nurls = [\"http://a:1\"]\n[tables.t]\n";
+        for (extra, key) in [
+            ("local_table = \"x\"", "tables.t.local_table"),
+            ("sharding_key = \"id\"", "tables.t.sharding_key"),
+        ] {
+            let e = parse(&format!("{server}{extra}")).err().unwrap();
+            assert!(e.to_string().contains(&format!("`{key}`")), "{e}");
+            assert!(e.to_string().contains("needs a cluster"), "{e}");
+        }
+        let listed = "[clickhouse]\nshards = [[\"http://a:1\"]]\n[tables.t]\n";
+        let e = parse(&format!("{listed}sharding_key = \"halfMD5(id)\""))
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("`tables.t.sharding_key`"), "{e}");
+        assert!(e.to_string().contains("Distributed"), "{e}");
     }
 }

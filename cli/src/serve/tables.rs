@@ -1,16 +1,25 @@
 //! `serve` tables: one engine per allowed table, built from the schema the
-//! server reports, rebuilt when that schema changes.
+//! server reports (and, for a cluster, the topology it discovers), rebuilt
+//! when either changes.
 //!
 //! Owns: the table registry, the schema watcher task per table (reads
-//! `DESCRIBE TABLE` at start, every `schema_refresh`, and at once after an
-//! INSERT fails with a schema error), engine swaps (the old engine drains
-//! before it is retired), and the health clock `/ready` reads.
+//! `DESCRIBE TABLE`, and `system.clusters` for a discovered cluster, at
+//! start, every `schema_refresh`, and at once after an INSERT fails with a
+//! schema error), engine swaps (the old engine drains before it is
+//! retired), and the health clock `/ready` reads.
+//!
+//! A new topology gets a new engine rather than a live change to the old
+//! one's routing: the old engine's INSERTs in flight keep their shard for
+//! every retry (a retry elsewhere could duplicate a block the first shard
+//! stored), and the new engine's INSERTs have new identities.
 //! Must not: hold a lock across an await, or let counters go backwards when
 //! an engine is swapped (retired engines stay in the metric sums).
 
-use super::config::{ServeConfig, TableConfig};
-use ch_ingest::sink::InsertBatch;
-use ch_ingest::sink::{nodelay_client, ClickHouseSink, Sink, SinkError};
+use super::config::{Destination, ServeConfig, TableConfig};
+use ch_ingest::sink::{
+    nodelay_client, ClickHouseSink, ClusterError, ClusterShard, ClusterSink, Discovery,
+    DiscoveryError, InsertBatch, Sink, SinkError,
+};
 use ch_ingest::{Buffer, Closed, FlushReport, Histograms, Json, Schema, Stats};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
@@ -56,17 +65,73 @@ fn is_schema_error(e: &SinkError) -> bool {
     e.is_schema_error()
 }
 
+/// What an engine is built for: the table's columns, and where its
+/// INSERTs go.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    schema: Schema,
+    cluster: Option<ClusterPlan>,
+}
+
+impl From<Schema> for Plan {
+    fn from(schema: Schema) -> Self {
+        Plan {
+            schema,
+            cluster: None,
+        }
+    }
+}
+
+/// A cluster's shards, listed or discovered, and what to insert into.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ClusterPlan {
+    shards: Vec<ClusterShard>,
+    local_table: String,
+    sharding_key: Option<String>,
+}
+
+/// Why a table's engine could not be built.
+#[derive(Debug, thiserror::Error)]
+enum InstallError {
+    #[error(transparent)]
+    Build(#[from] ch_ingest::BuildError),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    #[error("needs at least one ClickHouse URL")]
+    NoUrls,
+}
+
+/// Why a table's schema or its cluster's topology could not be read.
+#[derive(Debug, thiserror::Error)]
+enum PlanError {
+    #[error("DESCRIBE: {0}")]
+    Describe(#[source] SinkError),
+    #[error(transparent)]
+    Discovery(#[from] DiscoveryError),
+    #[error("cluster discovery: no seed answered in 10 s")]
+    DiscoveryTimeout,
+}
+
+/// One server's table, or a cluster's shards.
+enum Route {
+    Server(ClickHouseSink),
+    Cluster(ClusterSink),
+}
+
 /// The ClickHouse sink, watched: a success marks the server healthy, a
 /// schema error wakes the table's schema watcher.
 struct WatchedSink {
-    inner: ClickHouseSink,
+    inner: Route,
     health: Arc<Health>,
     stale: Arc<tokio::sync::Notify>,
 }
 
 impl Sink for WatchedSink {
     async fn insert(&self, batch: &InsertBatch) -> Result<(), SinkError> {
-        let result = self.inner.insert(batch).await;
+        let result = match &self.inner {
+            Route::Server(s) => s.insert(batch).await,
+            Route::Cluster(s) => s.insert(batch).await,
+        };
         match &result {
             Ok(()) => self.health.mark(),
             Err(e) if is_schema_error(e) => self.stale.notify_one(),
@@ -76,7 +141,31 @@ impl Sink for WatchedSink {
     }
 
     fn table(&self) -> Option<&str> {
-        Some(self.inner.table())
+        match &self.inner {
+            Route::Server(s) => Some(s.table()),
+            Route::Cluster(s) => s.table(),
+        }
+    }
+
+    fn lanes(&self) -> usize {
+        match &self.inner {
+            Route::Server(s) => s.lanes(),
+            Route::Cluster(s) => s.lanes(),
+        }
+    }
+
+    fn lane(&self, origin: u64, id: u64) -> usize {
+        match &self.inner {
+            Route::Server(s) => s.lane(origin, id),
+            Route::Cluster(s) => s.lane(origin, id),
+        }
+    }
+
+    fn retry_horizon(&self, horizon: Duration) {
+        match &self.inner {
+            Route::Server(s) => s.retry_horizon(horizon),
+            Route::Cluster(s) => s.retry_horizon(horizon),
+        }
     }
 }
 
@@ -94,7 +183,7 @@ struct Retired {
 #[derive(Clone)]
 pub struct Engine {
     pub buffer: Buffer<Json>,
-    schema: Arc<Schema>,
+    plan: Arc<Plan>,
     /// Counts swaps, so a request that finds its engine closed can tell a
     /// swap (carry on with the new one) from a shutdown (answer 503).
     pub generation: u64,
@@ -147,7 +236,7 @@ impl Table {
     /// the background (awaited by `flush` and `shutdown`). Does nothing once
     /// `stopping` is set: checked under the lock `shutdown` reads the engine
     /// through, so either the drain sees this swap or it never happens.
-    pub(super) fn swap(&self, buffer: Buffer<Json>, schema: Schema, stopping: &AtomicBool) {
+    pub(super) fn swap(&self, buffer: Buffer<Json>, plan: impl Into<Plan>, stopping: &AtomicBool) {
         let Ok(mut current) = self.current.write() else {
             return;
         };
@@ -164,13 +253,13 @@ impl Table {
         let generation = current.as_ref().map_or(0, |e| e.generation + 1);
         let old = current.replace(Engine {
             buffer,
-            schema: Arc::new(schema),
+            plan: Arc::new(plan.into()),
             generation,
             reader_at,
         });
         match old {
             Some(old) => {
-                tracing::warn!(table = %self.name, "the table's schema changed; new rows use the new one");
+                tracing::warn!(table = %self.name, "the table's schema changed (or its cluster's shards did); new rows use the new one");
                 let (tell, done) = tokio::sync::watch::channel(None);
                 let name = self.name.clone();
                 let readers = self.readers.clone();
@@ -296,6 +385,7 @@ pub struct Tables {
     pub health: Arc<Health>,
     client: clickhouse::Client,
     urls: Vec<String>,
+    destination: Destination,
     schema_refresh: Duration,
     stopping: AtomicBool,
 }
@@ -321,6 +411,7 @@ impl Tables {
             health: Arc::new(Health::default()),
             client,
             urls: cfg.urls.clone(),
+            destination: cfg.destination.clone(),
             schema_refresh: cfg.schema_refresh,
             stopping: AtomicBool::new(false),
         })
@@ -380,18 +471,18 @@ impl Tables {
             if self.stopping.load(SeqCst) {
                 return;
             }
-            let wait = match self.describe(&table.name).await {
-                Ok(schema) => {
+            let wait = match self.plan(&table).await {
+                Ok(plan) => {
                     failures = 0;
                     self.health.mark();
-                    if let Err(e) = self.install(&table, schema).await {
+                    if let Err(e) = self.install(&table, plan).await {
                         tracing::error!(table = %table.name, error = %e, "cannot start the table's engine");
                     }
                     self.schema_refresh
                 }
                 Err(e) => {
                     failures = failures.saturating_add(1);
-                    tracing::warn!(table = %table.name, error = %e, "cannot read the table's schema");
+                    tracing::warn!(table = %table.name, error = %e, "cannot read the table's schema or topology");
                     Duration::from_millis(250 << failures.min(5))
                 }
             };
@@ -404,25 +495,85 @@ impl Tables {
         }
     }
 
-    /// Starts an engine for `schema` unless the current one already has it;
+    /// What `table`'s engine should be built for now: the cluster's shards
+    /// (as listed, or as `system.clusters` says through the first seed that
+    /// answers) and the columns of the table the INSERTs go to.
+    async fn plan(&self, table: &Table) -> Result<Plan, PlanError> {
+        let cfg = &table.cfg;
+        let cluster = match &self.destination {
+            Destination::Server => None,
+            Destination::Shards(shards) => Some(ClusterPlan {
+                shards: shards.clone(),
+                local_table: cfg
+                    .local_table
+                    .clone()
+                    .unwrap_or_else(|| table.name.clone()),
+                sharding_key: cfg.sharding_key.clone(),
+            }),
+            Destination::Cluster { name, http_ports } => {
+                let mut last = PlanError::DiscoveryTimeout;
+                let mut found = None;
+                for seed in &self.urls {
+                    let mut d = Discovery::new(seed).cluster(name);
+                    d = match &cfg.local_table {
+                        Some(local) => d.local_table(local),
+                        None => d.distributed_table(&table.name),
+                    };
+                    for (host, port) in http_ports {
+                        d = d.http_port(host, *port);
+                    }
+                    match tokio::time::timeout(Duration::from_secs(10), d.topology(&self.client))
+                        .await
+                    {
+                        Ok(Ok(t)) => {
+                            found = Some(t);
+                            break;
+                        }
+                        Ok(Err(e)) => last = e.into(),
+                        Err(_) => last = PlanError::DiscoveryTimeout,
+                    }
+                }
+                let t = found.ok_or(last)?;
+                Some(ClusterPlan {
+                    shards: t.shards,
+                    local_table: t.local_table,
+                    sharding_key: cfg.sharding_key.clone().or(t.sharding_key),
+                })
+            }
+        };
+        let target = cluster.as_ref().map_or(&table.name, |c| &c.local_table);
+        let schema = self.describe(target).await.map_err(PlanError::Describe)?;
+        Ok(Plan { schema, cluster })
+    }
+
+    /// Starts an engine for `plan` unless the current one already has it;
     /// a replaced engine drains in the background.
-    async fn install(&self, table: &Table, schema: Schema) -> Result<(), ch_ingest::BuildError> {
+    async fn install(&self, table: &Table, plan: Plan) -> Result<(), InstallError> {
         let current = table.engine();
-        let same = current.as_ref().is_some_and(|e| *e.schema == schema);
+        let same = current.as_ref().is_some_and(|e| *e.plan == plan);
         if same || self.stopping.load(SeqCst) {
             return Ok(());
         }
-        let inner = ClickHouseSink::with_urls(self.client.clone(), &self.urls, &table.name)
-            .map_err(|_| ch_ingest::BuildError::Invalid {
-                field: "clickhouse.urls",
-                reason: "needs at least one URL",
-            })?;
+        let inner = match &plan.cluster {
+            None => Route::Server(
+                ClickHouseSink::with_urls(self.client.clone(), &self.urls, &table.name)
+                    .map_err(|_| InstallError::NoUrls)?,
+            ),
+            Some(c) => {
+                let mut sink =
+                    ClusterSink::new(self.client.clone(), c.shards.clone(), &c.local_table)?;
+                if let Some(key) = &c.sharding_key {
+                    sink = sink.with_sharding_key(key, &plan.schema)?;
+                }
+                Route::Cluster(sink)
+            }
+        };
         let sink = WatchedSink {
             inner,
             health: self.health.clone(),
             stale: table.stale.clone(),
         };
-        let transcoder = ch_ingest::Transcoder::new(schema.clone())
+        let transcoder = ch_ingest::Transcoder::new(plan.schema.clone())
             .deny_unknown_fields(table.cfg.deny_unknown_fields);
         let mut builder = table.cfg.builder.clone();
         if let Some(old) = &current {
@@ -431,7 +582,7 @@ impl Tables {
             builder = builder.takes_over_spill_of(&old.buffer);
         }
         let buffer = builder.build_transcoded(transcoder, sink)?;
-        table.swap(buffer, schema, &self.stopping);
+        table.swap(buffer, plan, &self.stopping);
         Ok(())
     }
 
@@ -487,6 +638,8 @@ pub(super) mod tests {
     pub fn table(name: &str) -> Table {
         Table::new(TableConfig {
             name: name.into(),
+            local_table: None,
+            sharding_key: None,
             builder: Buffer::builder(),
             deny_unknown_fields: false,
             tokens: Vec::new(),
