@@ -39,6 +39,9 @@ pub struct InsertBatch {
     pub(crate) seqs: Vec<u64>,
     pub(crate) rows: u64,
     pub(crate) bytes: u64,
+    /// Read back from a spill file: the servers the sink said may hold a
+    /// copy (`Sink::destination`), so a replay goes back there.
+    pub(crate) recorded: Option<Arc<[String]>>,
 }
 
 impl InsertBatch {
@@ -61,6 +64,7 @@ impl InsertBatch {
             seqs: vec![id],
             rows,
             bytes,
+            recorded: None,
         }
     }
 
@@ -73,6 +77,18 @@ impl InsertBatch {
     pub(crate) fn with_id(mut self, id: u64) -> Self {
         self.id = id;
         self
+    }
+
+    pub(crate) fn with_recorded(mut self, destination: Option<Vec<String>>) -> Self {
+        self.recorded = destination.map(Arc::from);
+        self
+    }
+
+    /// Where a spill file says an earlier try of this INSERT went (see
+    /// [`Sink::destination`](crate::sink::Sink::destination)); `None` for
+    /// an INSERT that was never spilled.
+    pub fn recorded_destination(&self) -> Option<&[String]> {
+        self.recorded.as_deref()
     }
 
     /// A token that is the same on every attempt of this INSERT, retries and
@@ -135,6 +151,7 @@ impl InsertBatch {
             seqs,
             rows,
             bytes,
+            recorded: None,
         }
     }
 }

@@ -15,8 +15,10 @@
 //! b"CHSPILL1" | header length: u32 LE | header: JSON | RowBinary | CRC-32: u32 LE
 //! ```
 //!
-//! The header holds the table, columns, rows and the writing engine's
-//! instance id; the CRC-32 covers everything before it. Files are written
+//! The header holds the table, columns, rows, the writing engine's
+//! instance id and, when the sink names one, the destination the INSERT
+//! went to (a cluster shard's replicas); the CRC-32 covers everything
+//! before it. Files are written
 //! through [`crate::durable`], so a crash or a full disk leaves either no
 //! file or a complete one.
 //!
@@ -64,6 +66,8 @@ pub struct Spilled {
     pub insert_id: u64,
     /// The writing engine's random instance id.
     pub instance: u64,
+    /// Where the sink said the INSERT went (a cluster shard's replicas).
+    pub destination: Option<Vec<String>>,
     /// The RowBinary body.
     pub data: Bytes,
 }
@@ -74,6 +78,7 @@ impl Spilled {
         let columns: Vec<&str> = self.columns.iter().map(String::as_str).collect();
         InsertBatch::from_parts(self.insert_id, &columns, vec![self.data.clone()], self.rows)
             .with_origin(self.instance)
+            .with_recorded(self.destination.clone())
     }
 }
 
@@ -218,6 +223,7 @@ impl SpillDir {
             rows: insert.rows(),
             insert_id: insert.id(),
             instance: insert.origin(),
+            destination: insert.recorded_destination().map(<[String]>::to_vec),
         })
         .map_err(std::io::Error::other)?;
         let size = (MAGIC.len() + 4 + header.len() + 4) as u64 + insert.bytes();
@@ -339,6 +345,10 @@ pub(crate) struct Header {
     pub rows: u64,
     pub insert_id: u64,
     pub instance: u64,
+    /// The servers that may hold an earlier try's copy (the sink's
+    /// `destination`); absent in files of earlier versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<Vec<String>>,
 }
 
 /// Reads only the magic and the header of a spill file (not the rows, not
@@ -452,6 +462,7 @@ fn decode(bytes: &[u8]) -> Result<Spilled, SpillError> {
         rows: header.rows,
         insert_id: header.insert_id,
         instance: header.instance,
+        destination: header.destination,
         data: Bytes::copy_from_slice(&body[header_end..]),
     })
 }

@@ -60,6 +60,9 @@ impl Sink for Counted {
     fn retry_horizon(&self, horizon: Duration) {
         self.sink.retry_horizon(horizon)
     }
+    fn destination(&self, batch: &InsertBatch) -> Option<Vec<String>> {
+        self.sink.destination(batch)
+    }
 }
 
 fn cluster_sink(cluster: &Cluster, local: &str, urls: Vec<Vec<String>>) -> ClusterSink {
@@ -447,6 +450,81 @@ async fn a_whole_shard_down_for_20_s_holds_only_its_own_inserts_and_loses_nothin
     assert!(report.is_complete(), "{report:?}");
     b.shutdown().await.unwrap();
     check(cluster, name, &local, &dist, sent, &sink, recovery);
+}
+
+/// Refuses every INSERT as an unreachable network would, after saying
+/// (like the sink it wraps) where each was going.
+struct Unreachable(ClusterSink);
+
+impl Sink for Unreachable {
+    async fn insert(&self, _: &InsertBatch) -> Result<(), SinkError> {
+        Err(SinkError::Network("test: unreachable".into()))
+    }
+    fn table(&self) -> Option<&str> {
+        self.0.table()
+    }
+    fn lanes(&self) -> usize {
+        self.0.lanes()
+    }
+    fn lane(&self, origin: u64, id: u64) -> usize {
+        self.0.lane(origin, id)
+    }
+    fn destination(&self, batch: &InsertBatch) -> Option<Vec<String>> {
+        self.0.destination(batch)
+    }
+}
+
+/// INSERTs spilled while the cluster was unreachable record their shard;
+/// replayed through a sink that lists the same shards the other way round
+/// (by identity alone every INSERT would now pick the other shard), each
+/// goes back to the shard its file names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spill_file_goes_back_to_the_shard_it_names_after_the_topology_changed() {
+    use ch_ingest::test_util::spill;
+    let _one = SERIAL.lock().await;
+    let cluster = cluster_or_skip!();
+    let (local, dist) = cluster.create_tables("spill_route", COLUMNS, "tweet_id", "rand()");
+    let dir = tempfile::tempdir().unwrap();
+    let before = cluster_sink(cluster, &local, cluster.shard_urls());
+    let b = Buffer::builder()
+        .shards(2)
+        .max_rows(500)
+        .max_insert_rows(500)
+        .retry(quick_retries().with_max_attempts(1))
+        .spill_dir(dir.path())
+        .build(Unreachable(before.clone()))
+        .unwrap();
+    let sent = 20_000;
+    track_all(&b, 0..sent).await;
+    b.shutdown().await.unwrap();
+    let mut expected = vec![0u64; 2];
+    for path in spill::list(dir.path()).unwrap() {
+        let s = spill::read(&path).unwrap();
+        assert!(s.destination.is_some(), "{path:?} names its shard");
+        expected[before.shard_of(&s.to_insert())] += s.rows;
+    }
+    assert_eq!(expected.iter().sum::<u64>(), sent, "all spilled");
+    let mut reversed = cluster.shard_urls();
+    reversed.reverse();
+    let after = cluster_sink(cluster, &local, reversed);
+    let report = ch_ingest::replay_dirs(
+        &[dir.path()],
+        |_| Some(after.clone()),
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    let per_replica = cluster.replica_counts(&local);
+    let per_shard = vec![per_replica[0], per_replica[2]];
+    println!(
+        "cluster scenario `spill_route`: {report:?}; spilled per shard {expected:?}, \
+         replayed per shard {per_shard:?}"
+    );
+    assert_eq!(
+        per_shard, expected,
+        "each INSERT went back to its recorded shard"
+    );
+    assert_eq!(cluster.nodes[0].count(&dist), sent);
 }
 
 /// Log lines, for a test to read.

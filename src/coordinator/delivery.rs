@@ -120,10 +120,15 @@ impl<S: Sink> Delivery<S> {
         if failing {
             self.health.recovered(self.lane);
         }
+        let destination = match (&result, &self.shared.spill) {
+            (Err(_), Some(_)) => self.sink.destination(&self.insert),
+            _ => None,
+        };
         fallback::keep(
             &self.shared,
             self.sink.table(),
             &self.insert,
+            destination,
             attempts,
             result,
         )

@@ -19,6 +19,7 @@ pub(super) async fn keep(
     shared: &Arc<Shared>,
     table: Option<&str>,
     insert: &Arc<InsertBatch>,
+    destination: Option<Vec<String>>,
     attempts: u32,
     result: Result<(), SinkError>,
 ) -> Delivered {
@@ -29,8 +30,13 @@ pub(super) async fn keep(
     };
     if let (Err(error), Some(spill)) = (&result, &shared.spill) {
         if error.is_retryable() {
-            let (spill, to_write, table) =
-                (spill.clone(), insert.clone(), table.map(str::to_owned));
+            // The file names where the INSERT went, so a replay under
+            // another topology still goes back there.
+            let to_write = match destination {
+                Some(d) => Arc::new((**insert).clone().with_recorded(Some(d))),
+                None => insert.clone(),
+            };
+            let (spill, table) = (spill.clone(), table.map(str::to_owned));
             let written =
                 tokio::task::spawn_blocking(move || spill.write(table.as_deref(), &to_write)).await;
             let written = match written {

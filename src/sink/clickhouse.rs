@@ -570,7 +570,7 @@ fn parse_code(message: &str) -> Option<u32> {
 /// `url` as it may be logged: no userinfo (everything up to the last `@`
 /// goes, which also covers a `/` inside a password) and no query or
 /// fragment (ClickHouse takes `?password=`).
-fn log_label(url: &str) -> String {
+pub(crate) fn log_label(url: &str) -> String {
     let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
     let rest = rest.split(['?', '#']).next().unwrap_or("");
     let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);

@@ -11,6 +11,7 @@
 //! replay after a restart or a failover must offer the same block to the
 //! same shard, or the replicas' block deduplication cannot drop the copy.
 
+use super::clickhouse::log_label;
 use super::sharding::ShardingKey;
 use super::{
     fetch_text, quote_literal, ClickHouseSink, InsertBatch, NoUrls, Sink, SinkError, TryTimeout,
@@ -131,6 +132,9 @@ pub enum ClusterError {
 #[derive(Clone)]
 pub struct ClusterSink {
     shards: Vec<ClickHouseSink>,
+    /// Each shard's replica URLs as logs show them (no credentials): what
+    /// a spill file records, and how a replay finds the shard again.
+    replicas: Vec<Vec<String>>,
     /// `bounds[i]`: the first weight slot past shard `i` (cumulative weights).
     bounds: Vec<u64>,
     table: String,
@@ -155,12 +159,14 @@ impl ClusterSink {
     ) -> Result<Self, ClusterError> {
         let table = local_table.into();
         let mut sinks = Vec::new();
+        let mut replicas = Vec::new();
         let mut bounds = Vec::new();
         let mut total = 0u64;
         for (i, shard) in shards.into_iter().enumerate() {
             let sink = ClickHouseSink::with_urls(client.clone(), &shard.replicas, table.clone())
                 .map_err(|NoUrls| ClusterError::NoReplicas { shard: i })?;
             total += u64::from(shard.weight);
+            replicas.push(shard.replicas.iter().map(|u| log_label(u)).collect());
             sinks.push(sink);
             bounds.push(total);
         }
@@ -172,6 +178,7 @@ impl ClusterSink {
         }
         Ok(Self {
             shards: sinks,
+            replicas,
             bounds,
             table,
             key: None,
@@ -273,8 +280,19 @@ impl ClusterSink {
     /// The shard (0-based, in topology order) that takes `insert`, every
     /// time it is offered, when routing is by identity (with a sharding
     /// key the rows of one INSERT go where their keys say).
+    ///
+    /// An INSERT replayed from a spill file goes to the shard the file
+    /// names (the one holding a replica it lists), so a topology that
+    /// changed in between cannot send it where no earlier copy is.
     pub fn shard_of(&self, insert: &InsertBatch) -> usize {
-        self.shard_of_identity(insert.origin(), insert.id())
+        insert
+            .recorded_destination()
+            .and_then(|urls| {
+                self.replicas
+                    .iter()
+                    .position(|shard| shard.iter().any(|r| urls.contains(r)))
+            })
+            .unwrap_or_else(|| self.shard_of_identity(insert.origin(), insert.id()))
     }
 
     fn shard_of_identity(&self, origin: u64, id: u64) -> usize {
@@ -433,6 +451,14 @@ impl Sink for ClusterSink {
         match self.key {
             None => self.shard_of_identity(origin, id),
             Some(_) => 0,
+        }
+    }
+
+    /// The replicas of the INSERT's shard, when routing is by identity.
+    fn destination(&self, batch: &InsertBatch) -> Option<Vec<String>> {
+        match self.key {
+            None => Some(self.replicas[self.shard_of(batch)].clone()),
+            Some(_) => None,
         }
     }
 

@@ -78,9 +78,20 @@ pub trait Sink: Send + Sync + 'static {
     /// whose exactly-once rests on the server remembering blocks that long
     /// may check it and warn. Default: nothing.
     ///
-    /// A sink that wraps another should forward `lanes`, `lane` and this.
+    /// A sink that wraps another should forward `lanes`, `lane`,
+    /// `destination` and this.
     fn retry_horizon(&self, horizon: std::time::Duration) {
         let _ = horizon;
+    }
+
+    /// The servers that may hold a copy of `batch` after a failed try (a
+    /// cluster shard's replicas, credentials removed), recorded in its
+    /// spill file: a replay offers it there again
+    /// ([`InsertBatch::recorded_destination`]), even if the sink's
+    /// topology changed meanwhile. Default: none (one destination).
+    fn destination(&self, batch: &InsertBatch) -> Option<Vec<String>> {
+        let _ = batch;
+        None
     }
 }
 
@@ -103,6 +114,10 @@ impl<S: Sink> Sink for std::sync::Arc<S> {
 
     fn retry_horizon(&self, horizon: std::time::Duration) {
         (**self).retry_horizon(horizon)
+    }
+
+    fn destination(&self, batch: &InsertBatch) -> Option<Vec<String>> {
+        (**self).destination(batch)
     }
 }
 

@@ -167,6 +167,13 @@ impl Sink for WatchedSink {
             Route::Cluster(s) => s.retry_horizon(horizon),
         }
     }
+
+    fn destination(&self, batch: &InsertBatch) -> Option<Vec<String>> {
+        match &self.inner {
+            Route::Server(s) => s.destination(batch),
+            Route::Cluster(s) => s.destination(batch),
+        }
+    }
 }
 
 type StatsReader = Box<dyn Fn() -> (Stats, Histograms) + Send + Sync>;
