@@ -527,6 +527,67 @@ async fn a_spill_file_goes_back_to_the_shard_it_names_after_the_topology_changed
     assert_eq!(cluster.nodes[0].count(&dist), sent);
 }
 
+/// A sink given only the first replica of each shard learns the second
+/// from `system.clusters` (`refresh_every`): when the first replica of
+/// shard 1 freezes, its INSERTs fail over within the attempt to a replica
+/// the sink was never given (0 retries; without the refresh each would
+/// wait out its 30 s attempt on the one replica it knows).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refreshed_sink_fails_over_to_a_replica_it_learned_from_the_cluster() {
+    let _one = SERIAL.lock().await;
+    let cluster = cluster_or_skip!();
+    let (_, dist) = cluster.create_tables("refresh", COLUMNS, "tweet_id", "rand()");
+    let discovery = discovery_of(cluster, &dist);
+    let topology = discovery.topology(&nodelay_client()).await.unwrap();
+    // The cluster's weights (1 and 2): a sink whose shards differ from the
+    // cluster's is not refreshed.
+    let firsts = topology
+        .shards
+        .iter()
+        .map(|s| ClusterShard::new(&s.replicas()[..1]).with_weight(s.weight()));
+    let sink = ClusterSink::new(nodelay_client(), firsts, &topology.local_table)
+        .unwrap()
+        .with_try_timeout(TryTimeout {
+            base: Duration::from_secs(2),
+            per_mib: Duration::from_millis(250),
+        })
+        .refresh_every(discovery, Duration::from_millis(200));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let sink = Counted::new(sink);
+    let b = engine(sink.clone());
+    let victim = &cluster.shard(1)[0];
+    victim.signal("STOP");
+    let sent = 20_000;
+    track_all(&b, 0..sent).await;
+    let t = Instant::now();
+    let report = b.flush().await.unwrap();
+    let recovery = t.elapsed();
+    victim.signal("CONT");
+    assert!(report.is_complete(), "{report:?}");
+    let s = b.stats();
+    b.shutdown().await.unwrap();
+    println!(
+        "cluster scenario `refreshed replicas`: {} retries, {} INSERTs",
+        s.retried_inserts, s.inserts
+    );
+    assert_eq!(s.retried_inserts, 0, "failed over within each attempt");
+    let local = topology
+        .local_table
+        .split('.')
+        .next_back()
+        .unwrap()
+        .to_string();
+    check(
+        cluster,
+        "refreshed replicas",
+        &local,
+        &dist,
+        sent,
+        &sink,
+        recovery,
+    );
+}
+
 /// Log lines, for a test to read.
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);

@@ -22,8 +22,9 @@ use clickhouse::Client;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, RwLock};
 use std::task::Poll;
+use std::time::Duration;
 
 /// One shard of a cluster: the HTTP URLs of its replicas (tried in order,
 /// with failover, as [`ClickHouseSink::with_urls`] does) and its weight.
@@ -131,15 +132,27 @@ pub enum ClusterError {
 /// ```
 #[derive(Clone)]
 pub struct ClusterSink {
-    shards: Vec<ClickHouseSink>,
-    /// Each shard's replica URLs as logs show them (no credentials): what
-    /// a spill file records, and how a replay finds the shard again.
-    replicas: Vec<Vec<String>>,
+    /// The shards' sinks and replicas; [`refresh_every`](Self::refresh_every)
+    /// swaps in new replica lists (never new shards or weights).
+    current: Arc<RwLock<Arc<Replicas>>>,
+    /// What a shard's sink is rebuilt from when its replicas change.
+    client: Client,
+    try_timeout: TryTimeout,
+    dedup_token: bool,
+    horizon: Arc<OnceLock<std::time::Duration>>,
     /// `bounds[i]`: the first weight slot past shard `i` (cumulative weights).
     bounds: Vec<u64>,
     table: String,
     /// Rows by a sharding key instead of INSERTs by identity.
     key: Option<Arc<KeyRouting>>,
+}
+
+/// One sink per shard, and each shard's replica URLs as logs show them (no
+/// credentials): what a spill file records, and how a replay finds the
+/// shard again.
+struct Replicas {
+    sinks: Vec<ClickHouseSink>,
+    urls: Vec<Vec<String>>,
 }
 
 /// A sharding key and the types of the columns it may meet.
@@ -177,8 +190,14 @@ impl ClusterSink {
             return Err(ClusterError::ZeroWeight);
         }
         Ok(Self {
-            shards: sinks,
-            replicas,
+            current: Arc::new(RwLock::new(Arc::new(Replicas {
+                sinks,
+                urls: replicas,
+            }))),
+            client,
+            try_timeout: TryTimeout::default(),
+            dedup_token: false,
+            horizon: Default::default(),
             bounds,
             table,
             key: None,
@@ -253,28 +272,153 @@ impl ClusterSink {
     /// Sets every shard's per-endpoint deadline (see
     /// [`ClickHouseSink::with_try_timeout`]).
     pub fn with_try_timeout(mut self, timeout: TryTimeout) -> Self {
-        self.shards = self
-            .shards
-            .into_iter()
-            .map(|s| s.with_try_timeout(timeout))
-            .collect();
-        self
+        self.try_timeout = timeout;
+        self.rebuild(|s| s.with_try_timeout(timeout))
     }
 
     /// Sends `insert_deduplication_token` on every shard (ClickHouse 22.2
     /// and later; see [`ClickHouseSink::with_deduplication_token`]).
     pub fn with_deduplication_token(mut self, on: bool) -> Self {
-        self.shards = self
-            .shards
-            .into_iter()
-            .map(|s| s.with_deduplication_token(on))
+        self.dedup_token = on;
+        self.rebuild(|s| s.with_deduplication_token(on))
+    }
+
+    /// Reads the topology through `discovery` every `every` and applies
+    /// what may change under a running engine: each shard's replicas (one
+    /// added, removed or moved), with their health starting afresh. A
+    /// change of the shards themselves (their number, order or weights) or
+    /// of the local table is not applied, since an INSERT in flight must be
+    /// retried on the shard its identity picked under the topology it was
+    /// first sent with: it is logged, once per new topology, as a warning
+    /// to build a new engine over a new sink (`ch-ingest serve` does that).
+    /// The refresh runs on a task of the current tokio runtime and ends
+    /// when the last clone of this sink is dropped.
+    ///
+    /// ```no_run
+    /// use ch_ingest::sink::{nodelay_client, ClusterSink, Discovery};
+    /// use std::time::Duration;
+    /// # async fn run() -> Result<(), ch_ingest::sink::DiscoveryError> {
+    /// let discovery = Discovery::new("http://ch-1a:8123").distributed_table("post_events");
+    /// let sink = ClusterSink::discover(nodelay_client(), &discovery)
+    ///     .await?
+    ///     .refresh_every(discovery, Duration::from_secs(60));
+    /// # Ok(()) }
+    /// ```
+    pub fn refresh_every(self, discovery: Discovery, every: Duration) -> Self {
+        let current = Arc::downgrade(&self.current);
+        let (client, table, horizon) = (
+            self.client.clone(),
+            self.table.clone(),
+            self.horizon.clone(),
+        );
+        let (try_timeout, dedup_token) = (self.try_timeout, self.dedup_token);
+        let weights: Vec<u64> = self
+            .bounds
+            .iter()
+            .scan(0, |start, &end| {
+                let w = end - *start;
+                *start = end;
+                Some(w)
+            })
             .collect();
+        tokio::spawn(async move {
+            let mut refused: Option<Vec<ClusterShard>> = None;
+            loop {
+                tokio::time::sleep(every).await;
+                if current.strong_count() == 0 {
+                    return;
+                }
+                let topology = match discovery.topology(&client).await {
+                    Ok(t) => t,
+                    Err(error) => {
+                        tracing::warn!(%error, "cluster topology refresh failed; keeping the replicas we have");
+                        continue;
+                    }
+                };
+                let same_shards = topology.shards.len() == weights.len()
+                    && topology
+                        .shards
+                        .iter()
+                        .zip(&weights)
+                        .all(|(s, &w)| u64::from(s.weight()) == w)
+                    && topology.local_table == table;
+                if !same_shards {
+                    if refused.as_ref() != Some(&topology.shards) {
+                        tracing::warn!(
+                            shards = topology.shards.len(),
+                            local_table = %topology.local_table,
+                            "the cluster's shards changed; not applied to this sink (its INSERTs \
+                             in flight must keep their shard): build a new engine to use them"
+                        );
+                        refused = Some(topology.shards);
+                    }
+                    continue;
+                }
+                let Some(current) = current.upgrade() else {
+                    return;
+                };
+                let now = match current.read() {
+                    Ok(r) => r.clone(),
+                    Err(poisoned) => poisoned.into_inner().clone(),
+                };
+                let (mut sinks, mut urls) = (now.sinks.clone(), now.urls.clone());
+                let mut changed = false;
+                for (i, shard) in topology.shards.iter().enumerate() {
+                    let labels: Vec<String> =
+                        shard.replicas().iter().map(|u| log_label(u)).collect();
+                    if labels == urls[i] {
+                        continue;
+                    }
+                    let Ok(sink) =
+                        ClickHouseSink::with_urls(client.clone(), shard.replicas(), &table)
+                    else {
+                        continue;
+                    };
+                    let sink = sink
+                        .with_try_timeout(try_timeout)
+                        .with_deduplication_token(dedup_token);
+                    if let Some(h) = horizon.get() {
+                        sink.retry_horizon(*h);
+                    }
+                    tracing::info!(shard = i, replicas = ?labels, "a shard's replicas changed; its INSERTs use the new list");
+                    sinks[i] = sink;
+                    urls[i] = labels;
+                    changed = true;
+                }
+                if changed {
+                    let next = Arc::new(Replicas { sinks, urls });
+                    match current.write() {
+                        Ok(mut w) => *w = next,
+                        Err(poisoned) => *poisoned.into_inner() = next,
+                    }
+                }
+            }
+        });
         self
+    }
+
+    /// A builder step on every shard's sink (before the sink is shared).
+    fn rebuild(mut self, f: impl Fn(ClickHouseSink) -> ClickHouseSink) -> Self {
+        let now = self.replicas();
+        let next = Replicas {
+            sinks: now.sinks.iter().cloned().map(f).collect(),
+            urls: now.urls.clone(),
+        };
+        self.current = Arc::new(RwLock::new(Arc::new(next)));
+        self
+    }
+
+    /// The shards' sinks and replicas now.
+    fn replicas(&self) -> Arc<Replicas> {
+        match self.current.read() {
+            Ok(r) => r.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
     }
 
     /// Number of shards.
     pub fn shards(&self) -> usize {
-        self.shards.len()
+        self.bounds.len()
     }
 
     /// The shard (0-based, in topology order) that takes `insert`, every
@@ -288,7 +432,8 @@ impl ClusterSink {
         insert
             .recorded_destination()
             .and_then(|urls| {
-                self.replicas
+                self.replicas()
+                    .urls
                     .iter()
                     .position(|shard| shard.iter().any(|r| urls.contains(r)))
             })
@@ -337,9 +482,8 @@ impl ClusterSink {
                 ))
             })?;
         let key_ty = types[key_at];
-        let mut parts: Vec<(BytesMut, u64)> = (0..self.shards.len())
-            .map(|_| (BytesMut::new(), 0))
-            .collect();
+        let mut parts: Vec<(BytesMut, u64)> =
+            (0..self.shards()).map(|_| (BytesMut::new(), 0)).collect();
         let mut bad = false;
         for chunk in batch.chunks() {
             crate::rowbinary::decode::for_each_row(
@@ -413,14 +557,15 @@ fn mix(mut z: u64) -> u64 {
 
 impl Sink for ClusterSink {
     async fn insert(&self, batch: &InsertBatch) -> Result<(), SinkError> {
+        let replicas = self.replicas();
         let Some(routing) = &self.key else {
-            return self.shards[self.shard_of(batch)].insert(batch).await;
+            return replicas.sinks[self.shard_of(batch)].insert(batch).await;
         };
         let parts = self.split(routing, batch)?;
         let sent = join_all(
             parts
                 .iter()
-                .map(|(shard, part)| self.shards[*shard].insert(part))
+                .map(|(shard, part)| replicas.sinks[*shard].insert(part))
                 .collect(),
         )
         .await;
@@ -442,7 +587,7 @@ impl Sink for ClusterSink {
     /// may touch every shard, so there is one lane.
     fn lanes(&self) -> usize {
         match self.key {
-            None => self.shards.len(),
+            None => self.shards(),
             Some(_) => 1,
         }
     }
@@ -457,14 +602,15 @@ impl Sink for ClusterSink {
     /// The replicas of the INSERT's shard, when routing is by identity.
     fn destination(&self, batch: &InsertBatch) -> Option<Vec<String>> {
         match self.key {
-            None => Some(self.replicas[self.shard_of(batch)].clone()),
+            None => Some(self.replicas().urls[self.shard_of(batch)].clone()),
             Some(_) => None,
         }
     }
 
     /// Each shard checks its own table's deduplication window.
     fn retry_horizon(&self, horizon: std::time::Duration) {
-        for shard in &self.shards {
+        let _ = self.horizon.set(horizon);
+        for shard in &self.replicas().sinks {
             shard.retry_horizon(horizon);
         }
     }

@@ -115,7 +115,7 @@ enum PlanError {
 /// One server's table, or a cluster's shards.
 enum Route {
     Server(ClickHouseSink),
-    Cluster(ClusterSink),
+    Cluster(Box<ClusterSink>),
 }
 
 /// The ClickHouse sink, watched: a success marks the server healthy, a
@@ -572,7 +572,7 @@ impl Tables {
                 if let Some(key) = &c.sharding_key {
                     sink = sink.with_sharding_key(key, &plan.schema)?;
                 }
-                Route::Cluster(sink)
+                Route::Cluster(Box::new(sink))
             }
         };
         let sink = WatchedSink {
