@@ -71,7 +71,12 @@ impl ZooKeeper {
         use std::io::{Read, Write};
         let deadline = Instant::now() + limit;
         loop {
-            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
+            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.port));
+            if let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
+                // A server that took the connection but is not serving yet
+                // may never answer: without these the wait has no end.
+                let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+                let _ = s.set_write_timeout(Some(Duration::from_secs(1)));
                 let mut answer = String::new();
                 if s.write_all(b"ruok").is_ok()
                     && s.read_to_string(&mut answer).is_ok()
