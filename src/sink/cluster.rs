@@ -13,6 +13,7 @@
 
 use super::clickhouse::log_label;
 use super::sharding::ShardingKey;
+use super::sql::system_tables_filter;
 use super::{
     fetch_text, quote_literal, ClickHouseSink, InsertBatch, NoUrls, Sink, SinkError, TryTimeout,
 };
@@ -699,12 +700,9 @@ impl Discovery {
                 None,
             ),
             Target::Distributed(t) => {
-                let (db, name) = match t.split_once('.') {
-                    Some((db, name)) => (quote_literal(db), quote_literal(name)),
-                    None => ("currentDatabase()".to_string(), quote_literal(t)),
-                };
                 let sql = format!(
-                    "SELECT engine_full FROM system.tables WHERE database = {db} AND name = {name}"
+                    "SELECT engine_full FROM system.tables WHERE {}",
+                    system_tables_filter(t)
                 );
                 let text = fetch_text(&seed, &sql)
                     .await

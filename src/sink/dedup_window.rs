@@ -16,7 +16,7 @@
 //! no window to check).
 
 use super::clickhouse::fetch_text;
-use super::sql::quote_literal;
+use super::sql::system_tables_filter;
 use clickhouse::Client;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Mutex, OnceLock};
@@ -162,12 +162,9 @@ impl DedupWatch {
 /// The window of `table` (`db.table` or `table`), or `None` when it does
 /// not deduplicate (not `Replicated*`) or the server does not say.
 async fn read_window(client: &Client, table: &str) -> Option<Window> {
-    let (db, name) = match table.split_once('.') {
-        Some((db, name)) => (quote_literal(db), quote_literal(name)),
-        None => ("currentDatabase()".to_string(), quote_literal(table)),
-    };
     let sql = format!(
-        "SELECT engine, engine_full FROM system.tables WHERE database = {db} AND name = {name}"
+        "SELECT engine, engine_full FROM system.tables WHERE {}",
+        system_tables_filter(table)
     );
     let text = fetch_text(client, &sql).await.ok()?;
     let (engine, full) = text.lines().next()?.split_once('\t')?;

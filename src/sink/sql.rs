@@ -37,6 +37,16 @@ pub fn quote_table(table: &str) -> String {
     }
 }
 
+/// `database = ... AND name = ...` picking `table` (`db.table`, or
+/// `table` in the current database) out of `system.tables`.
+pub(crate) fn system_tables_filter(table: &str) -> String {
+    let (db, name) = match table.split_once('.') {
+        Some((db, name)) => (quote_literal(db), quote_literal(name)),
+        None => ("currentDatabase()".to_string(), quote_literal(table)),
+    };
+    format!("database = {db} AND name = {name}")
+}
+
 /// `INSERT INTO table (c1, c2) FORMAT RowBinary`, every name quoted.
 pub fn insert_sql(table: &str, columns: &[impl AsRef<str>]) -> String {
     let cols: Vec<String> = columns.iter().map(|c| quote_ident(c.as_ref())).collect();
