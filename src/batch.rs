@@ -79,6 +79,25 @@ impl InsertBatch {
         self
     }
 
+    /// The same INSERT (identity, batches, rows) with its rows as `data`:
+    /// the rows reordered, in one buffer.
+    pub(crate) fn with_body(&self, data: Bytes) -> Self {
+        Self {
+            chunks: vec![data],
+            ..self.clone()
+        }
+    }
+
+    /// The same INSERT's identity and counts without its rows: what the
+    /// coordinator keeps of an INSERT in flight, so the only copy of the
+    /// rows is the delivery's (which [`Sink::prepare`](crate::sink::Sink::prepare) may replace).
+    pub(crate) fn without_body(&self) -> Self {
+        Self {
+            chunks: Vec::new(),
+            ..self.clone()
+        }
+    }
+
     pub(crate) fn with_recorded(mut self, destination: Option<Vec<String>>) -> Self {
         self.recorded = destination.map(Arc::from);
         self

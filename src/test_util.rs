@@ -7,6 +7,7 @@
 //! Must not: hold logic of its own; the engine's code is the one copy.
 
 pub use crate::json::ndjson_lines;
+pub use crate::sink::shape::passes::{native_block, sort_rows};
 pub use crate::sink::sql::{insert_sql, quote_ident, quote_table};
 
 /// Spill files: list a directory (oldest first) and read one back.

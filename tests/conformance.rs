@@ -4,11 +4,14 @@
 //! must come back identical, i.e. every value was read as exactly what we
 //! meant. Every type goes through chdb (ClickHouse 26.x in-process); the types
 //! 18.16 has also go through the private 18.16 server via `ClickHouseSink`.
+//! Both as the RowBinary we encode and as the Native block the sink
+//! transposes it into (`InsertFormat::Native`): the same rows must read
+//! back identical either way.
 
 mod support;
 
 use ch_ingest::sink::InsertBatch;
-use ch_ingest::sink::{nodelay_client, ClickHouseSink, Sink};
+use ch_ingest::sink::{nodelay_client, ClickHouseSink, InsertFormat, InsertOrder, Sink};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::TestRunner;
@@ -200,6 +203,15 @@ fn first_difference(case: &Case, got: &[u8]) -> String {
     )
 }
 
+/// The Native block the sink would send for a case's rows.
+fn native(c: &Case) -> Vec<u8> {
+    let schema = ch_ingest::Schema::new([("id", "UInt32"), ("v", c.ty)]).unwrap();
+    let rows = c.rows.len() as u64;
+    ch_ingest::test_util::native_block(&schema, &[bytes::Bytes::from(c.data.clone())], rows)
+        .unwrap()
+        .to_vec()
+}
+
 const CHDB_SCRIPT: &str = r#"
 import json, sys
 try:
@@ -210,7 +222,11 @@ except ImportError:
 print("VERSION", chdb.query("SELECT version()", "TSV").bytes().decode().strip())
 for item in json.load(open(sys.argv[1])):
     try:
-        r = chdb.query("SELECT id, v FROM file('%s', 'RowBinary', 'id UInt32, v %s') ORDER BY id FORMAT RowBinary" % (item["path"], item["ty"].replace("'", "\\'")))
+        if item["native"]:
+            source = "file('%s', 'Native')" % item["path"]
+        else:
+            source = "file('%s', 'RowBinary', 'id UInt32, v %s')" % (item["path"], item["ty"].replace("'", "\\'"))
+        r = chdb.query("SELECT id, v FROM %s ORDER BY id FORMAT RowBinary" % source)
         open(item["out"], "wb").write(r.bytes())
     except Exception as e:
         open(item["out"] + ".err", "w").write(str(e))
@@ -224,7 +240,10 @@ fn every_type_round_trips_through_chdb() {
     for (i, c) in cases.iter().enumerate() {
         let path = dir.path().join(format!("{i}.bin"));
         std::fs::write(&path, &c.data).unwrap();
-        manifest.push(serde_json::json!({"ty": c.ty, "path": path, "out": dir.path().join(format!("{i}.out"))}));
+        manifest.push(serde_json::json!({"ty": c.ty, "path": path, "native": false, "out": dir.path().join(format!("{i}.out"))}));
+        let path = dir.path().join(format!("{i}.native"));
+        std::fs::write(&path, native(c)).unwrap();
+        manifest.push(serde_json::json!({"ty": c.ty, "path": path, "native": true, "out": dir.path().join(format!("{i}.native.out"))}));
     }
     let manifest_path = dir.path().join("manifest.json");
     std::fs::write(&manifest_path, serde_json::to_vec(&manifest).unwrap()).unwrap();
@@ -256,20 +275,24 @@ fn every_type_round_trips_through_chdb() {
         .unwrap_or("?");
     let mut failures = Vec::new();
     for (i, c) in cases.iter().enumerate() {
-        let out = dir.path().join(format!("{i}.out"));
-        match std::fs::read(&out) {
-            Ok(got) if got == c.data => {}
-            Ok(got) => failures.push(first_difference(c, &got)),
-            Err(_) => failures.push(format!(
-                "{}: {}",
-                c.ty,
-                std::fs::read_to_string(dir.path().join(format!("{i}.out.err")))
-                    .unwrap_or_default()
-            )),
+        for (format, out) in [
+            ("RowBinary", format!("{i}.out")),
+            ("Native", format!("{i}.native.out")),
+        ] {
+            let out = dir.path().join(out);
+            match std::fs::read(&out) {
+                Ok(got) if got == c.data => {}
+                Ok(got) => failures.push(format!("{format}: {}", first_difference(c, &got))),
+                Err(_) => failures.push(format!(
+                    "{format}: {}: {}",
+                    c.ty,
+                    std::fs::read_to_string(out.with_extension("out.err")).unwrap_or_default()
+                )),
+            }
         }
     }
     println!(
-        "conformance: ClickHouse {version} (chdb) parsed {} types x {ROWS} rows",
+        "conformance: ClickHouse {version} (chdb) parsed {} types x {ROWS} rows, as RowBinary and as Native",
         cases.len()
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -280,12 +303,18 @@ async fn types_of_18_16_round_trip_through_the_server() {
     let server = server_or_skip!();
     let cases: Vec<Case> = cases().into_iter().filter(|c| c.old).collect();
     let mut failures = Vec::new();
-    for (i, c) in cases.iter().enumerate() {
+    let formats = [InsertFormat::RowBinary, InsertFormat::Native];
+    for (i, (c, format)) in cases
+        .iter()
+        .flat_map(|c| formats.iter().map(move |f| (c, *f)))
+        .enumerate()
+    {
         let table = server.fresh_table(
             &format!("conf{i}"),
             &format!("(id UInt32, v {}) ENGINE = Log", c.ty),
         );
         let sink = ClickHouseSink::new(nodelay_client().with_url(&server.url), &table);
+        sink.insert_shape(&InsertOrder::Arrival, format);
         let batch = InsertBatch::new(
             0,
             &["id", "v"],
@@ -293,19 +322,19 @@ async fn types_of_18_16_round_trip_through_the_server() {
             ROWS as u64,
         );
         if let Err(e) = sink.insert(&batch).await {
-            failures.push(format!("{}: INSERT failed: {e}", c.ty));
+            failures.push(format!("{format}: {}: INSERT failed: {e}", c.ty));
             continue;
         }
         let got = server.query_bytes(&format!(
             "SELECT id, v FROM {table} ORDER BY id FORMAT RowBinary"
         ));
         if got != c.data {
-            failures.push(first_difference(c, &got));
+            failures.push(format!("{format}: {}", first_difference(c, &got)));
         }
         server.query(&format!("DROP TABLE {table}"));
     }
     println!(
-        "conformance: ClickHouse {} (server) parsed {} types x {ROWS} rows",
+        "conformance: ClickHouse {} (server) parsed {} types x {ROWS} rows, as RowBinary and as Native",
         server.version,
         cases.len()
     );

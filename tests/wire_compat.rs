@@ -2,7 +2,7 @@
 //! bytes `clickhouse::Client::insert::<T>` sends: both requests are captured
 //! by a tiny HTTP server in this test and compared byte for byte.
 
-use ch_ingest::sink::{ClickHouseSink, Sink};
+use ch_ingest::sink::{ClickHouseSink, InsertFormat, InsertOrder, Sink};
 use ch_ingest::{encode_row, sink::InsertBatch};
 use clickhouse::types::{Int256, UInt256};
 use serde::Serialize;
@@ -205,6 +205,8 @@ async fn rowbinary_matches_the_clickhouse_crate_byte_for_byte() {
             .with_compression(clickhouse::Compression::None),
         "rich",
     );
+    // RowBinary as it was encoded: what the crate's `insert` sends.
+    sink.insert_shape(&InsertOrder::Arrival, InsertFormat::RowBinary);
     // The sink asks the server's version first; answer that, then the INSERT.
     let batch = InsertBatch::new(0, &cols.unwrap(), vec![ours.freeze()], rows.len() as u64);
     let send = tokio::spawn(async move { sink.insert(&batch).await });

@@ -31,6 +31,8 @@ pub(crate) struct Config {
     pub max_insert_rows: u64,
     pub max_insert_bytes: usize,
     pub linger: Duration,
+    pub insert_order: crate::sink::InsertOrder,
+    pub insert_format: crate::sink::InsertFormat,
     pub retry: crate::RetryPolicy,
     pub dead_letter_dir: Option<std::path::PathBuf>,
     pub spill_dir: Option<std::path::PathBuf>,
@@ -60,6 +62,8 @@ impl Default for Config {
             max_insert_rows: 100_000,
             max_insert_bytes: 16 << 20,
             linger: Duration::ZERO,
+            insert_order: Default::default(),
+            insert_format: Default::default(),
             retry: crate::RetryPolicy::default(),
             dead_letter_dir: None,
             spill_dir: None,
@@ -173,6 +177,35 @@ impl Builder {
     /// ... and up to this many bytes. Default: 16 MiB.
     pub fn max_insert_bytes(mut self, n: usize) -> Self {
         self.cfg.max_insert_bytes = n;
+        self
+    }
+
+    /// The order each INSERT's rows are sent in. Default:
+    /// [`InsertOrder::Sorted`](crate::sink::InsertOrder::Sorted), by the
+    /// table's sorting key as the server reports it, which saves the server
+    /// its sort (measured in BENCHMARKS.md, "Server-friendly INSERTs"). The
+    /// sort runs once per INSERT on a blocking thread, never on `track`'s
+    /// path; sinks other than ClickHouse ones ignore it.
+    ///
+    /// ```
+    /// use ch_ingest::{Buffer, sink::{InsertFormat, InsertOrder}};
+    /// let builder = Buffer::builder()
+    ///     .insert_order(InsertOrder::Arrival)
+    ///     .insert_format(InsertFormat::RowBinary); // what every other writer sends
+    /// # let _ = builder;
+    /// ```
+    pub fn insert_order(mut self, order: crate::sink::InsertOrder) -> Self {
+        self.cfg.insert_order = order;
+        self
+    }
+
+    /// The format each INSERT is sent in. Default:
+    /// [`InsertFormat::Native`](crate::sink::InsertFormat::Native), one
+    /// column-wise block per INSERT, transposed from the shards' RowBinary
+    /// by the table's `DESCRIBE`, which the server parses for less CPU;
+    /// tables with a column it cannot transpose get RowBinary.
+    pub fn insert_format(mut self, format: crate::sink::InsertFormat) -> Self {
+        self.cfg.insert_format = format;
         self
     }
 
@@ -314,6 +347,7 @@ impl Builder {
         let mut cfg = self.cfg;
         cfg.lanes = sink.lanes().max(1);
         sink.retry_horizon(cfg.retry.max_elapsed.saturating_add(cfg.insert_timeout));
+        sink.insert_shape(&cfg.insert_order, cfg.insert_format);
         let check = |ok: bool, field: &'static str, reason: &'static str| {
             if ok {
                 Ok(())

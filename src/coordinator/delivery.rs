@@ -53,6 +53,9 @@ pub(super) struct Delivery<S> {
 
 impl<S: Sink> Delivery<S> {
     pub(super) async fn run(mut self) -> Delivered {
+        // Shaped once (the table's key order): every attempt, spill and
+        // dead letter below carries these bytes.
+        self.insert = self.sink.prepare(self.insert.clone()).await;
         let cfg = &self.shared.cfg;
         let stats = &self.shared.seal.stats;
         let started = tokio::time::Instant::now();

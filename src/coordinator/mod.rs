@@ -86,7 +86,10 @@ pub(crate) enum Command {
 }
 
 struct Flight {
-    insert: Arc<InsertBatch>,
+    /// Without its rows (the delivery holds them; see `Sink::prepare`).
+    insert: InsertBatch,
+    /// The RowBinary bytes of each sealed batch, for the ledger.
+    part_bytes: Vec<u64>,
     lane: usize,
     part_rows: Vec<u64>,
     started: tokio::time::Instant,
@@ -386,7 +389,8 @@ impl<S: Sink> Coordinator<S> {
         self.flights.insert(
             handle.id(),
             Flight {
-                insert,
+                insert: insert.without_body(),
+                part_bytes: insert.chunks().iter().map(|c| c.len() as u64).collect(),
                 lane,
                 part_rows,
                 started: tokio::time::Instant::now(),
@@ -486,13 +490,12 @@ impl<S: Sink> Coordinator<S> {
                 Fate::Failed
             }
         };
-        for ((&seq, &rows), chunk) in insert
+        for ((&seq, &rows), &bytes) in insert
             .seqs
             .iter()
             .zip(&flight.part_rows)
-            .zip(&insert.chunks)
+            .zip(&flight.part_bytes)
         {
-            let bytes = chunk.len() as u64;
             self.ledger.record(seq, PartOutcome { rows, bytes, fate });
         }
     }

@@ -1,15 +1,19 @@
-//! ClickHouse over HTTP: one `INSERT ... FORMAT RowBinary` per batch.
+//! ClickHouse over HTTP: one `INSERT ... FORMAT Native` (or `RowBinary`)
+//! per batch.
 //!
 //! Owns: turning an [`InsertBatch`] into one INSERT through the official
 //! `clickhouse` crate, the server-version check that decides which settings
 //! may be sent, and mapping the crate's errors to [`SinkError`]. Must not:
-//! retry (the coordinator's job) or copy the body (chunks are sent as they are).
+//! retry (the coordinator's job), or shape the body itself (`shape` orders
+//! and transposes it; RowBinary chunks are sent as they are).
 
-use super::{insert_sql, InsertBatch, Sink, SinkError};
+use super::shape::Body;
+use super::{insert_sql, InsertBatch, InsertFormat, InsertOrder, Sink, SinkError};
 use clickhouse::Client;
 use hyper_util::client::legacy::{connect::HttpConnector, Client as HyperClient};
 use hyper_util::rt::TokioExecutor;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::OnceCell;
@@ -65,6 +69,8 @@ pub struct ClickHouseSink {
     try_timeout: TryTimeout,
     /// Whether the table's deduplication window covers the retry horizon.
     dedup_window: std::sync::Arc<super::dedup_window::DedupWatch>,
+    /// The INSERTs' order and format, and what was learned for them.
+    shaper: std::sync::Arc<super::shape::Shaper>,
 }
 
 /// How long one try on one endpoint waits (to connect, send, and for the
@@ -217,6 +223,7 @@ impl ClickHouseSink {
             dedup_token: false,
             try_timeout: TryTimeout::default(),
             dedup_window: Default::default(),
+            shaper: Default::default(),
         }
     }
 
@@ -286,13 +293,19 @@ impl ClickHouseSink {
         &self,
         ep: &Endpoint,
         batch: &InsertBatch,
+        body: &Body,
         outer: Option<Instant>,
         patience: Option<Duration>,
     ) -> Result<(), SinkError> {
         let info = watch(ep, outer, patience, self.server_info(ep)).await?;
+        let mut sql = insert_sql(&self.table, batch.columns());
+        if let Body::Native(_) = body {
+            sql.truncate(sql.len() - "RowBinary".len());
+            sql.push_str("Native");
+        }
         let mut insert = ep
             .client
-            .insert_formatted_with(insert_sql(&self.table, batch.columns()))
+            .insert_formatted_with(sql)
             // An exception after headers went out (progress headers, a
             // client's `send_progress_in_http_headers=1`) would arrive in a
             // 200 body that 18.x writes in a form the crate does not detect:
@@ -307,8 +320,13 @@ impl ClickHouseSink {
         }
         // Dropping the sends half-way aborts the request body: no leak.
         watch(ep, outer, patience, async {
-            for chunk in batch.chunks() {
-                insert.send(chunk.clone()).await.map_err(map_error)?;
+            match body {
+                Body::Native(block) => insert.send(block.clone()).await.map_err(map_error)?,
+                Body::RowBinary => {
+                    for chunk in batch.chunks() {
+                        insert.send(chunk.clone()).await.map_err(map_error)?;
+                    }
+                }
             }
             Ok(())
         })
@@ -352,10 +370,11 @@ impl ClickHouseSink {
         &self,
         ep: &Endpoint,
         batch: &InsertBatch,
+        body: &Body,
         outer: Option<Instant>,
         patience: Option<Duration>,
     ) -> Result<(), SinkError> {
-        let mut result = self.insert_into(ep, batch, outer, patience).await;
+        let mut result = self.insert_into(ep, batch, body, outer, patience).await;
         for wait in [Duration::from_secs(1), Duration::from_secs(2)] {
             let missing = matches!(
                 &result,
@@ -369,7 +388,7 @@ impl ClickHouseSink {
                 break;
             }
             tokio::time::sleep_until(again_at).await;
-            result = self.insert_into(ep, batch, outer, patience).await;
+            result = self.insert_into(ep, batch, body, outer, patience).await;
         }
         result
     }
@@ -465,9 +484,16 @@ impl Sink for ClickHouseSink {
         };
         let mut last = None;
         let patience = (n > 1).then(|| self.try_timeout.for_bytes(batch.bytes()));
+        let body = self
+            .shaper
+            .body(&self.endpoints[candidates[0]].client, &self.table, batch)
+            .await;
         for i in candidates {
             let ep = &self.endpoints[i];
-            match self.insert_confirmed(ep, batch, outer, patience).await {
+            match self
+                .insert_confirmed(ep, batch, &body, outer, patience)
+                .await
+            {
                 Ok(()) => {
                     ep.mark_up();
                     self.preferred.store(i, Relaxed);
@@ -511,6 +537,18 @@ impl Sink for ClickHouseSink {
     /// a cluster").
     fn retry_horizon(&self, horizon: Duration) {
         self.dedup_window.set_horizon(horizon);
+    }
+
+    fn insert_shape(&self, order: &InsertOrder, format: InsertFormat) {
+        self.shaper.set(order, format);
+    }
+
+    /// Sorts the INSERT by the table's key (see [`InsertOrder`]), learning
+    /// the key from the preferred endpoint the first time.
+    async fn prepare(&self, batch: Arc<InsertBatch>) -> Arc<InsertBatch> {
+        let n = self.endpoints.len();
+        let ep = &self.endpoints[self.preferred.load(Relaxed) % n];
+        self.shaper.prepare(&ep.client, &self.table, batch).await
     }
 }
 

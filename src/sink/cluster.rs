@@ -141,6 +141,8 @@ pub struct ClusterSink {
     try_timeout: TryTimeout,
     dedup_token: bool,
     horizon: Arc<OnceLock<std::time::Duration>>,
+    /// The INSERT shape the engine asked for, for shard sinks built later.
+    shape: Arc<OnceLock<(super::InsertOrder, super::InsertFormat)>>,
     /// `bounds[i]`: the first weight slot past shard `i` (cumulative weights).
     bounds: Vec<u64>,
     table: String,
@@ -199,6 +201,7 @@ impl ClusterSink {
             try_timeout: TryTimeout::default(),
             dedup_token: false,
             horizon: Default::default(),
+            shape: Default::default(),
             bounds,
             table,
             key: None,
@@ -307,10 +310,11 @@ impl ClusterSink {
     /// ```
     pub fn refresh_every(self, discovery: Discovery, every: Duration) -> Self {
         let current = Arc::downgrade(&self.current);
-        let (client, table, horizon) = (
+        let (client, table, horizon, shape) = (
             self.client.clone(),
             self.table.clone(),
             self.horizon.clone(),
+            self.shape.clone(),
         );
         let (try_timeout, dedup_token) = (self.try_timeout, self.dedup_token);
         let weights: Vec<u64> = self
@@ -380,6 +384,9 @@ impl ClusterSink {
                         .with_deduplication_token(dedup_token);
                     if let Some(h) = horizon.get() {
                         sink.retry_horizon(*h);
+                    }
+                    if let Some((order, format)) = shape.get() {
+                        sink.insert_shape(order, *format);
                     }
                     tracing::info!(shard = i, replicas = ?labels, "a shard's replicas changed; its INSERTs use the new list");
                     sinks[i] = sink;
@@ -614,6 +621,25 @@ impl Sink for ClusterSink {
         for shard in &self.replicas().sinks {
             shard.retry_horizon(horizon);
         }
+    }
+
+    fn insert_shape(&self, order: &super::InsertOrder, format: super::InsertFormat) {
+        let _ = self.shape.set((order.clone(), format));
+        for shard in &self.replicas().sinks {
+            shard.insert_shape(order, format);
+        }
+    }
+
+    /// Sorted by the local table's key as the INSERT's shard (or, split by
+    /// a sharding key, the first shard) reports it; splitting keeps the
+    /// order, so every shard's part is sorted too.
+    async fn prepare(&self, batch: Arc<InsertBatch>) -> Arc<InsertBatch> {
+        let replicas = self.replicas();
+        let shard = match self.key {
+            None => self.shard_of(&batch),
+            Some(_) => 0,
+        };
+        replicas.sinks[shard].prepare(batch).await
     }
 }
 

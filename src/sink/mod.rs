@@ -4,7 +4,9 @@
 //! [`ClickHouseSink`] (HTTP INSERTs), [`FileSink`] (RowBinary files, no server
 //! needed) and [`MemorySink`] (keeps batches, for tests). Must not: buffer,
 //! retry or reorder: the coordinator decides what to send and when, a sink only
-//! delivers one [`InsertBatch`] and says how it went.
+//! delivers one [`InsertBatch`] and says how it went. The one reordering a
+//! sink may do is inside an INSERT, for the server's sake
+//! ([`InsertOrder`]), once before its first attempt ([`Sink::prepare`]).
 
 mod clickhouse;
 mod cluster;
@@ -13,6 +15,7 @@ pub(crate) mod deadline;
 mod dedup_window;
 mod file;
 mod memory;
+pub(crate) mod shape;
 mod sharding;
 pub(crate) mod sql;
 
@@ -23,6 +26,7 @@ pub use self::cluster::{
 };
 pub use self::file::FileSink;
 pub use self::memory::MemorySink;
+pub use self::shape::{InsertFormat, InsertOrder, ShapeParseError};
 pub(crate) use self::sql::{insert_sql, quote_literal, quote_table};
 pub use crate::batch::InsertBatch;
 
@@ -79,7 +83,7 @@ pub trait Sink: Send + Sync + 'static {
     /// may check it and warn. Default: nothing.
     ///
     /// A sink that wraps another should forward `lanes`, `lane`,
-    /// `destination` and this.
+    /// `destination`, `insert_shape`, `prepare` and this.
     fn retry_horizon(&self, horizon: std::time::Duration) {
         let _ = horizon;
     }
@@ -92,6 +96,26 @@ pub trait Sink: Send + Sync + 'static {
     fn destination(&self, batch: &InsertBatch) -> Option<Vec<String>> {
         let _ = batch;
         None
+    }
+
+    /// Told once, when an engine is built over this sink, the shape its
+    /// INSERTs should have ([`Builder::insert_order`](crate::Builder::insert_order),
+    /// [`Builder::insert_format`](crate::Builder::insert_format)). Sinks that
+    /// cannot use it ignore it (the default).
+    fn insert_shape(&self, order: &InsertOrder, format: InsertFormat) {
+        let _ = (order, format);
+    }
+
+    /// Called once per INSERT, before its first attempt, off the
+    /// coordinator's task: may return the same rows in another order (the
+    /// table's key, see [`InsertOrder`]). What it returns is what every
+    /// attempt, spill and replay of this INSERT carries, so it must be the
+    /// same for the same input. Default: the INSERT as it is.
+    fn prepare(
+        &self,
+        batch: std::sync::Arc<InsertBatch>,
+    ) -> impl Future<Output = std::sync::Arc<InsertBatch>> + Send {
+        std::future::ready(batch)
     }
 }
 
@@ -118,6 +142,17 @@ impl<S: Sink> Sink for std::sync::Arc<S> {
 
     fn destination(&self, batch: &InsertBatch) -> Option<Vec<String>> {
         (**self).destination(batch)
+    }
+
+    fn insert_shape(&self, order: &InsertOrder, format: InsertFormat) {
+        (**self).insert_shape(order, format)
+    }
+
+    fn prepare(
+        &self,
+        batch: std::sync::Arc<InsertBatch>,
+    ) -> impl Future<Output = std::sync::Arc<InsertBatch>> + Send {
+        (**self).prepare(batch)
     }
 }
 
