@@ -209,7 +209,7 @@ fn native(c: &Case) -> Vec<u8> {
     let rows = c.rows.len() as u64;
     ch_ingest::test_util::native_block(&schema, &[bytes::Bytes::from(c.data.clone())], rows)
         .unwrap()
-        .to_vec()
+        .concat()
 }
 
 const CHDB_SCRIPT: &str = r#"

@@ -86,7 +86,13 @@ pub fn run(args: ClusterBenchArgs) -> Result<(), Box<dyn std::error::Error>> {
             }
             "inserter_distributed" => {
                 let client = nodelay_client().with_url(&first).with_validation(false);
-                inserter(&rt, client, &args)?
+                inserter(
+                    &rt,
+                    client,
+                    &args.distributed_table,
+                    args.events,
+                    args.batch,
+                )?
             }
             _ => {
                 let sync = if way == "distributed_sync" { "1" } else { "0" };
@@ -192,18 +198,21 @@ fn engine<S: Sink>(
     Ok(buffer.stats().acked_rows)
 }
 
-/// The `clickhouse` crate's `Inserter`, one per producer thread (it is not
-/// shared between threads), each committing every `--batch` rows.
-fn inserter(
+/// The `clickhouse` crate's `Inserter` into `table`, one per producer
+/// thread (it is not shared between threads), each committing every
+/// `batch` rows; `events` in all.
+pub(crate) fn inserter(
     rt: &tokio::runtime::Runtime,
     client: clickhouse::Client,
-    args: &ClusterBenchArgs,
+    table: &str,
+    events: u64,
+    batch: u64,
 ) -> Result<u64, Box<dyn std::error::Error>> {
-    let per = args.events / 2;
+    let per = events / 2;
     let producers: Vec<_> = (0..2u64)
         .map(|p| {
             let (client, handle) = (client.clone(), rt.handle().clone());
-            let (table, batch) = (args.distributed_table.clone(), args.batch);
+            let table = table.to_string();
             std::thread::spawn(move || {
                 handle.block_on(async move {
                     let mut ins = client.inserter::<PostEvent>(&table).with_max_rows(batch);
@@ -250,7 +259,7 @@ fn synced_total(
 }
 
 /// User plus system CPU seconds of these processes, `None` without pids.
-fn cpu_seconds(pids: &[u32]) -> Option<f64> {
+pub(crate) fn cpu_seconds(pids: &[u32]) -> Option<f64> {
     if pids.is_empty() {
         return None;
     }

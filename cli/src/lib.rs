@@ -9,6 +9,7 @@ mod inspect;
 mod load;
 mod replay;
 mod serve;
+mod shape_bench;
 mod sweep;
 pub mod workloads;
 

@@ -2,6 +2,7 @@
 //! as they can (or at `--rate`), track them, and the run ends with a report.
 //! With no server named the batches go to a FileSink (no server needed).
 
+use super::cluster_bench::cpu_seconds;
 use super::parse_duration;
 use ch_ingest::sink::{
     nodelay_client, ClickHouseSink, ClusterShard, ClusterSink, Discovery, FileSink, Sink,
@@ -48,6 +49,17 @@ pub struct LoadArgs {
     /// How long a lone sealed batch may wait for company, e.g. 200ms (default 0).
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
     linger: Duration,
+    /// The order each INSERT's rows are sent in: arrival, sorted (by the
+    /// table's key, from the server) or sorted(col, ...).
+    #[arg(long, default_value = "sorted")]
+    insert_order: ch_ingest::sink::InsertOrder,
+    /// The format each INSERT is sent in: Native or RowBinary.
+    #[arg(long, default_value = "Native")]
+    insert_format: ch_ingest::sink::InsertFormat,
+    /// PID of the ClickHouse server (on this host): the report gives the
+    /// CPU seconds it spent during the run.
+    #[arg(long)]
+    server_pid: Option<u32>,
     /// Attempts per INSERT, the first included (1 = never retry).
     #[arg(long, default_value_t = 10)]
     retry_attempts: u32,
@@ -351,6 +363,8 @@ fn drive<S: Sink>(
             .max_inflight(args.max_inflight)
             .queue_bytes(args.queue_bytes)
             .linger(args.linger)
+            .insert_order(args.insert_order.clone())
+            .insert_format(args.insert_format)
             .retry(
                 ch_ingest::RetryPolicy::default()
                     .with_max_attempts(args.retry_attempts.max(1))
@@ -368,6 +382,9 @@ fn drive<S: Sink>(
     })?;
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
+    let server: Vec<u32> = args.server_pid.into_iter().collect();
+    let me = [std::process::id()];
+    let cpu_before = (cpu_seconds(&server), cpu_seconds(&me));
     let started = Instant::now();
     let per_producer = args.events / producers as u64;
     let handles: Vec<_> = (0..producers)
@@ -478,6 +495,22 @@ fn drive<S: Sink>(
         s.spill_pending_rows,
         s.dead_lettered_rows,
         s.dropped_rows
+    );
+    let millions = (s.acked_rows as f64 / 1e6).max(1e-9);
+    let spent =
+        |pids: &[u32], before: Option<f64>| cpu_seconds(pids).zip(before).map(|(a, b)| a - b);
+    println!(
+        "cpu       {} INSERTs ({}): server {}, this process {}",
+        args.insert_format,
+        args.insert_order,
+        spent(&server, cpu_before.0).map_or("n/a (--server-pid)".into(), |c| format!(
+            "{c:.2}s ({:.3}s per M rows)",
+            c / millions
+        )),
+        spent(&me, cpu_before.1).map_or("n/a".into(), |c| format!(
+            "{c:.2}s ({:.3}s per M rows)",
+            c / millions
+        )),
     );
     let peak_kib = status_kib("VmHWM:");
     println!(

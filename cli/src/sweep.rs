@@ -27,6 +27,9 @@ enum BenchCommand {
     /// The ways to feed a replicated cluster, side by side: straight to the
     /// shards, through the Distributed table (sync and async).
     Cluster(super::cluster_bench::ClusterBenchArgs),
+    /// What each INSERT shape (arrival or sorted, RowBinary or Native)
+    /// costs the server, beside the clickhouse crate's Inserter.
+    Shapes(super::shape_bench::ShapeBenchArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -67,6 +70,7 @@ pub fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
     match args.command {
         BenchCommand::Sweep(a) => sweep(a),
         BenchCommand::Cluster(a) => super::cluster_bench::run(a),
+        BenchCommand::Shapes(a) => super::shape_bench::run(a),
     }
 }
 

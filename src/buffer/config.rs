@@ -8,7 +8,7 @@
 use super::{Buffer, Inner, Json};
 use crate::coordinator::{Coordinator, Shared};
 use crate::shard::{SealTarget, Shard};
-use crate::sink::Sink;
+use crate::sink::{InsertFormat, InsertOrder, Sink};
 use crate::stats::Counters;
 use serde::Serialize;
 use std::marker::PhantomData;
@@ -31,8 +31,8 @@ pub(crate) struct Config {
     pub max_insert_rows: u64,
     pub max_insert_bytes: usize,
     pub linger: Duration,
-    pub insert_order: crate::sink::InsertOrder,
-    pub insert_format: crate::sink::InsertFormat,
+    pub insert_order: InsertOrder,
+    pub insert_format: InsertFormat,
     pub retry: crate::RetryPolicy,
     pub dead_letter_dir: Option<std::path::PathBuf>,
     pub spill_dir: Option<std::path::PathBuf>,
@@ -77,11 +77,17 @@ impl Default for Config {
     }
 }
 
+/// What the sort of one INSERT holds per row while it runs: the row's place
+/// (12 bytes), its key words (8 bytes each; 40 covers keys of up to five
+/// columns, strings as ranks), the packed keys and their radix copy (32)
+/// and the order (4); rounded up.
+const SORT_INDEX_BYTES_PER_ROW: usize = 96;
+
 impl Config {
     /// Worst-case bytes of RowBinary the engine holds, by construction:
     /// open shard buffers, one parked batch per shard, the sealed-batch queue,
-    /// and the in-flight INSERTs. A single row larger than `max_bytes` may add
-    /// its own size once per shard.
+    /// and the in-flight INSERTs with what shaping them adds. A single row
+    /// larger than `max_bytes` may add its own size once per shard.
     pub(crate) fn memory_bound(&self) -> usize {
         let open_and_parked = self.shards * 2 * self.max_bytes;
         // The byte budget admits a batch only if it fits, except into an
@@ -90,7 +96,18 @@ impl Config {
             .queue_bytes
             .max(self.max_bytes)
             .min(self.queue_batches * self.max_bytes);
-        let inflight = self.lanes * self.max_inflight * self.max_insert_bytes.max(self.max_bytes);
+        let insert = self.max_insert_bytes.max(self.max_bytes);
+        // Shaping an INSERT holds a second copy of its rows (the sorted
+        // one while sorting, the Native block during an attempt), and the
+        // sort its index while it runs.
+        let shaping = match (&self.insert_order, self.insert_format) {
+            (InsertOrder::Arrival, InsertFormat::RowBinary) => 0,
+            (InsertOrder::Arrival, _) => insert,
+            _ => insert.saturating_add(
+                SORT_INDEX_BYTES_PER_ROW.saturating_mul(self.max_insert_rows as usize),
+            ),
+        };
+        let inflight = self.lanes * self.max_inflight * insert.saturating_add(shaping);
         open_and_parked + queued + inflight
     }
 }

@@ -321,7 +321,11 @@ impl ClickHouseSink {
         // Dropping the sends half-way aborts the request body: no leak.
         watch(ep, outer, patience, async {
             match body {
-                Body::Native(block) => insert.send(block.clone()).await.map_err(map_error)?,
+                Body::Native(block) => {
+                    for chunk in block {
+                        insert.send(chunk.clone()).await.map_err(map_error)?;
+                    }
+                }
                 Body::RowBinary => {
                     for chunk in batch.chunks() {
                         insert.send(chunk.clone()).await.map_err(map_error)?;

@@ -91,6 +91,10 @@ pub struct TableFile {
     retry_attempts: Option<u32>,
     retry_max_elapsed: Option<String>,
     spill_max_bytes: Option<u64>,
+    /// `arrival`, `sorted` (default: by the table's key) or `sorted(col, ...)`.
+    insert_order: Option<String>,
+    /// `Native` (default) or `RowBinary`.
+    insert_format: Option<String>,
     /// With a cluster: the shards' local table to insert into (default:
     /// the table's own name, which with `cluster` must then be the
     /// `Distributed` table whose definition names the local one).
@@ -406,6 +410,12 @@ impl ServeConfig {
             if let Some(s) = &t.linger {
                 b = b.linger(duration(&key("linger"), Some(s), Duration::ZERO)?);
             }
+            if let Some(s) = &t.insert_order {
+                b = b.insert_order(s.parse().map_err(|e| err(&key("insert_order"), e))?);
+            }
+            if let Some(s) = &t.insert_format {
+                b = b.insert_format(s.parse().map_err(|e| err(&key("insert_format"), e))?);
+            }
             if let Some(s) = &t.insert_timeout {
                 b = b.insert_timeout(nonzero_duration(
                     &key("insert_timeout"),
@@ -649,6 +659,8 @@ fn merge(defaults: &TableFile, t: &TableFile) -> TableFile {
         retry_attempts,
         retry_max_elapsed,
         spill_max_bytes,
+        insert_order,
+        insert_format,
         local_table,
         sharding_key,
         deny_unknown_fields,

@@ -170,8 +170,8 @@ struct Plan {
 pub(crate) enum Body {
     /// Send the batch's RowBinary chunks.
     RowBinary,
-    /// Send this Native block.
-    Native(Bytes),
+    /// Send this Native block (its chunks, one after another).
+    Native(Vec<Bytes>),
 }
 
 /// A sink's shaping state: the knobs the engine set, and the plan per
@@ -276,7 +276,7 @@ impl Shaper {
             let (Some(layout), Some(key)) = (&p.layout, &p.key) else {
                 return Ok(None);
             };
-            sort::sort(layout, key, input.chunks())
+            sort::sort(layout, key, input.chunks(), input.rows())
         })
         .await;
         match sorted {
@@ -373,16 +373,15 @@ async fn learn(
         }
         _ => None,
     };
-    // Measured on 18.16: a Native `String` column into a top-level
+    // Measured on 18.16: a Native `String` column into a
     // `LowCardinality(String)` one is refused (code 368, "Bad cast from
-    // type DB::ColumnString to DB::ColumnLowCardinality"); nested ones
-    // (`Array(LowCardinality(String))`) convert. Such tables go as RowBinary.
-    let top_level_lc = types
-        .iter()
-        .flatten()
-        .any(|t| matches!(t, crate::schema::Type::LowCardinality(_)));
+    // type DB::ColumnString to DB::ColumnLowCardinality"), and a plain
+    // Native tuple into a `Tuple(LowCardinality(String), ...)` column
+    // crashed the server (SIGSEGV). Tables with LowCardinality anywhere go
+    // as RowBinary.
+    let low_cardinality = types.iter().flatten().any(has_low_cardinality);
     let native = match (&types, &layout, format) {
-        (Some(types), Some(_), InsertFormat::Native) if !top_level_lc => Some(
+        (Some(types), Some(_), InsertFormat::Native) if !low_cardinality => Some(
             types
                 .iter()
                 .map(|t| native::declared(t).to_string())
@@ -396,6 +395,17 @@ async fn learn(
         key,
         native,
     })
+}
+
+fn has_low_cardinality(ty: &crate::schema::Type) -> bool {
+    use crate::schema::Type;
+    match ty {
+        Type::LowCardinality(_) => true,
+        Type::Nullable(t) | Type::Array(t) => has_low_cardinality(t),
+        Type::Map(k, v) => has_low_cardinality(k) || has_low_cardinality(v),
+        Type::Tuple(items) => items.iter().any(|(_, t)| has_low_cardinality(t)),
+        _ => false,
+    }
 }
 
 /// The elements of a `sorting_key` (`a, intHash32(b), c`): split at
@@ -450,6 +460,7 @@ pub mod passes {
         schema: &Schema,
         key: &[&str],
         chunks: &[Bytes],
+        rows: u64,
     ) -> Result<Option<Bytes>, String> {
         let layout = layout(schema)?;
         let columns = key
@@ -461,11 +472,16 @@ pub mod passes {
                 Ok((i, kind))
             })
             .collect::<Result<_, String>>()?;
-        sort::sort(&layout, &SortKey { columns }, chunks).map_err(|e| e.to_string())
+        sort::sort(&layout, &SortKey { columns }, chunks, rows).map_err(|e| e.to_string())
     }
 
-    /// `chunks` (`rows` rows) as one Native block.
-    pub fn native_block(schema: &Schema, chunks: &[Bytes], rows: u64) -> Result<Bytes, String> {
+    /// `chunks` (`rows` rows) as one Native block, in the chunks the sink
+    /// sends one after another.
+    pub fn native_block(
+        schema: &Schema,
+        chunks: &[Bytes],
+        rows: u64,
+    ) -> Result<Vec<Bytes>, String> {
         let layout = layout(schema)?;
         let types: Vec<String> = schema
             .columns()

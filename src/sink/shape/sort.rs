@@ -88,12 +88,17 @@ pub(crate) fn sort(
     layout: &Layout,
     key: &SortKey,
     chunks: &[Bytes],
+    rows_hint: u64,
 ) -> Result<Option<Bytes>, WalkError> {
     let width: usize = key.columns.iter().map(|(_, k)| k.words()).sum();
+    if width == 0 {
+        return Ok(None);
+    }
     let total: usize = chunks.iter().map(Bytes::len).sum();
+    let hint = usize::try_from(rows_hint).unwrap_or(0).min(1 << 26);
     // (chunk, start, end) of each row.
-    let mut rows: Vec<(u32, u32, u32)> = Vec::new();
-    let mut words: Vec<u64> = Vec::new();
+    let mut rows: Vec<(u32, u32, u32)> = Vec::with_capacity(hint);
+    let mut words: Vec<u64> = Vec::with_capacity(hint * width);
     let mut strings: Vec<Strings<'_>> = key
         .columns
         .iter()
@@ -169,7 +174,25 @@ pub(crate) fn sort(
     let bits: Vec<u32> = (0..width)
         .map(|j| 64 - (maxs[j].wrapping_sub(mins[j])).leading_zeros())
         .collect();
-    let order: Vec<u32> = if bits.iter().sum::<u32>() <= 96 {
+    let key_bits: u32 = bits.iter().sum();
+    let order: Vec<u32> = if key_bits <= 64 {
+        // One word: a stable radix sort (equal keys keep arrival order).
+        let mut keyed: Vec<(u64, u32)> = (0..n)
+            .map(|r| {
+                let row = &words[r * width..(r + 1) * width];
+                let mut acc = 0u64;
+                for j in 0..width {
+                    if bits[j] > 0 {
+                        // One 64-bit column is the whole key (acc is 0).
+                        acc = acc.checked_shl(bits[j]).unwrap_or(0) | (row[j] - mins[j]);
+                    }
+                }
+                (acc, r as u32)
+            })
+            .collect();
+        radix_sort(&mut keyed, key_bits);
+        keyed.into_iter().map(|(_, r)| r).collect()
+    } else if key_bits <= 96 {
         // The whole key and the arrival index in one integer.
         let mut packed: Vec<u128> = (0..n)
             .map(|r| {
@@ -224,6 +247,37 @@ pub(crate) fn sort(
         out.extend_from_slice(&chunks[c as usize][start as usize..end as usize]);
     }
     Ok(Some(out.freeze()))
+}
+
+/// Sorts by the low `bits` of the keys, stably: least significant digit
+/// first, 11 bits a pass, a pass skipped when every key shares its digit.
+fn radix_sort(items: &mut Vec<(u64, u32)>, bits: u32) {
+    const DIGIT: u32 = 11;
+    let mask = (1u64 << DIGIT) - 1;
+    let mut spare = vec![(0u64, 0u32); items.len()];
+    let mut counts = vec![0usize; 1 << DIGIT];
+    for pass in 0..bits.div_ceil(DIGIT) {
+        let shift = pass * DIGIT;
+        counts.fill(0);
+        for &(k, _) in items.iter() {
+            counts[((k >> shift) & mask) as usize] += 1;
+        }
+        if counts.contains(&items.len()) {
+            continue;
+        }
+        let mut at = 0;
+        for c in counts.iter_mut() {
+            let here = *c;
+            *c = at;
+            at += here;
+        }
+        for &item in items.iter() {
+            let d = ((item.0 >> shift) & mask) as usize;
+            spare[counts[d]] = item;
+            counts[d] += 1;
+        }
+        std::mem::swap(items, &mut spare);
+    }
 }
 
 /// The bytes of the string at `at` (after its length).
@@ -386,34 +440,36 @@ mod tests {
             rows in proptest::collection::vec(
                 ("[a-c]{0,3}", any::<i32>(), 0u64..4, any::<Option<u8>>(), -2.0f64..2.0), 0..200),
             split in 0usize..200,
-            wide in any::<bool>(),
+            shape in 0usize..3,
         ) {
             let (layout, types) = schema(&TYPES);
-            let cols: &[usize] = if wide { &[2, 0, 1, 4] } else { &[0, 2] };
+            // Keys of up to 64 bits (radix sort), up to 96 (one u128 with
+            // the index), and wider (compared word by word).
+            let cols: &[usize] = [&[0, 2][..], &[1, 4], &[2, 0, 1, 4]][shape];
             let key = key_of(&types, cols);
             let data = encode(&rows);
             // Two chunks, split at a row boundary.
             let all = split_rows(&layout, &data);
             let cut: usize = all.iter().take(split.min(all.len())).map(Vec::len).sum();
             let chunks = [Bytes::copy_from_slice(&data[..cut]), Bytes::copy_from_slice(&data[cut..])];
-            let out = sort(&layout, &key, &chunks).unwrap();
+            let out = sort(&layout, &key, &chunks, 0).unwrap();
             let out = out.map(|b| b.to_vec()).unwrap_or(data.clone());
             let got = split_rows(&layout, &out);
             let mut want: Vec<(usize, &Row)> = rows.iter().enumerate().collect();
             want.sort_by(|(ia, a), (ib, b)| {
                 let ka = (a.2, a.0.as_bytes(), a.1, a.4);
                 let kb = (b.2, b.0.as_bytes(), b.1, b.4);
-                let ord = if wide {
-                    ka.partial_cmp(&kb).unwrap()
-                } else {
-                    (a.0.as_bytes(), a.2).cmp(&(b.0.as_bytes(), b.2))
+                let ord = match shape {
+                    0 => (a.0.as_bytes(), a.2).cmp(&(b.0.as_bytes(), b.2)),
+                    1 => (a.1, a.4).partial_cmp(&(b.1, b.4)).unwrap(),
+                    _ => ka.partial_cmp(&kb).unwrap(),
                 };
                 ord.then(ia.cmp(ib))
             });
             let want: Vec<Vec<u8>> = want.iter().map(|(_, r)| encode(std::slice::from_ref(r))).collect();
             prop_assert_eq!(got, want);
             // The same input gives the same bytes.
-            let again = sort(&layout, &key, &chunks).unwrap().map(|b| b.to_vec()).unwrap_or(data);
+            let again = sort(&layout, &key, &chunks, 7).unwrap().map(|b| b.to_vec()).unwrap_or(data);
             prop_assert_eq!(again, out);
         }
     }
@@ -445,6 +501,22 @@ mod tests {
     }
 
     #[test]
+    fn a_key_of_one_full_64_bit_column() {
+        let (layout, types) = schema(&["UInt64"]);
+        let key = key_of(&types, &[0]);
+        let rows = [u64::MAX, 0, 1 << 63];
+        let data: Vec<u8> = rows.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let out = sort(&layout, &key, &[Bytes::from(data)], 3)
+            .unwrap()
+            .unwrap();
+        let got: Vec<u64> = out
+            .chunks(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        assert_eq!(got, [0, 1 << 63, u64::MAX]);
+    }
+
+    #[test]
     fn sorted_input_is_not_copied_and_bad_bytes_are_errors() {
         let (layout, types) = schema(&["String", "UInt64"]);
         let key = key_of(&types, &[1]);
@@ -453,8 +525,8 @@ mod tests {
             b.extend_from_slice(&[1, b'x']);
             b.extend_from_slice(&i.to_le_bytes());
         }
-        assert_eq!(sort(&layout, &key, &[Bytes::from(b.clone())]), Ok(None));
+        assert_eq!(sort(&layout, &key, &[Bytes::from(b.clone())], 3), Ok(None));
         b.pop();
-        assert!(sort(&layout, &key, &[Bytes::from(b)]).is_err());
+        assert!(sort(&layout, &key, &[Bytes::from(b)], 3).is_err());
     }
 }
