@@ -189,7 +189,7 @@ async fn a_declared_key_and_a_table_without_one() {
         s: String,
     }
     let sink = ClickHouseSink::new(nodelay_client().with_url(&server.url), &table);
-    let buffer: Buffer<Row> = Buffer::builder().build(sink).unwrap();
+    let buffer: Buffer<Row> = Buffer::builder().max_inflight(1).build(sink).unwrap();
     for k in (0..1_000u64).rev() {
         buffer
             .track(Row {
