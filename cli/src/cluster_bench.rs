@@ -175,7 +175,17 @@ fn engine<S: Sink>(
             .max_insert_rows(args.batch)
             .build(sink)
     })?;
-    let per = args.events / 2;
+    track_all(rt, buffer, args.events)
+}
+
+/// Two producer threads track `events` events into `buffer`, then it shuts
+/// down; the rows acknowledged, or an error if any row failed.
+pub(crate) fn track_all(
+    rt: &tokio::runtime::Runtime,
+    buffer: Buffer<PostEvent>,
+    events: u64,
+) -> Result<u64, Box<dyn std::error::Error>> {
+    let per = events / 2;
     let producers: Vec<_> = (0..2u64)
         .map(|p| {
             let b = buffer.clone();

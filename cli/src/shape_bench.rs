@@ -10,12 +10,11 @@
 //! Owns: the ways, the count check after each, the table. Must not: hide
 //! a failed way (a count that does not match ends the run).
 
-use super::cluster_bench::{cpu_seconds, inserter};
-use super::workloads;
+use super::cluster_bench::{cpu_seconds, inserter, track_all};
 use ch_ingest::sink::{nodelay_client, ClickHouseSink, InsertFormat, InsertOrder};
 use ch_ingest::test_util::quote_table;
 use ch_ingest::{Buffer, PostEvent};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 #[derive(clap::Args, Debug)]
 pub struct ShapeBenchArgs {
@@ -176,25 +175,5 @@ fn engine(
             .insert_format(format)
             .build(sink)
     })?;
-    let per = args.events / 2;
-    let producers: Vec<_> = (0..2u64)
-        .map(|p| {
-            let b = buffer.clone();
-            std::thread::spawn(move || {
-                for i in p * per..(p + 1) * per {
-                    b.track_blocking(workloads::event(i), Duration::from_secs(60))
-                        .map_err(|e| e.to_string())?;
-                }
-                Ok::<(), String>(())
-            })
-        })
-        .collect();
-    for p in producers {
-        p.join().map_err(|_| "a producer panicked")??;
-    }
-    let report = rt.block_on(buffer.shutdown())?;
-    if !report.is_complete() {
-        return Err(format!("{} rows failed: {:?}", report.failed_rows, report.failures).into());
-    }
-    Ok(buffer.stats().acked_rows)
+    track_all(rt, buffer, args.events)
 }

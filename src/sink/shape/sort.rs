@@ -179,15 +179,11 @@ pub(crate) fn sort(
         // One word: a stable radix sort (equal keys keep arrival order).
         let mut keyed: Vec<(u64, u32)> = (0..n)
             .map(|r| {
-                let row = &words[r * width..(r + 1) * width];
-                let mut acc = 0u64;
-                for j in 0..width {
-                    if bits[j] > 0 {
-                        // One 64-bit column is the whole key (acc is 0).
-                        acc = acc.checked_shl(bits[j]).unwrap_or(0) | (row[j] - mins[j]);
-                    }
-                }
-                (acc, r as u32)
+                // At most 64 bits: the packed key fits in the low word.
+                (
+                    pack(&words[r * width..(r + 1) * width], &bits, &mins) as u64,
+                    r as u32,
+                )
             })
             .collect();
         radix_sort(&mut keyed, key_bits);
@@ -195,16 +191,7 @@ pub(crate) fn sort(
     } else if key_bits <= 96 {
         // The whole key and the arrival index in one integer.
         let mut packed: Vec<u128> = (0..n)
-            .map(|r| {
-                let row = &words[r * width..(r + 1) * width];
-                let mut acc = 0u128;
-                for j in 0..width {
-                    if bits[j] > 0 {
-                        acc = (acc << bits[j]) | (row[j] - mins[j]) as u128;
-                    }
-                }
-                (acc << 32) | r as u128
-            })
+            .map(|r| (pack(&words[r * width..(r + 1) * width], &bits, &mins) << 32) | r as u128)
             .collect();
         packed.sort_unstable();
         packed.into_iter().map(|p| p as u32).collect()
@@ -218,14 +205,10 @@ pub(crate) fn sort(
         }
         let mut keyed: Vec<(u128, u32)> = (0..n)
             .map(|r| {
-                let row = &words[r * width..(r + 1) * width];
-                let mut acc = 0u128;
-                for j in 0..lead {
-                    if bits[j] > 0 {
-                        acc = (acc << bits[j]) | (row[j] - mins[j]) as u128;
-                    }
-                }
-                (acc, r as u32)
+                (
+                    pack(&words[r * width..r * width + lead], &bits, &mins),
+                    r as u32,
+                )
             })
             .collect();
         keyed.sort_unstable_by(|a, b| {
@@ -247,6 +230,18 @@ pub(crate) fn sort(
         out.extend_from_slice(&chunks[c as usize][start as usize..end as usize]);
     }
     Ok(Some(out.freeze()))
+}
+
+/// The words of one row, each less its column's minimum, in its column's
+/// `bits`, most significant first (the words must fit in 128 bits).
+#[inline]
+fn pack(row: &[u64], bits: &[u32], mins: &[u64]) -> u128 {
+    row.iter()
+        .zip(bits.iter().zip(mins))
+        .filter(|(_, (&b, _))| b > 0)
+        .fold(0u128, |acc, (&v, (&b, &min))| {
+            (acc << b) | (v - min) as u128
+        })
 }
 
 /// Sorts by the low `bits` of the keys, stably: least significant digit
