@@ -741,3 +741,64 @@ fn a_cluster_in_serve_toml_takes_events_listed_or_discovered() {
         "both shards took INSERTs: {per_replica:?}"
     );
 }
+
+/// `insert_order` in serve.toml reaches the INSERTs: a materialized view
+/// copies each INSERT's block, as sent, into a `Log` table (which keeps the
+/// order rows came in), so the copy shows the order serve sent.
+#[test]
+fn serve_toml_insert_order_decides_the_order_clickhouse_receives() {
+    let server = server_or_skip!();
+    let _one = serial();
+    let mut tables = String::new();
+    let mut copies = Vec::new();
+    for (name, order) in [("sorted", "sorted"), ("arrival", "arrival")] {
+        let table = post_events_table(server, &format!("serve_order_{name}"));
+        let seen = server.fresh_table(
+            &format!("serve_seen_{name}"),
+            "(tweet_id UInt64) ENGINE = Log",
+        );
+        let view = format!("{table}_mv");
+        server.query(&format!("DROP TABLE IF EXISTS {view}"));
+        server.query(&format!(
+            "CREATE MATERIALIZED VIEW {view} TO {seen} AS SELECT tweet_id FROM {table}"
+        ));
+        tables.push_str(&format!(
+            "[tables.{table}]\nflush_interval = \"1h\"\ninsert_order = \"{order}\"\n"
+        ));
+        copies.push((table, seen, view, order));
+    }
+    let mut serve = Serve::start(&config(server, &tables));
+    // One body per table, ids falling: the table's key (`event_type`,
+    // `occurred_at`, `tweet_id` for PostEvent) sorts them rising.
+    let body: String = (0..300u64)
+        .rev()
+        .map(|id| {
+            format!(
+                "{{\"event_type\":\"view\",\"tweet_id\":{id},\"occurred_at\":1700000000,\"client\":\"web\"}}\n"
+            )
+        })
+        .collect();
+    for (table, ..) in &copies {
+        let (status, answer) =
+            serve.post(&format!("/v1/tables/{table}/events"), &[], body.as_bytes());
+        assert_eq!(status, 200, "{answer}");
+    }
+    let (status, answer) = serve.post("/v1/flush", &[], b"");
+    assert_eq!(status, 200, "{answer}");
+    for (table, seen, view, order) in &copies {
+        let got: Vec<u64> = server
+            .query(&format!("SELECT tweet_id FROM {seen} FORMAT TSV"))
+            .lines()
+            .map(|l| l.parse().unwrap())
+            .collect();
+        let mut want: Vec<u64> = (0..300).collect();
+        if *order == "arrival" {
+            want.reverse();
+        }
+        assert_eq!(got, want, "{order}: the order ClickHouse received");
+        assert_eq!(server.count(table), 300);
+        server.query(&format!("DROP TABLE IF EXISTS {view}"));
+    }
+    serve.signal("TERM");
+    assert_eq!(serve.wait(Duration::from_secs(30)), 0, "{}", serve.log());
+}

@@ -38,6 +38,12 @@ use std::future::Future;
 /// either store the whole batch and return `Ok`, or return an error; a batch
 /// may be offered again after an error, with the same bytes.
 ///
+/// A sink that wraps another (to time it, count it, watch its health) must
+/// forward every method the inner sink overrides, not only `insert`: the
+/// defaults are those of a plain destination, so a wrapper that leaves out
+/// [`insert_shape`](Sink::insert_shape) and [`prepare`](Sink::prepare)
+/// sends its rows unsorted, as RowBinary, whatever the builder asked for.
+///
 /// ```
 /// use ch_ingest::sink::{InsertBatch, Sink, SinkError};
 ///

@@ -18,7 +18,7 @@
 use super::config::{Destination, ServeConfig, TableConfig};
 use ch_ingest::sink::{
     nodelay_client, ClickHouseSink, ClusterError, ClusterShard, ClusterSink, Discovery,
-    DiscoveryError, InsertBatch, Sink, SinkError,
+    DiscoveryError, InsertBatch, InsertFormat, InsertOrder, Sink, SinkError,
 };
 use ch_ingest::{Buffer, Closed, FlushReport, Histograms, Json, Schema, Stats};
 use std::collections::HashMap;
@@ -172,6 +172,22 @@ impl Sink for WatchedSink {
         match &self.inner {
             Route::Server(s) => s.destination(batch),
             Route::Cluster(s) => s.destination(batch),
+        }
+    }
+
+    // Without these two the table's `insert_order` / `insert_format` would
+    // be set on the builder and never reach the ClickHouse sink.
+    fn insert_shape(&self, order: &InsertOrder, format: InsertFormat) {
+        match &self.inner {
+            Route::Server(s) => s.insert_shape(order, format),
+            Route::Cluster(s) => s.insert_shape(order, format),
+        }
+    }
+
+    async fn prepare(&self, batch: Arc<InsertBatch>) -> Arc<InsertBatch> {
+        match &self.inner {
+            Route::Server(s) => s.prepare(batch).await,
+            Route::Cluster(s) => s.prepare(batch).await,
         }
     }
 }
