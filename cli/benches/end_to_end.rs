@@ -1,5 +1,6 @@
 //! Rows/s into a real ClickHouse, for ch-ingest at shard thresholds 100 to
-//! 100 000, beside the `clickhouse` crate's `Inserter` (one task; shared by two
+//! 100 000 (in its default INSERT shape, sorted Native, and in the three
+//! others), beside the `clickhouse` crate's `Inserter` (one task; shared by two
 //! threads through a Mutex and through a channel) and beside pre-encoded
 //! RowBinary posted straight over HTTP at the same sizes (the ceiling), all in
 //! one run against one private server (started as the tests do, or the one
@@ -34,7 +35,10 @@ fn events_per_iter(peer: Peer, size: u64) -> u64 {
         return (2 * unit).min(20_000);
     }
     let est_rate = match peer {
-        Peer::ChIngest => 2_000_000.0,
+        Peer::ChIngest
+        | Peer::ChIngestSortedRowBinary
+        | Peer::ChIngestArrivalNative
+        | Peer::ChIngestArrivalRowBinary => 2_000_000.0,
         Peer::InserterMutex => (size as f64 * 400.0).min(300_000.0),
         _ => (size as f64 * 600.0).min(2_000_000.0),
     };
@@ -130,6 +134,15 @@ fn bench_end_to_end(c: &mut Criterion) {
         ours / best(Peer::Ceiling),
         ours / best(Peer::Ceiling2),
         ours / median(Peer::InserterMutex, 500)
+    );
+    println!(
+        "INSERT shape: ch_ingest (sorted Native) / ch_ingest_arrival_rowbinary = {}",
+        SIZES
+            .map(|s| format!(
+                "{:.2}@{s}",
+                median(Peer::ChIngest, s) / median(Peer::ChIngestArrivalRowBinary, s)
+            ))
+            .join(", ")
     );
 }
 

@@ -47,7 +47,9 @@ pub struct SweepArgs {
         default_value = "100,500,2000,10000,100000"
     )]
     sizes: Vec<u64>,
-    /// Peers to run (default: all): ch_ingest, inserter_1_task,
+    /// Peers to run (default: all): ch_ingest (its default INSERT shape),
+    /// ch_ingest_sorted_rowbinary, ch_ingest_arrival_native,
+    /// ch_ingest_arrival_rowbinary, inserter_1_task,
     /// inserter_mutex_2_threads, inserter_channel_2_threads, raw_http_ceiling,
     /// raw_http_ceiling_2_inflight.
     #[arg(long, value_delimiter = ',')]
@@ -260,6 +262,9 @@ fn plot(
         RGBColor(44, 160, 44),
         RGBColor(90, 90, 90),
         RGBColor(148, 103, 189),
+        RGBColor(140, 86, 75),
+        RGBColor(227, 119, 194),
+        RGBColor(188, 189, 34),
     ];
 
     type Panel = (&'static str, &'static str, fn(&Point) -> f64);
@@ -307,7 +312,9 @@ fn plot(
             chart
                 .draw_series(LineSeries::new(series.clone(), color.stroke_width(2)))?
                 .label(match peer {
-                    Peer::ChIngest => "ch_ingest (x = shard max_rows; INSERTs coalesce)",
+                    Peer::ChIngest => {
+                        "ch_ingest, sorted Native (default; x = shard max_rows; INSERTs coalesce)"
+                    }
                     other => other.name(),
                 })
                 .legend(move |(x, y)| {

@@ -12,7 +12,9 @@
 //! 500-row INSERTs on this machine), which would measure the kernel, not the
 //! peer.
 
-use ch_ingest::sink::{nodelay_client, ClickHouseSink, InsertBatch, Sink, SinkError};
+use ch_ingest::sink::{
+    nodelay_client, ClickHouseSink, InsertBatch, InsertFormat, InsertOrder, Sink, SinkError,
+};
 use ch_ingest::{Buffer, PostEvent, TrackError};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -23,8 +25,16 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// What gets events into ClickHouse.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Peer {
-    /// ch-ingest: `size` is the shard threshold (`max_rows`); INSERTs coalesce.
+    /// ch-ingest in its default shape (sorted by the table's key, Native):
+    /// `size` is the shard threshold (`max_rows`); INSERTs coalesce.
     ChIngest,
+    /// ch-ingest, sorted, as RowBinary.
+    ChIngestSortedRowBinary,
+    /// ch-ingest, in arrival order, as Native.
+    ChIngestArrivalNative,
+    /// ch-ingest in arrival order as RowBinary: the shape before INSERT
+    /// shaping, and what the `Inserter` sends.
+    ChIngestArrivalRowBinary,
     /// The `clickhouse` crate's `Inserter`, owned by one task that also makes the events.
     Inserter,
     /// One `Inserter` shared by the producer threads through a tokio Mutex.
@@ -38,8 +48,11 @@ pub enum Peer {
 }
 
 impl Peer {
-    pub const ALL: [Peer; 6] = [
+    pub const ALL: [Peer; 9] = [
         Peer::ChIngest,
+        Peer::ChIngestSortedRowBinary,
+        Peer::ChIngestArrivalNative,
+        Peer::ChIngestArrivalRowBinary,
         Peer::Inserter,
         Peer::InserterMutex,
         Peer::InserterChannel,
@@ -50,11 +63,25 @@ impl Peer {
     pub fn name(self) -> &'static str {
         match self {
             Peer::ChIngest => "ch_ingest",
+            Peer::ChIngestSortedRowBinary => "ch_ingest_sorted_rowbinary",
+            Peer::ChIngestArrivalNative => "ch_ingest_arrival_native",
+            Peer::ChIngestArrivalRowBinary => "ch_ingest_arrival_rowbinary",
             Peer::Inserter => "inserter_1_task",
             Peer::InserterMutex => "inserter_mutex_2_threads",
             Peer::InserterChannel => "inserter_channel_2_threads",
             Peer::Ceiling => "raw_http_ceiling",
             Peer::Ceiling2 => "raw_http_ceiling_2_inflight",
+        }
+    }
+
+    /// The INSERT shape of a ch-ingest peer; `None` for the others.
+    pub fn shape(self) -> Option<(InsertOrder, InsertFormat)> {
+        match self {
+            Peer::ChIngest => Some((InsertOrder::default(), InsertFormat::default())),
+            Peer::ChIngestSortedRowBinary => Some((InsertOrder::Sorted, InsertFormat::RowBinary)),
+            Peer::ChIngestArrivalNative => Some((InsertOrder::Arrival, InsertFormat::Native)),
+            Peer::ChIngestArrivalRowBinary => Some((InsertOrder::Arrival, InsertFormat::RowBinary)),
+            _ => None,
         }
     }
 }
@@ -123,7 +150,15 @@ pub fn run(
     let started = Instant::now();
     let deadline = started + budget.time;
     let rows = match peer {
-        Peer::ChIngest => ch_ingest(rt, &client, table, size, budget, deadline, &latencies)?,
+        Peer::ChIngest
+        | Peer::ChIngestSortedRowBinary
+        | Peer::ChIngestArrivalNative
+        | Peer::ChIngestArrivalRowBinary => {
+            let shape = peer.shape().ok_or("a ch-ingest peer has a shape")?;
+            ch_ingest(
+                rt, &client, table, size, shape, budget, deadline, &latencies,
+            )?
+        }
         Peer::Inserter => rt.block_on(inserter_one_task(
             &client, table, size, budget, deadline, &latencies,
         ))?,
@@ -222,13 +257,29 @@ impl Sink for TimedSink {
             .push(took);
         r
     }
+
+    fn insert_shape(&self, order: &InsertOrder, format: InsertFormat) {
+        self.inner.insert_shape(order, format)
+    }
+
+    fn prepare(
+        &self,
+        batch: Arc<InsertBatch>,
+    ) -> impl std::future::Future<Output = Arc<InsertBatch>> + Send {
+        self.inner.prepare(batch)
+    }
 }
 
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the peers' common arguments, plus the shape"
+)]
 fn ch_ingest(
     rt: &tokio::runtime::Runtime,
     client: &clickhouse::Client,
     table: &str,
     size: u64,
+    (order, format): (InsertOrder, InsertFormat),
     budget: Budget,
     deadline: Instant,
     latencies: &Arc<Mutex<Vec<Duration>>>,
@@ -243,6 +294,8 @@ fn ch_ingest(
             .max_rows(size)
             // Large enough that the row threshold decides, as in the sweep's intent.
             .max_bytes((size as usize * 128).max(1 << 20))
+            .insert_order(order)
+            .insert_format(format)
             .build(sink)
     })?;
     producers(budget, deadline, |i| {
