@@ -241,7 +241,7 @@ fn plot(
     if points.is_empty() {
         return Err("no points".into());
     }
-    let root = BitMapBackend::new(path, (1400, 560)).into_drawing_area();
+    let root = BitMapBackend::new(path, (1400, 700)).into_drawing_area();
     root.fill(&WHITE)?;
     let root = root.titled(
         &format!("ch-ingest bench sweep: ClickHouse {version}, PostEvent rows (~45 B)"),
@@ -284,7 +284,8 @@ fn plot(
             .y_label_area_size(70)
             .build_cartesian_2d(
                 x_range.clone().log_scale(),
-                ((lo / 2.0)..(hi * 2.0)).log_scale(),
+                // Room below the lowest line for the legend.
+                ((lo / 30.0)..(hi * 2.0)).log_scale(),
             )?;
         chart
             .configure_mesh()
