@@ -1039,3 +1039,30 @@ async fn track_many_follows_the_when_full_policy_exactly_as_track() {
     gate.open.add_permits(1_000);
     assert_eq!(b.shutdown().await.unwrap().rows, s.tracked_rows);
 }
+
+#[tokio::test]
+async fn rowbinary_rows_are_walked_by_the_schema_and_a_bad_one_leaves_nothing() {
+    let schema =
+        ch_ingest::Schema::parse("id UInt8, tag Enum8('a' = 1, 'b' = 2), name Nullable(String)")
+            .unwrap();
+    let sink = MemorySink::new();
+    let b = Buffer::builder()
+        .shards(1)
+        .build_json(schema, sink.clone())
+        .unwrap();
+    b.track_rowbinary(&[1, 2, 0, 1, b'x']).unwrap();
+    let field = |row: &[u8]| match b.track_rowbinary(row) {
+        Err(ch_ingest::TrackJsonError::Decode(e)) => e.field,
+        other => panic!("{row:?} was not refused: {other:?}"),
+    };
+    // An Enum value the type does not have, a Nullable marker that is not
+    // 0 or 1, a string longer than the bytes, a row with bytes after it.
+    assert_eq!(field(&[2, 3, 1]).as_deref(), Some("tag"));
+    assert_eq!(field(&[2, 1, 7]).as_deref(), Some("name"));
+    assert_eq!(field(&[2, 1, 0, 5, b'x']).as_deref(), Some("name"));
+    assert_eq!(field(&[2, 1, 1, 0]), None);
+    b.track_rowbinary(&[3, 1, 1]).unwrap();
+    b.flush().await.unwrap();
+    assert_eq!(sink.concat(), [1, 2, 0, 1, b'x', 3, 1, 1]);
+    assert_eq!(sink.rows(), 2);
+}

@@ -381,6 +381,63 @@ impl Buffer<Json> {
         }
     }
 
+    /// Takes one row already in RowBinary, in the buffer's [`Schema`]'s
+    /// column order (what a ClickHouse client sends with `FORMAT
+    /// RowBinary`), with the same guarantees as [`Buffer::track_json`]. The
+    /// bytes must be exactly one row: they are walked by the schema first
+    /// (lengths, Nullable markers, Enum values), and a row that does not
+    /// walk is refused with the column and the offset, nothing of it kept.
+    ///
+    /// ```
+    /// use ch_ingest::{Buffer, Schema, sink::MemorySink};
+    /// # let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    /// # rt.block_on(async {
+    /// let schema = Schema::parse("id UInt8, name String")?;
+    /// let buffer = Buffer::builder().build_json(schema, MemorySink::new())?;
+    /// buffer.track_rowbinary(&[7, 2, b'h', b'i'])?;
+    /// let err = buffer.track_rowbinary(&[7, 9, b'h']).unwrap_err();
+    /// assert!(err.to_string().contains("`name`"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    #[inline]
+    pub fn track_rowbinary(&self, row: &[u8]) -> Result<(), TrackJsonError> {
+        let result = self.append(|st| {
+            let Some(t) = &st.transcoder else {
+                return Err(crate::DecodeError {
+                    field: None,
+                    kind: crate::DecodeErrorKind::Invalid,
+                    reason: "this buffer was not built with build_json".into(),
+                    offset: None,
+                });
+            };
+            match crate::rowbinary::decode::row_len(t.schema(), row) {
+                Ok(n) if n == row.len() => {
+                    st.buf.extend_from_slice(row);
+                    Ok(())
+                }
+                Ok(n) => Err(crate::DecodeError {
+                    field: None,
+                    kind: crate::DecodeErrorKind::Invalid,
+                    reason: format!("{} bytes after the row's last column", row.len() - n),
+                    offset: Some(n),
+                }),
+                Err(e) => Err(crate::DecodeError {
+                    field: e.column,
+                    kind: crate::DecodeErrorKind::Invalid,
+                    reason: e.reason,
+                    offset: Some(e.offset),
+                }),
+            }
+        });
+        match result {
+            Ok(()) => Ok(()),
+            Err(Rejected::Full) => Err(TrackJsonError::Full),
+            Err(Rejected::Closed) => Err(TrackJsonError::Closed),
+            Err(Rejected::Invalid(e)) => Err(TrackJsonError::Decode(e)),
+        }
+    }
+
     /// Tracks every line of an NDJSON body. Lines that do not decode are
     /// reported and skipped; good lines are never lost because of bad ones.
     /// If the buffer fills up or closes, the rest of the body is not taken
