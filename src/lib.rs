@@ -78,7 +78,7 @@ pub use json::{DecodeError, DecodeErrorKind, JsonOptions, NdjsonReport, Rejected
 pub use post_event::PostEvent;
 pub use replay::{replay_dirs, ReplayError, ReplayReport};
 pub use retry::RetryPolicy;
-pub use rowbinary::decode::{decode_all, decode_row, RowBinaryError};
+pub use rowbinary::decode::{decode_all, decode_row, value_len, RowBinaryError};
 pub use rowbinary::{encode_row, EncodeError};
 pub use schema::{Column, Schema, SchemaError, Type};
 pub use spill::SpillFullPolicy;

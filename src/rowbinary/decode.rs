@@ -152,6 +152,18 @@ pub(crate) fn row_len(schema: &Schema, input: &[u8]) -> Result<usize, RowBinaryE
     Ok(r.pos)
 }
 
+/// The length of the one value of `ty` at the front of `input`, checked
+/// as [`Buffer::track_rowbinary`](crate::Buffer::track_rowbinary) checks a
+/// row: for splitting RowBinary that arrives in another column order.
+pub fn value_len(ty: &Type, input: &[u8]) -> Result<usize, RowBinaryError> {
+    let mut r = Reader {
+        data: input,
+        pos: 0,
+    };
+    skip(ty, &mut r)?;
+    Ok(r.pos)
+}
+
 /// Moves past one value of `ty`.
 fn skip(ty: &Type, r: &mut Reader<'_>) -> Result<(), RowBinaryError> {
     // An Enum value the type does not list is refused by the server for

@@ -48,6 +48,9 @@ pub struct FileConfig {
     schema_refresh: Option<String>,
     #[serde(default)]
     clickhouse: ClickHouseFile,
+    /// The ClickHouse-protocol listener's settings (`/`, `/?query=`, `/ping`).
+    #[serde(default)]
+    front_door: FrontDoorFile,
     /// Settings every table starts from.
     #[serde(default)]
     defaults: TableFile,
@@ -72,6 +75,47 @@ struct ClickHouseFile {
     password_env: Option<String>,
     password_file: Option<PathBuf>,
     database: Option<String>,
+    /// What the front door forwards to ClickHouse of what is not an
+    /// INSERT of data: `all`, `read` (default: SELECT, DESCRIBE, SHOW,
+    /// EXISTS, EXPLAIN) or `none`.
+    passthrough: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FrontDoorFile {
+    /// How a ClickHouse client's credentials are checked: `clickhouse`
+    /// (default: validated once against the server, then cached for a
+    /// minute) or `none` (anyone may insert into the allowed tables).
+    auth: Option<String>,
+    /// How long a waiting INSERT's rows may wait for company before they
+    /// are sent (default 200ms, as ClickHouse's
+    /// `async_insert_busy_timeout_ms`); a request's own
+    /// `async_insert_busy_timeout_ms` setting overrides it.
+    busy_timeout: Option<String>,
+}
+
+/// What the front door forwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Passthrough {
+    All,
+    Read,
+    None,
+}
+
+/// How the front door checks credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrontDoorAuth {
+    ClickHouse,
+    None,
+}
+
+/// The front door's settings, checked.
+#[derive(Debug, Clone)]
+pub struct FrontDoorConfig {
+    pub passthrough: Passthrough,
+    pub auth: FrontDoorAuth,
+    pub busy_timeout: Duration,
 }
 
 /// Per-table engine settings; see `Builder` in the library for each default.
@@ -171,6 +215,7 @@ pub struct ServeConfig {
     pub password: Option<String>,
     pub database: Option<String>,
     pub tables: Vec<TableConfig>,
+    pub front_door: FrontDoorConfig,
 }
 
 impl std::fmt::Debug for ServeConfig {
@@ -487,7 +532,35 @@ impl ServeConfig {
                 tokens: tokens(&key("tokens"), t.tokens.clone(), t.tokens_env.clone())?,
             });
         }
+        let front_door = FrontDoorConfig {
+            passthrough: match file.clickhouse.passthrough.as_deref() {
+                None | Some("read") => Passthrough::Read,
+                Some("all") => Passthrough::All,
+                Some("none") => Passthrough::None,
+                Some(other) => {
+                    return Err(err(
+                        "clickhouse.passthrough",
+                        format!("`{other}` is not one of all, read, none"),
+                    ))
+                }
+            },
+            auth: match file.front_door.auth.as_deref() {
+                None | Some("clickhouse") => FrontDoorAuth::ClickHouse,
+                Some("none") => FrontDoorAuth::None,
+                Some(other) => {
+                    return Err(err(
+                        "front_door.auth",
+                        format!("`{other}` is not one of clickhouse, none"),
+                    ))
+                }
+            },
+            busy_timeout: match &file.front_door.busy_timeout {
+                None => Duration::from_millis(200),
+                Some(s) => parse_duration(s).map_err(|e| err("front_door.busy_timeout", e))?,
+            },
+        };
         Ok(ServeConfig {
+            front_door,
             listen,
             max_body_bytes,
             max_decompressed_bytes,

@@ -242,7 +242,7 @@ async fn events_for(app: &App, table: &Table, headers: &HeaderMap, request: Requ
 }
 
 /// The body as sent, inflated; an error is the status and the message.
-fn decompress(
+pub(super) fn decompress(
     encoding: Option<&str>,
     body: Bytes,
     limit: usize,
@@ -266,6 +266,13 @@ fn decompress(
                 isize,
             )
         }
+        // HTTP's `deflate` is the zlib format (RFC 9110 §8.4.1.2).
+        Some("deflate") => (Box::new(flate2::read::ZlibDecoder::new(&body[..])), None),
+        // As clickhouse-connect sends it: LZ4 frames.
+        Some("lz4") => (
+            Box::new(lz4_flex::frame::FrameDecoder::new(&body[..])),
+            None,
+        ),
         Some("zstd") => {
             // A frame may ask for a window of up to 2 GiB; cap it at 8 MiB
             // (zstd's own default for streams) so a hostile header cannot
@@ -285,7 +292,10 @@ fn decompress(
         Some(other) => {
             return Err((
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                format!("Content-Encoding `{other}` is not supported (gzip, zstd or identity)"),
+                format!(
+                    "Content-Encoding `{other}` is not supported \
+                     (gzip, deflate, zstd, lz4 or identity)"
+                ),
             ))
         }
     };

@@ -9,6 +9,7 @@
 //! Must not: print secrets, or exit 0 with accepted rows undelivered.
 
 mod config;
+mod front_door;
 mod http;
 mod listener;
 mod tables;
@@ -42,7 +43,17 @@ pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             max_concurrent_requests: cfg.max_concurrent_requests,
             body_timeout: cfg.body_timeout,
         };
-        let router = http::router(tables.clone(), limits);
+        let door = front_door::Limits {
+            max_body_bytes: cfg.max_body_bytes,
+            max_decompressed_bytes: cfg.max_decompressed_bytes,
+            body_timeout: cfg.body_timeout,
+        };
+        let router = http::router(tables.clone(), limits).merge(front_door::routes(
+            tables.clone(),
+            cfg.front_door.clone(),
+            cfg.database.clone(),
+            door,
+        ));
         let listener = tokio::net::TcpListener::bind(cfg.listen)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;

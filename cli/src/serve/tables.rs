@@ -240,7 +240,19 @@ pub struct Table {
     stale: Arc<tokio::sync::Notify>,
 }
 
+impl Engine {
+    /// The schema the engine was built for (the table's `DESCRIBE`).
+    pub fn schema(&self) -> &Schema {
+        &self.plan.schema
+    }
+}
+
 impl Table {
+    /// Whether JSON keys that are not columns are refused.
+    pub fn deny_unknown_fields(&self) -> bool {
+        self.cfg.deny_unknown_fields
+    }
+
     fn new(cfg: TableConfig) -> Table {
         Table {
             name: cfg.name.clone(),
@@ -414,6 +426,12 @@ pub struct Tables {
 }
 
 impl Tables {
+    /// The servers that answer `DESCRIBE` and pings (the front door
+    /// forwards what it does not buffer to the first).
+    pub fn urls(&self) -> &[String] {
+        &self.urls
+    }
+
     pub fn new(cfg: &mut ServeConfig) -> Arc<Self> {
         let mut client = nodelay_client();
         if let Some(user) = &cfg.user {

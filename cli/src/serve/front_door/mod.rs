@@ -1,0 +1,712 @@
+//! The front door: ClickHouse's own HTTP protocol on serve's listener, so a
+//! ClickHouse client pointed at serve instead of the server gets
+//! batching, retries, spill and failover with no change but the URL.
+//!
+//! Owns: `/`, `/?query=` and `/ping`; reading the query (from the `query`
+//! parameter or the start of the body) and the body (`Content-Encoding`,
+//! `decompress=1` block framing); the INSERTs of data into allowed tables,
+//! decoded by `formats` and tracked into the table's engine; the answer
+//! modes (`wait_for_async_insert`); forwarding everything else to
+//! ClickHouse, or refusing it, by `[clickhouse] passthrough`; checking
+//! credentials. Must not: buffer anything but an INSERT of data, splice
+//! request text into SQL, or log a credential or a row.
+//!
+//! A waiting INSERT is answered by a group commit per table: the first
+//! waiter starts a short wait (`busy_timeout`), then one flush of the
+//! table's engine answers every request that was tracked before it, so
+//! many small waiting INSERTs become one ClickHouse INSERT. The flush's
+//! outcome is shared: one failed INSERT fails every request it answers.
+
+mod blocks;
+mod formats;
+mod query;
+mod reply;
+
+use super::config::{FrontDoorAuth, FrontDoorConfig, Passthrough};
+use super::tables::{Engine, Table, Tables};
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, Request, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use ch_ingest::{FlushReport, TrackJsonError};
+use formats::{AllowErrors, Format};
+use http_body_util::Full;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use query::Statement;
+use reply::{Ack, ChError, Code};
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long a credential ClickHouse accepted is trusted without asking again.
+const CREDENTIALS_TTL: Duration = Duration::from_secs(60);
+/// How long the rows of a request may wait for room in a full buffer.
+const FULL_WAIT: Duration = Duration::from_secs(10);
+
+pub struct FrontDoor {
+    tables: Arc<Tables>,
+    cfg: FrontDoorConfig,
+    /// The database an unqualified table name is in.
+    database: String,
+    max_body_bytes: usize,
+    max_decompressed_bytes: usize,
+    body_timeout: Duration,
+    client: Client<HttpConnector, Full<Bytes>>,
+    /// Digests of credentials ClickHouse accepted, and when.
+    accepted: Mutex<HashMap<u64, Instant>>,
+    digest: std::collections::hash_map::RandomState,
+    committers: Mutex<HashMap<String, tokio::sync::mpsc::UnboundedSender<Waiter>>>,
+    queries: AtomicU64,
+}
+
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub max_decompressed_bytes: usize,
+    pub body_timeout: Duration,
+}
+
+pub fn routes(
+    tables: Arc<Tables>,
+    cfg: FrontDoorConfig,
+    database: Option<String>,
+    limits: Limits,
+) -> Router {
+    let door = Arc::new(FrontDoor {
+        tables,
+        cfg,
+        database: database.unwrap_or_else(|| "default".into()),
+        max_body_bytes: limits.max_body_bytes,
+        max_decompressed_bytes: limits.max_decompressed_bytes,
+        body_timeout: limits.body_timeout,
+        client: Client::builder(hyper_util::rt::TokioExecutor::new()).build_http(),
+        accepted: Mutex::default(),
+        digest: Default::default(),
+        committers: Mutex::default(),
+        queries: AtomicU64::new(0),
+    });
+    Router::new()
+        .route("/", get(handle).post(handle))
+        .route("/ping", get(|| async { "Ok.\n" }))
+        .with_state(door)
+}
+
+type Params = Vec<(String, String)>;
+
+fn param<'a>(params: &'a Params, name: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .rev()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+async fn handle(
+    State(door): State<Arc<FrontDoor>>,
+    Query(params): Query<Params>,
+    request: Request,
+) -> Response {
+    match answer(&door, params, request).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn answer(
+    door: &Arc<FrontDoor>,
+    params: Params,
+    request: Request,
+) -> Result<Response, ChError> {
+    let (parts, body) = request.into_parts();
+    let read = tokio::time::timeout(
+        door.body_timeout,
+        axum::body::to_bytes(body, door.max_body_bytes),
+    );
+    let raw = match read.await {
+        Ok(Ok(b)) => b,
+        Ok(Err(_)) => {
+            return Err(ChError::new(
+                Code::QueryIsTooLarge,
+                format!(
+                    "the body is over max_body_bytes ({} bytes) or was cut off",
+                    door.max_body_bytes
+                ),
+            ))
+        }
+        Err(_) => {
+            return Err(ChError::new(
+                Code::TimeoutExceeded,
+                format!(
+                    "the body took longer than body_timeout ({:?}) to arrive",
+                    door.body_timeout
+                ),
+            ))
+        }
+    };
+    let in_param = param(&params, "query").unwrap_or("");
+    if in_param.is_empty() && raw.is_empty() {
+        // What ClickHouse answers to `GET /`.
+        return Ok("Ok.\n".into_response());
+    }
+    let headers = &parts.headers;
+    let body = unpack_body(door, headers, &params, raw.clone())?;
+    let (statement, data) = if in_param.is_empty() {
+        let statement = query::parse(&body).map_err(syntax)?;
+        let data = match &statement {
+            Statement::Insert(i) => body.slice(i.data_start..),
+            _ => Bytes::new(),
+        };
+        (statement, data)
+    } else {
+        let text = in_param.as_bytes();
+        let statement = query::parse(text).map_err(syntax)?;
+        // ClickHouse reads the parameter, a newline, then the body.
+        let data = match &statement {
+            Statement::Insert(i) if i.data_start < text.len() => {
+                let mut d = text[i.data_start..].to_vec();
+                d.push(b'\n');
+                d.extend_from_slice(&body);
+                Bytes::from(d)
+            }
+            _ => body,
+        };
+        (statement, data)
+    };
+    match statement {
+        Statement::Insert(insert) => {
+            let user = credentials(headers, &params)?;
+            door.check(&user).await?;
+            door.insert(insert, &params, data).await
+        }
+        Statement::Read if door.cfg.passthrough != Passthrough::None => {
+            door.forward(parts.method, parts.uri, parts.headers, raw)
+                .await
+        }
+        Statement::Other if door.cfg.passthrough == Passthrough::All => {
+            door.forward(parts.method, parts.uri, parts.headers, raw)
+                .await
+        }
+        _ => Err(ChError::new(
+            Code::ReadOnly,
+            format!(
+                "ch-ingest forwards {} to ClickHouse ([clickhouse] passthrough = \"{}\"); \
+                 it buffers only INSERTs of data into its allowed tables",
+                match door.cfg.passthrough {
+                    Passthrough::All => "every query",
+                    Passthrough::Read => "only SELECT, DESCRIBE, SHOW, EXISTS and EXPLAIN",
+                    Passthrough::None => "nothing",
+                },
+                match door.cfg.passthrough {
+                    Passthrough::All => "all",
+                    Passthrough::Read => "read",
+                    Passthrough::None => "none",
+                }
+            ),
+        )),
+    }
+}
+
+fn syntax(e: query::SyntaxError) -> ChError {
+    ChError::new(Code::SyntaxError, e.to_string())
+}
+
+/// The body with its `Content-Encoding` undone, then its block framing
+/// (`decompress=1`).
+fn unpack_body(
+    door: &FrontDoor,
+    headers: &HeaderMap,
+    params: &Params,
+    raw: Bytes,
+) -> Result<Bytes, ChError> {
+    let encoding = headers.get(header::CONTENT_ENCODING).map(|v| {
+        v.to_str()
+            .map_or_else(|_| "(not text)".into(), |v| v.trim().to_ascii_lowercase())
+    });
+    let body = super::http::decompress(encoding.as_deref(), raw, door.max_decompressed_bytes)
+        .map_err(|(status, message)| {
+            let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                Code::QueryIsTooLarge
+            } else {
+                Code::CannotDecompress
+            };
+            ChError::new(code, message)
+        })?;
+    if param(params, "decompress") == Some("1") {
+        Ok(blocks::unpack(&body, door.max_decompressed_bytes)?.into())
+    } else {
+        Ok(body)
+    }
+}
+
+/// A client's user and password, from wherever ClickHouse reads them.
+struct Credentials {
+    user: String,
+    password: String,
+}
+
+fn credentials(headers: &HeaderMap, params: &Params) -> Result<Credentials, ChError> {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(user) = text("X-ClickHouse-User") {
+        return Ok(Credentials {
+            user: user.to_string(),
+            password: text("X-ClickHouse-Key").unwrap_or("").to_string(),
+        });
+    }
+    if let Some(auth) = text("authorization") {
+        let basic = auth
+            .split_once(' ')
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"))
+            .and_then(|(_, b64)| base64(b64.trim()))
+            .and_then(|raw| String::from_utf8(raw).ok());
+        let Some(pair) = basic else {
+            return Err(ChError::new(
+                Code::UnknownUser,
+                "the Authorization header is not Basic user:password",
+            ));
+        };
+        let (user, password) = pair.split_once(':').unwrap_or((&pair, ""));
+        return Ok(Credentials {
+            user: user.to_string(),
+            password: password.to_string(),
+        });
+    }
+    Ok(Credentials {
+        user: param(params, "user").unwrap_or("default").to_string(),
+        password: param(params, "password").unwrap_or("").to_string(),
+    })
+}
+
+/// Standard base64 (RFC 4648), padding optional.
+fn base64(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len() / 4 * 3);
+    let (mut acc, mut bits) = (0u32, 0);
+    for c in text.bytes().take_while(|&c| c != b'=') {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Some(out)
+}
+
+/// What the client asked for, from the URL and the INSERT's SETTINGS (the
+/// latter win, as in ClickHouse).
+struct Settings<'a> {
+    url: &'a Params,
+    clause: &'a [(String, String)],
+}
+
+impl Settings<'_> {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.clause
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .or_else(|| param(self.url, name))
+    }
+
+    fn number<T: std::str::FromStr>(&self, name: &str, default: T) -> Result<T, ChError> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(v) => v.trim_matches('\'').parse().map_err(|_| {
+                ChError::new(
+                    Code::IncorrectData,
+                    format!("setting {name}: `{v}` is not a number"),
+                )
+            }),
+        }
+    }
+
+    fn flag(&self, name: &str) -> Option<bool> {
+        self.get(name).map(|v| {
+            !matches!(
+                v.trim_matches('\'').to_ascii_lowercase().as_str(),
+                "0" | "false"
+            )
+        })
+    }
+}
+
+impl FrontDoor {
+    /// The table an INSERT names, if it is allowed here.
+    fn table(&self, database: Option<&str>, name: &str) -> Result<Arc<Table>, ChError> {
+        let by_name = &self.tables.by_name;
+        let found = match database {
+            None => by_name.get(name),
+            Some(db) => by_name
+                .get(&format!("{db}.{name}"))
+                .or_else(|| (db == self.database).then(|| by_name.get(name)).flatten()),
+        };
+        found.cloned().ok_or_else(|| {
+            let shown = database.map_or_else(|| name.to_string(), |db| format!("{db}.{name}"));
+            ChError::new(
+                Code::UnknownTable,
+                format!(
+                    "Table {shown} is not one ch-ingest buffers (the allow-list is [tables.NAME] \
+                     in serve.toml)"
+                ),
+            )
+        })
+    }
+
+    async fn check(&self, who: &Credentials) -> Result<(), ChError> {
+        if self.cfg.auth == FrontDoorAuth::None {
+            return Ok(());
+        }
+        let digest = self.digest.hash_one((&who.user, &who.password));
+        let fresh = |at: &Instant| at.elapsed() < CREDENTIALS_TTL;
+        if self
+            .accepted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&digest)
+            .is_some_and(fresh)
+        {
+            return Ok(());
+        }
+        let url = format!("{}/?query=SELECT%201", self.upstream()?);
+        let request = hyper::Request::post(url)
+            .header("X-ClickHouse-User", &who.user)
+            .header("X-ClickHouse-Key", &who.password)
+            .header(header::CONTENT_LENGTH, 0)
+            .body(Full::new(Bytes::new()))
+            .map_err(|_| {
+                ChError::new(
+                    Code::UnknownUser,
+                    "the user name or password is not valid in a header",
+                )
+            })?;
+        let response = self.client.request(request).await.map_err(|e| {
+            ChError::new(
+                Code::Unknown,
+                format!("ClickHouse could not be asked to check the credentials: {e}"),
+            )
+        })?;
+        let status = response.status();
+        let text = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+            .unwrap_or_default();
+        if status.is_success() {
+            let mut accepted = self.accepted.lock().unwrap_or_else(|p| p.into_inner());
+            accepted.retain(|_, at| fresh(at));
+            accepted.insert(digest, Instant::now());
+            return Ok(());
+        }
+        let code = text
+            .strip_prefix("Code: ")
+            .and_then(|t| t.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|c| c.parse().ok());
+        let mut e = ChError::from_server(code, &text);
+        e.status = status;
+        Err(e)
+    }
+
+    fn upstream(&self) -> Result<&str, ChError> {
+        self.tables
+            .urls()
+            .first()
+            .map(|u| u.trim_end_matches('/'))
+            .ok_or_else(|| ChError::new(Code::Unknown, "no ClickHouse URL is configured"))
+    }
+
+    /// Sends the request on to ClickHouse as it came, the caller's
+    /// credentials with it, and streams the answer back.
+    async fn forward(
+        &self,
+        method: Method,
+        uri: axum::http::Uri,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Result<Response, ChError> {
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        let mut request = hyper::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.upstream()?));
+        for (name, value) in &headers {
+            if !is_hop_by_hop(name) {
+                request = request.header(name, value);
+            }
+        }
+        let request = request
+            .header(header::CONTENT_LENGTH, body.len())
+            .body(Full::new(body))
+            .map_err(|e| ChError::new(Code::Unknown, format!("cannot forward: {e}")))?;
+        let response = self.client.request(request).await.map_err(|e| {
+            ChError::new(
+                Code::Unknown,
+                format!("ClickHouse did not answer the forwarded query: {e}"),
+            )
+        })?;
+        let (parts, incoming) = response.into_parts();
+        let mut out = Response::new(Body::new(incoming));
+        *out.status_mut() = parts.status;
+        for (name, value) in &parts.headers {
+            if !is_hop_by_hop(name) {
+                out.headers_mut().append(name, value.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    async fn insert(
+        self: &Arc<Self>,
+        insert: query::Insert,
+        params: &Params,
+        data: Bytes,
+    ) -> Result<Response, ChError> {
+        let table = self.table(insert.database.as_deref(), &insert.table)?;
+        let format = Format::parse(&insert.format)?;
+        let settings = Settings {
+            url: params,
+            clause: &insert.settings,
+        };
+        let allow = AllowErrors {
+            num: settings.number("input_format_allow_errors_num", 0u64)?,
+            ratio: settings.number("input_format_allow_errors_ratio", 0f64)?,
+        };
+        // ClickHouse: `wait_for_async_insert` only matters for async inserts.
+        let wait = !(settings.flag("wait_for_async_insert") == Some(false)
+            && settings.flag("async_insert") != Some(false));
+        let busy = match settings.get("async_insert_busy_timeout_ms") {
+            None => self.cfg.busy_timeout,
+            Some(_) => {
+                Duration::from_millis(settings.number("async_insert_busy_timeout_ms", 0u64)?)
+            }
+        };
+        let query_id = param(params, "query_id").map_or_else(
+            || {
+                format!(
+                    "ch-ingest-{}-{}",
+                    std::process::id(),
+                    self.queries.fetch_add(1, Relaxed)
+                )
+            },
+            str::to_string,
+        );
+        let Some(engine) = table.engine() else {
+            return Err(ChError::new(
+                Code::TooManySimultaneousQueries,
+                "the table's schema has not been read from ClickHouse yet; try again",
+            ));
+        };
+        let columns = insert.columns;
+        let deny = table.deny_unknown_fields();
+        let tracked = tokio::task::spawn_blocking(move || {
+            let rows = formats::decode(
+                format,
+                engine.schema(),
+                columns.as_deref(),
+                &data,
+                deny,
+                allow,
+            )?;
+            let engine = track_all(&table, engine, &rows)?;
+            Ok::<_, ChError>((
+                rows.ends.len() as u64,
+                rows.bytes.len() as u64,
+                rows.skipped,
+                engine,
+            ))
+        })
+        .await
+        .map_err(|_| ChError::new(Code::Unknown, "the decoding task failed"))??;
+        let (rows, bytes, skipped, engine) = tracked;
+        if !wait || rows == 0 {
+            return Ok(reply::inserted(
+                rows,
+                bytes,
+                skipped,
+                Ack::Buffered,
+                &query_id,
+            ));
+        }
+        let report = self.committed(&insert.table, engine, busy).await?;
+        if let Some(failed) = report.failures.first() {
+            return Err(match &failed.error {
+                ch_ingest::sink::SinkError::Server { code, message } => {
+                    ChError::from_server(*code, message)
+                }
+                other => ChError::new(
+                    Code::Unknown,
+                    format!("the INSERT of these rows failed: {other}"),
+                ),
+            });
+        }
+        let ack = if report.spilled_rows > 0 {
+            Ack::Spilled
+        } else {
+            Ack::Stored
+        };
+        Ok(reply::inserted(rows, bytes, skipped, ack, &query_id))
+    }
+
+    /// Waits for the table's next group commit.
+    async fn committed(
+        &self,
+        table: &str,
+        engine: Engine,
+        busy: Duration,
+    ) -> Result<FlushReport, ChError> {
+        let (done, answer) = tokio::sync::oneshot::channel();
+        let waiter = Waiter { engine, busy, done };
+        {
+            let mut committers = self.committers.lock().unwrap_or_else(|p| p.into_inner());
+            let tx = committers.entry(table.to_string()).or_insert_with(|| {
+                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                tokio::spawn(commit_loop(rx));
+                tx
+            });
+            if let Err(back) = tx.send(waiter) {
+                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                tokio::spawn(commit_loop(rx));
+                let _ = tx.send(back.0);
+                committers.insert(table.to_string(), tx);
+            }
+        }
+        answer.await.map_err(|_| shutting_down())?
+    }
+}
+
+fn shutting_down() -> ChError {
+    ChError::new(
+        Code::TooManySimultaneousQueries,
+        "ch-ingest is shutting down; the rows of this request were accepted and are being drained",
+    )
+}
+
+fn is_hop_by_hop(name: &header::HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "transfer-encoding"
+            | "te"
+            | "trailer"
+            | "upgrade"
+            | "host"
+            | "content-length"
+            | "proxy-connection"
+    )
+}
+
+/// Tracks every row; waits (a bounded time) for room when the buffer is
+/// full, follows an engine swap. The engine the rows ended in.
+fn track_all(table: &Table, mut engine: Engine, rows: &formats::Rows) -> Result<Engine, ChError> {
+    for (n, row) in rows.iter().enumerate() {
+        let mut waited = None::<Instant>;
+        loop {
+            match engine.buffer.track_rowbinary(row) {
+                Ok(()) => break,
+                Err(TrackJsonError::Full) => {
+                    let since = *waited.get_or_insert_with(Instant::now);
+                    if since.elapsed() > FULL_WAIT {
+                        return Err(ChError::new(
+                            Code::TooManySimultaneousQueries,
+                            format!(
+                                "the table's buffer stayed full for {FULL_WAIT:?}; {n} rows of this \
+                                 request were accepted before it (send the rest again)"
+                            ),
+                        ));
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(TrackJsonError::Closed) => match table.engine() {
+                    Some(newer) if newer.generation != engine.generation => {
+                        engine = newer;
+                        table.rerouted.fetch_add(1, Relaxed);
+                    }
+                    _ => return Err(shutting_down()),
+                },
+                Err(TrackJsonError::Decode(e)) => {
+                    return Err(ChError::new(
+                        Code::IncorrectData,
+                        format!(
+                            "row {}: {e} ({n} rows of this request were accepted before it)",
+                            n + 1
+                        ),
+                    ))
+                }
+                Err(other) => return Err(ChError::new(Code::Unknown, other.to_string())),
+            }
+        }
+    }
+    Ok(engine)
+}
+
+struct Waiter {
+    engine: Engine,
+    busy: Duration,
+    done: tokio::sync::oneshot::Sender<Result<FlushReport, ChError>>,
+}
+
+/// One table's group commits: wait `busy` after the first waiter, then one
+/// flush per engine answers every waiter that arrived meanwhile.
+async fn commit_loop(mut rx: tokio::sync::mpsc::UnboundedReceiver<Waiter>) {
+    while let Some(first) = rx.recv().await {
+        tokio::time::sleep(first.busy).await;
+        let mut group = vec![first];
+        while let Ok(w) = rx.try_recv() {
+            group.push(w);
+        }
+        while !group.is_empty() {
+            let generation = group[0].engine.generation;
+            let (same, rest): (Vec<_>, Vec<_>) = group
+                .into_iter()
+                .partition(|w| w.engine.generation == generation);
+            group = rest;
+            let report = same[0]
+                .engine
+                .buffer
+                .flush()
+                .await
+                .map_err(|_| shutting_down());
+            for w in same {
+                let _ = w.done.send(report.clone());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn credentials_from_every_place_clickhouse_reads_them() {
+        let mut h = HeaderMap::new();
+        let p: Params = vec![("user".into(), "u".into()), ("password".into(), "p".into())];
+        let c = credentials(&h, &p).unwrap();
+        assert_eq!((c.user.as_str(), c.password.as_str()), ("u", "p"));
+        h.insert(
+            "authorization",
+            HeaderValue::from_static("Basic YWxpY2U6czNjcjN0"),
+        );
+        let c = credentials(&h, &p).unwrap();
+        assert_eq!((c.user.as_str(), c.password.as_str()), ("alice", "s3cr3t"));
+        h.insert("X-ClickHouse-User", HeaderValue::from_static("bob"));
+        h.insert("X-ClickHouse-Key", HeaderValue::from_static("k"));
+        let c = credentials(&h, &p).unwrap();
+        assert_eq!((c.user.as_str(), c.password.as_str()), ("bob", "k"));
+        let c = credentials(&HeaderMap::new(), &Vec::new()).unwrap();
+        assert_eq!((c.user.as_str(), c.password.as_str()), ("default", ""));
+        let mut bad = HeaderMap::new();
+        bad.insert("authorization", HeaderValue::from_static("Basic !!!"));
+        assert!(credentials(&bad, &Vec::new()).is_err());
+    }
+}
