@@ -26,6 +26,11 @@ if ! python3 -c "import chdb" >/dev/null 2>&1; then
   python3 -m pip install --quiet chdb-core
 fi
 
+if ! python3 -c "import clickhouse_connect" >/dev/null 2>&1; then
+  step "installing clickhouse-connect 0.6.23 (a real client for the front door tests; the newest that talks to 18.16)"
+  python3 -m pip install --quiet clickhouse-connect==0.6.23
+fi
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 step "dependency graph an embedder gets (scripts/deps.sh)"

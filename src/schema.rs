@@ -93,6 +93,13 @@ impl Type {
         Ok(t)
     }
 
+    /// The width in bytes of every RowBinary (and Native) value of this
+    /// type, when it is fixed: `Some(8)` for `UInt64` or `DateTime64`,
+    /// `None` for `String`, `Nullable`, arrays.
+    pub fn fixed_width(&self) -> Option<usize> {
+        crate::transcode::fixed_width(self)
+    }
+
     /// Bytes of a Decimal of this precision.
     pub fn decimal_width(precision: u32) -> usize {
         match precision {

@@ -7,6 +7,12 @@
 //! Must not: hold logic of its own; the engine's code is the one copy.
 
 pub use crate::json::ndjson_lines;
+
+/// Appends `value` as a LEB128 varint (RowBinary's lengths), with the one
+/// codec the encoder uses.
+pub fn leb128_put(buf: &mut impl bytes::BufMut, value: u64) {
+    crate::rowbinary::leb128::put(buf, value)
+}
 pub use crate::sink::shape::passes::{native_block, sort_rows};
 pub use crate::sink::sql::{insert_sql, quote_ident, quote_table};
 

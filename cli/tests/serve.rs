@@ -1134,3 +1134,59 @@ fn front_door_takes_the_clickhouse_crate_unchanged_but_for_the_url() {
         "2000\t2000\t1999000\t500\t2023-11-14 22:13:20\t1"
     );
 }
+
+#[test]
+fn front_door_takes_clickhouse_connect_unchanged_but_for_the_url() {
+    let server = server_or_skip!();
+    let _one = serial();
+    let ready = Command::new("python3")
+        .args(["-c", "import clickhouse_connect"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ready {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "clickhouse-connect is not installed (scripts/test.sh installs it)"
+        );
+        eprintln!("NOTICE: clickhouse-connect not installed; skipped");
+        return;
+    }
+    let table = server.fresh_table(
+        "door_connect",
+        "(a UInt64, s String, n Nullable(Int32), lc LowCardinality(String), arr Array(String)) \
+         ENGINE = MergeTree ORDER BY a",
+    );
+    let serve = Serve::start(&config(
+        server,
+        &format!("[tables.{table}]\nflush_interval = \"1h\"\n"),
+    ));
+    let (host, port) = serve.addr.rsplit_once(':').unwrap();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/clients/clickhouse_connect_insert.py"
+    );
+    let out = Command::new("python3")
+        .args([script, host, port, &table])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        serve.log()
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2000");
+    let check = server.query(&format!(
+        "SELECT count(), uniqExact(a), sum(a), countIf(isNull(n)), sum(ifNull(n, 0)), \
+         countIf(lc = 'y'), sum(length(arr)), min(s = concat('s', toString(a))) FROM {table} FORMAT TSV"
+    ));
+    // a in 0..2000; n NULL every third row, else -a; lc 'y' for odd a;
+    // arr has a % 3 elements.
+    let sum_n: i64 = (0..2000i64).filter(|a| a % 3 != 0).map(|a| -a).sum();
+    let sum_arr: u64 = (0..2000u64).map(|a| a % 3).sum();
+    assert_eq!(
+        check.trim(),
+        format!("2000\t2000\t1999000\t667\t{sum_n}\t1000\t{sum_arr}\t1")
+    );
+}

@@ -1,6 +1,7 @@
 //! The INSERT formats the front door reads, each decoded by the table's
 //! schema into RowBinary rows in the table's column order: `JSONEachRow`,
-//! `RowBinary` and `RowBinaryWithNamesAndTypes`.
+//! `RowBinary`, `RowBinaryWithNamesAndTypes` and `Native` (read in
+//! `native`).
 //!
 //! Owns: decoding a whole body before any of it is tracked (so a request
 //! refused for too many bad rows leaves nothing behind), ClickHouse's
@@ -12,7 +13,7 @@ use ch_ingest::{Schema, Transcoder, Type};
 
 /// The formats ClickHouse knows that we do not read (yet): refused as not
 /// implemented rather than unknown.
-const KNOWN_ELSEWHERE: [&str; 24] = [
+const KNOWN_ELSEWHERE: [&str; 23] = [
     "Values",
     "TabSeparated",
     "TSV",
@@ -24,7 +25,6 @@ const KNOWN_ELSEWHERE: [&str; 24] = [
     "TSVRaw",
     "CSV",
     "CSVWithNames",
-    "Native",
     "JSON",
     "JSONCompact",
     "JSONCompactEachRow",
@@ -44,6 +44,7 @@ pub enum Format {
     JsonEachRow,
     RowBinary,
     RowBinaryWithNamesAndTypes,
+    Native,
 }
 
 impl Format {
@@ -54,11 +55,12 @@ impl Format {
             "JSONEachRow" => Ok(Format::JsonEachRow),
             "RowBinary" => Ok(Format::RowBinary),
             "RowBinaryWithNamesAndTypes" => Ok(Format::RowBinaryWithNamesAndTypes),
+            "Native" => Ok(Format::Native),
             known if KNOWN_ELSEWHERE.contains(&known) => Err(ChError::new(
                 Code::NotImplemented,
                 format!(
                     "format {known} is not supported by the ch-ingest front door \
-                     (JSONEachRow, RowBinary, RowBinaryWithNamesAndTypes)"
+                     (JSONEachRow, RowBinary, RowBinaryWithNamesAndTypes, Native)"
                 ),
             )),
             other => Err(ChError::new(
@@ -146,6 +148,59 @@ pub fn decode(
             }
             row_binary(schema, &order, &data[at..])
         }
+        Format::Native => native(schema, data),
+    }
+}
+
+/// Every block, its columns matched to the table's by name (each must be
+/// there, of the table's type; LowCardinality on either side is only an
+/// encoding), joined per row in the table's order.
+fn native(schema: &Schema, data: &[u8]) -> Result<Rows, ChError> {
+    let mut r = super::native::Reader::new(data);
+    let mut rows = Rows::default();
+    let bad = |e: super::native::NativeError| {
+        ChError::new(
+            Code::CannotParseInput,
+            format!("Cannot read Native input at byte {}: {}", e.at, e.reason),
+        )
+    };
+    while !r.at_end() {
+        let block = r.block().map_err(bad)?;
+        let names: Vec<String> = block.columns.iter().map(|(n, _, _)| n.clone()).collect();
+        let order = order_of(schema, &names)?;
+        let mut by_table: Vec<Option<&super::native::Column>> = vec![None; order.len()];
+        for (&c, (name, ty, col)) in order.iter().zip(&block.columns) {
+            let want = &schema.columns()[c].ty;
+            if !same_type(want, ty) {
+                return Err(ChError::new(
+                    Code::IncorrectData,
+                    format!("column {name} is {want} in the table, the block says {ty}"),
+                ));
+            }
+            by_table[c] = Some(col);
+        }
+        for i in 0..block.rows {
+            for col in by_table.iter().flatten() {
+                rows.bytes.extend_from_slice(col.row(i));
+            }
+            rows.ends.push(rows.bytes.len());
+        }
+    }
+    Ok(rows)
+}
+
+/// Equal types, LowCardinality aside (its RowBinary is its inner type's).
+fn same_type(a: &Type, b: &Type) -> bool {
+    match (a, b) {
+        (Type::LowCardinality(x), y) | (y, Type::LowCardinality(x)) => same_type(x, y),
+        (Type::Nullable(x), Type::Nullable(y)) | (Type::Array(x), Type::Array(y)) => {
+            same_type(x, y)
+        }
+        (Type::Tuple(xs), Type::Tuple(ys)) => {
+            xs.len() == ys.len() && xs.iter().zip(ys).all(|((_, x), (_, y))| same_type(x, y))
+        }
+        (Type::Map(k1, v1), Type::Map(k2, v2)) => same_type(k1, k2) && same_type(v1, v2),
+        _ => a == b,
     }
 }
 

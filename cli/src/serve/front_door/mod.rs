@@ -19,6 +19,7 @@
 
 mod blocks;
 mod formats;
+mod native;
 mod query;
 mod reply;
 
@@ -680,6 +681,71 @@ async fn commit_loop(mut rx: tokio::sync::mpsc::UnboundedReceiver<Waiter>) {
             }
         }
     }
+}
+
+/// The front door's decoders on arbitrary bytes, for the fuzz target: the
+/// first byte picks the decoder. None may panic; what they accept must
+/// hold together (a query's data starts inside its text, every decoded
+/// row walks by the table's schema, the framing never unpacks past its
+/// limit).
+#[doc(hidden)]
+pub fn fuzz(input: &[u8]) {
+    const LIMIT: usize = 1 << 20;
+    let Some((&pick, rest)) = input.split_first() else {
+        return;
+    };
+    let schema = ch_ingest::Schema::parse(
+        "id UInt64, name String, at DateTime, tag Nullable(String), \
+         e Enum8('a' = 1, 'b' = 2), xs Array(LowCardinality(String))",
+    )
+    .expect("the fuzz schema parses");
+    match pick % 5 {
+        0 => {
+            if let Ok(out) = blocks::unpack(rest, LIMIT) {
+                assert!(out.len() <= LIMIT);
+            }
+        }
+        1 => {
+            if let Ok(Statement::Insert(i)) = query::parse(rest) {
+                assert!(i.data_start <= rest.len());
+                assert!(!i.table.is_empty());
+            }
+        }
+        n => {
+            let format = match n {
+                2 => Format::RowBinary,
+                3 => Format::RowBinaryWithNamesAndTypes,
+                _ => Format::Native,
+            };
+            let names: Vec<String> = ["xs", "e", "tag", "at", "name", "id"]
+                .map(String::from)
+                .into();
+            let columns =
+                (rest.first().is_some_and(|b| b & 1 == 1) && n == 2).then_some(&names[..]);
+            let allow = AllowErrors::default();
+            if let Ok(rows) = formats::decode(format, &schema, columns, rest, false, allow) {
+                for row in rows.iter() {
+                    let mut at = 0;
+                    for col in schema.columns() {
+                        at +=
+                            ch_ingest::value_len(&col.ty, &row[at..]).expect("a decoded row walks");
+                    }
+                    assert_eq!(at, row.len(), "a decoded row is exactly one row");
+                }
+            }
+        }
+    }
+    let _ = formats::decode(
+        Format::JsonEachRow,
+        &schema,
+        None,
+        rest,
+        false,
+        AllowErrors {
+            num: u64::MAX,
+            ratio: 1.0,
+        },
+    );
 }
 
 #[cfg(test)]

@@ -1,0 +1,394 @@
+//! ClickHouse's `Native` format as clients send it over HTTP (what
+//! clickhouse-connect inserts with): blocks of a column count, a row count,
+//! then per column its name, its type and its values column by column.
+//! Read back into RowBinary rows, one value at a time per column, then
+//! joined per row in the table's order.
+//!
+//! Owns: the Native column encodings (fixed width, strings, Nullable null
+//! maps, Array and Map offsets, Tuple elements, LowCardinality
+//! dictionaries with their prefix). Must not: trust a count before checking
+//! it against the bytes left, or panic on any input.
+
+use ch_ingest::Type;
+
+/// Why a Native body could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NativeError {
+    pub at: usize,
+    pub reason: String,
+}
+
+/// One column of a block: each row's value in RowBinary, back to back.
+#[derive(Debug, Default)]
+pub struct Column {
+    pub bytes: Vec<u8>,
+    pub ends: Vec<usize>,
+}
+
+impl Column {
+    pub fn row(&self, r: usize) -> &[u8] {
+        let start = if r == 0 { 0 } else { self.ends[r - 1] };
+        &self.bytes[start..self.ends[r]]
+    }
+
+    fn end_row(&mut self) {
+        self.ends.push(self.bytes.len());
+    }
+}
+
+/// One block: its rows and its columns by name, with the types it gave.
+#[derive(Debug)]
+pub struct Block {
+    pub rows: usize,
+    pub columns: Vec<(String, Type, Column)>,
+}
+
+pub struct Reader<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(data: &'a [u8]) -> Self {
+        Reader { data, pos: 0 }
+    }
+
+    pub fn at_end(&self) -> bool {
+        self.pos >= self.data.len()
+    }
+
+    fn err(&self, reason: impl Into<String>) -> NativeError {
+        NativeError {
+            at: self.pos,
+            reason: reason.into(),
+        }
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], NativeError> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.data.len())
+            .ok_or_else(|| {
+                self.err(format!(
+                    "needs {n} more bytes, {} left",
+                    self.data.len() - self.pos
+                ))
+            })?;
+        let s = &self.data[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+
+    fn u64(&mut self) -> Result<u64, NativeError> {
+        let b = self.take(8)?;
+        Ok(u64::from_le_bytes(b.try_into().unwrap_or_default()))
+    }
+
+    fn leb128(&mut self) -> Result<u64, NativeError> {
+        let mut value = 0u64;
+        for i in 0..10 {
+            let b = self.take(1)?[0];
+            value |= u64::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err(self.err("a LEB128 number longer than 10 bytes"))
+    }
+
+    /// A count of things that take at least `min` bytes each.
+    fn count(&mut self, n: u64, min: usize) -> Result<usize, NativeError> {
+        let left = (self.data.len() - self.pos) as u64;
+        if n.saturating_mul(min as u64) > left {
+            return Err(self.err(format!("{n} values cannot fit in the {left} bytes left")));
+        }
+        Ok(n as usize)
+    }
+
+    fn string(&mut self) -> Result<&'a [u8], NativeError> {
+        let n = self.leb128()?;
+        let n = self.count(n, 1)?;
+        self.take(n)
+    }
+
+    /// The next block.
+    pub fn block(&mut self) -> Result<Block, NativeError> {
+        let ncols = self.leb128()?;
+        let ncols = self.count(ncols, 2)?;
+        let rows = self.leb128()?;
+        // Every row of every column takes at least... nothing for a
+        // zero-width type, so the row count is bounded by the columns'
+        // own checks as they are read.
+        let rows = usize::try_from(rows).map_err(|_| self.err("too many rows"))?;
+        let mut columns = Vec::with_capacity(ncols);
+        for _ in 0..ncols {
+            let name = String::from_utf8(self.string()?.to_vec())
+                .map_err(|_| self.err("a column name is not UTF-8"))?;
+            let ty_text = std::str::from_utf8(self.string()?)
+                .map_err(|_| self.err("a column type is not UTF-8"))?;
+            let ty = Type::parse(ty_text)
+                .map_err(|e| self.err(format!("column {name}: type `{ty_text}`: {e}")))?;
+            prefix(&ty, self)?;
+            let col = column(&ty, rows, self).map_err(|e| NativeError {
+                reason: format!("column {name} ({ty}): {}", e.reason),
+                ..e
+            })?;
+            columns.push((name, ty, col));
+        }
+        Ok(Block { rows, columns })
+    }
+}
+
+/// The serialization prefix: LowCardinality's key version, wherever one
+/// is nested, before any data of the column.
+fn prefix(ty: &Type, r: &mut Reader<'_>) -> Result<(), NativeError> {
+    match ty {
+        Type::LowCardinality(_) => {
+            let version = r.u64()?;
+            if version != 1 {
+                return Err(r.err(format!(
+                    "LowCardinality key version {version} (only 1, shared dictionaries, exists)"
+                )));
+            }
+            Ok(())
+        }
+        Type::Nullable(t) | Type::Array(t) => prefix(t, r),
+        Type::Tuple(items) => items.iter().try_for_each(|(_, t)| prefix(t, r)),
+        Type::Map(k, v) => {
+            prefix(k, r)?;
+            prefix(v, r)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// `n` values of `ty`, each as its RowBinary.
+fn column(ty: &Type, n: usize, r: &mut Reader<'_>) -> Result<Column, NativeError> {
+    let mut out = Column::default();
+    if let Some(w) = ty.fixed_width() {
+        let n = r.count(n as u64, w.max(1))?;
+        let data = r.take(n * w)?;
+        out.bytes.extend_from_slice(data);
+        out.ends.extend((1..=n).map(|i| i * w));
+        if let Type::Enum8(items) = ty {
+            check_enum(
+                data.iter().map(|&b| i16::from(b as i8)),
+                items.iter().map(|(_, v)| i16::from(*v)),
+                r,
+            )?;
+        }
+        if let Type::Enum16(items) = ty {
+            let values = data
+                .chunks_exact(2)
+                .map(|c| i16::from_le_bytes([c[0], c[1]]));
+            check_enum(values, items.iter().map(|(_, v)| *v), r)?;
+        }
+        return Ok(out);
+    }
+    match ty {
+        Type::String => {
+            let n = r.count(n as u64, 1)?;
+            for _ in 0..n {
+                let s = r.string()?;
+                ch_ingest::test_util::leb128_put(&mut out.bytes, s.len() as u64);
+                out.bytes.extend_from_slice(s);
+                out.end_row();
+            }
+        }
+        Type::Nullable(t) => {
+            let n = r.count(n as u64, 1)?;
+            let nulls = r.take(n)?;
+            let inner = column(t, n, r)?;
+            for (i, &null) in nulls.iter().enumerate() {
+                match null {
+                    0 => {
+                        out.bytes.push(0);
+                        out.bytes.extend_from_slice(inner.row(i));
+                    }
+                    1 => out.bytes.push(1),
+                    b => return Err(r.err(format!("a null map byte is {b}, not 0 or 1"))),
+                }
+                out.end_row();
+            }
+        }
+        Type::Array(t) => {
+            let offsets = offsets(n, r)?;
+            let inner = column(t, offsets.last().copied().unwrap_or(0), r)?;
+            let mut start = 0;
+            for &end in &offsets {
+                ch_ingest::test_util::leb128_put(&mut out.bytes, (end - start) as u64);
+                for i in start..end {
+                    out.bytes.extend_from_slice(inner.row(i));
+                }
+                start = end;
+                out.end_row();
+            }
+        }
+        Type::Map(k, v) => {
+            let offsets = offsets(n, r)?;
+            let total = offsets.last().copied().unwrap_or(0);
+            let keys = column(k, total, r)?;
+            let values = column(v, total, r)?;
+            let mut start = 0;
+            for &end in &offsets {
+                ch_ingest::test_util::leb128_put(&mut out.bytes, (end - start) as u64);
+                for i in start..end {
+                    out.bytes.extend_from_slice(keys.row(i));
+                    out.bytes.extend_from_slice(values.row(i));
+                }
+                start = end;
+                out.end_row();
+            }
+        }
+        Type::Tuple(items) => {
+            let elements = items
+                .iter()
+                .map(|(_, t)| column(t, n, r))
+                .collect::<Result<Vec<_>, _>>()?;
+            for i in 0..n {
+                for e in &elements {
+                    out.bytes.extend_from_slice(e.row(i));
+                }
+                out.end_row();
+            }
+        }
+        Type::LowCardinality(t) => {
+            if n == 0 {
+                return Ok(out);
+            }
+            let flags = r.u64()?;
+            let width = match flags & 0xff {
+                0 => 1,
+                1 => 2,
+                2 => 4,
+                3 => 8,
+                other => return Err(r.err(format!("LowCardinality index type {other}"))),
+            };
+            // The dictionary holds the inner type without Nullable; with
+            // Nullable, entry 0 stands for NULL.
+            let (nullable, inner) = match &**t {
+                Type::Nullable(inner) => (true, &**inner),
+                other => (false, other),
+            };
+            let size = r.u64()?;
+            let size = r.count(size, 1)?;
+            let dict = column(inner, size, r)?;
+            let rows = r.u64()?;
+            if rows != n as u64 {
+                return Err(r.err(format!("LowCardinality has {rows} rows, the block {n}")));
+            }
+            let n = r.count(rows, width)?;
+            let keys = r.take(n * width)?;
+            for key in keys.chunks_exact(width) {
+                let mut k = [0u8; 8];
+                k[..width].copy_from_slice(key);
+                let k = u64::from_le_bytes(k);
+                if k >= size as u64 {
+                    return Err(r.err(format!("LowCardinality key {k} is past its {size} entries")));
+                }
+                let k = k as usize;
+                if nullable {
+                    if k == 0 {
+                        out.bytes.push(1);
+                    } else {
+                        out.bytes.push(0);
+                        out.bytes.extend_from_slice(dict.row(k));
+                    }
+                } else {
+                    out.bytes.extend_from_slice(dict.row(k));
+                }
+                out.end_row();
+            }
+        }
+        other => return Err(r.err(format!("no Native reading for {other}"))),
+    }
+    Ok(out)
+}
+
+fn check_enum(
+    values: impl Iterator<Item = i16>,
+    allowed: impl Iterator<Item = i16> + Clone,
+    r: &Reader<'_>,
+) -> Result<(), NativeError> {
+    for v in values {
+        if !allowed.clone().any(|a| a == v) {
+            return Err(r.err(format!("{v} is not a value of the Enum")));
+        }
+    }
+    Ok(())
+}
+
+/// Array offsets: cumulative element counts, never falling.
+fn offsets(n: usize, r: &mut Reader<'_>) -> Result<Vec<usize>, NativeError> {
+    let n = r.count(n as u64, 8)?;
+    let mut out = Vec::with_capacity(n);
+    let mut last = 0u64;
+    for _ in 0..n {
+        let o = r.u64()?;
+        if o < last {
+            return Err(r.err(format!("array offsets fall from {last} to {o}")));
+        }
+        let left = (r.data.len() - r.pos) as u64;
+        if o - last > left.saturating_mul(8).saturating_add(1 << 20) {
+            return Err(r.err(format!("an array of {} elements cannot fit", o - last)));
+        }
+        last = o;
+        out.push(usize::try_from(o).map_err(|_| r.err("an array offset is too large"))?);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(out: &mut Vec<u8>, text: &str) {
+        out.push(text.len() as u8);
+        out.extend_from_slice(text.as_bytes());
+    }
+
+    #[test]
+    fn reads_every_encoding_into_rowbinary_rows() {
+        let mut b = vec![5, 2];
+        s(&mut b, "id");
+        s(&mut b, "UInt16");
+        b.extend_from_slice(&[1, 0, 2, 0]);
+        s(&mut b, "name");
+        s(&mut b, "Nullable(String)");
+        b.extend_from_slice(&[1, 0, 0, 1, b'x']);
+        s(&mut b, "xs");
+        s(&mut b, "Array(UInt8)");
+        b.extend_from_slice(&2u64.to_le_bytes());
+        b.extend_from_slice(&3u64.to_le_bytes());
+        b.extend_from_slice(&[7, 8, 9]);
+        s(&mut b, "lc");
+        s(&mut b, "LowCardinality(Nullable(String))");
+        b.extend_from_slice(&1u64.to_le_bytes()); // key version
+        b.extend_from_slice(&((1u64 << 9) | (1 << 10)).to_le_bytes()); // UInt8 keys
+        b.extend_from_slice(&2u64.to_le_bytes()); // dictionary: placeholder, "k"
+        b.extend_from_slice(&[0, 1, b'k']);
+        b.extend_from_slice(&2u64.to_le_bytes());
+        b.extend_from_slice(&[1, 0]);
+        s(&mut b, "t");
+        s(&mut b, "Tuple(UInt8, String)");
+        b.extend_from_slice(&[5, 6, 0, 1, b'q']);
+        let block = Reader::new(&b).block().unwrap();
+        assert_eq!(block.rows, 2);
+        let rows: Vec<Vec<u8>> = (0..2)
+            .map(|r| {
+                block
+                    .columns
+                    .iter()
+                    .flat_map(|(_, _, c)| c.row(r).to_vec())
+                    .collect()
+            })
+            .collect();
+        assert_eq!(rows[0], [1, 0, 1, 2, 7, 8, 0, 1, b'k', 5, 0]);
+        assert_eq!(rows[1], [2, 0, 0, 1, b'x', 1, 9, 1, 6, 1, b'q']);
+        // Cut anywhere, it is an error, never a panic.
+        for cut in 0..b.len() {
+            assert!(Reader::new(&b[..cut]).block().is_err(), "cut at {cut}");
+        }
+    }
+}
