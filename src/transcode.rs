@@ -101,6 +101,38 @@ impl Transcoder {
     }
 }
 
+impl Transcoder {
+    /// Appends one value of `ty` given as text, as ClickHouse's text
+    /// formats (TSV, CSV) carry a field once it is unescaped, read as the
+    /// table above reads a JSON string (`Nullable` gets its not-NULL
+    /// marker; a NULL is the caller's to recognise). `Array`, `Tuple` and
+    /// `Map` have no text form here. On error `out` is unchanged and the
+    /// error has no field: the caller knows the column.
+    ///
+    /// ```
+    /// use ch_ingest::{Transcoder, Type};
+    /// let mut out = Vec::new();
+    /// Transcoder::write_text(&Type::parse("Nullable(UInt16)").unwrap(), "513", &mut out).unwrap();
+    /// assert_eq!(out, [0, 1, 2]);
+    /// assert!(Transcoder::write_text(&Type::UInt8, "300", &mut out).is_err());
+    /// assert_eq!(out.len(), 3);
+    /// ```
+    pub fn write_text(ty: &Type, text: &str, out: &mut Vec<u8>) -> Result<(), DecodeError> {
+        let before = out.len();
+        let mut fault = Fault::default();
+        let written = Val {
+            ty,
+            buf: out,
+            fault: &mut fault,
+        }
+        .text::<serde_json::Error>(text);
+        written.map_err(|e| {
+            out.truncate(before);
+            fault.finish(e, text.as_bytes())
+        })
+    }
+}
+
 /// The RowBinary of a type's default value.
 pub fn write_default(ty: &Type, out: &mut impl BufMut) {
     match ty {

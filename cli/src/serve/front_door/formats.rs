@@ -1,7 +1,7 @@
 //! The INSERT formats the front door reads, each decoded by the table's
 //! schema into RowBinary rows in the table's column order: `JSONEachRow`,
-//! `RowBinary`, `RowBinaryWithNamesAndTypes` and `Native` (read in
-//! `native`).
+//! `RowBinary`, `RowBinaryWithNamesAndTypes`, `Native` (read in `native`),
+//! `TabSeparated` and `CSV` with their header variants (read in `text`).
 //!
 //! Owns: decoding a whole body before any of it is tracked (so a request
 //! refused for too many bad rows leaves nothing behind), ClickHouse's
@@ -9,22 +9,15 @@
 //! reordering. Must not: track anything (the caller does, from `Rows`).
 
 use super::reply::{ChError, Code};
+use super::text::Text;
 use ch_ingest::{Schema, Transcoder, Type};
 
 /// The formats ClickHouse knows that we do not read (yet): refused as not
 /// implemented rather than unknown.
-const KNOWN_ELSEWHERE: [&str; 23] = [
+const KNOWN_ELSEWHERE: [&str; 15] = [
     "Values",
-    "TabSeparated",
-    "TSV",
-    "TabSeparatedWithNames",
-    "TSVWithNames",
-    "TabSeparatedWithNamesAndTypes",
-    "TSVWithNamesAndTypes",
     "TabSeparatedRaw",
     "TSVRaw",
-    "CSV",
-    "CSVWithNames",
     "JSON",
     "JSONCompact",
     "JSONCompactEachRow",
@@ -45,6 +38,7 @@ pub enum Format {
     RowBinary,
     RowBinaryWithNamesAndTypes,
     Native,
+    Text(Text),
 }
 
 impl Format {
@@ -56,11 +50,28 @@ impl Format {
             "RowBinary" => Ok(Format::RowBinary),
             "RowBinaryWithNamesAndTypes" => Ok(Format::RowBinaryWithNamesAndTypes),
             "Native" => Ok(Format::Native),
+            "TabSeparated" | "TSV" => Ok(Format::Text(Text::Tsv {
+                names: false,
+                types: false,
+            })),
+            "TabSeparatedWithNames" | "TSVWithNames" => Ok(Format::Text(Text::Tsv {
+                names: true,
+                types: false,
+            })),
+            "TabSeparatedWithNamesAndTypes" | "TSVWithNamesAndTypes" => {
+                Ok(Format::Text(Text::Tsv {
+                    names: true,
+                    types: true,
+                }))
+            }
+            "CSV" => Ok(Format::Text(Text::Csv { names: false })),
+            "CSVWithNames" => Ok(Format::Text(Text::Csv { names: true })),
             known if KNOWN_ELSEWHERE.contains(&known) => Err(ChError::new(
                 Code::NotImplemented,
                 format!(
                     "format {known} is not supported by the ch-ingest front door \
-                     (JSONEachRow, RowBinary, RowBinaryWithNamesAndTypes, Native)"
+                     (JSONEachRow, RowBinary, RowBinaryWithNamesAndTypes, Native, \
+                     TabSeparated/TSV with names and types, CSV, CSVWithNames)"
                 ),
             )),
             other => Err(ChError::new(
@@ -149,6 +160,37 @@ pub fn decode(
             row_binary(schema, &order, &data[at..])
         }
         Format::Native => native(schema, data),
+        Format::Text(text) => {
+            let order = columns.map(|list| order_of(schema, list)).transpose()?;
+            let mut rows = Rows::default();
+            let mut bad = Vec::new();
+            let header = super::text::decode(
+                text,
+                schema,
+                order.as_deref(),
+                data,
+                &mut rows.bytes,
+                &mut rows.ends,
+                &mut bad,
+            );
+            let name = match text {
+                Text::Tsv { .. } => "TabSeparated",
+                Text::Csv { .. } => "CSV",
+            };
+            let refuse = |b: &super::text::BadRow| {
+                ChError::new(
+                    Code::CannotParseInput,
+                    format!("Cannot parse {name} input at row {}: {}", b.row, b.reason),
+                )
+            };
+            header.map_err(|b| refuse(&b))?;
+            rows.skipped = bad.len() as u64;
+            let total = rows.skipped + rows.ends.len() as u64;
+            match bad.first() {
+                Some(b) if allow.exceeded(rows.skipped, total) => Err(refuse(b)),
+                _ => Ok(rows),
+            }
+        }
     }
 }
 
@@ -488,10 +530,13 @@ mod tests {
     #[test]
     fn formats_by_name() {
         assert_eq!(Format::parse("JSONEachRow").unwrap(), Format::JsonEachRow);
+        assert_eq!(Format::parse("Native").unwrap(), Format::Native);
         assert_eq!(
-            Format::parse("CSV").unwrap_err().code,
-            Code::NotImplemented as u32
+            Format::parse("CSV").unwrap(),
+            Format::Text(Text::Csv { names: false })
         );
+        let e = Format::parse("Parquet").unwrap_err();
+        assert_eq!(e.code, Code::NotImplemented as u32);
         let e = Format::parse("Bogus'); DROP").unwrap_err();
         assert_eq!(e.code, Code::UnknownFormat as u32);
         assert!(e.message.contains("Bogus"));

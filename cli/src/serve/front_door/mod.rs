@@ -22,6 +22,7 @@ mod formats;
 mod native;
 mod query;
 mod reply;
+mod text;
 
 use super::config::{FrontDoorAuth, FrontDoorConfig, Passthrough};
 use super::tables::{Engine, Table, Tables};
@@ -699,7 +700,7 @@ pub fn fuzz(input: &[u8]) {
          e Enum8('a' = 1, 'b' = 2), xs Array(LowCardinality(String))",
     )
     .expect("the fuzz schema parses");
-    match pick % 5 {
+    match pick % 7 {
         0 => {
             if let Ok(out) = blocks::unpack(rest, LIMIT) {
                 assert!(out.len() <= LIMIT);
@@ -715,7 +716,14 @@ pub fn fuzz(input: &[u8]) {
             let format = match n {
                 2 => Format::RowBinary,
                 3 => Format::RowBinaryWithNamesAndTypes,
-                _ => Format::Native,
+                4 => Format::Native,
+                5 => Format::Text(text::Text::Tsv {
+                    names: rest.first().is_some_and(|b| b & 2 == 2),
+                    types: rest.first().is_some_and(|b| b & 4 == 4),
+                }),
+                _ => Format::Text(text::Text::Csv {
+                    names: rest.first().is_some_and(|b| b & 2 == 2),
+                }),
             };
             let names: Vec<String> = ["xs", "e", "tag", "at", "name", "id"]
                 .map(String::from)

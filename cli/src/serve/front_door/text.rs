@@ -1,0 +1,379 @@
+//! ClickHouse's line-based text formats: `TabSeparated` (`TSV`, with
+//! `WithNames` / `WithNamesAndTypes` header lines) and `CSV` (with
+//! `CSVWithNames`), each field unescaped and read by its column's type
+//! (`Transcoder::write_text`) into RowBinary.
+//!
+//! Owns: splitting rows and fields, the escapes (TSV's backslash escapes,
+//! CSV's doubled quotes), `\N` as NULL, and resuming at the next row after a
+//! bad one. Must not: accept a row with more or fewer fields than columns.
+
+use ch_ingest::{Schema, Transcoder, Type};
+
+/// Which text format, and how many header lines it has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Text {
+    Tsv { names: bool, types: bool },
+    Csv { names: bool },
+}
+
+/// A bad row: its number (from 1, header lines included) and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadRow {
+    pub row: usize,
+    pub reason: String,
+}
+
+/// The rows of `data`, each as RowBinary in the table's order appended to
+/// `out` with its end in `ends`; bad rows are reported and skipped. `Err`
+/// when the header does not match the table, or the data cannot be split.
+pub fn decode(
+    format: Text,
+    schema: &Schema,
+    columns: Option<&[usize]>,
+    data: &[u8],
+    out: &mut Vec<u8>,
+    ends: &mut Vec<usize>,
+    bad: &mut Vec<BadRow>,
+) -> Result<(), BadRow> {
+    let mut rows = Rows {
+        data,
+        pos: 0,
+        csv: matches!(format, Text::Csv { .. }),
+    };
+    let all: Vec<usize> = (0..schema.columns().len()).collect();
+    let mut order: Vec<usize> = columns.map_or(all, <[usize]>::to_vec);
+    let mut n = 0;
+    let (names, types) = match format {
+        Text::Tsv { names, types } => (names, types),
+        Text::Csv { names } => (names, false),
+    };
+    let mut fields = Vec::new();
+    if names {
+        n += 1;
+        rows.next_row(&mut fields)
+            .map_err(|reason| BadRow { row: n, reason })?;
+        order = fields
+            .iter()
+            .map(|name| {
+                schema
+                    .columns()
+                    .iter()
+                    .position(|c| c.name == **name)
+                    .ok_or_else(|| BadRow {
+                        row: n,
+                        reason: format!("No such column {name} in the table"),
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+    }
+    if types {
+        n += 1;
+        rows.next_row(&mut fields)
+            .map_err(|reason| BadRow { row: n, reason })?;
+        for (field, &c) in fields.iter().zip(&order) {
+            let col = &schema.columns()[c];
+            if !Type::parse(field).is_ok_and(|t| t == col.ty) {
+                return Err(BadRow {
+                    row: n,
+                    reason: format!(
+                        "column {} is {} in the table, the header says {field}",
+                        col.name, col.ty
+                    ),
+                });
+            }
+        }
+    }
+    let mut seen = vec![false; schema.columns().len()];
+    for &c in &order {
+        if std::mem::replace(&mut seen[c], true) {
+            return Err(BadRow {
+                row: n,
+                reason: format!("column {} is listed twice", schema.columns()[c].name),
+            });
+        }
+    }
+    if let Some(missing) = seen.iter().position(|s| !s) {
+        return Err(BadRow {
+            row: n,
+            reason: format!(
+                "the rows must carry every column of the table; {} is missing",
+                schema.columns()[missing].name
+            ),
+        });
+    }
+    let mut values: Vec<Vec<u8>> = vec![Vec::new(); order.len()];
+    while !rows.at_end() {
+        n += 1;
+        if let Err(reason) = rows.next_row(&mut fields) {
+            bad.push(BadRow { row: n, reason });
+            continue;
+        }
+        if fields.len() == 1 && fields[0].is_empty() && order.len() != 1 {
+            // A blank line.
+            n -= 1;
+            continue;
+        }
+        match row(schema, &order, &fields, &mut values) {
+            Ok(()) => {
+                for v in &values {
+                    out.extend_from_slice(v);
+                }
+                ends.push(out.len());
+            }
+            Err(reason) => bad.push(BadRow { row: n, reason }),
+        }
+    }
+    Ok(())
+}
+
+/// One row's fields into `values`, indexed by the table's column.
+fn row(
+    schema: &Schema,
+    order: &[usize],
+    fields: &[String],
+    values: &mut [Vec<u8>],
+) -> Result<(), String> {
+    if fields.len() != order.len() {
+        return Err(format!(
+            "{} fields, the table has {} columns",
+            fields.len(),
+            order.len()
+        ));
+    }
+    for (field, &c) in fields.iter().zip(order) {
+        let col = &schema.columns()[c];
+        let out = &mut values[c];
+        out.clear();
+        let nullable = matches!(&col.ty, Type::Nullable(_))
+            || matches!(&col.ty, Type::LowCardinality(t) if matches!(**t, Type::Nullable(_)));
+        if field == "\\N" && nullable {
+            out.push(1);
+            continue;
+        }
+        Transcoder::write_text(&col.ty, field, out)
+            .map_err(|e| format!("column {}: {}", col.name, e.reason))?;
+    }
+    Ok(())
+}
+
+struct Rows<'a> {
+    data: &'a [u8],
+    pos: usize,
+    csv: bool,
+}
+
+impl Rows<'_> {
+    fn at_end(&self) -> bool {
+        self.pos >= self.data.len()
+    }
+
+    /// The next row's fields, unescaped. On error the rest of the row is
+    /// skipped, so the next call starts at the next row.
+    fn next_row(&mut self, fields: &mut Vec<String>) -> Result<(), String> {
+        fields.clear();
+        let result = if self.csv {
+            self.csv_row(fields)
+        } else {
+            self.tsv_row(fields)
+        };
+        if result.is_err() {
+            self.pos = memchr::memchr(b'\n', &self.data[self.pos.min(self.data.len())..])
+                .map_or(self.data.len(), |i| self.pos + i + 1);
+        }
+        result
+    }
+
+    fn tsv_row(&mut self, fields: &mut Vec<String>) -> Result<(), String> {
+        let rest = &self.data[self.pos..];
+        let end = memchr::memchr(b'\n', rest).unwrap_or(rest.len());
+        let line = rest[..end].strip_suffix(b"\r").unwrap_or(&rest[..end]);
+        for raw in line.split(|&b| b == b'\t') {
+            fields.push(tsv_field(raw)?);
+        }
+        self.pos += (end + 1).min(rest.len());
+        Ok(())
+    }
+
+    fn csv_row(&mut self, fields: &mut Vec<String>) -> Result<(), String> {
+        let d = self.data;
+        let mut field = Vec::new();
+        loop {
+            if d.get(self.pos) == Some(&b'"') {
+                self.pos += 1;
+                loop {
+                    match d.get(self.pos) {
+                        None => return Err("a quoted CSV field is not closed".into()),
+                        Some(b'"') if d.get(self.pos + 1) == Some(&b'"') => {
+                            field.push(b'"');
+                            self.pos += 2;
+                        }
+                        Some(b'"') => {
+                            self.pos += 1;
+                            break;
+                        }
+                        Some(&b) => {
+                            field.push(b);
+                            self.pos += 1;
+                        }
+                    }
+                }
+            } else {
+                while let Some(&b) = d.get(self.pos) {
+                    if matches!(b, b',' | b'\n') {
+                        break;
+                    }
+                    field.push(b);
+                    self.pos += 1;
+                }
+                if field.last() == Some(&b'\r') {
+                    field.pop();
+                }
+            }
+            let text = String::from_utf8(std::mem::take(&mut field))
+                .map_err(|_| format!("field {} is not UTF-8", fields.len() + 1))?;
+            fields.push(text);
+            match d.get(self.pos) {
+                Some(b',') => self.pos += 1,
+                Some(b'\n') => {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                Some(b'\r') if d.get(self.pos + 1) == Some(&b'\n') => {
+                    self.pos += 2;
+                    return Ok(());
+                }
+                None => return Ok(()),
+                Some(_) => {
+                    return Err(format!(
+                        "text after the closing quote of field {}",
+                        fields.len()
+                    ))
+                }
+            }
+        }
+    }
+}
+
+/// A TSV field with its backslash escapes undone (`\N` is left as it is:
+/// only a whole field `\N` is NULL).
+fn tsv_field(raw: &[u8]) -> Result<String, String> {
+    if raw == b"\\N" || !raw.contains(&b'\\') {
+        return String::from_utf8(raw.to_vec()).map_err(|_| "a field is not UTF-8".to_string());
+    }
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        if raw[i] == b'\\' {
+            let Some(&e) = raw.get(i + 1) else {
+                return Err("a field ends in a lone backslash".into());
+            };
+            out.push(match e {
+                b'n' => b'\n',
+                b't' => b'\t',
+                b'r' => b'\r',
+                b'b' => 8,
+                b'f' => 12,
+                b'0' => 0,
+                b'a' => 7,
+                b'v' => 11,
+                other => other,
+            });
+            i += 2;
+        } else {
+            out.push(raw[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| "a field is not UTF-8".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(format: Text, data: &str) -> (Vec<Vec<u8>>, Vec<BadRow>) {
+        let schema = Schema::parse("id UInt8, s String, n Nullable(Int16)").unwrap();
+        let (mut out, mut ends, mut bad) = (Vec::new(), Vec::new(), Vec::new());
+        decode(
+            format,
+            &schema,
+            None,
+            data.as_bytes(),
+            &mut out,
+            &mut ends,
+            &mut bad,
+        )
+        .unwrap();
+        let mut start = 0;
+        let rows = ends
+            .iter()
+            .map(|&e| {
+                let r = out[start..e].to_vec();
+                start = e;
+                r
+            })
+            .collect();
+        (rows, bad)
+    }
+
+    #[test]
+    fn tsv_escapes_nulls_and_bad_rows() {
+        let tsv = Text::Tsv {
+            names: false,
+            types: false,
+        };
+        let (rows, bad) = run(tsv, "1\ta\\tb\t\\N\n2\tx\t-2\nbad\ty\t1\n3\t\\\\N\t7\r\n");
+        assert_eq!(rows[0], [1, 3, b'a', b'\t', b'b', 1]);
+        assert_eq!(rows[1], [2, 1, b'x', 0, 0xfe, 0xff]);
+        assert_eq!(rows[2], [3, 2, b'\\', b'N', 0, 7, 0]);
+        assert_eq!(bad.len(), 1);
+        assert_eq!(bad[0].row, 3);
+        assert!(bad[0].reason.contains("column id"), "{:?}", bad[0]);
+        let named = Text::Tsv {
+            names: true,
+            types: true,
+        };
+        let (rows, bad) = run(named, "n\tid\ts\nNullable(Int16)\tUInt8\tString\n5\t9\tq\n");
+        assert!(bad.is_empty());
+        assert_eq!(rows[0], [9, 1, b'q', 0, 5, 0]);
+    }
+
+    #[test]
+    fn csv_quotes_and_names() {
+        let (rows, bad) = run(
+            Text::Csv { names: true },
+            "s,id,n\n\"a,\"\"b\"\"\nc\",1,\\N\nz,2,3\n\"open,3,4\n",
+        );
+        assert_eq!(
+            rows[0],
+            [1, 7, b'a', b',', b'"', b'b', b'"', b'\n', b'c', 1]
+        );
+        assert_eq!(rows[1], [2, 1, b'z', 0, 3, 0]);
+        assert_eq!(bad.len(), 1, "{bad:?}");
+    }
+
+    #[test]
+    fn field_counts_and_headers_are_checked() {
+        let (rows, bad) = run(
+            Text::Tsv {
+                names: false,
+                types: false,
+            },
+            "1\ta\n",
+        );
+        assert!(rows.is_empty() && bad[0].reason.contains("2 fields"));
+        let schema = Schema::parse("id UInt8, s String").unwrap();
+        let mut sink = (Vec::new(), Vec::new(), Vec::new());
+        let e = decode(
+            Text::Csv { names: true },
+            &schema,
+            None,
+            b"id,nope\n",
+            &mut sink.0,
+            &mut sink.1,
+            &mut sink.2,
+        )
+        .unwrap_err();
+        assert!(e.reason.contains("nope"));
+    }
+}
