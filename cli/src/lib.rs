@@ -13,12 +13,6 @@ mod shape_bench;
 mod sweep;
 pub mod workloads;
 
-/// Entry points for the fuzz targets (`fuzz/`); not an API.
-#[doc(hidden)]
-pub mod fuzzing {
-    pub use crate::serve::front_door::fuzz as front_door;
-}
-
 use clap::{Parser, Subcommand};
 
 /// ch-ingest: get millions of small events per second into ClickHouse.

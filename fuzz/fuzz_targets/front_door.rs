@@ -1,11 +1,11 @@
 //! The front door's decoders (ClickHouse's compressed-block framing, the
 //! INSERT query parser, RowBinary and RowBinaryWithNamesAndTypes by a
 //! schema, JSONEachRow) on arbitrary bytes: no panics, and what they accept
-//! holds together (see `ch_ingest_cli::fuzzing::front_door`).
+//! holds together (see `ch_ingest_protocol::fuzz`).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    ch_ingest_cli::fuzzing::front_door(data);
+    ch_ingest_protocol::fuzz(data);
 });

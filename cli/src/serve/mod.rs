@@ -9,7 +9,7 @@
 //! Must not: print secrets, or exit 0 with accepted rows undelivered.
 
 mod config;
-pub(crate) mod front_door;
+mod front_door;
 mod http;
 mod listener;
 mod tables;

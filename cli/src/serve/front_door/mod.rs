@@ -17,12 +17,7 @@
 //! many small waiting INSERTs become one ClickHouse INSERT. The flush's
 //! outcome is shared: one failed INSERT fails every request it answers.
 
-mod blocks;
-mod formats;
-mod native;
-mod query;
 mod reply;
-mod text;
 
 use super::config::{FrontDoorAuth, FrontDoorConfig, Passthrough};
 use super::tables::{Engine, Table, Tables};
@@ -33,11 +28,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use ch_ingest::{FlushReport, TrackJsonError};
-use formats::{AllowErrors, Format};
+use ch_ingest_protocol::formats::{self, AllowErrors, Format};
+use ch_ingest_protocol::query::{self, Statement};
+use ch_ingest_protocol::{blocks, ChError, Code};
 use http_body_util::Full;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use query::Statement;
-use reply::{Ack, ChError, Code};
+use reply::Ack;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -113,7 +109,7 @@ async fn handle(
 ) -> Response {
     match answer(&door, params, request).await {
         Ok(r) => r,
-        Err(e) => e.into_response(),
+        Err(e) => reply::error(e),
     }
 }
 
@@ -409,12 +405,8 @@ impl FrontDoor {
             accepted.insert(digest, Instant::now());
             return Ok(());
         }
-        let code = text
-            .strip_prefix("Code: ")
-            .and_then(|t| t.split(|c: char| !c.is_ascii_digit()).next())
-            .and_then(|c| c.parse().ok());
-        let mut e = ChError::from_server(code, &text);
-        e.status = status;
+        let mut e = ChError::from_server(ChError::code_in(&text), &text);
+        e.status = status.as_u16();
         Err(e)
     }
 
@@ -682,78 +674,6 @@ async fn commit_loop(mut rx: tokio::sync::mpsc::UnboundedReceiver<Waiter>) {
             }
         }
     }
-}
-
-/// The front door's decoders on arbitrary bytes, for the fuzz target: the
-/// first byte picks the decoder. None may panic; what they accept must
-/// hold together (a query's data starts inside its text, every decoded
-/// row walks by the table's schema, the framing never unpacks past its
-/// limit).
-#[doc(hidden)]
-pub fn fuzz(input: &[u8]) {
-    const LIMIT: usize = 1 << 20;
-    let Some((&pick, rest)) = input.split_first() else {
-        return;
-    };
-    let schema = ch_ingest::Schema::parse(
-        "id UInt64, name String, at DateTime, tag Nullable(String), \
-         e Enum8('a' = 1, 'b' = 2), xs Array(LowCardinality(String))",
-    )
-    .expect("the fuzz schema parses");
-    match pick % 7 {
-        0 => {
-            if let Ok(out) = blocks::unpack(rest, LIMIT) {
-                assert!(out.len() <= LIMIT);
-            }
-        }
-        1 => {
-            if let Ok(Statement::Insert(i)) = query::parse(rest) {
-                assert!(i.data_start <= rest.len());
-                assert!(!i.table.is_empty());
-            }
-        }
-        n => {
-            let format = match n {
-                2 => Format::RowBinary,
-                3 => Format::RowBinaryWithNamesAndTypes,
-                4 => Format::Native,
-                5 => Format::Text(text::Text::Tsv {
-                    names: rest.first().is_some_and(|b| b & 2 == 2),
-                    types: rest.first().is_some_and(|b| b & 4 == 4),
-                }),
-                _ => Format::Text(text::Text::Csv {
-                    names: rest.first().is_some_and(|b| b & 2 == 2),
-                }),
-            };
-            let names: Vec<String> = ["xs", "e", "tag", "at", "name", "id"]
-                .map(String::from)
-                .into();
-            let columns =
-                (rest.first().is_some_and(|b| b & 1 == 1) && n == 2).then_some(&names[..]);
-            let allow = AllowErrors::default();
-            if let Ok(rows) = formats::decode(format, &schema, columns, rest, false, allow) {
-                for row in rows.iter() {
-                    let mut at = 0;
-                    for col in schema.columns() {
-                        at +=
-                            ch_ingest::value_len(&col.ty, &row[at..]).expect("a decoded row walks");
-                    }
-                    assert_eq!(at, row.len(), "a decoded row is exactly one row");
-                }
-            }
-        }
-    }
-    let _ = formats::decode(
-        Format::JsonEachRow,
-        &schema,
-        None,
-        rest,
-        false,
-        AllowErrors {
-            num: u64::MAX,
-            ratio: 1.0,
-        },
-    );
 }
 
 #[cfg(test)]

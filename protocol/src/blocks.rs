@@ -7,7 +7,7 @@
 //! Owns: checking and unpacking those blocks. Must not: allocate more than
 //! the limit, whatever the headers claim, or panic on any input.
 
-use super::reply::{ChError, Code};
+use crate::{ChError, Code};
 
 const CHECKSUM: usize = 16;
 const HEADER: usize = 9;

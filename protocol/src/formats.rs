@@ -8,8 +8,8 @@
 //! `input_format_allow_errors_num` / `_ratio` rule, and the column-list
 //! reordering. Must not: track anything (the caller does, from `Rows`).
 
-use super::reply::{ChError, Code};
-use super::text::Text;
+use crate::text::Text;
+use crate::{ChError, Code};
 use ch_ingest::{Schema, Transcoder, Type};
 
 /// The formats ClickHouse knows that we do not read (yet): refused as not
@@ -164,7 +164,7 @@ pub fn decode(
             let order = columns.map(|list| order_of(schema, list)).transpose()?;
             let mut rows = Rows::default();
             let mut bad = Vec::new();
-            let header = super::text::decode(
+            let header = crate::text::decode(
                 text,
                 schema,
                 order.as_deref(),
@@ -177,7 +177,7 @@ pub fn decode(
                 Text::Tsv { .. } => "TabSeparated",
                 Text::Csv { .. } => "CSV",
             };
-            let refuse = |b: &super::text::BadRow| {
+            let refuse = |b: &crate::text::BadRow| {
                 ChError::new(
                     Code::CannotParseInput,
                     format!("Cannot parse {name} input at row {}: {}", b.row, b.reason),
@@ -198,9 +198,9 @@ pub fn decode(
 /// there, of the table's type; LowCardinality on either side is only an
 /// encoding), joined per row in the table's order.
 fn native(schema: &Schema, data: &[u8]) -> Result<Rows, ChError> {
-    let mut r = super::native::Reader::new(data);
+    let mut r = crate::native::Reader::new(data);
     let mut rows = Rows::default();
-    let bad = |e: super::native::NativeError| {
+    let bad = |e: crate::native::NativeError| {
         ChError::new(
             Code::CannotParseInput,
             format!("Cannot read Native input at byte {}: {}", e.at, e.reason),
@@ -210,7 +210,7 @@ fn native(schema: &Schema, data: &[u8]) -> Result<Rows, ChError> {
         let block = r.block().map_err(bad)?;
         let names: Vec<String> = block.columns.iter().map(|(n, _, _)| n.clone()).collect();
         let order = order_of(schema, &names)?;
-        let mut by_table: Vec<Option<&super::native::Column>> = vec![None; order.len()];
+        let mut by_table: Vec<Option<&crate::native::Column>> = vec![None; order.len()];
         for (&c, (name, ty, col)) in order.iter().zip(&block.columns) {
             let want = &schema.columns()[c].ty;
             if !same_type(want, ty) {
