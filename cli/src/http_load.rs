@@ -274,7 +274,7 @@ fn ndjson(from: u64, to: u64) -> Vec<u8> {
     out
 }
 
-fn percent_encode(s: &str) -> String {
+pub(crate) fn percent_encode(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {

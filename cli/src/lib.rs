@@ -4,6 +4,7 @@
 //! benches and tests of this package use [`workloads`] directly.
 
 mod cluster_bench;
+mod door_bench;
 mod http_load;
 mod inspect;
 mod load;

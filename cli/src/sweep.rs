@@ -30,6 +30,9 @@ enum BenchCommand {
     /// What each INSERT shape (arrival or sorted, RowBinary or Native)
     /// costs the server, beside the clickhouse crate's Inserter.
     Shapes(super::shape_bench::ShapeBenchArgs),
+    /// Many small INSERTs from ClickHouse clients, straight to ClickHouse
+    /// and through a running serve's front door (waiting and not).
+    FrontDoor(super::door_bench::DoorBenchArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -73,6 +76,7 @@ pub fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
         BenchCommand::Sweep(a) => sweep(a),
         BenchCommand::Cluster(a) => super::cluster_bench::run(a),
         BenchCommand::Shapes(a) => super::shape_bench::run(a),
+        BenchCommand::FrontDoor(a) => super::door_bench::run(a),
     }
 }
 

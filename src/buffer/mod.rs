@@ -381,7 +381,7 @@ impl Buffer<Json> {
         }
     }
 
-    /// Takes one row already in RowBinary, in the buffer's [`Schema`]'s
+    /// Takes one row already in RowBinary, in the buffer's [`Schema`](crate::Schema)'s
     /// column order (what a ClickHouse client sends with `FORMAT
     /// RowBinary`), with the same guarantees as [`Buffer::track_json`]. The
     /// bytes must be exactly one row: they are walked by the schema first
