@@ -136,7 +136,9 @@ async fn bench(
             .execute()
             .await?;
         // serve reads the schema again on a schema error; the table is the
-        // same every time, so its engine carries on.
+        // same every time, so its engine carries on. It may not have seen
+        // the table yet (started before it existed): wait until ready.
+        ready(&http, &args.serve_url).await?;
         let bodies: Vec<Bytes> = (0..args.clients as u64)
             .map(|c| build(body, c * 1_000_000_000, args.rows))
             .collect::<Result<_, _>>()?;
@@ -248,6 +250,27 @@ async fn bench(
         .execute()
         .await?;
     Ok(())
+}
+
+/// Waits (up to 60 s) until serve's `/ready` answers 200: its tables'
+/// schemas are read.
+async fn ready(http: &HttpClient, serve: &str) -> Result<(), String> {
+    let url = format!("{}/ready", serve.trim_end_matches('/'));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let request = hyper::Request::get(&url)
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| e.to_string())?;
+        if let Ok(r) = http.request(request).await {
+            if r.status().is_success() {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{url} did not answer 200 within 60 s"));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// One client's body: `rows` events from event number `from`.
