@@ -29,10 +29,15 @@ fn events() -> Vec<PostEvent> {
         .collect()
 }
 
-/// (event_type, occurred_at, tweet_id, user_id) as TSV lines, in the order
-/// `select` returns them.
+/// The rows of `select` as TSV lines, in the order the `Log` table holds
+/// them: read by one stream (with more, Log reads its blocks in parallel
+/// and the order of the answer is not the order stored).
 fn lines(server: &support::Server, select: &str) -> Vec<String> {
-    server.query(select).lines().map(str::to_string).collect()
+    server
+        .query(&format!("{select} SETTINGS max_threads = 1"))
+        .lines()
+        .map(str::to_string)
+        .collect()
 }
 
 /// Sends `events()` through an engine; (table, the view's copy, INSERTs made).
@@ -158,7 +163,13 @@ async fn arrival_order_is_kept_when_asked() {
         let got: Vec<&String> = sent.iter().filter(|l| mine.contains(*l)).collect();
         let want: Vec<String> = half.iter().map(tsv).collect();
         let same = got.len() == want.len() && got.iter().zip(&want).all(|(g, w)| *g == w);
-        assert!(same, "a producer's rows are not in the order tracked");
+        let first = got.iter().zip(&want).position(|(g, w)| *g != w);
+        assert!(
+            same,
+            "a producer's rows are not in the order tracked: {} of {} rows, first difference at {first:?}",
+            got.len(),
+            want.len()
+        );
     }
 }
 
