@@ -787,7 +787,10 @@ fn serve_toml_insert_order_decides_the_order_clickhouse_receives() {
     assert_eq!(status, 200, "{answer}");
     for (table, seen, view, order) in &copies {
         let got: Vec<u64> = server
-            .query(&format!("SELECT tweet_id FROM {seen} FORMAT TSV"))
+            // One stream: Log reads its blocks in parallel otherwise.
+            .query(&format!(
+                "SELECT tweet_id FROM {seen} SETTINGS max_threads = 1 FORMAT TSV"
+            ))
             .lines()
             .map(|l| l.parse().unwrap())
             .collect();
@@ -1299,4 +1302,74 @@ fn front_door_stores_what_clickhouse_stores_from_the_same_body_in_every_format()
             got.lines().count()
         );
     }
+}
+
+#[test]
+fn front_door_users_in_serve_toml_decide_who_inserts_where_and_lines_are_capped() {
+    let server = server_or_skip!();
+    let _one = serial();
+    let mine = door_table(server, "door_user_mine");
+    let theirs = door_table(server, "door_user_theirs");
+    let secrets = tempfile::tempdir().unwrap();
+    let pw = secrets.path().join("alice");
+    std::fs::write(&pw, "al1ce-s3cret\n").unwrap();
+    let serve = Serve::start(&format!(
+        "{}[front_door.users.alice]\npassword_file = \"{}\"\ntables = [\"{mine}\"]\n",
+        config(
+            server,
+            &format!("[tables.{mine}]\nflush_interval = \"1h\"\n[tables.{theirs}]\nflush_interval = \"1h\"\n")
+        ),
+        pw.display(),
+    ));
+    let row = b"{\"id\":1,\"name\":\"a\",\"at\":0}\n";
+    let insert = |t: &str| {
+        format!(
+            "/?query={}",
+            percent(&format!("INSERT INTO {t} FORMAT JSONEachRow"))
+        )
+    };
+    let alice = [
+        ("X-ClickHouse-User", "alice"),
+        ("X-ClickHouse-Key", "al1ce-s3cret"),
+    ];
+    let (status, _, body) = door(&serve, &insert(&mine), &alice, row);
+    assert_eq!(status, 200, "{body}");
+    // Basic auth and URL parameters name the same user.
+    let (status, _, body) = door(
+        &serve,
+        &format!("{}&user=alice&password=al1ce-s3cret", insert(&mine)),
+        &[],
+        row,
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, _, body) = door(&serve, &insert(&theirs), &alice, row);
+    assert_eq!(status, 403, "not alice's table: {body}");
+    assert!(body.starts_with("Code: 497."), "{body}");
+    for creds in [
+        [
+            ("X-ClickHouse-User", "alice"),
+            ("X-ClickHouse-Key", "wrong"),
+        ],
+        [
+            ("X-ClickHouse-User", "mallory"),
+            ("X-ClickHouse-Key", "al1ce-s3cret"),
+        ],
+    ] {
+        let (status, _, body) = door(&serve, &insert(&mine), &creds, row);
+        assert_eq!(status, 401, "{body}");
+        assert!(
+            body.starts_with("Code: 193.") && !body.contains("s3cret"),
+            "{body}"
+        );
+    }
+    // No credentials: ClickHouse's `default`, which is not a user here.
+    let (status, _, _) = door(&serve, &insert(&mine), &[], row);
+    assert_eq!(status, 401);
+    // max_line_bytes (4096 in this configuration) caps a JSONEachRow line.
+    let long = format!("{{\"id\":2,\"name\":\"{}\",\"at\":0}}\n", "x".repeat(5000));
+    let (status, _, body) = door(&serve, &insert(&mine), &alice, long.as_bytes());
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("max_line_bytes"), "{body}");
+    assert_eq!(server.count(&mine), 2);
+    assert_eq!(server.count(&theirs), 0);
 }

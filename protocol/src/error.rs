@@ -20,6 +20,8 @@ pub enum Code {
     TimeoutExceeded = 159,
     ReadOnly = 164,
     UnknownUser = 192,
+    WrongPassword = 193,
+    AccessDenied = 497,
     TooManySimultaneousQueries = 202,
     CannotDecompress = 271,
     QueryIsTooLarge = 393,
@@ -42,6 +44,8 @@ impl Code {
             Code::TimeoutExceeded => "TIMEOUT_EXCEEDED",
             Code::ReadOnly => "READONLY",
             Code::UnknownUser => "UNKNOWN_USER",
+            Code::WrongPassword => "WRONG_PASSWORD",
+            Code::AccessDenied => "ACCESS_DENIED",
             Code::TooManySimultaneousQueries => "TOO_MANY_SIMULTANEOUS_QUERIES",
             Code::CannotDecompress => "CANNOT_DECOMPRESS",
             Code::QueryIsTooLarge => "QUERY_IS_TOO_LARGE",
@@ -52,8 +56,8 @@ impl Code {
     /// ClickHouse's HTTP status for the code (`exceptionCodeToHTTPStatus`).
     pub fn status(self) -> u16 {
         match self {
-            Code::UnknownUser => 401,
-            Code::ReadOnly => 403,
+            Code::UnknownUser | Code::WrongPassword => 401,
+            Code::ReadOnly | Code::AccessDenied => 403,
             Code::CannotParseInput
             | Code::SyntaxError
             | Code::IncorrectData

@@ -117,6 +117,27 @@ impl Rows {
     }
 }
 
+/// How a body is read.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Options {
+    /// JSONEachRow keys that are not columns refuse the row (default: ignored).
+    pub deny_unknown_fields: bool,
+    pub allow: AllowErrors,
+    /// The longest JSONEachRow line, TSV or CSV row, in bytes (default: no
+    /// limit); a longer one is a bad row.
+    pub max_line: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            deny_unknown_fields: false,
+            allow: AllowErrors::default(),
+            max_line: usize::MAX,
+        }
+    }
+}
+
 /// Decodes `data` for `schema`. `columns` is the INSERT's column list, if
 /// it has one.
 pub fn decode(
@@ -124,9 +145,13 @@ pub fn decode(
     schema: &Schema,
     columns: Option<&[String]>,
     data: &[u8],
-    deny_unknown_fields: bool,
-    allow: AllowErrors,
+    options: &Options,
 ) -> Result<Rows, ChError> {
+    let Options {
+        deny_unknown_fields,
+        allow,
+        max_line,
+    } = *options;
     if let Some(list) = columns {
         for name in list {
             if !schema.columns().iter().any(|c| c.name == *name) {
@@ -138,7 +163,7 @@ pub fn decode(
         }
     }
     match format {
-        Format::JsonEachRow => json_each_row(schema, data, deny_unknown_fields, allow),
+        Format::JsonEachRow => json_each_row(schema, data, deny_unknown_fields, allow, max_line),
         Format::RowBinary => {
             let order = match columns {
                 Some(list) => order_of(schema, list)?,
@@ -169,8 +194,8 @@ pub fn decode(
                 schema,
                 order.as_deref(),
                 data,
-                &mut rows.bytes,
-                &mut rows.ends,
+                max_line,
+                &mut rows,
                 &mut bad,
             );
             let name = match text {
@@ -251,6 +276,7 @@ fn json_each_row(
     data: &[u8],
     deny_unknown_fields: bool,
     allow: AllowErrors,
+    max_line: usize,
 ) -> Result<Rows, ChError> {
     let mut t = Transcoder::new(schema.clone()).deny_unknown_fields(deny_unknown_fields);
     let mut rows = Rows::default();
@@ -259,12 +285,23 @@ fn json_each_row(
     for (line, json) in ch_ingest::test_util::ndjson_lines(data) {
         total += 1;
         let before = rows.bytes.len();
+        if json.len() > max_line {
+            rows.skipped += 1;
+            first_error.get_or_insert((
+                line,
+                format!(
+                    "the line is {} bytes, over max_line_bytes ({max_line})",
+                    json.len()
+                ),
+            ));
+            continue;
+        }
         match t.transcode(json, &mut rows.bytes) {
             Ok(()) => rows.ends.push(rows.bytes.len()),
             Err(e) => {
                 rows.bytes.truncate(before);
                 rows.skipped += 1;
-                first_error.get_or_insert((line, e));
+                first_error.get_or_insert((line, e.to_string()));
             }
         }
     }
@@ -430,20 +467,50 @@ mod tests {
     fn json_rows_follow_clickhouse_allow_errors() {
         let body = b"{\"id\":1,\"name\":\"x\",\"tag\":\"a\"}\n{\"id\":\"no\"}\n{\"id\":2,\"name\":\"y\",\"tag\":\"b\"}\n";
         let none = AllowErrors::default();
-        let e = decode(Format::JsonEachRow, &schema(), None, body, false, none).unwrap_err();
+        let e = decode(
+            Format::JsonEachRow,
+            &schema(),
+            None,
+            body,
+            &Options {
+                allow: none,
+                ..Options::default()
+            },
+        )
+        .unwrap_err();
         assert!(
             e.message.contains("row 2") && e.message.contains("`id`"),
             "{e:?}"
         );
         let one = AllowErrors { num: 1, ratio: 0.0 };
-        let rows = decode(Format::JsonEachRow, &schema(), None, body, false, one).unwrap();
+        let rows = decode(
+            Format::JsonEachRow,
+            &schema(),
+            None,
+            body,
+            &Options {
+                allow: one,
+                ..Options::default()
+            },
+        )
+        .unwrap();
         assert_eq!(
             rows.iter().collect::<Vec<_>>(),
             [&[1, 1, b'x', 1][..], &[2, 1, b'y', 2]]
         );
         assert_eq!(rows.skipped, 1);
         let half = AllowErrors { num: 0, ratio: 0.5 };
-        assert!(decode(Format::JsonEachRow, &schema(), None, body, false, half).is_ok());
+        assert!(decode(
+            Format::JsonEachRow,
+            &schema(),
+            None,
+            body,
+            &Options {
+                allow: half,
+                ..Options::default()
+            }
+        )
+        .is_ok());
     }
 
     #[test]
@@ -455,8 +522,10 @@ mod tests {
             &schema(),
             Some(&cols),
             &body,
-            false,
-            AllowErrors::default(),
+            &Options {
+                allow: AllowErrors::default(),
+                ..Options::default()
+            },
         )
         .unwrap();
         assert_eq!(
@@ -470,8 +539,10 @@ mod tests {
                 &schema(),
                 Some(&cols),
                 bad,
-                false,
-                AllowErrors::default(),
+                &Options {
+                    allow: AllowErrors::default(),
+                    ..Options::default()
+                },
             );
             assert_eq!(e.unwrap_err().code, Code::CannotParseInput as u32);
         }
@@ -481,8 +552,10 @@ mod tests {
             &schema(),
             Some(&two),
             &[],
-            false,
-            AllowErrors::default(),
+            &Options {
+                allow: AllowErrors::default(),
+                ..Options::default()
+            },
         );
         assert!(e.unwrap_err().message.contains("missing: tag"));
         let bogus: Vec<String> = ["id", "nope"].map(String::from).into();
@@ -491,8 +564,10 @@ mod tests {
             &schema(),
             Some(&bogus),
             &[],
-            false,
-            AllowErrors::default(),
+            &Options {
+                allow: AllowErrors::default(),
+                ..Options::default()
+            },
         );
         assert_eq!(e.unwrap_err().code, Code::NoSuchColumnInTable as u32);
     }
@@ -513,7 +588,17 @@ mod tests {
         }
         body.extend_from_slice(&[1, b'q', 9, 1]);
         let f = Format::RowBinaryWithNamesAndTypes;
-        let rows = decode(f, &schema(), None, &body, false, AllowErrors::default()).unwrap();
+        let rows = decode(
+            f,
+            &schema(),
+            None,
+            &body,
+            &Options {
+                allow: AllowErrors::default(),
+                ..Options::default()
+            },
+        )
+        .unwrap();
         assert_eq!(rows.iter().collect::<Vec<_>>(), [&[9, 1, b'q', 1][..]]);
         let wrong = String::from_utf8_lossy(&body).replace("UInt8", "Int8 ");
         let e = decode(
@@ -521,8 +606,10 @@ mod tests {
             &schema(),
             None,
             wrong.as_bytes(),
-            false,
-            AllowErrors::default(),
+            &Options {
+                allow: AllowErrors::default(),
+                ..Options::default()
+            },
         );
         assert_eq!(e.unwrap_err().code, Code::IncorrectData as u32);
     }

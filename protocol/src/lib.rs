@@ -25,7 +25,7 @@ pub use text::Text;
 /// table's schema, the framing never unpacks past its limit).
 #[doc(hidden)]
 pub fn fuzz(input: &[u8]) {
-    use formats::{AllowErrors, Format};
+    use formats::{AllowErrors, Format, Options};
     const LIMIT: usize = 1 << 20;
     let Some((&pick, rest)) = input.split_first() else {
         return;
@@ -67,7 +67,12 @@ pub fn fuzz(input: &[u8]) {
                 num: u64::from(flag(8)),
                 ratio: 0.0,
             };
-            if let Ok(rows) = formats::decode(format, &schema, columns, rest, false, allow) {
+            let options = Options {
+                allow,
+                max_line: if flag(16) { 64 } else { usize::MAX },
+                ..Options::default()
+            };
+            if let Ok(rows) = formats::decode(format, &schema, columns, rest, &options) {
                 for row in rows.iter() {
                     let mut at = 0;
                     for col in schema.columns() {
@@ -83,5 +88,9 @@ pub fn fuzz(input: &[u8]) {
         num: u64::MAX,
         ratio: 1.0,
     };
-    let _ = formats::decode(Format::JsonEachRow, &schema, None, rest, false, everything);
+    let options = Options {
+        allow: everything,
+        ..Options::default()
+    };
+    let _ = formats::decode(Format::JsonEachRow, &schema, None, rest, &options);
 }

@@ -24,15 +24,16 @@ pub struct BadRow {
 }
 
 /// The rows of `data`, each as RowBinary in the table's order appended to
-/// `out` with its end in `ends`; bad rows are reported and skipped. `Err`
+/// `rows`; bad rows (also those over `max_line` bytes) are reported and
+/// skipped. `Err`
 /// when the header does not match the table, or the data cannot be split.
 pub fn decode(
     format: Text,
     schema: &Schema,
     columns: Option<&[usize]>,
     data: &[u8],
-    out: &mut Vec<u8>,
-    ends: &mut Vec<usize>,
+    max_line: usize,
+    decoded: &mut crate::formats::Rows,
     bad: &mut Vec<BadRow>,
 ) -> Result<(), BadRow> {
     let mut rows = Rows {
@@ -104,7 +105,19 @@ pub fn decode(
     let mut values: Vec<Vec<u8>> = vec![Vec::new(); order.len()];
     while !rows.at_end() {
         n += 1;
-        if let Err(reason) = rows.next_row(&mut fields) {
+        let at = rows.pos;
+        let read = rows.next_row(&mut fields);
+        if rows.pos - at > max_line {
+            bad.push(BadRow {
+                row: n,
+                reason: format!(
+                    "the row is {} bytes, over max_line_bytes ({max_line})",
+                    rows.pos - at
+                ),
+            });
+            continue;
+        }
+        if let Err(reason) = read {
             bad.push(BadRow { row: n, reason });
             continue;
         }
@@ -116,9 +129,9 @@ pub fn decode(
         match row(schema, &order, &fields, &mut values) {
             Ok(()) => {
                 for v in &values {
-                    out.extend_from_slice(v);
+                    decoded.bytes.extend_from_slice(v);
                 }
-                ends.push(out.len());
+                decoded.ends.push(decoded.bytes.len());
             }
             Err(reason) => bad.push(BadRow { row: n, reason }),
         }
@@ -293,27 +306,18 @@ mod tests {
 
     fn run(format: Text, data: &str) -> (Vec<Vec<u8>>, Vec<BadRow>) {
         let schema = Schema::parse("id UInt8, s String, n Nullable(Int16)").unwrap();
-        let (mut out, mut ends, mut bad) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut decoded, mut bad) = (crate::formats::Rows::default(), Vec::new());
         decode(
             format,
             &schema,
             None,
             data.as_bytes(),
-            &mut out,
-            &mut ends,
+            usize::MAX,
+            &mut decoded,
             &mut bad,
         )
         .unwrap();
-        let mut start = 0;
-        let rows = ends
-            .iter()
-            .map(|&e| {
-                let r = out[start..e].to_vec();
-                start = e;
-                r
-            })
-            .collect();
-        (rows, bad)
+        (decoded.iter().map(<[u8]>::to_vec).collect(), bad)
     }
 
     #[test]
@@ -363,15 +367,15 @@ mod tests {
         );
         assert!(rows.is_empty() && bad[0].reason.contains("2 fields"));
         let schema = Schema::parse("id UInt8, s String").unwrap();
-        let mut sink = (Vec::new(), Vec::new(), Vec::new());
+        let mut sink = (crate::formats::Rows::default(), Vec::new());
         let e = decode(
             Text::Csv { names: true },
             &schema,
             None,
             b"id,nope\n",
+            usize::MAX,
             &mut sink.0,
             &mut sink.1,
-            &mut sink.2,
         )
         .unwrap_err();
         assert!(e.reason.contains("nope"));

@@ -93,6 +93,36 @@ struct FrontDoorFile {
     /// `async_insert_busy_timeout_ms`); a request's own
     /// `async_insert_busy_timeout_ms` setting overrides it.
     busy_timeout: Option<String>,
+    /// The users the front door knows, by name (with `auth = "users"`,
+    /// the default when any is given).
+    users: Option<BTreeMap<String, UserFile>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct UserFile {
+    password_env: Option<String>,
+    password_file: Option<PathBuf>,
+    /// The tables this user may insert into (default: every allowed table).
+    tables: Option<Vec<String>>,
+}
+
+/// A front-door user: its password and the tables it may insert into.
+#[derive(Clone)]
+pub struct FrontDoorUser {
+    pub name: String,
+    pub password: String,
+    /// `None`: every allowed table.
+    pub tables: Option<Vec<String>>,
+}
+
+impl std::fmt::Debug for FrontDoorUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrontDoorUser")
+            .field("name", &self.name)
+            .field("tables", &self.tables)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What the front door forwards.
@@ -107,6 +137,7 @@ pub enum Passthrough {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FrontDoorAuth {
     ClickHouse,
+    Users,
     None,
 }
 
@@ -116,6 +147,7 @@ pub struct FrontDoorConfig {
     pub passthrough: Passthrough,
     pub auth: FrontDoorAuth,
     pub busy_timeout: Duration,
+    pub users: Vec<FrontDoorUser>,
 }
 
 /// Per-table engine settings; see `Builder` in the library for each default.
@@ -317,32 +349,7 @@ impl ServeConfig {
                     file.clickhouse.password_file.take(),
                 )
             };
-        let password = match (password_env, password_file) {
-            (Some(_), Some(_)) => {
-                return Err(err(
-                    "clickhouse.password_env",
-                    "give password_env or password_file, not both",
-                ))
-            }
-            (Some(var), None) => Some(std::env::var(&var).map_err(|_| {
-                err(
-                    "clickhouse.password_env",
-                    format!("environment variable `{var}` is not set"),
-                )
-            })?),
-            (None, Some(path)) => Some(
-                std::fs::read_to_string(&path)
-                    .map_err(|e| {
-                        err(
-                            "clickhouse.password_file",
-                            format!("{}: {e}", path.display()),
-                        )
-                    })?
-                    .trim_end_matches(['\r', '\n'])
-                    .to_string(),
-            ),
-            (None, None) => None,
-        };
+        let password = read_password("clickhouse", password_env, password_file)?;
         let positive = |key: &str, v: Option<usize>, default: usize| match v {
             Some(0) => Err(err(key, "must be at least 1")),
             Some(n) => Ok(n),
@@ -544,15 +551,50 @@ impl ServeConfig {
                     ))
                 }
             },
-            auth: match file.front_door.auth.as_deref() {
-                None | Some("clickhouse") => FrontDoorAuth::ClickHouse,
-                Some("none") => FrontDoorAuth::None,
-                Some(other) => {
+            auth: match (file.front_door.auth.as_deref(), &file.front_door.users) {
+                (None, Some(_)) | (Some("users"), Some(_)) => FrontDoorAuth::Users,
+                (Some("users"), None) => {
                     return Err(err(
                         "front_door.auth",
-                        format!("`{other}` is not one of clickhouse, none"),
+                        "`users` needs [front_door.users.NAME] sections",
                     ))
                 }
+                (None, None) | (Some("clickhouse"), _) => FrontDoorAuth::ClickHouse,
+                (Some("none"), _) => FrontDoorAuth::None,
+                (Some(other), _) => {
+                    return Err(err(
+                        "front_door.auth",
+                        format!("`{other}` is not one of clickhouse, users, none"),
+                    ))
+                }
+            },
+            users: {
+                let mut users = Vec::new();
+                for (name, u) in file.front_door.users.take().unwrap_or_default() {
+                    let section = format!("front_door.users.{name}");
+                    let Some(password) = read_password(&section, u.password_env, u.password_file)?
+                    else {
+                        return Err(err(
+                            &format!("{section}.password_env"),
+                            "give password_env or password_file (an empty variable or file \
+                             is an empty password)",
+                        ));
+                    };
+                    if let Some(list) = &u.tables {
+                        if let Some(t) = list.iter().find(|t| !file.tables.contains_key(*t)) {
+                            return Err(err(
+                                &format!("{section}.tables"),
+                                format!("`{t}` is not an allowed table ([tables.{t}])"),
+                            ));
+                        }
+                    }
+                    users.push(FrontDoorUser {
+                        name,
+                        password,
+                        tables: u.tables,
+                    });
+                }
+                users
             },
             busy_timeout: match &file.front_door.busy_timeout {
                 None => Duration::from_millis(200),
@@ -796,6 +838,32 @@ fn nonzero_duration(
     Ok(d)
 }
 
+/// A password from `{section}.password_env` or `{section}.password_file`
+/// (one of them, or neither).
+fn read_password(
+    section: &str,
+    env: Option<String>,
+    file: Option<PathBuf>,
+) -> Result<Option<String>, ConfigError> {
+    let key = |k: &str| format!("{section}.{k}");
+    match (env, file) {
+        (Some(_), Some(_)) => Err(err(
+            &key("password_env"),
+            "give password_env or password_file, not both",
+        )),
+        (Some(var), None) => std::env::var(&var).map(Some).map_err(|_| {
+            err(
+                &key("password_env"),
+                format!("environment variable `{var}` is not set"),
+            )
+        }),
+        (None, Some(path)) => std::fs::read_to_string(&path)
+            .map(|p| Some(p.trim_end_matches(['\r', '\n']).to_string()))
+            .map_err(|e| err(&key("password_file"), format!("{}: {e}", path.display()))),
+        (None, None) => Ok(None),
+    }
+}
+
 fn tokens(
     key: &str,
     list: Option<Vec<String>>,
@@ -1022,6 +1090,41 @@ mod tests {
             e.contains("test.toml (line ") && !e.contains("secret"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn front_door_settings_are_checked_by_key() {
+        let base = "[clickhouse]\nurls = [\"http://h:8123\"]\n[tables.t]\n";
+        let c = parse(base).unwrap();
+        assert_eq!(c.front_door.passthrough, Passthrough::Read);
+        assert_eq!(c.front_door.auth, FrontDoorAuth::ClickHouse);
+        assert_eq!(c.front_door.busy_timeout, Duration::from_millis(200));
+        std::env::set_var("CH_INGEST_TEST_DOOR_PW", "pw");
+        let c = parse(&format!(
+            "{base}[front_door.users.u]\npassword_env = \"CH_INGEST_TEST_DOOR_PW\"\ntables = [\"t\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(c.front_door.auth, FrontDoorAuth::Users);
+        assert_eq!(c.front_door.users[0].password, "pw");
+        assert!(!format!("{:?}", c.front_door.users).contains("pw\""));
+        for (extra, key) in [
+            ("[front_door.users.u]\ntables = [\"t\"]\n", "front_door.users.u.password_env"),
+            (
+                "[front_door.users.u]\npassword_env = \"CH_INGEST_TEST_DOOR_PW\"\ntables = [\"nope\"]\n",
+                "front_door.users.u.tables",
+            ),
+            ("[front_door]\nauth = \"users\"\n", "front_door.auth"),
+            ("[front_door]\nauth = \"maybe\"\n", "front_door.auth"),
+            ("[front_door]\nbusy_timeout = \"soon\"\n", "front_door.busy_timeout"),
+        ] {
+            let e = parse(&format!("{base}{extra}")).err().unwrap().to_string();
+            assert!(e.contains(key), "{extra}: {e}");
+        }
+        let e = parse(&base.replace("[tables.t]", "passthrough = \"some\"\n[tables.t]"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("clickhouse.passthrough"), "{e}");
     }
 
     #[test]

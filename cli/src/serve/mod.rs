@@ -46,6 +46,7 @@ pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         let door = front_door::Limits {
             max_body_bytes: cfg.max_body_bytes,
             max_decompressed_bytes: cfg.max_decompressed_bytes,
+            max_line_bytes: cfg.max_line_bytes,
             body_timeout: cfg.body_timeout,
         };
         let router = http::router(tables.clone(), limits).merge(front_door::routes(

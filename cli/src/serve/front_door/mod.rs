@@ -57,6 +57,7 @@ pub struct FrontDoor {
     database: String,
     max_body_bytes: usize,
     max_decompressed_bytes: usize,
+    max_line_bytes: usize,
     body_timeout: Duration,
     client: Client<HttpConnector, Full<Bytes>>,
     /// Digests of credentials ClickHouse accepted, and when.
@@ -69,6 +70,7 @@ pub struct FrontDoor {
 pub struct Limits {
     pub max_body_bytes: usize,
     pub max_decompressed_bytes: usize,
+    pub max_line_bytes: usize,
     pub body_timeout: Duration,
 }
 
@@ -84,6 +86,7 @@ pub fn routes(
         database: database.unwrap_or_else(|| "default".into()),
         max_body_bytes: limits.max_body_bytes,
         max_decompressed_bytes: limits.max_decompressed_bytes,
+        max_line_bytes: limits.max_line_bytes,
         body_timeout: limits.body_timeout,
         client: Client::builder(hyper_util::rt::TokioExecutor::new()).build_http(),
         accepted: Mutex::default(),
@@ -181,8 +184,8 @@ async fn answer(
     match statement {
         Statement::Insert(insert) => {
             let user = credentials(headers, &params)?;
-            door.check(&user).await?;
-            door.insert(insert, &params, data).await
+            let allowed = door.check(&user).await?;
+            door.insert(insert, &params, data, allowed).await
         }
         Statement::Read if door.cfg.passthrough != Passthrough::None => {
             door.forward(parts.method, parts.uri, parts.headers, raw)
@@ -366,9 +369,34 @@ impl FrontDoor {
         })
     }
 
-    async fn check(&self, who: &Credentials) -> Result<(), ChError> {
-        if self.cfg.auth == FrontDoorAuth::None {
-            return Ok(());
+    /// Who the caller is allowed to be; with `auth = "users"`, the tables
+    /// that user may insert into (`None`: every allowed table).
+    async fn check(&self, who: &Credentials) -> Result<Option<&[String]>, ChError> {
+        match self.cfg.auth {
+            FrontDoorAuth::None => return Ok(None),
+            FrontDoorAuth::Users => {
+                // Every user is compared, in constant time per password, so
+                // timing tells neither which name exists nor a prefix.
+                let mut found = None;
+                for u in &self.cfg.users {
+                    let same = u.name == who.user;
+                    let matches = constant_time_eq(u.password.as_bytes(), who.password.as_bytes());
+                    if same && matches {
+                        found = Some(u);
+                    }
+                }
+                return match found {
+                    Some(u) => Ok(u.tables.as_deref()),
+                    None => Err(ChError::new(
+                        Code::WrongPassword,
+                        format!(
+                            "{}: Authentication failed: password is incorrect or there is no user with such name",
+                            who.user
+                        ),
+                    )),
+                };
+            }
+            FrontDoorAuth::ClickHouse => {}
         }
         let digest = self.digest.hash_one((&who.user, &who.password));
         let fresh = |at: &Instant| at.elapsed() < CREDENTIALS_TTL;
@@ -379,7 +407,7 @@ impl FrontDoor {
             .get(&digest)
             .is_some_and(fresh)
         {
-            return Ok(());
+            return Ok(None);
         }
         let url = format!("{}/?query=SELECT%201", self.upstream()?);
         let request = hyper::Request::post(url)
@@ -408,7 +436,7 @@ impl FrontDoor {
             let mut accepted = self.accepted.lock().unwrap_or_else(|p| p.into_inner());
             accepted.retain(|_, at| fresh(at));
             accepted.insert(digest, Instant::now());
-            return Ok(());
+            return Ok(None);
         }
         let mut e = ChError::from_server(ChError::code_in(&text), &text);
         e.status = status.as_u16();
@@ -467,8 +495,15 @@ impl FrontDoor {
         insert: query::Insert,
         params: &Params,
         data: Bytes,
+        allowed: Option<&[String]>,
     ) -> Result<Response, ChError> {
         let table = self.table(insert.database.as_deref(), &insert.table)?;
+        if allowed.is_some_and(|list| !list.contains(&table.name)) {
+            return Err(ChError::new(
+                Code::AccessDenied,
+                format!("this user may not insert into {}", table.name),
+            ));
+        }
         let format = Format::parse(&insert.format)?;
         let settings = Settings {
             url: params,
@@ -504,17 +539,13 @@ impl FrontDoor {
             ));
         };
         let columns = insert.columns;
-        let deny = table.deny_unknown_fields();
-        let decode = || {
-            formats::decode(
-                format,
-                engine.schema(),
-                columns.as_deref(),
-                &data,
-                deny,
-                allow,
-            )
+        let options = formats::Options {
+            deny_unknown_fields: table.deny_unknown_fields(),
+            allow,
+            max_line: self.max_line_bytes,
         };
+        let decode =
+            || formats::decode(format, engine.schema(), columns.as_deref(), &data, &options);
         // As on the NDJSON endpoint: a small body is decoded on the worker,
         // a large one with `block_in_place`. (On the blocking pool, every
         // request's rows were written into the shard buffers from another
@@ -591,6 +622,10 @@ fn shutting_down() -> ChError {
         Code::TooManySimultaneousQueries,
         "ch-ingest is shutting down; the rows of this request were accepted and are being drained",
     )
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn is_hop_by_hop(name: &header::HeaderName) -> bool {
