@@ -303,7 +303,9 @@ fn run_cluster(
     }
     if let Some(run) = args.unique_events.then(unique_run_id) {
         let sql = format!(
-            "SELECT count() - uniqExact(session_id) FROM {} WHERE startsWith(session_id, 'u{run:x}-')",
+            // uniqExact over a Nullable column is Nullable on 18.16: ifNull
+            // keeps the answer a plain UInt64.
+            "SELECT toUInt64(ifNull(count() - uniqExact(session_id), 0)) FROM {} WHERE startsWith(session_id, 'u{run:x}-')",
             ch_ingest::test_util::quote_table(&args.table)
         );
         let dups: Vec<u64> = shards
