@@ -228,13 +228,7 @@ async fn bench(
             .await?;
         let mut lat = std::mem::take(&mut *latencies.lock().unwrap_or_else(|p| p.into_inner()));
         lat.sort_unstable();
-        let q = |f: f64| {
-            lat.get(((lat.len() as f64 * f).ceil() as usize).saturating_sub(1))
-                .copied()
-                .unwrap_or_default()
-                .as_secs_f64()
-                * 1e3
-        };
+        let q = |f: f64| super::workloads::quantile(&lat, f).as_secs_f64() * 1e3;
         let peak = match (target, args.serve_pid) {
             (Target::Direct, _) | (_, None) => "-".to_string(),
             _ => format!("{:.0}", peak.load(Relaxed) as f64 / 1024.0),

@@ -186,11 +186,7 @@ pub fn run(
     let elapsed = started.elapsed();
     let mut lat = std::mem::take(&mut *latencies.lock().unwrap_or_else(|p| p.into_inner()));
     lat.sort_unstable();
-    let q = |f: f64| {
-        lat.get(((lat.len() as f64 * f).ceil() as usize).saturating_sub(1))
-            .copied()
-            .unwrap_or_default()
-    };
+    let q = |f: f64| quantile(&lat, f);
     Ok(Point {
         peer,
         size,
@@ -200,6 +196,15 @@ pub fn run(
         insert_p50: q(0.50),
         insert_p99: q(0.99),
     })
+}
+
+/// The `f` quantile (0..=1) of sorted `durations`, nearest rank; zero when
+/// there are none.
+pub fn quantile(sorted: &[Duration], f: f64) -> Duration {
+    sorted
+        .get(((sorted.len() as f64 * f).ceil() as usize).saturating_sub(1))
+        .copied()
+        .unwrap_or_default()
 }
 
 /// Runs `produce(i)` for event numbers split over [`PRODUCERS`] threads until

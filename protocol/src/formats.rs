@@ -397,41 +397,36 @@ fn row_binary(schema: &Schema, order: &[usize], data: &[u8]) -> Result<Rows, ChE
 /// The header of `RowBinaryWithNamesAndTypes`: the column count, the names,
 /// the types. Every type must be the table's for that name.
 fn names_and_types(schema: &Schema, data: &[u8]) -> Result<(Vec<usize>, usize), ChError> {
-    let bad = |what: String| ChError::new(Code::CannotParseInput, what);
-    let string = Type::String;
-    let read = |at: usize| -> Result<(String, usize), ChError> {
-        let n = ch_ingest::value_len(&string, &data[at..])
-            .map_err(|e| bad(format!("RowBinaryWithNamesAndTypes header: {}", e.reason)))?;
-        // A string is its LEB128 length, then the bytes.
-        let mut value = &data[at..at + n];
-        while value.first().is_some_and(|b| b & 0x80 != 0) {
-            value = &value[1..];
-        }
-        let text = std::str::from_utf8(&value[1..])
-            .map_err(|_| bad("RowBinaryWithNamesAndTypes header: a name is not UTF-8".into()))?;
-        Ok((text.to_string(), at + n))
+    let bad = |e: crate::native::NativeError| {
+        ChError::new(
+            Code::CannotParseInput,
+            format!(
+                "RowBinaryWithNamesAndTypes header at byte {}: {}",
+                e.at, e.reason
+            ),
+        )
     };
-    let (count, mut at) = leb128(data)
-        .ok_or_else(|| bad("RowBinaryWithNamesAndTypes header: no column count".into()))?;
+    // The header is Native's own encoding: a LEB128 count, then strings.
+    let mut r = crate::native::Reader::new(data);
+    let count = r.leb128().map_err(bad)?;
     if count > schema.columns().len() as u64 {
-        return Err(bad(format!(
-            "RowBinaryWithNamesAndTypes header: {count} columns, the table has {}",
-            schema.columns().len()
-        )));
+        return Err(ChError::new(
+            Code::CannotParseInput,
+            format!(
+                "RowBinaryWithNamesAndTypes header: {count} columns, the table has {}",
+                schema.columns().len()
+            ),
+        ));
     }
-    let mut names = Vec::new();
-    for _ in 0..count {
-        let (name, next) = read(at)?;
-        names.push(name);
-        at = next;
-    }
+    let names = (0..count)
+        .map(|_| r.text("a column name").map(str::to_string))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(bad)?;
     let order = order_of(schema, &names)?;
     for &c in &order {
-        let (ty, next) = read(at)?;
-        at = next;
+        let ty = r.text("a column type").map_err(bad)?;
         let col = &schema.columns()[c];
-        let same = Type::parse(&ty).is_ok_and(|t| t == col.ty);
-        if !same {
+        if !Type::parse(ty).is_ok_and(|t| t == col.ty) {
             return Err(ChError::new(
                 Code::IncorrectData,
                 format!(
@@ -441,18 +436,7 @@ fn names_and_types(schema: &Schema, data: &[u8]) -> Result<(Vec<usize>, usize), 
             ));
         }
     }
-    Ok((order, at))
-}
-
-fn leb128(data: &[u8]) -> Option<(u64, usize)> {
-    let mut value = 0u64;
-    for (i, &b) in data.iter().enumerate().take(10) {
-        value |= u64::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            return Some((value, i + 1));
-        }
-    }
-    None
+    Ok((order, r.position()))
 }
 
 #[cfg(test)]

@@ -57,6 +57,11 @@ impl<'a> Reader<'a> {
         self.pos >= self.data.len()
     }
 
+    /// How many bytes have been read.
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
     fn err(&self, reason: impl Into<String>) -> NativeError {
         NativeError {
             at: self.pos,
@@ -85,7 +90,7 @@ impl<'a> Reader<'a> {
         Ok(u64::from_le_bytes(b.try_into().unwrap_or_default()))
     }
 
-    fn leb128(&mut self) -> Result<u64, NativeError> {
+    pub fn leb128(&mut self) -> Result<u64, NativeError> {
         let mut value = 0u64;
         for i in 0..10 {
             let b = self.take(1)?[0];
@@ -112,6 +117,12 @@ impl<'a> Reader<'a> {
         self.take(n)
     }
 
+    /// A string that must be UTF-8 (`what` names it in the error).
+    pub fn text(&mut self, what: &str) -> Result<&'a str, NativeError> {
+        let bytes = self.string()?;
+        std::str::from_utf8(bytes).map_err(|_| self.err(format!("{what} is not UTF-8")))
+    }
+
     /// The next block.
     pub fn block(&mut self) -> Result<Block, NativeError> {
         let ncols = self.leb128()?;
@@ -123,10 +134,8 @@ impl<'a> Reader<'a> {
         let rows = usize::try_from(rows).map_err(|_| self.err("too many rows"))?;
         let mut columns = Vec::with_capacity(ncols);
         for _ in 0..ncols {
-            let name = String::from_utf8(self.string()?.to_vec())
-                .map_err(|_| self.err("a column name is not UTF-8"))?;
-            let ty_text = std::str::from_utf8(self.string()?)
-                .map_err(|_| self.err("a column type is not UTF-8"))?;
+            let name = self.text("a column name")?.to_string();
+            let ty_text = self.text("a column type")?;
             let ty = Type::parse(ty_text)
                 .map_err(|e| self.err(format!("column {name}: type `{ty_text}`: {e}")))?;
             prefix(&ty, self)?;
