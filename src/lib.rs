@@ -74,7 +74,9 @@ pub use buffer::{
 };
 pub use coordinator::{FailedInsert, FlushReport};
 pub use histogram::{Histogram, Histograms};
-pub use json::{DecodeError, DecodeErrorKind, JsonOptions, NdjsonReport, RejectedLine};
+pub use json::{
+    DecodeError, DecodeErrorKind, JsonOptions, NdjsonCursor, NdjsonReport, NdjsonRow, RejectedLine,
+};
 pub use post_event::PostEvent;
 pub use replay::{replay_dirs, ReplayError, ReplayReport};
 pub use retry::RetryPolicy;

@@ -3,10 +3,15 @@
 //! feature: not part of the engine's API and not covered by semver.
 //!
 //! Owns: re-exporting what those need from inside the engine (SQL quoting,
-//! the NDJSON line splitter, readers of the spill and dead-letter formats).
+//! the JSON decoders' reference, readers of the spill and dead-letter formats).
 //! Must not: hold logic of its own; the engine's code is the one copy.
 
-pub use crate::json::ndjson_lines;
+/// The serde_json-based JSON decoders the reader replaced: the oracle of
+/// the differential tests and fuzz targets.
+pub use crate::json::reference as json_reference;
+/// Which string scan the JSON reader uses here: `"sse2"` or `"portable"`
+/// (forced with `CH_INGEST_JSON_SCAN=portable`).
+pub use crate::json::scan::implementation as json_scan;
 
 /// Appends `value` as a LEB128 varint (RowBinary's lengths), with the one
 /// codec the encoder uses.

@@ -1,10 +1,11 @@
 //! JSON objects straight into RowBinary, driven by a [`Schema`].
 //!
-//! Owns: [`Transcoder`], which streams one JSON object through serde_json's
-//! tokenizer and writes each field's RowBinary into a reusable scratch buffer,
+//! Owns: [`Transcoder`], which reads one JSON object with the crate's JSON
+//! reader and writes each field's RowBinary into a reusable scratch buffer,
 //! then appends the row to the output in column order (missing columns get
-//! their type's default, NULL for `Nullable`). Must not: build a
-//! `serde_json::Value`, write a partial row to the output, or panic on any
+//! their type's default, NULL for `Nullable`; a row whose keys come in
+//! column order is one copy). Must not: build a tree, write a partial row
+//! to the output, recurse deeper than the schema's types, or panic on any
 //! input.
 //!
 //! What each type accepts (JSON `null` in a non-Nullable column stores the
@@ -23,11 +24,11 @@
 //! | `Array(T)` | arrays | `Tuple(...)` | arrays (named tuples also objects) | `Map(K, V)` | objects, keys parsed as K |
 
 use crate::civil;
-use crate::json::{DecodeError, DecodeErrorKind, Fault, Quoted};
+use crate::json::reader::{Fail, Reader, Scalar, Token};
+use crate::json::{DecodeError, DecodeErrorKind, NdjsonCursor, NdjsonRow, Quoted};
 use crate::schema::{Schema, Type};
 use crate::wide;
 use bytes::BufMut;
-use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use std::fmt;
 
 /// Turns JSON objects into RowBinary rows for one schema. Reuse one per
@@ -49,6 +50,9 @@ pub struct Transcoder {
     deny_unknown: bool,
     scratch: Vec<u8>,
     slots: Vec<Option<(usize, usize)>>,
+    /// The last row's columns all came, in column order: `scratch` is the
+    /// row as it stands.
+    ordered: bool,
 }
 
 impl Transcoder {
@@ -60,6 +64,7 @@ impl Transcoder {
             deny_unknown: false,
             scratch: Vec::new(),
             slots: vec![None; n],
+            ordered: false,
         }
     }
 
@@ -77,19 +82,107 @@ impl Transcoder {
     /// Appends one row for the JSON object `json` to `out`. On error `out`
     /// is unchanged.
     pub fn transcode(&mut self, json: &[u8], out: &mut impl BufMut) -> Result<(), DecodeError> {
+        let mut r = Reader::new(json);
+        match self.read_row(&mut r).and_then(|()| r.end()) {
+            Ok(()) => {
+                self.emit(out);
+                Ok(())
+            }
+            Err(e) => Err(*e),
+        }
+    }
+
+    /// Transcodes the cursor's next line (see [`NdjsonCursor`]) and appends
+    /// its row to `out` if it is good; `None` at the end of the body. The
+    /// body is read once: the row's parse finds the line's end.
+    pub fn transcode_line(
+        &mut self,
+        cursor: &mut NdjsonCursor<'_>,
+        out: &mut impl BufMut,
+    ) -> Option<NdjsonRow> {
+        let (line, bytes, result) = cursor.decode(|r| self.read_row(r).and_then(|()| r.end()))?;
+        if result.is_ok() {
+            self.emit(out);
+        }
+        Some(NdjsonRow {
+            line,
+            bytes,
+            result,
+        })
+    }
+
+    /// Reads one object into the scratch buffer and the slots.
+    fn read_row(&mut self, r: &mut Reader<'_>) -> Result<(), Fail> {
         self.scratch.clear();
         self.slots.iter_mut().for_each(|s| *s = None);
-        let mut fault = Fault::default();
-        let mut de = serde_json::Deserializer::from_slice(json);
-        let seed = RowSeed {
-            schema: &self.schema,
-            deny_unknown: self.deny_unknown,
-            buf: &mut self.scratch,
-            slots: &mut self.slots,
-            fault: &mut fault,
+        self.ordered = true;
+        let got = match r.value()? {
+            Token::Object => None,
+            Token::Array => Some("an array"),
+            Token::Scalar(Scalar::Str(_)) => Some("a string"),
+            Token::Scalar(Scalar::Bool(_)) => Some("a boolean"),
+            Token::Scalar(Scalar::Null) => Some("null"),
+            Token::Scalar(_) => Some("a number"),
         };
-        if let Err(e) = seed.deserialize(&mut de).and_then(|()| de.end()) {
-            return Err(fault.finish(e, json));
+        if let Some(got) = got {
+            return Err(at(
+                DecodeError::new(
+                    None,
+                    DecodeErrorKind::NotAnObject,
+                    format!("a row must be a JSON object, got {got}"),
+                ),
+                r.position(),
+            ));
+        }
+        let columns = self.schema.columns();
+        let mut seen = 0;
+        let mut first = true;
+        while let Some(key) = r.next_key(first)? {
+            first = false;
+            // Producers mostly write keys in one order: try the column
+            // after the last one first.
+            let i = match columns.get(seen) {
+                Some(c) if c.name == key => Some(seen),
+                _ => self.schema.index_of(key),
+            };
+            let Some(i) = i else {
+                if self.deny_unknown {
+                    let key = key.to_owned();
+                    let e =
+                        DecodeError::new(Some(&key), DecodeErrorKind::Unknown, "no such column");
+                    return Err(at(e, r.position()));
+                }
+                r.skip()?;
+                continue;
+            };
+            let col = &columns[i];
+            if self.slots[i].is_some() {
+                let e = DecodeError::new(
+                    Some(&col.name),
+                    DecodeErrorKind::Duplicate,
+                    "field appears twice",
+                );
+                return Err(at(e, r.position()));
+            }
+            self.ordered &= i == seen;
+            seen += 1;
+            let start = self.scratch.len();
+            if let Err(mut e) = json_value(r, &col.ty, &mut self.scratch) {
+                e.field.get_or_insert_with(|| col.name.clone());
+                e.offset.get_or_insert(r.position());
+                return Err(e);
+            }
+            self.slots[i] = Some((start, self.scratch.len()));
+        }
+        self.ordered &= seen == columns.len();
+        Ok(())
+    }
+
+    /// Appends the row read last, in column order.
+    fn emit(&self, out: &mut impl BufMut) {
+        if self.ordered {
+            out.put_slice(&self.scratch);
+            return;
         }
         for (col, slot) in self.schema.columns().iter().zip(&self.slots) {
             match slot {
@@ -97,8 +190,95 @@ impl Transcoder {
                 None => write_default(&col.ty, out),
             }
         }
-        Ok(())
     }
+}
+
+fn at(mut e: DecodeError, offset: usize) -> Fail {
+    e.offset = Some(offset);
+    Box::new(e)
+}
+
+/// One JSON value from the reader as RowBinary of `ty`.
+fn json_value(r: &mut Reader<'_>, ty: &Type, buf: &mut Vec<u8>) -> Result<(), Fail> {
+    match r.value()? {
+        Token::Scalar(s) => Val { ty, buf }.scalar(s),
+        Token::Array => {
+            let v = Val { ty, buf }.value();
+            match v.ty {
+                Type::Array(inner) => {
+                    let start = v.buf.len();
+                    let mut n = 0u64;
+                    while r.next_element(n == 0)? {
+                        json_value(r, inner, v.buf)?;
+                        n += 1;
+                    }
+                    prefix_count(v.buf, start, n);
+                    Ok(())
+                }
+                Type::Tuple(items) => {
+                    for (i, (_, t)) in items.iter().enumerate() {
+                        if !r.next_element(i == 0)? {
+                            return Err(tuple_arity(items.len(), &i.to_string()));
+                        }
+                        json_value(r, t, v.buf)?;
+                    }
+                    if r.next_element(items.is_empty())? {
+                        return Err(tuple_arity(items.len(), "more"));
+                    }
+                    Ok(())
+                }
+                _ => Err(v.bad("an array")),
+            }
+        }
+        Token::Object => {
+            let v = Val { ty, buf }.value();
+            match v.ty {
+                Type::Map(k, val) => {
+                    let start = v.buf.len();
+                    let mut n = 0u64;
+                    while let Some(key) = r.next_key(n == 0)? {
+                        Val { ty: k, buf: v.buf }.text(key)?;
+                        json_value(r, val, v.buf)?;
+                        n += 1;
+                    }
+                    prefix_count(v.buf, start, n);
+                    Ok(())
+                }
+                Type::Tuple(items) if items.iter().all(|(n, _)| n.is_some()) => {
+                    // Named tuple as an object: fill by name, defaults for the rest.
+                    let mut parts: Vec<Option<Vec<u8>>> = vec![None; items.len()];
+                    let mut first = true;
+                    while let Some(key) = r.next_key(first)? {
+                        first = false;
+                        let i = items.iter().position(|(n, _)| n.as_deref() == Some(key));
+                        let Some(i) = i.filter(|&i| parts[i].is_none()) else {
+                            let (kind, reason) = match i {
+                                Some(_) => {
+                                    (DecodeErrorKind::Duplicate, "tuple element appears twice")
+                                }
+                                None => (DecodeErrorKind::Unknown, "no such tuple element"),
+                            };
+                            return Err(Box::new(DecodeError::new(Some(key), kind, reason)));
+                        };
+                        let mut part = Vec::new();
+                        json_value(r, &items[i].1, &mut part)?;
+                        parts[i] = Some(part);
+                    }
+                    v.tuple_parts(items, parts);
+                    Ok(())
+                }
+                _ => Err(v.bad("an object")),
+            }
+        }
+    }
+}
+
+pub(crate) fn tuple_arity(len: usize, got: &str) -> Fail {
+    Box::new(DecodeError::new(
+        None,
+        DecodeErrorKind::Invalid,
+        format!("tuple has {len} elements, got {got}"),
+    ))
 }
 
 impl Transcoder {
@@ -119,16 +299,9 @@ impl Transcoder {
     /// ```
     pub fn write_text(ty: &Type, text: &str, out: &mut Vec<u8>) -> Result<(), DecodeError> {
         let before = out.len();
-        let mut fault = Fault::default();
-        let written = Val {
-            ty,
-            buf: out,
-            fault: &mut fault,
-        }
-        .text::<serde_json::Error>(text);
-        written.map_err(|e| {
+        Val { ty, buf: out }.text(text).map_err(|e| {
             out.truncate(before);
-            fault.finish(e, text.as_bytes())
+            *e
         })
     }
 }
@@ -168,198 +341,51 @@ pub(crate) fn fixed_width(ty: &Type) -> Option<usize> {
 }
 
 /// Inserts the LEB128 `count` before the elements written from `start`.
-fn prefix_count(buf: &mut Vec<u8>, start: usize, count: u64) {
+pub(crate) fn prefix_count(buf: &mut Vec<u8>, start: usize, count: u64) {
     let mut pre = Vec::with_capacity(10);
     crate::rowbinary::leb128::put(&mut pre, count);
     buf.splice(start..start, pre);
 }
 
-struct RowSeed<'a> {
-    schema: &'a Schema,
-    deny_unknown: bool,
-    buf: &'a mut Vec<u8>,
-    slots: &'a mut [Option<(usize, usize)>],
-    fault: &'a mut Fault,
-}
-
-impl<'de> DeserializeSeed<'de> for RowSeed<'_> {
-    type Value = ();
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-enum Key {
-    Column(usize),
-    Unknown(String),
-}
-
-struct KeySeed<'a>(&'a Schema);
-
-impl<'de> DeserializeSeed<'de> for KeySeed<'_> {
-    type Value = Key;
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Key, D::Error> {
-        d.deserialize_str(self)
-    }
-}
-
-impl<'de> Visitor<'de> for KeySeed<'_> {
-    type Value = Key;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a field name")
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Key, E> {
-        Ok(match self.0.index_of(v) {
-            Some(i) => Key::Column(i),
-            None => Key::Unknown(v.to_string()),
-        })
-    }
-}
-
-impl<'de> Visitor<'de> for RowSeed<'_> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a JSON object")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while let Some(key) = map.next_key_seed(KeySeed(self.schema))? {
-            match key {
-                Key::Column(i) => {
-                    let col = &self.schema.columns()[i];
-                    if self.slots[i].is_some() {
-                        return Err(self.fault.set(
-                            Some(&col.name),
-                            DecodeErrorKind::Duplicate,
-                            "field appears twice",
-                        ));
-                    }
-                    let start = self.buf.len();
-                    let val = Val {
-                        ty: &col.ty,
-                        buf: self.buf,
-                        fault: self.fault,
-                    };
-                    if let Err(e) = map.next_value_seed(val) {
-                        if let Some(f) = &mut self.fault.0 {
-                            f.field.get_or_insert_with(|| col.name.clone());
-                        }
-                        return Err(e);
-                    }
-                    self.slots[i] = Some((start, self.buf.len()));
-                }
-                Key::Unknown(name) => {
-                    if self.deny_unknown {
-                        return Err(self.fault.set(
-                            Some(&name),
-                            DecodeErrorKind::Unknown,
-                            "no such column",
-                        ));
-                    }
-                    map.next_value::<IgnoredAny>()?;
-                }
-            }
-        }
-        Ok(())
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<(), A::Error> {
-        Err(self.fault.set(
-            None,
-            DecodeErrorKind::NotAnObject,
-            "a row must be a JSON object, got an array",
-        ))
-    }
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
-        Err(self.fault.set(
-            None,
-            DecodeErrorKind::NotAnObject,
-            "a row must be a JSON object, got a string",
-        ))
-    }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
-        Err(self.fault.set(
-            None,
-            DecodeErrorKind::NotAnObject,
-            "a row must be a JSON object, got a number",
-        ))
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
-        Err(self.fault.set(
-            None,
-            DecodeErrorKind::NotAnObject,
-            "a row must be a JSON object, got a number",
-        ))
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
-        Err(self.fault.set(
-            None,
-            DecodeErrorKind::NotAnObject,
-            "a row must be a JSON object, got a number",
-        ))
-    }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
-        Err(self.fault.set(
-            None,
-            DecodeErrorKind::NotAnObject,
-            "a row must be a JSON object, got a boolean",
-        ))
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        Err(self.fault.set(
-            None,
-            DecodeErrorKind::NotAnObject,
-            "a row must be a JSON object, got null",
-        ))
-    }
-}
-
 /// Writes one JSON value as RowBinary of `ty`.
-struct Val<'a> {
-    ty: &'a Type,
-    buf: &'a mut Vec<u8>,
-    fault: &'a mut Fault,
+/// `ty` without LowCardinality and Nullable, the not-NULL markers of the
+/// Nullable ones written to `buf`.
+pub(crate) fn stripped<'t>(ty: &'t Type, buf: &mut Vec<u8>) -> &'t Type {
+    match ty {
+        Type::LowCardinality(t) => stripped(t, buf),
+        Type::Nullable(t) => {
+            buf.push(0);
+            stripped(t, buf)
+        }
+        _ => ty,
+    }
 }
 
-impl<'de> DeserializeSeed<'de> for Val<'_> {
-    type Value = ();
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
+pub(crate) struct Val<'a> {
+    pub(crate) ty: &'a Type,
+    pub(crate) buf: &'a mut Vec<u8>,
 }
 
 impl<'a> Val<'a> {
-    fn bad<E: de::Error>(self, got: &str) -> E {
+    pub(crate) fn bad(self, got: &str) -> Fail {
         let reason = format!("expected {}, got {got}", self.ty);
-        self.fault.set(None, DecodeErrorKind::Invalid, reason)
+        Box::new(DecodeError::new(None, DecodeErrorKind::Invalid, reason))
     }
 
-    fn invalid<E: de::Error>(self, reason: impl fmt::Display) -> E {
+    fn invalid(self, reason: impl fmt::Display) -> Fail {
         let reason = format!("{reason} (for {})", self.ty);
-        self.fault.set(None, DecodeErrorKind::Invalid, reason)
+        Box::new(DecodeError::new(None, DecodeErrorKind::Invalid, reason))
     }
 
     /// Strips LowCardinality, and Nullable (writing its not-null marker).
-    fn value(self) -> Val<'a> {
-        match self.ty {
-            Type::LowCardinality(t) => Val {
-                ty: t,
-                buf: self.buf,
-                fault: self.fault,
-            }
-            .value(),
-            Type::Nullable(t) => {
-                self.buf.push(0);
-                Val {
-                    ty: t,
-                    buf: self.buf,
-                    fault: self.fault,
-                }
-                .value()
-            }
-            _ => self,
+    pub(crate) fn value(self) -> Val<'a> {
+        Val {
+            ty: stripped(self.ty, self.buf),
+            buf: self.buf,
         }
     }
 
-    fn int<E: de::Error>(self, v: i128) -> Result<(), E> {
+    fn int(self, v: i128) -> Result<(), Fail> {
         let w = self.value();
         match w.ty {
             Type::Float32 => w.buf.put_f32_le(v_f64(v) as f32),
@@ -406,7 +432,7 @@ impl<'a> Val<'a> {
     }
 
     /// A value given as text (a JSON string, a map key, or a number's text).
-    fn text<E: de::Error>(self, s: &str) -> Result<(), E> {
+    pub(crate) fn text(self, s: &str) -> Result<(), Fail> {
         let v = self.value();
         match v.ty {
             Type::String => {
@@ -533,7 +559,7 @@ impl<'a> Val<'a> {
         Ok(())
     }
 
-    fn instant<E: de::Error>(self, at: civil::Instant) -> Result<(), E> {
+    fn instant(self, at: civil::Instant) -> Result<(), Fail> {
         match self.ty {
             Type::DateTime(_) => match u32::try_from(at.secs) {
                 Ok(s) => self.buf.put_u32_le(s),
@@ -558,6 +584,88 @@ impl<'a> Val<'a> {
             _ => return Err(self.bad("a date-time")),
         }
         Ok(())
+    }
+}
+
+impl Val<'_> {
+    /// One JSON scalar (the table in the module's doc); shared with the
+    /// serde-based reference decoder.
+    pub(crate) fn scalar(self, s: Scalar<'_>) -> Result<(), Fail> {
+        match s {
+            Scalar::Null => {
+                match self.ty {
+                    Type::Nullable(_) => self.buf.push(1),
+                    Type::LowCardinality(t) if t.is_nullable() => self.buf.push(1),
+                    ty => write_default(ty, self.buf),
+                }
+                Ok(())
+            }
+            Scalar::Bool(b) => {
+                let v = self.value();
+                match v.ty {
+                    Type::String | Type::FixedString(_) => v.text(if b { "true" } else { "false" }),
+                    _ => v.int(b as i128),
+                }
+            }
+            Scalar::U64(n) => self.int(n as i128),
+            Scalar::I64(n) => self.int(n as i128),
+            Scalar::F64(f, text) => self.float(f, text),
+            Scalar::BigInt(text) => {
+                let v = self.value();
+                match v.ty {
+                    // Beyond 64 bits the text is the exact value: integers
+                    // and decimals parse it, strings keep it.
+                    Type::Float32 | Type::Float64 | Type::DateTime(_) | Type::DateTime64(..) => {
+                        let f = text.parse::<f64>().unwrap_or(f64::INFINITY);
+                        v.float(f, None)
+                    }
+                    _ => v.text(text),
+                }
+            }
+            Scalar::Str(s) => self.text(s),
+        }
+    }
+
+    /// A number with a fraction or exponent; `text` is how it was written,
+    /// when known.
+    fn float(self, f: f64, text: Option<&str>) -> Result<(), Fail> {
+        let v = self.value();
+        match v.ty {
+            Type::Float32 => match text.and_then(|t| t.parse::<f32>().ok()) {
+                Some(x) => v.buf.put_f32_le(x),
+                None => v.buf.put_f32_le(f as f32),
+            },
+            Type::Float64 => v.buf.put_f64_le(f),
+            Type::DateTime(_) | Type::DateTime64(..) => {
+                if !f.is_finite() || f.abs() > 1e15 {
+                    return Err(v.invalid("time out of range"));
+                }
+                let secs = f.floor();
+                let nanos = ((f - secs) * 1e9).round().min(999_999_999.0) as u32;
+                return v.instant(civil::Instant {
+                    secs: secs as i64,
+                    nanos,
+                });
+            }
+            // A decimal written without an exponent is read exactly.
+            Type::Decimal(..) if text.is_some_and(|t| !t.contains(['e', 'E'])) => {
+                return v.text(text.unwrap_or_default())
+            }
+            // Shortest text that round-trips, then exact decimal parsing.
+            _ => return v.text(&format!("{f}")),
+        }
+        Ok(())
+    }
+
+    /// A named tuple's elements given by name, in order, defaults for the
+    /// ones not given.
+    pub(crate) fn tuple_parts(self, items: &[(Option<String>, Type)], parts: Vec<Option<Vec<u8>>>) {
+        for ((_, t), part) in items.iter().zip(parts) {
+            match part {
+                Some(p) => self.buf.extend_from_slice(&p),
+                None => write_default(t, self.buf),
+            }
+        }
     }
 }
 
@@ -590,164 +698,6 @@ fn parse_uuid(s: &str) -> Option<u128> {
         return None;
     }
     uuid::Uuid::try_parse(s).ok().map(|u| u.as_u128())
-}
-
-impl<'de> Visitor<'de> for Val<'_> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "a value of type {}", self.ty)
-    }
-    fn visit_bool<E: de::Error>(self, b: bool) -> Result<(), E> {
-        let v = self.value();
-        match v.ty {
-            Type::String | Type::FixedString(_) => v.text(if b { "true" } else { "false" }),
-            _ => v.int(b as i128),
-        }
-    }
-    fn visit_u64<E: de::Error>(self, n: u64) -> Result<(), E> {
-        self.int(n as i128)
-    }
-    fn visit_i64<E: de::Error>(self, n: i64) -> Result<(), E> {
-        self.int(n as i128)
-    }
-    fn visit_f64<E: de::Error>(self, f: f64) -> Result<(), E> {
-        let v = self.value();
-        match v.ty {
-            Type::Float32 => v.buf.put_f32_le(f as f32),
-            Type::Float64 => v.buf.put_f64_le(f),
-            Type::DateTime(_) | Type::DateTime64(..) => {
-                if !f.is_finite() || f.abs() > 1e15 {
-                    return Err(v.invalid("time out of range"));
-                }
-                let secs = f.floor();
-                let nanos = ((f - secs) * 1e9).round().min(999_999_999.0) as u32;
-                return v.instant(civil::Instant {
-                    secs: secs as i64,
-                    nanos,
-                });
-            }
-            // Shortest text that round-trips, then exact decimal parsing.
-            _ => return v.text(&format!("{f}")),
-        }
-        Ok(())
-    }
-    fn visit_str<E: de::Error>(self, s: &str) -> Result<(), E> {
-        self.text(s)
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        match self.ty {
-            Type::Nullable(_) => self.buf.push(1),
-            Type::LowCardinality(t) if t.is_nullable() => self.buf.push(1),
-            ty => write_default(ty, self.buf),
-        }
-        Ok(())
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        let v = self.value();
-        match v.ty {
-            Type::Array(inner) => {
-                let start = v.buf.len();
-                let mut n = 0u64;
-                while seq
-                    .next_element_seed(Val {
-                        ty: inner,
-                        buf: v.buf,
-                        fault: v.fault,
-                    })?
-                    .is_some()
-                {
-                    n += 1;
-                }
-                prefix_count(v.buf, start, n);
-                Ok(())
-            }
-            Type::Tuple(items) => {
-                for (i, (_, t)) in items.iter().enumerate() {
-                    if seq
-                        .next_element_seed(Val {
-                            ty: t,
-                            buf: v.buf,
-                            fault: v.fault,
-                        })?
-                        .is_none()
-                    {
-                        let reason = format!("tuple has {} elements, got {i}", items.len());
-                        return Err(v.fault.set(None, DecodeErrorKind::Invalid, reason));
-                    }
-                }
-                if seq.next_element::<IgnoredAny>()?.is_some() {
-                    let reason = format!("tuple has {} elements, got more", items.len());
-                    return Err(v.fault.set(None, DecodeErrorKind::Invalid, reason));
-                }
-                Ok(())
-            }
-            _ => Err(v.bad("an array")),
-        }
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let v = self.value();
-        match v.ty {
-            Type::Map(k, val) => {
-                let start = v.buf.len();
-                let mut n = 0u64;
-                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-                    Val {
-                        ty: k,
-                        buf: v.buf,
-                        fault: v.fault,
-                    }
-                    .text::<A::Error>(&key)?;
-                    map.next_value_seed(Val {
-                        ty: val,
-                        buf: v.buf,
-                        fault: v.fault,
-                    })?;
-                    n += 1;
-                }
-                prefix_count(v.buf, start, n);
-                Ok(())
-            }
-            Type::Tuple(items) if items.iter().all(|(n, _)| n.is_some()) => {
-                // Named tuple as an object: fill by name, defaults for the rest.
-                let mut parts: Vec<Option<Vec<u8>>> = vec![None; items.len()];
-                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-                    match items.iter().position(|(n, _)| n.as_deref() == Some(&*key)) {
-                        Some(i) if parts[i].is_none() => {
-                            let mut part = Vec::new();
-                            map.next_value_seed(Val {
-                                ty: &items[i].1,
-                                buf: &mut part,
-                                fault: v.fault,
-                            })?;
-                            parts[i] = Some(part);
-                        }
-                        Some(_) => {
-                            return Err(v.fault.set(
-                                Some(&key),
-                                DecodeErrorKind::Duplicate,
-                                "tuple element appears twice",
-                            ))
-                        }
-                        None => {
-                            return Err(v.fault.set(
-                                Some(&key),
-                                DecodeErrorKind::Unknown,
-                                "no such tuple element",
-                            ))
-                        }
-                    }
-                }
-                for ((_, t), part) in items.iter().zip(parts) {
-                    match part {
-                        Some(p) => v.buf.extend_from_slice(&p),
-                        None => write_default(t, v.buf),
-                    }
-                }
-                Ok(())
-            }
-            _ => Err(v.bad("an object")),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -282,26 +282,24 @@ fn json_each_row(
     let mut rows = Rows::default();
     let mut first_error = None;
     let mut total = 0u64;
-    for (line, json) in ch_ingest::test_util::ndjson_lines(data) {
+    // One pass: each row's parse finds its line's end, and a line over
+    // the limit is refused after reading at most that much of it.
+    let mut cursor = ch_ingest::NdjsonCursor::new(data).max_line(max_line);
+    while let Some(row) = t.transcode_line(&mut cursor, &mut rows.bytes) {
         total += 1;
-        let before = rows.bytes.len();
-        if json.len() > max_line {
-            rows.skipped += 1;
-            first_error.get_or_insert((
-                line,
-                format!(
-                    "the line is {} bytes, over max_line_bytes ({max_line})",
-                    json.len()
-                ),
-            ));
-            continue;
-        }
-        match t.transcode(json, &mut rows.bytes) {
+        match row.result {
             Ok(()) => rows.ends.push(rows.bytes.len()),
             Err(e) => {
-                rows.bytes.truncate(before);
                 rows.skipped += 1;
-                first_error.get_or_insert((line, e.to_string()));
+                let e = if e.kind == ch_ingest::DecodeErrorKind::TooLong {
+                    format!(
+                        "the line is {} bytes, over max_line_bytes ({max_line})",
+                        row.bytes
+                    )
+                } else {
+                    e.to_string()
+                };
+                first_error.get_or_insert((row.line, e));
             }
         }
     }

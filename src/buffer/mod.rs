@@ -366,12 +366,7 @@ impl Buffer<Json> {
     pub fn track_json(&self, json: &[u8]) -> Result<(), TrackJsonError> {
         let result = self.append(|st| match &mut st.transcoder {
             Some(t) => t.transcode(json, &mut st.buf),
-            None => Err(crate::DecodeError {
-                field: None,
-                kind: crate::DecodeErrorKind::Invalid,
-                reason: "this buffer was not built with build_json".into(),
-                offset: None,
-            }),
+            None => Err(not_json()),
         });
         match result {
             Ok(()) => Ok(()),
@@ -404,12 +399,7 @@ impl Buffer<Json> {
     pub fn track_rowbinary(&self, row: &[u8]) -> Result<(), TrackJsonError> {
         let result = self.append(|st| {
             let Some(t) = &st.transcoder else {
-                return Err(crate::DecodeError {
-                    field: None,
-                    kind: crate::DecodeErrorKind::Invalid,
-                    reason: "this buffer was not built with build_json".into(),
-                    offset: None,
-                });
+                return Err(not_json());
             };
             match crate::rowbinary::decode::row_len(t.schema(), row) {
                 Ok(n) if n == row.len() => {
@@ -444,8 +434,9 @@ impl Buffer<Json> {
     /// and `stopped` says from which line.
     pub fn track_ndjson(&self, body: &[u8]) -> NdjsonTracked {
         let mut out = NdjsonTracked::default();
-        for (line, json) in crate::json::ndjson_lines(body) {
-            match self.track_json(json) {
+        let mut cursor = crate::NdjsonCursor::new(body);
+        while let Some((line, result)) = self.track_line(&mut cursor) {
+            match result {
                 Ok(()) => out.report.accepted += 1,
                 Err(TrackJsonError::Decode(error)) => out
                     .report
@@ -458,6 +449,56 @@ impl Buffer<Json> {
             }
         }
         out
+    }
+
+    /// Tracks the cursor's next line (see [`NdjsonCursor`](crate::NdjsonCursor)),
+    /// reading it straight from the body into this thread's shard, and
+    /// returns its number and outcome; `None` at the end of the body. When
+    /// the buffer is full or closed the cursor stays on that line, so the
+    /// caller can offer it again, or to another buffer.
+    ///
+    /// ```
+    /// use ch_ingest::{Buffer, NdjsonCursor, Schema, sink::MemorySink};
+    /// # let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    /// # rt.block_on(async {
+    /// let buffer = Buffer::builder().build_json(Schema::parse("id UInt64")?, MemorySink::new())?;
+    /// let mut cursor = NdjsonCursor::new(b"{\"id\": 1}\n{\"id\": -1}\n");
+    /// assert!(buffer.track_line(&mut cursor).is_some_and(|(line, r)| line == 1 && r.is_ok()));
+    /// assert!(buffer.track_line(&mut cursor).is_some_and(|(line, r)| line == 2 && r.is_err()));
+    /// assert!(buffer.track_line(&mut cursor).is_none());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn track_line(
+        &self,
+        cursor: &mut crate::NdjsonCursor<'_>,
+    ) -> Option<(usize, Result<(), TrackJsonError>)> {
+        let line = cursor.next_line()?;
+        let result = self.append(|st| match &mut st.transcoder {
+            Some(t) => t
+                .transcode_line(cursor, &mut st.buf)
+                .map_or(Ok(()), |row| row.result),
+            None => Err(not_json()),
+        });
+        Some((
+            line,
+            match result {
+                Ok(()) => Ok(()),
+                Err(Rejected::Full) => Err(TrackJsonError::Full),
+                Err(Rejected::Closed) => Err(TrackJsonError::Closed),
+                Err(Rejected::Invalid(e)) => Err(TrackJsonError::Decode(e)),
+            },
+        ))
+    }
+}
+
+/// The error of a JSON `track` on a buffer of typed rows.
+fn not_json() -> crate::DecodeError {
+    crate::DecodeError {
+        field: None,
+        kind: crate::DecodeErrorKind::Invalid,
+        reason: "this buffer was not built with build_json".into(),
+        offset: None,
     }
 }
 

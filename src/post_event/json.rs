@@ -1,8 +1,9 @@
 //! `PostEvent` from JSON, as browsers and apps send it.
 //!
 //! Owns: the typed, strict-where-it-matters decoding of one event object and
-//! the canonical JSON it re-encodes to. Must not: build a `serde_json::Value`
-//! or panic on any input.
+//! the canonical JSON it re-encodes to, read with the crate's JSON reader
+//! (one pass, no tree, strings borrowed). Must not: build a
+//! `serde_json::Value` or panic on any input.
 //!
 //! Rules: `event_type` is a non-empty string of at most 64 bytes; `tweet_id`
 //! and `user_id` are JSON numbers or decimal strings (JavaScript loses
@@ -18,12 +19,9 @@
 
 use super::PostEvent;
 use crate::civil;
-use crate::json::{
-    for_each_line, DecodeError, DecodeErrorKind, Fault, JsonOptions, NdjsonReport, Quoted,
-};
-use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
-use std::borrow::Cow;
-use std::fmt;
+use crate::json::reader::{Fail, Reader, Scalar, Token};
+use crate::json::RejectedLine;
+use crate::json::{DecodeError, DecodeErrorKind, JsonOptions, NdjsonCursor, NdjsonReport, Quoted};
 
 const MAX_EVENT_TYPE_LEN: usize = PostEvent::MAX_EVENT_TYPE_LEN;
 const MILLIS_THRESHOLD: u64 = PostEvent::MILLIS_THRESHOLD;
@@ -51,29 +49,32 @@ impl PostEvent {
 
     /// Decodes one event with options.
     pub fn from_json_with(json: &[u8], options: JsonOptions) -> Result<PostEvent, DecodeError> {
-        let mut fault = Fault::default();
-        let mut de = serde_json::Deserializer::from_slice(json);
-        let seed = EventSeed {
-            options,
-            fault: &mut fault,
-        };
-        match seed.deserialize(&mut de).and_then(|e| de.end().map(|()| e)) {
-            Ok(e) => Ok(e),
-            Err(err) => Err(fault.finish(err, json)),
-        }
+        let mut r = Reader::new(json);
+        read(&mut r, options)
+            .and_then(|e| r.end().map(|()| e))
+            .map_err(|e| *e)
     }
 
-    /// Decodes an NDJSON body: one event per line, blank lines skipped. Good
-    /// lines are kept whatever happens to bad ones.
+    /// Decodes an NDJSON body: one event per line, blank lines skipped, in
+    /// one pass over the body. Good lines are kept whatever happens to bad
+    /// ones.
     pub fn from_ndjson(body: &[u8], options: JsonOptions) -> (Vec<PostEvent>, NdjsonReport) {
         let mut events = Vec::new();
-        let report = for_each_line(body, |line| {
-            events.push(Self::from_json_with(line, options)?);
-            Ok(())
-        });
+        let mut report = NdjsonReport::default();
+        let mut cursor = NdjsonCursor::new(body);
+        while let Some((line, _, result)) =
+            cursor.decode(|r| read(r, options).and_then(|e| r.end().map(|()| e)))
+        {
+            match result {
+                Ok(e) => {
+                    events.push(e);
+                    report.accepted += 1;
+                }
+                Err(error) => report.rejected.push(RejectedLine { line, error }),
+            }
+        }
         (events, report)
     }
-
     /// The canonical JSON of this event; [`PostEvent::from_json`] reads it
     /// back to an equal event.
     pub fn to_json(&self) -> String {
@@ -103,120 +104,147 @@ impl PostEvent {
     }
 }
 
-struct EventSeed<'a> {
-    options: JsonOptions,
-    fault: &'a mut Fault,
+/// The fields, in the order `PostEvent` declares them.
+pub(crate) const FIELDS: [(&str, Kind); 8] = [
+    ("event_type", Kind::EventType),
+    ("tweet_id", Kind::Id),
+    ("occurred_at", Kind::Time),
+    ("user_id", Kind::Id),
+    ("session_id", Kind::Text),
+    ("client", Kind::Text),
+    ("country", Kind::Country),
+    ("dwell_ms", Kind::U32),
+];
+
+fn field_index(key: &str) -> Option<usize> {
+    Some(match key {
+        "event_type" => 0,
+        "tweet_id" => 1,
+        "occurred_at" => 2,
+        "user_id" => 3,
+        "session_id" => 4,
+        "client" => 5,
+        "country" => 6,
+        "dwell_ms" => 7,
+        _ => return None,
+    })
 }
 
-impl<'de> DeserializeSeed<'de> for EventSeed<'_> {
-    type Value = PostEvent;
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<PostEvent, D::Error> {
-        d.deserialize_any(self)
-    }
+fn fail(field: Option<&str>, kind: DecodeErrorKind, reason: impl Into<String>, at: usize) -> Fail {
+    let mut e = DecodeError::new(field, kind, reason);
+    e.offset = Some(at);
+    Box::new(e)
 }
 
-macro_rules! not_an_object {
-    ($($m:ident($($t:ty)?)),*) => {$(
-        fn $m<E: de::Error>(self, $(_: $t)?) -> Result<PostEvent, E> {
-            Err(self.fault.set(None, DecodeErrorKind::NotAnObject, "an event must be a JSON object"))
+/// One event object from the reader (what follows it is the caller's).
+fn read(r: &mut Reader<'_>, options: JsonOptions) -> Result<PostEvent, Fail> {
+    match r.value()? {
+        Token::Object => {}
+        _ => {
+            return Err(fail(
+                None,
+                DecodeErrorKind::NotAnObject,
+                "an event must be a JSON object",
+                r.position(),
+            ))
         }
-    )*};
-}
-
-impl<'de> Visitor<'de> for EventSeed<'_> {
-    type Value = PostEvent;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("an event object")
     }
-    not_an_object!(
-        visit_bool(bool),
-        visit_i64(i64),
-        visit_u64(u64),
-        visit_f64(f64),
-        visit_str(&str),
-        visit_unit()
-    );
-    fn visit_seq<A: de::SeqAccess<'de>>(self, _: A) -> Result<PostEvent, A::Error> {
-        Err(self.fault.set(
-            None,
-            DecodeErrorKind::NotAnObject,
-            "an event must be a JSON object",
-        ))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<PostEvent, A::Error> {
-        let mut event_type: Option<String> = None;
-        let mut tweet_id: Option<u64> = None;
-        let mut occurred_at: Option<u32> = None;
-        let mut user_id: Option<Option<u64>> = None;
-        let mut session_id: Option<Option<String>> = None;
-        let mut client: Option<Option<String>> = None;
-        let mut country: Option<Option<[u8; 2]>> = None;
-        let mut dwell_ms: Option<Option<u32>> = None;
-        let fault = self.fault;
-        macro_rules! once {
-            ($slot:ident, $name:literal, $kind:expr) => {{
-                if $slot.is_some() {
-                    return Err(fault.set(
-                        Some($name),
-                        DecodeErrorKind::Duplicate,
-                        "field appears twice",
-                    ));
-                }
-                $slot = Some(
-                    map.next_value_seed(Field {
-                        name: $name,
-                        kind: $kind,
-                        fault: &mut *fault,
-                    })?
-                    .into_value()?,
-                );
-            }};
-        }
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-            match &*key {
-                "event_type" => once!(event_type, "event_type", Kind::EventType),
-                "tweet_id" => once!(tweet_id, "tweet_id", Kind::Id),
-                "occurred_at" => once!(occurred_at, "occurred_at", Kind::Time),
-                "user_id" => once!(user_id, "user_id", Kind::Id),
-                "session_id" => once!(session_id, "session_id", Kind::Text),
-                "client" => once!(client, "client", Kind::Text),
-                "country" => once!(country, "country", Kind::Country),
-                "dwell_ms" => once!(dwell_ms, "dwell_ms", Kind::U32),
-                other => {
-                    if self.options.deny_unknown_fields {
-                        return Err(fault.set(
-                            Some(other),
-                            DecodeErrorKind::Unknown,
-                            "unknown field",
-                        ));
-                    }
-                    map.next_value::<IgnoredAny>()?;
-                }
+    let mut slots = Slots::default();
+    let mut first = true;
+    while let Some(key) = r.next_key(first)? {
+        first = false;
+        let Some(i) = field_index(key) else {
+            if options.deny_unknown_fields {
+                let key = key.to_owned();
+                return Err(fail(
+                    Some(&key),
+                    DecodeErrorKind::Unknown,
+                    "unknown field",
+                    r.position(),
+                ));
             }
+            r.skip()?;
+            continue;
+        };
+        let (name, kind) = FIELDS[i];
+        if slots.seen & (1 << i) != 0 {
+            return Err(fail(
+                Some(name),
+                DecodeErrorKind::Duplicate,
+                "field appears twice",
+                r.position(),
+            ));
         }
-        let missing = |f: &mut Fault, name| {
-            f.set::<A::Error>(
+        slots.seen |= 1 << i;
+        let value = match r.value()? {
+            Token::Scalar(v) => field(name, kind, v),
+            Token::Array => Err(invalid(name, "expected a scalar, got an array")),
+            Token::Object => Err(invalid(name, "expected a scalar, got an object")),
+        };
+        let value = value.map_err(|mut e| {
+            e.offset.get_or_insert(r.position());
+            e
+        })?;
+        slots.put(i, value);
+    }
+    slots.event(r.position())
+}
+
+/// The decoded fields of one event, before it is assembled.
+#[derive(Default)]
+pub(crate) struct Slots {
+    /// A bit per field of [`FIELDS`] seen (null or not).
+    pub(crate) seen: u8,
+    event_type: Option<String>,
+    tweet_id: Option<u64>,
+    occurred_at: Option<u32>,
+    user_id: Option<u64>,
+    session_id: Option<String>,
+    client: Option<String>,
+    country: Option<[u8; 2]>,
+    dwell_ms: Option<u32>,
+}
+
+impl Slots {
+    pub(crate) fn put(&mut self, i: usize, v: Decoded) {
+        match (i, v) {
+            (0, Decoded::Text(s)) => self.event_type = Some(s),
+            (1, Decoded::U64(n)) => self.tweet_id = Some(n),
+            (2, Decoded::U64(n)) => self.occurred_at = u32::try_from(n).ok(),
+            (3, Decoded::U64(n)) => self.user_id = Some(n),
+            (4, Decoded::Text(s)) => self.session_id = Some(s),
+            (5, Decoded::Text(s)) => self.client = Some(s),
+            (6, Decoded::Country(c)) => self.country = Some(c),
+            (7, Decoded::U64(n)) => self.dwell_ms = u32::try_from(n).ok(),
+            _ => {}
+        }
+    }
+
+    pub(crate) fn event(self, at: usize) -> Result<PostEvent, Fail> {
+        let missing = |name| {
+            fail(
                 Some(name),
                 DecodeErrorKind::Missing,
                 "required field is missing",
+                at,
             )
         };
         Ok(PostEvent {
-            event_type: event_type.ok_or_else(|| missing(fault, "event_type"))?,
-            tweet_id: tweet_id.ok_or_else(|| missing(fault, "tweet_id"))?,
-            occurred_at: occurred_at.ok_or_else(|| missing(fault, "occurred_at"))?,
-            user_id: user_id.flatten(),
-            session_id: session_id.flatten(),
-            client: client.flatten().unwrap_or_default(),
-            country: country.flatten().unwrap_or([0, 0]),
-            dwell_ms: dwell_ms.flatten(),
+            event_type: self.event_type.ok_or_else(|| missing("event_type"))?,
+            tweet_id: self.tweet_id.ok_or_else(|| missing("tweet_id"))?,
+            occurred_at: self.occurred_at.ok_or_else(|| missing("occurred_at"))?,
+            user_id: self.user_id,
+            session_id: self.session_id,
+            client: self.client.unwrap_or_default(),
+            country: self.country.unwrap_or([0, 0]),
+            dwell_ms: self.dwell_ms,
         })
     }
 }
 
+/// What a field holds, which decides what it accepts.
 #[derive(Clone, Copy)]
-enum Kind {
+pub(crate) enum Kind {
     EventType,
     Id,
     Time,
@@ -225,238 +253,152 @@ enum Kind {
     U32,
 }
 
-/// One decoded field value, before it is put in its slot.
-enum Decoded {
+/// One decoded field value, before it is put in its slot; `U64` holds
+/// values already checked to fit the field.
+pub(crate) enum Decoded {
     Null,
     Text(String),
     U64(u64),
     Country([u8; 2]),
 }
 
-/// Converts a decoded value to what a slot holds; `Field` guarantees the
-/// variant matches the kind, so the mismatch arm only answers impossible input.
-trait IntoSlot<T> {
-    fn into_value<E: de::Error>(self) -> Result<T, E>;
+fn invalid(name: &str, reason: impl Into<String>) -> Fail {
+    Box::new(DecodeError::new(
+        Some(name),
+        DecodeErrorKind::Invalid,
+        reason,
+    ))
 }
 
-struct Out(Decoded, &'static str);
+fn required(name: &str, kind: Kind) -> bool {
+    matches!(kind, Kind::EventType | Kind::Time) || (matches!(kind, Kind::Id) && name == "tweet_id")
+}
 
-impl IntoSlot<String> for Out {
-    fn into_value<E: de::Error>(self) -> Result<String, E> {
-        match self.0 {
-            Decoded::Text(s) => Ok(s),
-            _ => Err(E::custom(format!(
-                "field `{}`: required field is null",
-                self.1
-            ))),
-        }
-    }
-}
-impl IntoSlot<u64> for Out {
-    fn into_value<E: de::Error>(self) -> Result<u64, E> {
-        match self.0 {
-            Decoded::U64(v) => Ok(v),
-            _ => Err(E::custom(format!(
-                "field `{}`: required field is null",
-                self.1
-            ))),
-        }
-    }
-}
-impl IntoSlot<u32> for Out {
-    fn into_value<E: de::Error>(self) -> Result<u32, E> {
-        match self.0 {
-            Decoded::U64(v) => u32::try_from(v).map_err(|_| E::custom("out of range")),
-            _ => Err(E::custom(format!(
-                "field `{}`: required field is null",
-                self.1
-            ))),
-        }
-    }
-}
-impl IntoSlot<Option<u64>> for Out {
-    fn into_value<E: de::Error>(self) -> Result<Option<u64>, E> {
-        Ok(match self.0 {
-            Decoded::U64(v) => Some(v),
-            _ => None,
-        })
-    }
-}
-impl IntoSlot<Option<u32>> for Out {
-    fn into_value<E: de::Error>(self) -> Result<Option<u32>, E> {
-        Ok(match self.0 {
-            Decoded::U64(v) => u32::try_from(v).ok(),
-            _ => None,
-        })
-    }
-}
-impl IntoSlot<Option<String>> for Out {
-    fn into_value<E: de::Error>(self) -> Result<Option<String>, E> {
-        Ok(match self.0 {
-            Decoded::Text(s) => Some(s),
-            _ => None,
-        })
-    }
-}
-impl IntoSlot<Option<[u8; 2]>> for Out {
-    fn into_value<E: de::Error>(self) -> Result<Option<[u8; 2]>, E> {
-        Ok(match self.0 {
-            Decoded::Country(c) => Some(c),
-            _ => None,
-        })
+/// A field's value by its rules (the module's doc); shared with the
+/// serde-based reference decoder, so the two differ only in how they read
+/// JSON.
+pub(crate) fn field(name: &'static str, kind: Kind, v: Scalar<'_>) -> Result<Decoded, Fail> {
+    match v {
+        Scalar::Null if required(name, kind) => Err(Box::new(DecodeError::new(
+            Some(name),
+            DecodeErrorKind::Missing,
+            "required field is null",
+        ))),
+        Scalar::Null => Ok(Decoded::Null),
+        Scalar::Bool(_) => Err(invalid(
+            name,
+            "expected a string or a number, got a boolean",
+        )),
+        Scalar::U64(n) => number(name, kind, n),
+        Scalar::I64(n) => Err(invalid(name, format!("{n} is negative"))),
+        // Fractional Unix seconds are common; the fraction is dropped.
+        Scalar::F64(f, _) => match kind {
+            Kind::Time if (0.0..1.0e15).contains(&f) => number(name, kind, f as u64),
+            Kind::Time => Err(invalid(name, format!("{f} is not a valid Unix time"))),
+            _ => Err(invalid(
+                name,
+                format!("{f} is not a whole non-negative number"),
+            )),
+        },
+        Scalar::BigInt(text) => match kind {
+            Kind::Time => Err(invalid(
+                name,
+                format!("{} is not a valid Unix time", Quoted(text)),
+            )),
+            Kind::Id | Kind::U32 => Err(invalid(
+                name,
+                format!("{} does not fit UInt64", Quoted(text)),
+            )),
+            _ => Err(invalid(name, "expected a string, got a number")),
+        },
+        Scalar::Str(s) => text(name, kind, s),
     }
 }
 
-struct Field<'a> {
-    name: &'static str,
-    kind: Kind,
-    fault: &'a mut Fault,
-}
-
-impl<'de> DeserializeSeed<'de> for Field<'_> {
-    type Value = Out;
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Out, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl Field<'_> {
-    fn fail<E: de::Error>(self, reason: impl Into<String>) -> E {
-        self.fault
-            .set(Some(self.name), DecodeErrorKind::Invalid, reason)
-    }
-    fn required(&self) -> bool {
-        matches!(self.kind, Kind::EventType | Kind::Time)
-            || (matches!(self.kind, Kind::Id) && self.name == "tweet_id")
-    }
-    fn done(self, d: Decoded) -> Out {
-        Out(d, self.name)
-    }
-
-    fn number<E: de::Error>(self, v: u64) -> Result<Out, E> {
-        match self.kind {
-            Kind::Id => Ok(self.done(Decoded::U64(v))),
-            Kind::U32 => match u32::try_from(v) {
-                Ok(_) => Ok(self.done(Decoded::U64(v))),
-                Err(_) => Err(self.fail(format!("{v} does not fit UInt32"))),
-            },
-            Kind::Time => {
-                let secs = if v < MILLIS_THRESHOLD { v } else { v / 1000 };
-                match u32::try_from(secs) {
-                    Ok(_) => Ok(self.done(Decoded::U64(secs))),
-                    Err(_) => {
-                        Err(self.fail(format!("{v} is outside DateTime's range (1970 to 2106)")))
-                    }
-                }
-            }
-            Kind::EventType | Kind::Text | Kind::Country => {
-                Err(self.fail("expected a string, got a number"))
+fn number(name: &str, kind: Kind, v: u64) -> Result<Decoded, Fail> {
+    match kind {
+        Kind::Id => Ok(Decoded::U64(v)),
+        Kind::U32 => match u32::try_from(v) {
+            Ok(_) => Ok(Decoded::U64(v)),
+            Err(_) => Err(invalid(name, format!("{v} does not fit UInt32"))),
+        },
+        Kind::Time => {
+            let secs = if v < MILLIS_THRESHOLD { v } else { v / 1000 };
+            match u32::try_from(secs) {
+                Ok(_) => Ok(Decoded::U64(secs)),
+                Err(_) => Err(invalid(
+                    name,
+                    format!("{v} is outside DateTime's range (1970 to 2106)"),
+                )),
             }
         }
+        Kind::EventType | Kind::Text | Kind::Country => {
+            Err(invalid(name, "expected a string, got a number"))
+        }
     }
 }
 
-impl<'de> Visitor<'de> for Field<'_> {
-    type Value = Out;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "a value for `{}`", self.name)
-    }
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Out, E> {
-        self.number(v)
-    }
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Out, E> {
-        match u64::try_from(v) {
-            Ok(v) => self.number(v),
-            Err(_) => Err(self.fail(format!("{v} is negative"))),
-        }
-    }
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Out, E> {
-        match self.kind {
-            // Fractional Unix seconds are common; the fraction is dropped.
-            Kind::Time if (0.0..1.0e15).contains(&v) => self.number(v as u64),
-            Kind::Time => Err(self.fail(format!("{v} is not a valid Unix time"))),
-            _ => Err(self.fail(format!("{v} is not a whole non-negative number"))),
-        }
-    }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Out, E> {
-        Err(self.fail("expected a string or a number, got a boolean"))
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<Out, E> {
-        if self.required() {
-            let name = self.name;
-            return Err(self.fault.set(
-                Some(name),
-                DecodeErrorKind::Missing,
-                "required field is null",
-            ));
-        }
-        Ok(self.done(Decoded::Null))
-    }
-    fn visit_str<E: de::Error>(self, s: &str) -> Result<Out, E> {
-        match self.kind {
-            Kind::EventType => {
-                if s.is_empty() {
-                    Err(self.fail("must not be empty"))
-                } else if s.len() > MAX_EVENT_TYPE_LEN {
-                    Err(self.fail(format!(
-                        "{} bytes, at most {MAX_EVENT_TYPE_LEN} allowed",
-                        s.len()
-                    )))
-                } else {
-                    Ok(self.done(Decoded::Text(s.to_string())))
-                }
-            }
-            Kind::Text => Ok(self.done(Decoded::Text(s.to_string()))),
-            Kind::Country => match s.as_bytes() {
-                [] => Ok(self.done(Decoded::Null)),
-                [a, b] if a.is_ascii_alphabetic() && b.is_ascii_alphabetic() => {
-                    Ok(self.done(Decoded::Country([
-                        a.to_ascii_uppercase(),
-                        b.to_ascii_uppercase(),
-                    ])))
-                }
-                _ => Err(self.fail(format!(
-                    "{} is not two ASCII letters (ISO-3166 alpha-2)",
-                    Quoted(s)
-                ))),
-            },
-            Kind::Id | Kind::U32 => {
-                if s.is_empty() || s.len() > 20 || !s.bytes().all(|b| b.is_ascii_digit()) {
-                    return Err(self.fail(format!(
-                        "{} is not a non-negative decimal integer",
-                        Quoted(s)
-                    )));
-                }
-                match s.parse::<u64>() {
-                    Ok(v) => self.number(v),
-                    Err(_) => Err(self.fail(format!("{} does not fit UInt64", Quoted(s)))),
-                }
-            }
-            Kind::Time => {
-                if let Some(at) = civil::parse_datetime(s) {
-                    return match u32::try_from(at.secs) {
-                        Ok(secs) => Ok(self.done(Decoded::U64(secs as u64))),
-                        Err(_) => Err(self.fail(format!(
-                            "{} is outside DateTime's range (1970 to 2106)",
-                            Quoted(s)
-                        ))),
-                    };
-                }
-                if !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit()) {
-                    if let Ok(v) = s.parse::<u64>() {
-                        return self.number(v);
-                    }
-                }
-                Err(self.fail(format!("{} is not RFC 3339 or a Unix time", Quoted(s))))
+fn text(name: &str, kind: Kind, s: &str) -> Result<Decoded, Fail> {
+    match kind {
+        Kind::EventType => {
+            if s.is_empty() {
+                Err(invalid(name, "must not be empty"))
+            } else if s.len() > MAX_EVENT_TYPE_LEN {
+                Err(invalid(
+                    name,
+                    format!("{} bytes, at most {MAX_EVENT_TYPE_LEN} allowed", s.len()),
+                ))
+            } else {
+                Ok(Decoded::Text(s.to_string()))
             }
         }
+        Kind::Text => Ok(Decoded::Text(s.to_string())),
+        Kind::Country => match s.as_bytes() {
+            [] => Ok(Decoded::Null),
+            [a, b] if a.is_ascii_alphabetic() && b.is_ascii_alphabetic() => Ok(Decoded::Country([
+                a.to_ascii_uppercase(),
+                b.to_ascii_uppercase(),
+            ])),
+            _ => Err(invalid(
+                name,
+                format!("{} is not two ASCII letters (ISO-3166 alpha-2)", Quoted(s)),
+            )),
+        },
+        Kind::Id | Kind::U32 => match decimal(s) {
+            Some(Ok(v)) => number(name, kind, v),
+            Some(Err(())) => Err(invalid(name, format!("{} does not fit UInt64", Quoted(s)))),
+            None => Err(invalid(
+                name,
+                format!("{} is not a non-negative decimal integer", Quoted(s)),
+            )),
+        },
+        Kind::Time => {
+            if let Some(at) = civil::parse_datetime(s) {
+                return match u32::try_from(at.secs) {
+                    Ok(secs) => Ok(Decoded::U64(secs as u64)),
+                    Err(_) => Err(invalid(
+                        name,
+                        format!("{} is outside DateTime's range (1970 to 2106)", Quoted(s)),
+                    )),
+                };
+            }
+            if let Some(Ok(v)) = decimal(s) {
+                return number(name, kind, v);
+            }
+            Err(invalid(
+                name,
+                format!("{} is not RFC 3339 or a Unix time", Quoted(s)),
+            ))
+        }
     }
-    fn visit_seq<A: de::SeqAccess<'de>>(self, _: A) -> Result<Out, A::Error> {
-        Err(self.fail("expected a scalar, got an array"))
+}
+
+/// 1 to 20 ASCII digits as a `u64`: `None` if not digits, `Err` if too big.
+fn decimal(s: &str) -> Option<Result<u64, ()>> {
+    if s.is_empty() || s.len() > 20 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
     }
-    fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<Out, A::Error> {
-        Err(self.fail("expected a scalar, got an object"))
-    }
+    Some(s.parse::<u64>().map_err(|_| ()))
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //! `post_events` table, and that table's DDL ([`PostEvent::DDL`]). Must not:
 //! parse JSON (decoding lives in `json`) or know about buffers.
 
-mod json;
+pub(crate) mod json;
 
 use serde::{Deserialize, Serialize};
 

@@ -15,7 +15,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use ch_ingest::TrackJsonError;
+use ch_ingest::{DecodeErrorKind, TrackJsonError};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -351,13 +351,24 @@ fn track_body(
     } else if json_type {
         tracker.offer(1, trimmed);
     } else {
-        for (line, json) in ch_ingest::test_util::ndjson_lines(body) {
-            if !tracker.offer(line, json) {
+        // One pass over the body: each line is read straight into a shard,
+        // and a line over the limit is refused after at most that many bytes.
+        let mut cursor = ch_ingest::NdjsonCursor::new(body).max_line(max_line);
+        while let Some(line) = cursor.next_line() {
+            let offered = tracker.offer_with(line, |buffer| {
+                buffer.track_line(&mut cursor).map_or(Ok(()), |(_, r)| r)
+            });
+            if !offered {
                 break;
             }
         }
     }
     tracker.answer()
+}
+
+/// A line over the limit, named by its setting.
+fn too_long(reason: &str) -> String {
+    format!("{reason} (max_line_bytes)")
 }
 
 /// Tracks a request's rows one at a time and keeps what the answer says.
@@ -389,17 +400,35 @@ impl<'a> Tracker<'a> {
 
     /// Tracks one row; `false` once the rest of the body must wait.
     fn offer(&mut self, line: usize, json: &[u8]) -> bool {
-        self.seen += 1;
-        let result = if json.len() > self.max_line {
-            Err(format!(
-                "the line is {} bytes, over max_line_bytes ({})",
+        if json.len() > self.max_line {
+            self.seen += 1;
+            let reason = format!(
+                "the line is {} bytes, over the limit of {}",
                 json.len(),
                 self.max_line
-            ))
-        } else {
+            );
+            self.reject(line, too_long(&reason));
+            return true;
+        }
+        self.offer_with(line, |buffer| buffer.track_json(json))
+    }
+
+    /// Tracks one row with `track` (called again with the new engine's
+    /// buffer if the schema changed under the request); `false` once the
+    /// rest of the body must wait.
+    fn offer_with(
+        &mut self,
+        line: usize,
+        mut track: impl FnMut(&ch_ingest::Buffer<ch_ingest::Json>) -> Result<(), TrackJsonError>,
+    ) -> bool {
+        self.seen += 1;
+        let result = {
             loop {
-                match self.engine.buffer.track_json(json) {
+                match track(&self.engine.buffer) {
                     Ok(()) => break Ok(()),
+                    Err(TrackJsonError::Decode(e)) if e.kind == DecodeErrorKind::TooLong => {
+                        break Err(too_long(&e.reason))
+                    }
                     Err(TrackJsonError::Decode(e)) => break Err(e.to_string()),
                     Err(TrackJsonError::Closed) => match self.table.engine() {
                         // The schema changed under this request: the rows so
@@ -425,15 +454,17 @@ impl<'a> Tracker<'a> {
         };
         match result {
             Ok(()) => self.accepted += 1,
-            Err(message) => {
-                self.rejected_count += 1;
-                if self.rejected.len() < LISTED_REJECTIONS {
-                    self.rejected
-                        .push(json!({ "line": line, "error": message }));
-                }
-            }
+            Err(message) => self.reject(line, message),
         }
         true
+    }
+
+    fn reject(&mut self, line: usize, message: String) {
+        self.rejected_count += 1;
+        if self.rejected.len() < LISTED_REJECTIONS {
+            self.rejected
+                .push(json!({ "line": line, "error": message }));
+        }
     }
 
     fn answer(self) -> Response {
