@@ -424,7 +424,12 @@ impl<'a> Val<'a> {
             },
             Type::String | Type::FixedString(_) => return w.text(&v_string(v)),
             ty if Type::int_layout(ty).is_some() || matches!(ty, Type::Decimal(..)) => {
-                return w.text(&v_string(v))
+                // An integer that fits its column is written as is; the
+                // text path is for decimals and for the range error.
+                match Type::int_layout(ty).and_then(|(bytes, signed)| int_le(v, bytes, signed)) {
+                    Some((le, bytes)) => w.buf.extend_from_slice(&le[..bytes]),
+                    None => return w.text(&v_string(v)),
+                }
             }
             _ => return Err(w.bad("a number")),
         }
@@ -673,6 +678,26 @@ fn v_f64(v: i128) -> f64 {
     v as f64
 }
 
+/// `v` as a `bytes`-wide little-endian integer, if it fits.
+#[inline]
+fn int_le(v: i128, bytes: usize, signed: bool) -> Option<([u8; 32], usize)> {
+    let fits = match (bytes, signed) {
+        (16 | 32, true) => true,
+        (16 | 32, false) => v >= 0,
+        (n, true) => {
+            let half = 1i128 << (8 * n - 1);
+            (-half..half).contains(&v)
+        }
+        (n, false) => (0..1i128 << (8 * n)).contains(&v),
+    };
+    if !fits {
+        return None;
+    }
+    let mut out = [if v < 0 { 0xff } else { 0 }; 32];
+    out[..16].copy_from_slice(&v.to_le_bytes());
+    Some((out, bytes))
+}
+
 fn v_string(v: i128) -> String {
     v.to_string()
 }
@@ -744,6 +769,30 @@ mod tests {
             (DecodeErrorKind::Unknown, Some("zz"))
         );
         assert_eq!(out, [9]);
+    }
+
+    #[test]
+    fn integers_are_written_directly_at_every_width_and_refused_past_it() {
+        let cases: [(&str, i128, Option<&[u8]>); 10] = [
+            ("Int8", -128, Some(&[0x80])),
+            ("Int8", 128, None),
+            ("UInt8", 255, Some(&[0xff])),
+            ("UInt8", -1, None),
+            ("UInt16", 65_535, Some(&[0xff, 0xff])),
+            ("Int64", i64::MIN as i128, Some(&i64::MIN.to_le_bytes())),
+            ("UInt64", u64::MAX as i128, Some(&u64::MAX.to_le_bytes())),
+            ("UInt128", -1, None),
+            ("Int128", -2, Some(&(-2i128).to_le_bytes())),
+            ("Int256", -1, Some(&[0xff; 32])),
+        ];
+        for (ty, v, want) in cases {
+            let got = row(&format!("a {ty}"), &format!(r#"{{"a":{v}}}"#));
+            match want {
+                Some(bytes) => assert_eq!(got.unwrap(), bytes, "{ty} {v}"),
+                None => assert_eq!(got.unwrap_err().field.as_deref(), Some("a"), "{ty} {v}"),
+            }
+        }
+        assert_eq!(row("a UInt256", r#"{"a":5}"#).unwrap()[..2], [5, 0]);
     }
 
     #[test]
