@@ -44,6 +44,9 @@ RUSTDOCFLAGS="-D warnings" cargo doc -p ch-ingest --no-deps --all-features
 step "cargo test (integration tests start a private ClickHouse; its version is printed below)"
 cargo test --workspace --all-targets -- --show-output
 cargo test --workspace --doc
+step "JSON decoder tests again on the portable string scan (the path every CPU but x86-64 takes)"
+CH_INGEST_JSON_SCAN=portable cargo test -p ch-ingest --lib -- json transcode
+CH_INGEST_JSON_SCAN=portable cargo test -p ch-ingest --test json_differential
 step "instruction-count guard (encode and track per event vs benches/icount-baseline.txt)"
 ./scripts/icount.sh
 step "fuzz smoke: every cargo-fuzz target for ${FUZZ_SMOKE_SECONDS:-20}s"

@@ -11,41 +11,7 @@ use ch_ingest::test_util::json_reference;
 use ch_ingest::{JsonOptions, NdjsonCursor, PostEvent, Schema, Transcoder};
 use proptest::prelude::*;
 
-/// Whether `json` has a number the two decoders may read differently
-/// (see the module's doc): outside strings, a digit followed by `.`, `e`
-/// or `E`, or a run of 16 or more digits.
-fn inexact_number(json: &[u8]) -> bool {
-    let mut in_string = false;
-    let mut escaped = false;
-    let mut digits = 0;
-    for (i, &b) in json.iter().enumerate() {
-        if in_string {
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        if b == b'"' {
-            in_string = true;
-        }
-        if b.is_ascii_digit() {
-            digits += 1;
-            if digits >= 16 {
-                return true;
-            }
-        } else {
-            if digits > 0 && matches!(b, b'.' | b'e' | b'E') {
-                return true;
-            }
-            digits = 0;
-        }
-        let _ = i;
-    }
-    false
-}
+use json_reference::inexact_number;
 
 const KEYS: &[&str] = &[
     "event_type",

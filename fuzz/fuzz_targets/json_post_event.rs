@@ -1,12 +1,29 @@
-//! Arbitrary bytes into `PostEvent::from_json`: never panics; every accepted
-//! event re-encodes (canonical JSON, and RowBinary) and decodes to itself.
+//! Arbitrary bytes into `PostEvent::from_json`: never panics; it accepts and
+//! refuses what the serde_json decoder it replaced did, with equal events
+//! (but for the numbers `json_reference::inexact_number` names); every
+//! string-scan implementation (SSE2, the portable one) finds the same stops;
+//! every accepted event re-encodes (canonical JSON, and RowBinary) and
+//! decodes to itself.
 #![no_main]
 
+use ch_ingest::test_util::{json_reference, json_scan_all};
 use ch_ingest::{decode_row, encode_row};
-use ch_ingest::{PostEvent, Schema};
+use ch_ingest::{JsonOptions, PostEvent, Schema};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
+    for from in 0..data.len().min(48) {
+        let all = json_scan_all(data, from);
+        assert!(all.iter().all(|(_, r)| *r == all[0].1), "{all:?} at {from}");
+    }
+    let deny = data.first().is_some_and(|b| b & 1 == 1);
+    let options = JsonOptions { deny_unknown_fields: deny };
+    let new = PostEvent::from_json_with(data, options);
+    let old = json_reference::post_event_from_json(data, options);
+    assert_eq!(new.is_ok(), old.is_ok(), "new: {new:?}\nold: {old:?}");
+    if let (Ok(a), Ok(b)) = (&new, &old) {
+        assert!(a == b || json_reference::inexact_number(data), "new: {a:?}\nold: {b:?}");
+    }
     let Ok(event) = PostEvent::from_json(data) else { return };
     let json = event.to_json();
     let again = PostEvent::from_json(json.as_bytes()).expect("canonical JSON must decode");

@@ -1,10 +1,13 @@
 //! An arbitrary schema from a small grammar plus arbitrary JSON: transcoding
-//! never panics, and every accepted row decodes back as exactly one row that
-//! consumes all its bytes.
+//! never panics; it accepts and refuses what the serde_json transcoder it
+//! replaced did, with the same bytes (but for the numbers
+//! `json_reference::inexact_number` names); every accepted row decodes back
+//! as exactly one row that consumes all its bytes.
 #![no_main]
 
 use arbitrary::{Arbitrary, Unstructured};
 use ch_ingest::decode_row;
+use ch_ingest::test_util::json_reference;
 use ch_ingest::Transcoder;
 use ch_ingest::{Schema, Type};
 use libfuzzer_sys::fuzz_target;
@@ -43,9 +46,17 @@ fuzz_target!(|data: &[u8]| {
     }
     let schema = Schema::new(cols).unwrap();
     let json: &[u8] = <&[u8]>::arbitrary_take_rest(u).unwrap_or_default();
-    let mut t = Transcoder::new(schema.clone());
+    let deny = json.first().is_some_and(|b| b & 1 == 1);
+    let mut t = Transcoder::new(schema.clone()).deny_unknown_fields(deny);
     let mut out = vec![0xAAu8];
-    match t.transcode(json, &mut out) {
+    let mut old = vec![0xAAu8];
+    let result = t.transcode(json, &mut out);
+    let before = json_reference::transcode(&schema, deny, json, &mut old);
+    assert_eq!(result.is_ok(), before.is_ok(), "new: {result:?}\nold: {before:?}");
+    if result.is_ok() {
+        assert!(out == old || json_reference::inexact_number(json), "new: {out:?}\nold: {old:?}");
+    }
+    match result {
         Ok(()) => {
             let mut input = &out[1..];
             decode_row(&schema, &mut input).expect("an accepted row must decode");

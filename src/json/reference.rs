@@ -18,6 +18,43 @@ use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor
 use std::borrow::Cow;
 use std::fmt;
 
+/// Whether `json` has a number the two decoders may read differently:
+/// serde_json's default float parse is not always correctly rounded (the
+/// reader's is), and it reads integers beyond 64 bits through `f64` (the
+/// reader keeps their text). That is: outside strings, a digit followed by `.`, `e`
+/// or `E`, or a run of 16 or more digits.
+pub fn inexact_number(json: &[u8]) -> bool {
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut digits = 0;
+    for &b in json {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        if b == b'"' {
+            in_string = true;
+        }
+        if b.is_ascii_digit() {
+            digits += 1;
+            if digits >= 16 {
+                return true;
+            }
+        } else {
+            if digits > 0 && matches!(b, b'.' | b'e' | b'E') {
+                return true;
+            }
+            digits = 0;
+        }
+    }
+    false
+}
+
 /// `PostEvent::from_json_with` as it was, through serde_json.
 pub fn post_event_from_json(json: &[u8], options: JsonOptions) -> Result<PostEvent, DecodeError> {
     let mut fault = Fault::default();

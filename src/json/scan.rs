@@ -33,6 +33,21 @@ pub fn implementation() -> &'static str {
     "portable"
 }
 
+/// What every implementation (and the byte-at-a-time reference) says
+/// about `input` from `from`, named; for fuzz targets, which check that
+/// they agree on any input whichever one the process uses.
+#[cfg(feature = "test-util")]
+pub fn every_implementation(input: &[u8], from: usize) -> Vec<(&'static str, (usize, bool))> {
+    let from = from.min(input.len());
+    let mut all = vec![
+        ("reference", scalar_run(input, from, false)),
+        ("portable", swar::string_run(input, from)),
+    ];
+    #[cfg(target_arch = "x86_64")]
+    all.push(("sse2", sse2::string_run(input, from)));
+    all
+}
+
 const UNKNOWN: u8 = 0;
 const SIMD: u8 = 1;
 const PORTABLE: u8 = 2;
