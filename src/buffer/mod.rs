@@ -108,6 +108,17 @@ enum Rejected<E> {
     Invalid(E),
 }
 
+impl Rejected<crate::DecodeError> {
+    /// What a JSON or RowBinary `track` tells its caller.
+    fn into_json_error(self) -> TrackJsonError {
+        match self {
+            Rejected::Full => TrackJsonError::Full,
+            Rejected::Closed => TrackJsonError::Closed,
+            Rejected::Invalid(e) => TrackJsonError::Decode(e),
+        }
+    }
+}
+
 impl<T: Serialize> Buffer<T> {
     /// Encodes `row` into this thread's shard. Returns at once: never blocks,
     /// never awaits. On error the row is handed back and nothing was buffered.
@@ -368,12 +379,7 @@ impl Buffer<Json> {
             Some(t) => t.transcode(json, &mut st.buf),
             None => Err(not_json()),
         });
-        match result {
-            Ok(()) => Ok(()),
-            Err(Rejected::Full) => Err(TrackJsonError::Full),
-            Err(Rejected::Closed) => Err(TrackJsonError::Closed),
-            Err(Rejected::Invalid(e)) => Err(TrackJsonError::Decode(e)),
-        }
+        result.map_err(Rejected::into_json_error)
     }
 
     /// Takes one row already in RowBinary, in the buffer's [`Schema`](crate::Schema)'s
@@ -420,12 +426,7 @@ impl Buffer<Json> {
                 }),
             }
         });
-        match result {
-            Ok(()) => Ok(()),
-            Err(Rejected::Full) => Err(TrackJsonError::Full),
-            Err(Rejected::Closed) => Err(TrackJsonError::Closed),
-            Err(Rejected::Invalid(e)) => Err(TrackJsonError::Decode(e)),
-        }
+        result.map_err(Rejected::into_json_error)
     }
 
     /// Tracks every line of an NDJSON body. Lines that do not decode are
@@ -480,15 +481,7 @@ impl Buffer<Json> {
                 .map_or(Ok(()), |row| row.result),
             None => Err(not_json()),
         });
-        Some((
-            line,
-            match result {
-                Ok(()) => Ok(()),
-                Err(Rejected::Full) => Err(TrackJsonError::Full),
-                Err(Rejected::Closed) => Err(TrackJsonError::Closed),
-                Err(Rejected::Invalid(e)) => Err(TrackJsonError::Decode(e)),
-            },
-        ))
+        Some((line, result.map_err(Rejected::into_json_error)))
     }
 }
 
