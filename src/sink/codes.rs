@@ -77,6 +77,7 @@ codes! {
     241 MEMORY_LIMIT_EXCEEDED Transient "overload: memory limit for now (a smaller INSERT or a quieter server passes)",
     242 TABLE_IS_READ_ONLY Transient "a replicated table lost ZooKeeper and turned read-only until it is back",
     243 NOT_ENOUGH_SPACE Transient "the server's disk is full until parts merge or an operator frees space",
+    244 UNEXPECTED_ZOOKEEPER_ERROR Transient "ZooKeeper failed the block's commit (session expired, connection lost): the server rolled the part back, so a resend stores it once",
     252 TOO_MANY_PARTS Transient "overload: merges are behind; back off",
     279 ALL_CONNECTION_TRIES_FAILED Transient "the server could not reach another node",
     285 TOO_FEW_LIVE_REPLICAS Transient "the quorum's replicas are not up yet",
@@ -119,7 +120,7 @@ mod tests {
 
     #[test]
     fn rolling_restarts_zookeeper_and_overload_are_transient_auth_and_schema_are_not() {
-        for transient in [394, 319, 225, 285, 439, 242, 999, 252, 241] {
+        for transient in [394, 319, 225, 244, 285, 439, 242, 999, 252, 241] {
             assert_eq!(lookup(transient).unwrap().class, Transient, "{transient}");
         }
         for permanent in [164, 516, 192, 62] {
