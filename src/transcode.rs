@@ -546,6 +546,21 @@ impl<'a> Val<'a> {
             },
             ty => match Type::int_layout(ty) {
                 Some((bytes, signed)) => {
+                    // Ids sent as decimal strings: digits that fit the
+                    // column go straight in; the rest (signs, exponents,
+                    // wide values, errors) take the exact parser.
+                    let t = s.trim();
+                    let (neg, digits) = match t.strip_prefix('-') {
+                        Some(d) => (true, d),
+                        None => (false, t),
+                    };
+                    if let Some(m) = crate::json::reader::decimal_u64(digits.as_bytes()) {
+                        let m = m as i128;
+                        if let Some((le, n)) = int_le(if neg { -m } else { m }, bytes, signed) {
+                            v.buf.extend_from_slice(&le[..n]);
+                            return Ok(());
+                        }
+                    }
                     let mut out = [0u8; 32];
                     let target = wide::Target {
                         bytes,
@@ -734,6 +749,65 @@ mod tests {
         let mut out = Vec::new();
         t.transcode(json.as_bytes(), &mut out)?;
         Ok(out)
+    }
+
+    #[test]
+    fn integers_in_strings_match_the_exact_parser_on_every_width() {
+        let texts = [
+            "0",
+            "-0",
+            "007",
+            "+5",
+            " 12 ",
+            "127",
+            "128",
+            "-128",
+            "-129",
+            "255",
+            "256",
+            "65535",
+            "-32768",
+            "4294967295",
+            "4294967296",
+            "9223372036854775807",
+            "9223372036854775808",
+            "-9223372036854775808",
+            "-9223372036854775809",
+            "18446744073709551615",
+            "18446744073709551616",
+            "1234567890123456789",
+            "9999999999999999999",
+            "99999999999999999999",
+            "1e3",
+            "1.0",
+            "1.5",
+            "-",
+            "",
+            "12a",
+            "--1",
+            "0x10",
+        ];
+        for ty in [
+            "UInt8", "UInt16", "UInt32", "UInt64", "UInt128", "UInt256", "Int8", "Int16", "Int32",
+            "Int64", "Int128", "Int256",
+        ] {
+            let schema = Schema::parse(&format!("a {ty}")).unwrap();
+            let (bytes, signed) = Type::int_layout(&schema.columns()[0].ty).unwrap();
+            let target = wide::Target {
+                bytes,
+                signed,
+                scale: 0,
+                precision: None,
+            };
+            for text in texts {
+                let got = row(&format!("a {ty}"), &format!(r#"{{"a":"{text}"}}"#));
+                let mut out = [0u8; 32];
+                match wide::parse(text.trim(), target, &mut out) {
+                    Ok(()) => assert_eq!(got.unwrap(), &out[..bytes], "{ty} {text:?}"),
+                    Err(_) => assert!(got.is_err(), "{ty} {text:?}"),
+                }
+            }
+        }
     }
 
     #[test]

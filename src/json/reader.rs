@@ -659,6 +659,18 @@ fn leading_digits(input: &[u8], mut at: usize) -> (usize, u64) {
     (at, value)
 }
 
+/// `text` as a `u64` when it is 1 to 19 ASCII digits and nothing else (ids
+/// sent as decimal strings), eight digits at a time; `None` otherwise,
+/// for the caller's general (and error-reporting) path.
+#[inline]
+pub(crate) fn decimal_u64(text: &[u8]) -> Option<u64> {
+    if text.is_empty() || text.len() > 19 {
+        return None;
+    }
+    let (end, value) = leading_digits(text, 0);
+    (end == text.len()).then_some(value)
+}
+
 /// The value of eight ASCII digits read little-endian (the first digit in
 /// the lowest byte), or `None` if any byte is not a digit.
 #[inline(always)]

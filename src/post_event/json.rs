@@ -395,6 +395,9 @@ fn text(name: &str, kind: Kind, s: &str) -> Result<Decoded, Fail> {
 
 /// 1 to 20 ASCII digits as a `u64`: `None` if not digits, `Err` if too big.
 fn decimal(s: &str) -> Option<Result<u64, ()>> {
+    if let Some(v) = crate::json::reader::decimal_u64(s.as_bytes()) {
+        return Some(Ok(v));
+    }
     if s.is_empty() || s.len() > 20 || !s.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
