@@ -206,13 +206,13 @@ fn json_value(r: &mut Reader<'_>, ty: &Type, buf: &mut Vec<u8>) -> Result<(), Fa
             let v = Val { ty, buf }.value();
             match v.ty {
                 Type::Array(inner) => {
-                    let start = v.buf.len();
+                    let start = count_slot(v.buf);
                     let mut n = 0u64;
                     while r.next_element(n == 0)? {
                         json_value(r, inner, v.buf)?;
                         n += 1;
                     }
-                    prefix_count(v.buf, start, n);
+                    fill_count(v.buf, start, n);
                     Ok(())
                 }
                 Type::Tuple(items) => {
@@ -234,14 +234,14 @@ fn json_value(r: &mut Reader<'_>, ty: &Type, buf: &mut Vec<u8>) -> Result<(), Fa
             let v = Val { ty, buf }.value();
             match v.ty {
                 Type::Map(k, val) => {
-                    let start = v.buf.len();
+                    let start = count_slot(v.buf);
                     let mut n = 0u64;
                     while let Some(key) = r.next_key(n == 0)? {
                         Val { ty: k, buf: v.buf }.text(key)?;
                         json_value(r, val, v.buf)?;
                         n += 1;
                     }
-                    prefix_count(v.buf, start, n);
+                    fill_count(v.buf, start, n);
                     Ok(())
                 }
                 Type::Tuple(items) if items.iter().all(|(n, _)| n.is_some()) => {
@@ -340,11 +340,23 @@ pub(crate) fn fixed_width(ty: &Type) -> Option<usize> {
     })
 }
 
-/// Inserts the LEB128 `count` before the elements written from `start`.
-pub(crate) fn prefix_count(buf: &mut Vec<u8>, start: usize, count: u64) {
+/// Reserves the byte an element count under 128 takes, ahead of the
+/// elements: where [`fill_count`] writes the count once it is known.
+pub(crate) fn count_slot(buf: &mut Vec<u8>) -> usize {
+    buf.push(0);
+    buf.len() - 1
+}
+
+/// Writes `count` (LEB128) into the slot [`count_slot`] reserved at `at`,
+/// moving the elements only for a count of 128 or more.
+pub(crate) fn fill_count(buf: &mut Vec<u8>, at: usize, count: u64) {
+    if count < 0x80 {
+        buf[at] = count as u8;
+        return;
+    }
     let mut pre = Vec::with_capacity(10);
     crate::rowbinary::leb128::put(&mut pre, count);
-    buf.splice(start..start, pre);
+    buf.splice(at..at + 1, pre);
 }
 
 /// Writes one JSON value as RowBinary of `ty`.
@@ -749,6 +761,30 @@ mod tests {
         let mut out = Vec::new();
         t.transcode(json.as_bytes(), &mut out)?;
         Ok(out)
+    }
+
+    #[test]
+    fn counts_of_128_and_more_take_two_bytes_ahead_of_the_elements() {
+        for n in [0usize, 1, 127, 128, 200, 16_384] {
+            let items = vec!["7"; n].join(",");
+            let got = row(
+                "a Array(UInt8), b UInt8",
+                &format!(r#"{{"a":[{items}],"b":9}}"#),
+            );
+            let mut want = Vec::new();
+            crate::rowbinary::leb128::put(&mut want, n as u64);
+            want.extend(std::iter::repeat_n(7u8, n));
+            want.push(9);
+            assert_eq!(got.unwrap(), want, "{n} elements");
+        }
+        let entries: Vec<String> = (0..130).map(|i| format!(r#""k{i}":{i}"#)).collect();
+        let got = row(
+            "m Map(String, UInt8)",
+            &format!("{{\"m\":{{{}}}}}", entries.join(",")),
+        );
+        let got = got.unwrap();
+        assert_eq!(&got[..2], [130, 1]);
+        assert_eq!(&got[2..5], [2, b'k', b'0']);
     }
 
     #[test]

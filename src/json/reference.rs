@@ -12,7 +12,7 @@ use super::reader::{Fail, Scalar};
 use super::{DecodeError, DecodeErrorKind, JsonOptions};
 use crate::post_event::json::{field, Decoded, Kind, Slots, FIELDS};
 use crate::schema::{Schema, Type};
-use crate::transcode::{prefix_count, stripped, tuple_arity, write_default, Val};
+use crate::transcode::{count_slot, fill_count, stripped, tuple_arity, write_default, Val};
 use crate::PostEvent;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use std::borrow::Cow;
@@ -397,12 +397,12 @@ impl<'de> Visitor<'de> for ValSeed<'_> {
         let ty = stripped(self.ty, self.buf);
         match ty {
             Type::Array(inner) => {
-                let start = self.buf.len();
+                let start = count_slot(self.buf);
                 let mut n = 0u64;
                 while seq.next_element_seed(self.at(inner))?.is_some() {
                     n += 1;
                 }
-                prefix_count(self.buf, start, n);
+                fill_count(self.buf, start, n);
                 Ok(())
             }
             Type::Tuple(items) => {
@@ -426,7 +426,7 @@ impl<'de> Visitor<'de> for ValSeed<'_> {
         let ty = stripped(self.ty, self.buf);
         match ty {
             Type::Map(k, val) => {
-                let start = self.buf.len();
+                let start = count_slot(self.buf);
                 let mut n = 0u64;
                 while let Some(key) = map.next_key::<Cow<'de, str>>()? {
                     if let Err(e) = (Val {
@@ -440,7 +440,7 @@ impl<'de> Visitor<'de> for ValSeed<'_> {
                     map.next_value_seed(self.at(val))?;
                     n += 1;
                 }
-                prefix_count(self.buf, start, n);
+                fill_count(self.buf, start, n);
                 Ok(())
             }
             Type::Tuple(items) if items.iter().all(|(n, _)| n.is_some()) => {
