@@ -1018,6 +1018,26 @@ fn front_door_takes_inserts_as_clickhouse_does_and_answers_in_its_words() {
         "{body}"
     );
     assert_eq!(server.count(&table), 7);
+
+    // Every request above, counted by what it was and how it was answered.
+    let (_, _, metrics) = serve.get("/metrics").unwrap();
+    let metrics = String::from_utf8_lossy(&metrics);
+    for line in [
+        "ch_ingest_front_door_requests_total{kind=\"insert\",status=\"200\",exception_code=\"0\"} 5".to_string(),
+        "ch_ingest_front_door_requests_total{kind=\"insert\",status=\"400\",exception_code=\"27\"} 1".into(),
+        "ch_ingest_front_door_requests_total{kind=\"insert\",status=\"404\",exception_code=\"73\"} 1".into(),
+        "ch_ingest_front_door_requests_total{kind=\"insert\",status=\"501\",exception_code=\"48\"} 1".into(),
+        "ch_ingest_front_door_requests_total{kind=\"insert\",status=\"404\",exception_code=\"60\"} 1".into(),
+        "ch_ingest_front_door_requests_total{kind=\"forward\",status=\"200\",exception_code=\"0\"} 2".into(),
+        "ch_ingest_front_door_requests_total{kind=\"refused\",status=\"403\",exception_code=\"164\"} 2".into(),
+        format!("ch_ingest_front_door_rows_total{{table=\"{table}\",ack=\"stored\"}} 6"),
+        format!("ch_ingest_front_door_rows_total{{table=\"{table}\",ack=\"buffered\"}} 1"),
+        format!("ch_ingest_front_door_rows_total{{table=\"{table}\",ack=\"skipped\"}} 1"),
+        "ch_ingest_front_door_insert_seconds_count{mode=\"async\"} 1".into(),
+        "ch_ingest_front_door_insert_seconds_count{mode=\"wait\"} 9".into(),
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+    }
 }
 
 #[test]

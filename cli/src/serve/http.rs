@@ -64,8 +64,9 @@ pub struct App {
     requests: Family<RequestLabels, Counter>,
 }
 
-pub fn router(tables: Arc<Tables>, limits: Limits) -> Router {
-    let mut registry = Registry::default();
+/// The NDJSON API, health and `/metrics`; `registry` may already hold
+/// other families (the front door's), served with the engines' own.
+pub fn router(tables: Arc<Tables>, limits: Limits, mut registry: Registry) -> Router {
     let engines = ch_ingest::metrics::BufferMetrics::new();
     for table in tables.by_name.values() {
         let t = table.clone();

@@ -49,11 +49,14 @@ pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             max_line_bytes: cfg.max_line_bytes,
             body_timeout: cfg.body_timeout,
         };
-        let router = http::router(tables.clone(), limits).merge(front_door::routes(
+        let mut registry = prometheus_client::registry::Registry::default();
+        let door_metrics = front_door::Metrics::register(&mut registry);
+        let router = http::router(tables.clone(), limits, registry).merge(front_door::routes(
             tables.clone(),
             cfg.front_door.clone(),
             cfg.database.clone(),
             door,
+            door_metrics,
         ));
         let listener = tokio::net::TcpListener::bind(cfg.listen)
             .await

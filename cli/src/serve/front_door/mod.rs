@@ -17,7 +17,10 @@
 //! many small waiting INSERTs become one ClickHouse INSERT. The flush's
 //! outcome is shared: one failed INSERT fails every request it answers.
 
+mod metrics;
 mod reply;
+
+pub use metrics::Metrics;
 
 use super::config::{FrontDoorAuth, FrontDoorConfig, Passthrough};
 use super::tables::{Engine, Table, Tables};
@@ -33,6 +36,7 @@ use ch_ingest_protocol::query::{self, Statement};
 use ch_ingest_protocol::{blocks, ChError, Code};
 use http_body_util::Full;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use metrics::Kind;
 use reply::Ack;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -65,6 +69,7 @@ pub struct FrontDoor {
     digest: std::collections::hash_map::RandomState,
     committers: Mutex<HashMap<String, tokio::sync::mpsc::UnboundedSender<Waiter>>>,
     queries: AtomicU64,
+    metrics: Metrics,
 }
 
 pub struct Limits {
@@ -79,6 +84,7 @@ pub fn routes(
     cfg: FrontDoorConfig,
     database: Option<String>,
     limits: Limits,
+    metrics: Metrics,
 ) -> Router {
     let door = Arc::new(FrontDoor {
         tables,
@@ -93,6 +99,7 @@ pub fn routes(
         digest: Default::default(),
         committers: Mutex::default(),
         queries: AtomicU64::new(0),
+        metrics,
     });
     Router::new()
         .route("/", get(handle).post(handle))
@@ -115,16 +122,31 @@ async fn handle(
     Query(params): Query<Params>,
     request: Request,
 ) -> Response {
-    match answer(&door, params, request).await {
+    let started = Instant::now();
+    // What the request was, learnt as it is read (for the metrics).
+    let mut kind = Kind::Invalid;
+    let response = match answer(&door, params, request, &mut kind).await {
         Ok(r) => r,
         Err(e) => reply::error(e),
+    };
+    let code = response
+        .headers()
+        .get("X-ClickHouse-Exception-Code")
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+        .unwrap_or(0);
+    door.metrics
+        .answered(kind, response.status().as_u16(), code);
+    if let Kind::Insert { wait } = kind {
+        door.metrics.latency(wait, started.elapsed());
     }
+    response
 }
 
 async fn answer(
     door: &Arc<FrontDoor>,
     params: Params,
     request: Request,
+    kind: &mut Kind,
 ) -> Result<Response, ChError> {
     let (parts, body) = request.into_parts();
     let read = tokio::time::timeout(
@@ -181,11 +203,17 @@ async fn answer(
         };
         (statement, data)
     };
+    *kind = match statement {
+        Statement::Insert(_) => Kind::Insert { wait: true },
+        Statement::Read if door.cfg.passthrough != Passthrough::None => Kind::Forward,
+        Statement::Other if door.cfg.passthrough == Passthrough::All => Kind::Forward,
+        _ => Kind::Refused,
+    };
     match statement {
         Statement::Insert(insert) => {
             let user = credentials(headers, &params)?;
             let allowed = door.check(&user).await?;
-            door.insert(insert, &params, data, allowed).await
+            door.insert(insert, &params, data, allowed, kind).await
         }
         Statement::Read if door.cfg.passthrough != Passthrough::None => {
             door.forward(parts.method, parts.uri, parts.headers, raw)
@@ -496,6 +524,7 @@ impl FrontDoor {
         params: &Params,
         data: Bytes,
         allowed: Option<&[String]>,
+        kind: &mut Kind,
     ) -> Result<Response, ChError> {
         let table = self.table(insert.database.as_deref(), &insert.table)?;
         if allowed.is_some_and(|list| !list.contains(&table.name)) {
@@ -516,6 +545,7 @@ impl FrontDoor {
         // ClickHouse: `wait_for_async_insert` only matters for async inserts.
         let wait = !(settings.flag("wait_for_async_insert") == Some(false)
             && settings.flag("async_insert") != Some(false));
+        *kind = Kind::Insert { wait };
         let busy = match settings.get("async_insert_busy_timeout_ms") {
             None => self.cfg.busy_timeout,
             Some(_) => {
@@ -561,7 +591,9 @@ impl FrontDoor {
             decoded.bytes.len() as u64,
             decoded.skipped,
         );
+        self.metrics.rows(&table.name, "skipped", skipped);
         if !wait || rows == 0 {
+            self.metrics.rows(&table.name, Ack::Buffered.label(), rows);
             return Ok(reply::inserted(
                 rows,
                 bytes,
@@ -587,6 +619,7 @@ impl FrontDoor {
         } else {
             Ack::Stored
         };
+        self.metrics.rows(&table.name, ack.label(), rows);
         Ok(reply::inserted(rows, bytes, skipped, ack, &query_id))
     }
 

@@ -50,15 +50,22 @@ pub enum Ack {
     Spilled,
 }
 
+impl Ack {
+    /// The word for it in the answer's summary and the metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Ack::Buffered => "buffered",
+            Ack::Stored => "stored",
+            Ack::Spilled => "spilled",
+        }
+    }
+}
+
 /// The answer to an accepted INSERT: 200, an empty body, and the summary
 /// ClickHouse sends (its counters are strings, as ClickHouse writes them),
 /// plus how far the rows got.
 pub fn inserted(rows: u64, bytes: u64, skipped: u64, ack: Ack, query_id: &str) -> Response {
-    let ack = match ack {
-        Ack::Buffered => "buffered",
-        Ack::Stored => "stored",
-        Ack::Spilled => "spilled",
-    };
+    let ack = ack.label();
     let summary = format!(
         "{{\"read_rows\":\"0\",\"read_bytes\":\"0\",\"written_rows\":\"{rows}\",\
          \"written_bytes\":\"{bytes}\",\"total_rows_to_read\":\"0\",\
