@@ -547,6 +547,8 @@ pub struct Column {
 pub struct Schema {
     columns: Arc<[Column]>,
     names: crate::batch::ColumnNames,
+    /// Each column's `DEFAULT` expression, where the table has one.
+    defaults: Arc<[Option<String>]>,
 }
 
 impl Schema {
@@ -578,9 +580,39 @@ impl Schema {
         let names: Vec<std::borrow::Cow<'static, str>> =
             cols.iter().map(|c| c.name.clone().into()).collect();
         Self {
+            defaults: vec![None; cols.len()].into(),
             columns: cols.into(),
             names: names.into(),
         }
+    }
+
+    /// The same schema, with `expression` as the `DEFAULT` of the column
+    /// called `name` (as `DESCRIBE TABLE` reports it; [`Schema::fetch`]
+    /// fills these). A name not in the schema changes nothing.
+    ///
+    /// ```
+    /// let s = ch_ingest::Schema::parse("id UInt64, at DateTime")
+    ///     .unwrap()
+    ///     .with_default_expression("at", "now()");
+    /// assert_eq!(s.default_expression(1), Some("now()"));
+    /// assert_eq!(s.default_expression(0), None);
+    /// ```
+    pub fn with_default_expression(mut self, name: &str, expression: &str) -> Self {
+        if let Some(i) = self.index_of(name) {
+            let mut d = self.defaults.to_vec();
+            d[i] = Some(expression.to_string());
+            self.defaults = d.into();
+        }
+        self
+    }
+
+    /// The `DEFAULT` expression of column `index`: what ClickHouse
+    /// computes for a row that does not send the column (in an INSERT
+    /// whose column list leaves it out). `None` when the column has none
+    /// (its type's default, zero or empty, is stored) or `index` is out of
+    /// range.
+    pub fn default_expression(&self, index: usize) -> Option<&str> {
+        self.defaults.get(index)?.as_deref()
     }
 
     /// Parses `name Type` lines or `name Type, name Type` (as in a CREATE
@@ -661,8 +693,9 @@ impl Schema {
     }
 
     /// Reads the schema of `table` from a live server (`DESCRIBE TABLE`).
-    /// Columns with a `DEFAULT`/`MATERIALIZED`/`ALIAS` expression other than
-    /// plain `DEFAULT` are left out, as they cannot be inserted.
+    /// `MATERIALIZED` and `ALIAS` columns are left out, as they cannot be
+    /// inserted; a `DEFAULT` column's expression is kept
+    /// ([`Schema::default_expression`]).
     pub async fn fetch(
         client: &clickhouse::Client,
         table: &str,
@@ -670,6 +703,7 @@ impl Schema {
         let sql = format!("DESCRIBE TABLE {}", crate::sink::quote_table(table));
         let text = crate::sink::fetch_text(client, &sql).await?;
         let mut cols = Vec::new();
+        let mut defaults = Vec::new();
         for line in text.lines() {
             let mut f = line.split('\t');
             let (Some(name), Some(ty)) = (f.next(), f.next()) else {
@@ -679,6 +713,12 @@ impl Schema {
             if kind == "MATERIALIZED" || kind == "ALIAS" {
                 continue;
             }
+            let expression = f.next().unwrap_or("");
+            if kind == "DEFAULT" && !expression.is_empty() {
+                // As DESCRIBE's TSV shows it (escapes and all): it is only
+                // ever shown in messages, never parsed or sent back.
+                defaults.push((name.to_string(), expression.to_string()));
+            }
             let ty = Type::parse(ty).map_err(|e| {
                 crate::sink::SinkError::Other(format!("DESCRIBE {table}: column `{name}`: {e}"))
             })?;
@@ -687,7 +727,11 @@ impl Schema {
                 ty,
             });
         }
-        Ok(Self::from_columns(cols))
+        Ok(defaults
+            .iter()
+            .fold(Self::from_columns(cols), |s, (name, e)| {
+                s.with_default_expression(name, e)
+            }))
     }
 
     /// The columns, in order.

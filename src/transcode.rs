@@ -304,14 +304,33 @@ impl Transcoder {
             *e
         })
     }
+
+    /// Appends the RowBinary of `ty`'s default value to `out`: what
+    /// ClickHouse stores for a column an INSERT leaves out when the column
+    /// has no `DEFAULT` expression (zero, empty, NULL, an enum's smallest
+    /// value), and what a JSON row that omits the key gets.
+    ///
+    /// ```
+    /// use ch_ingest::{Transcoder, Type};
+    /// let mut out = Vec::new();
+    /// Transcoder::write_default(&Type::parse("Enum8('b' = 2, 'a' = 1)").unwrap(), &mut out);
+    /// Transcoder::write_default(&Type::parse("Nullable(String)").unwrap(), &mut out);
+    /// assert_eq!(out, [1, 1]);
+    /// ```
+    pub fn write_default(ty: &Type, out: &mut Vec<u8>) {
+        write_default(ty, out)
+    }
 }
 
-/// The RowBinary of a type's default value.
-pub fn write_default(ty: &Type, out: &mut impl BufMut) {
+/// The RowBinary of a type's default value, as ClickHouse stores it for
+/// a column a row leaves out (without a `DEFAULT` expression): zero, empty,
+/// NULL, and an enum's smallest value (not its first: 18.16 and current
+/// servers both sort an enum's values).
+pub(crate) fn write_default(ty: &Type, out: &mut impl BufMut) {
     match ty {
         Type::UInt8 | Type::Int8 | Type::Bool => out.put_u8(0),
-        Type::Enum8(items) => out.put_i8(items.first().map_or(0, |i| i.1)),
-        Type::Enum16(items) => out.put_i16_le(items.first().map_or(0, |i| i.1)),
+        Type::Enum8(items) => out.put_i8(items.iter().map(|i| i.1).min().unwrap_or(0)),
+        Type::Enum16(items) => out.put_i16_le(items.iter().map(|i| i.1).min().unwrap_or(0)),
         Type::String | Type::Array(_) | Type::Map(..) => out.put_u8(0),
         Type::Nullable(_) => out.put_u8(1),
         Type::LowCardinality(t) => write_default(t, out),

@@ -208,7 +208,12 @@ pub fn decode(
                     format!("Cannot parse {name} input at row {}: {}", b.row, b.reason),
                 )
             };
-            header.map_err(|b| refuse(&b))?;
+            header.map_err(|e| match e {
+                crate::text::HeaderError::Bad(b) => refuse(&b),
+                crate::text::HeaderError::LeftOut(reason) => {
+                    ChError::new(Code::NotImplemented, reason)
+                }
+            })?;
             rows.skipped = bad.len() as u64;
             let total = rows.skipped + rows.ends.len() as u64;
             match bad.first() {
@@ -235,7 +240,8 @@ fn native(schema: &Schema, data: &[u8]) -> Result<Rows, ChError> {
         let block = r.block().map_err(bad)?;
         let names: Vec<String> = block.columns.iter().map(|(n, _, _)| n.clone()).collect();
         let order = order_of(schema, &names)?;
-        let mut by_table: Vec<Option<&crate::native::Column>> = vec![None; order.len()];
+        let fill = left_out_or_refuse(schema, &order)?;
+        let mut by_table: Vec<Option<&crate::native::Column>> = vec![None; schema.columns().len()];
         for (&c, (name, ty, col)) in order.iter().zip(&block.columns) {
             let want = &schema.columns()[c].ty;
             if !same_type(want, ty) {
@@ -247,8 +253,12 @@ fn native(schema: &Schema, data: &[u8]) -> Result<Rows, ChError> {
             by_table[c] = Some(col);
         }
         for i in 0..block.rows {
-            for col in by_table.iter().flatten() {
-                rows.bytes.extend_from_slice(col.row(i));
+            for (col, fill) in by_table.iter().zip(&fill) {
+                match (col, fill) {
+                    (Some(col), _) => rows.bytes.extend_from_slice(col.row(i)),
+                    (None, Some(default)) => rows.bytes.extend_from_slice(default),
+                    (None, None) => {}
+                }
             }
             rows.ends.push(rows.bytes.len());
         }
@@ -332,22 +342,37 @@ fn order_of(schema: &Schema, list: &[String]) -> Result<Vec<usize>, ChError> {
         }
         order.push(i);
     }
-    if order.len() != cols.len() {
-        let missing: Vec<&str> = cols
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| !order.contains(i))
-            .map(|(_, c)| c.name.as_str())
-            .collect();
-        return Err(ChError::new(
-            Code::NotImplemented,
-            format!(
-                "binary formats must carry every column of the table; missing: {}",
-                missing.join(", ")
-            ),
-        ));
-    }
     Ok(order)
+}
+
+/// For each table column, `None` if `listed` carries it, else the bytes a
+/// row gets for it: its type's default, which is what ClickHouse stores
+/// for a column an INSERT leaves out when the column has no `DEFAULT`
+/// expression. A left-out column with one is refused (the reason names
+/// it): ClickHouse would compute it per row, and ch-ingest cannot.
+pub(crate) fn left_out(schema: &Schema, listed: &[usize]) -> Result<Vec<Option<Vec<u8>>>, String> {
+    let mut fill = Vec::with_capacity(schema.columns().len());
+    for (c, col) in schema.columns().iter().enumerate() {
+        if listed.contains(&c) {
+            fill.push(None);
+            continue;
+        }
+        if let Some(e) = schema.default_expression(c) {
+            return Err(format!(
+                "column {} is left out and has DEFAULT {e}, which ClickHouse computes and \
+                 ch-ingest cannot: send the column",
+                col.name
+            ));
+        }
+        let mut bytes = Vec::new();
+        Transcoder::write_default(&col.ty, &mut bytes);
+        fill.push(Some(bytes));
+    }
+    Ok(fill)
+}
+
+fn left_out_or_refuse(schema: &Schema, listed: &[usize]) -> Result<Vec<Option<Vec<u8>>>, ChError> {
+    left_out(schema, listed).map_err(|reason| ChError::new(Code::NotImplemented, reason))
 }
 
 /// Rows whose values come in `order` (table indices), rewritten in the
@@ -355,7 +380,8 @@ fn order_of(schema: &Schema, list: &[String]) -> Result<Vec<usize>, ChError> {
 /// after it.
 fn row_binary(schema: &Schema, order: &[usize], data: &[u8]) -> Result<Rows, ChError> {
     let cols = schema.columns();
-    let in_order = order.iter().enumerate().all(|(i, &c)| i == c);
+    let fill = left_out_or_refuse(schema, order)?;
+    let in_order = order.len() == cols.len() && order.iter().enumerate().all(|(i, &c)| i == c);
     let mut rows = Rows {
         bytes: Vec::with_capacity(data.len()),
         ..Rows::default()
@@ -383,8 +409,11 @@ fn row_binary(schema: &Schema, order: &[usize], data: &[u8]) -> Result<Rows, ChE
         if in_order {
             rows.bytes.extend_from_slice(&data[row_start..at]);
         } else {
-            for span in &spans {
-                rows.bytes.extend_from_slice(&data[span.clone()]);
+            for (span, fill) in spans.iter().zip(&fill) {
+                match fill {
+                    Some(default) => rows.bytes.extend_from_slice(default),
+                    None => rows.bytes.extend_from_slice(&data[span.clone()]),
+                }
             }
         }
         rows.ends.push(rows.bytes.len());
@@ -528,18 +557,34 @@ mod tests {
             );
             assert_eq!(e.unwrap_err().code, Code::CannotParseInput as u32);
         }
-        let two: Vec<String> = ["id", "name"].map(String::from).into();
-        let e = decode(
+        // A column list that leaves `tag` out: its type's default (the
+        // enum's smallest value), as ClickHouse stores it; unless it has a
+        // DEFAULT expression, which only the server can compute.
+        let two: Vec<String> = ["name", "id"].map(String::from).into();
+        let rows = decode(
             Format::RowBinary,
             &schema(),
             Some(&two),
-            &[],
-            &Options {
-                allow: AllowErrors::default(),
-                ..Options::default()
-            },
+            &[1, b'q', 5],
+            &Options::default(),
+        )
+        .unwrap();
+        assert_eq!(rows.iter().collect::<Vec<_>>(), [&[5, 1, b'q', 1][..]]);
+        let defaulted = schema().with_default_expression("tag", "'b'");
+        let e = decode(
+            Format::RowBinary,
+            &defaulted,
+            Some(&two),
+            &[1, b'q', 5],
+            &Options::default(),
+        )
+        .unwrap_err();
+        assert_eq!(e.code, Code::NotImplemented as u32);
+        assert!(
+            e.message.contains("column tag") && e.message.contains("DEFAULT 'b'"),
+            "{}",
+            e.message
         );
-        assert!(e.unwrap_err().message.contains("missing: tag"));
         let bogus: Vec<String> = ["id", "nope"].map(String::from).into();
         let e = decode(
             Format::RowBinary,

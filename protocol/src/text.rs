@@ -23,10 +23,27 @@ pub struct BadRow {
     pub reason: String,
 }
 
+/// Why a text body is refused before its rows are read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderError {
+    /// The header (names, types) does not match the table.
+    Bad(BadRow),
+    /// The columns sent leave out one with a `DEFAULT` expression, which
+    /// only ClickHouse can compute (the reason names it).
+    LeftOut(String),
+}
+
+impl From<BadRow> for HeaderError {
+    fn from(b: BadRow) -> Self {
+        HeaderError::Bad(b)
+    }
+}
+
 /// The rows of `data`, each as RowBinary in the table's order appended to
-/// `rows`; bad rows (also those over `max_line` bytes) are reported and
-/// skipped. `Err`
-/// when the header does not match the table, or the data cannot be split.
+/// `rows` (columns the header or column list leaves out get their type's
+/// default); bad rows (also those over `max_line` bytes) are reported and
+/// skipped. `Err` when the header does not match the table, or leaves out
+/// a column with a `DEFAULT` expression.
 pub fn decode(
     format: Text,
     schema: &Schema,
@@ -35,7 +52,7 @@ pub fn decode(
     max_line: usize,
     decoded: &mut crate::formats::Rows,
     bad: &mut Vec<BadRow>,
-) -> Result<(), BadRow> {
+) -> Result<(), HeaderError> {
     let mut rows = Rows {
         data,
         pos: 0,
@@ -74,35 +91,28 @@ pub fn decode(
         for (field, &c) in fields.iter().zip(&order) {
             let col = &schema.columns()[c];
             if !Type::parse(field).is_ok_and(|t| t == col.ty) {
-                return Err(BadRow {
+                return Err(HeaderError::Bad(BadRow {
                     row: n,
                     reason: format!(
                         "column {} is {} in the table, the header says {field}",
                         col.name, col.ty
                     ),
-                });
+                }));
             }
         }
     }
     let mut seen = vec![false; schema.columns().len()];
     for &c in &order {
         if std::mem::replace(&mut seen[c], true) {
-            return Err(BadRow {
+            return Err(HeaderError::Bad(BadRow {
                 row: n,
                 reason: format!("column {} is listed twice", schema.columns()[c].name),
-            });
+            }));
         }
     }
-    if let Some(missing) = seen.iter().position(|s| !s) {
-        return Err(BadRow {
-            row: n,
-            reason: format!(
-                "the rows must carry every column of the table; {} is missing",
-                schema.columns()[missing].name
-            ),
-        });
-    }
-    let mut values: Vec<Vec<u8>> = vec![Vec::new(); order.len()];
+    let fill = crate::formats::left_out(schema, &order).map_err(HeaderError::LeftOut)?;
+    // A left-out column's bytes are set once; `row` writes only the listed.
+    let mut values: Vec<Vec<u8>> = fill.into_iter().map(Option::unwrap_or_default).collect();
     while !rows.at_end() {
         n += 1;
         let at = rows.pos;
@@ -148,7 +158,7 @@ fn row(
 ) -> Result<(), String> {
     if fields.len() != order.len() {
         return Err(format!(
-            "{} fields, the table has {} columns",
+            "{} fields, the row needs {}",
             fields.len(),
             order.len()
         ));
@@ -378,6 +388,31 @@ mod tests {
             &mut sink.1,
         )
         .unwrap_err();
-        assert!(e.reason.contains("nope"));
+        assert!(matches!(e, HeaderError::Bad(b) if b.reason.contains("nope")));
+        // A header that leaves `s` out: its default (empty) fills it.
+        let (mut decoded, mut bad) = (crate::formats::Rows::default(), Vec::new());
+        decode(
+            Text::Csv { names: true },
+            &schema,
+            None,
+            b"id\n7\n",
+            usize::MAX,
+            &mut decoded,
+            &mut bad,
+        )
+        .unwrap();
+        assert_eq!(decoded.iter().collect::<Vec<_>>(), [&[7, 0][..]]);
+        let defaulted = schema.with_default_expression("s", "'x'");
+        let e = decode(
+            Text::Csv { names: true },
+            &defaulted,
+            None,
+            b"id\n7\n",
+            usize::MAX,
+            &mut decoded,
+            &mut bad,
+        )
+        .unwrap_err();
+        assert!(matches!(e, HeaderError::LeftOut(r) if r.contains("column s")));
     }
 }
