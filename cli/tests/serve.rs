@@ -1217,6 +1217,62 @@ fn front_door_takes_clickhouse_connect_unchanged_but_for_the_url() {
     );
 }
 
+/// `select`'s rows as ClickHouse writes them in `format`, inserted straight
+/// into `direct` and through the front door into `door_t`, both with the
+/// column list `columns` ("" for none); each must answer 200. 18.16
+/// neither writes nor reads RowBinaryWithNamesAndTypes: its header (from
+/// `names_types`) is written here, and the server gets the same rows as
+/// RowBinary without it.
+#[allow(clippy::too_many_arguments)]
+fn insert_both(
+    server: &support::Server,
+    serve: &Serve,
+    select: &str,
+    format: &str,
+    names_types: &[(&str, &str)],
+    columns: &str,
+    direct: &str,
+    door_t: &str,
+) {
+    let addr = server.url.trim_start_matches("http://").to_string();
+    let (source, header) = if format == "RowBinaryWithNamesAndTypes" {
+        let mut h = vec![names_types.len() as u8];
+        let names = names_types.iter().map(|(n, _)| n);
+        for s in names.chain(names_types.iter().map(|(_, t)| t)) {
+            h.push(s.len() as u8);
+            h.extend_from_slice(s.as_bytes());
+        }
+        ("RowBinary", h)
+    } else {
+        (format, Vec::new())
+    };
+    let (status, _, rows) = http(
+        &addr,
+        "POST",
+        "/",
+        &[],
+        format!("{select} FORMAT {source}").as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{format}: {}", String::from_utf8_lossy(&rows));
+    let insert = |table: &str, format: &str| {
+        format!(
+            "/?query={}",
+            percent(&format!("INSERT INTO {table} {columns} FORMAT {format}"))
+        )
+    };
+    let (status, _, answer) = http(&addr, "POST", &insert(direct, source), &[], &rows).unwrap();
+    assert_eq!(
+        status,
+        200,
+        "{format} straight to ClickHouse: {}",
+        String::from_utf8_lossy(&answer)
+    );
+    let body = [header, rows].concat();
+    let (status, _, answer) = door(serve, &insert(door_t, format), &[], &body);
+    assert_eq!(status, 200, "{format} through the front door: {answer}");
+}
+
 /// The same body, in each format the front door reads, sent once straight
 /// to ClickHouse and once through the front door: both tables must then
 /// hold the same rows, byte for byte. ClickHouse writes every body itself
@@ -1224,7 +1280,6 @@ fn front_door_takes_clickhouse_connect_unchanged_but_for_the_url() {
 /// Floats are multiples of 1/8: 18.16 parses some decimal texts one ulp off
 /// (it stores `2.8571428571428568` for the `2.857142857142857` it wrote for
 /// 20/7), where ours are correctly rounded.
-
 #[test]
 fn front_door_stores_what_clickhouse_stores_from_the_same_body_in_every_format() {
     let server = server_or_skip!();
@@ -1238,7 +1293,6 @@ fn front_door_stores_what_clickhouse_stores_from_the_same_body_in_every_format()
         server,
         &format!("[tables.{door_t}]\nflush_interval = \"1h\"\n"),
     ));
-    let addr = server.url.trim_start_matches("http://").to_string();
     let formats = [
         "JSONEachRow",
         "RowBinary",
@@ -1260,54 +1314,24 @@ fn front_door_stores_what_clickhouse_stores_from_the_same_body_in_every_format()
               FROM numbers(500)",
             base = k * 1000
         );
-        // 18.16 has no RowBinaryWithNamesAndTypes output: its header is
-        // written here, the rows are the server's RowBinary.
-        let (source, header) = if *format == "RowBinaryWithNamesAndTypes" {
-            let described = server.query(&format!("DESCRIBE TABLE {direct} FORMAT TSVRaw"));
-            let (names, types): (Vec<&str>, Vec<&str>) = described
-                .lines()
-                .map(|l| {
-                    let mut f = l.split('\t');
-                    (f.next().unwrap(), f.next().unwrap())
-                })
-                .unzip();
-            let mut h = vec![names.len() as u8];
-            for s in names.iter().chain(&types) {
-                h.push(s.len() as u8);
-                h.extend_from_slice(s.as_bytes());
-            }
-            ("RowBinary", h)
-        } else {
-            (*format, Vec::new())
-        };
-        let (status, _, rows) = http(
-            &addr,
-            "POST",
-            "/",
-            &[],
-            format!("{select} FORMAT {source}").as_bytes(),
-        )
-        .unwrap();
-        assert_eq!(status, 200, "{format}: {}", String::from_utf8_lossy(&rows));
-        let body = [header, rows.clone()].concat();
-        let insert = |table: &str, format: &str| {
-            format!(
-                "/?query={}",
-                percent(&format!("INSERT INTO {table} FORMAT {format}"))
-            )
-        };
-        // 18.16 cannot read RowBinaryWithNamesAndTypes either: it gets the
-        // same rows without the header.
-        let (status, _, answer) =
-            http(&addr, "POST", &insert(&direct, source), &[], &rows).unwrap();
-        assert_eq!(
-            status,
-            200,
-            "{format} straight to ClickHouse: {}",
-            String::from_utf8_lossy(&answer)
+        let described = server.query(&format!("DESCRIBE TABLE {direct} FORMAT TSVRaw"));
+        let names_types: Vec<(&str, &str)> = described
+            .lines()
+            .map(|l| {
+                let mut f = l.split('\t');
+                (f.next().unwrap(), f.next().unwrap())
+            })
+            .collect();
+        insert_both(
+            server,
+            &serve,
+            &select,
+            format,
+            &names_types,
+            "",
+            &direct,
+            &door_t,
         );
-        let (status, _, answer) = door(&serve, &insert(&door_t, format), &[], &body);
-        assert_eq!(status, 200, "{format} through the front door: {answer}");
         let all = |t: &str| {
             server.query(&format!(
                 "SELECT * FROM {t} WHERE id >= {} AND id < {} ORDER BY id FORMAT TSV",
@@ -1350,7 +1374,6 @@ fn front_door_fills_the_columns_a_column_list_leaves_out_as_clickhouse_does() {
             "[tables.{door_t}]\nflush_interval = \"1h\"\n[tables.{defaulted}]\nflush_interval = \"1h\"\n"
         ),
     ));
-    let addr = server.url.trim_start_matches("http://").to_string();
     let formats = [
         "RowBinary",
         "RowBinaryWithNamesAndTypes",
@@ -1366,42 +1389,17 @@ fn front_door_fills_the_columns_a_column_list_leaves_out_as_clickhouse_does() {
             "SELECT toString(number) AS s, number + {} AS id FROM numbers(100)",
             k * 1000
         );
-        let (source, header) = if *format == "RowBinaryWithNamesAndTypes" {
-            let mut h = vec![2u8];
-            for name in ["s", "id", "String", "UInt64"] {
-                h.push(name.len() as u8);
-                h.extend_from_slice(name.as_bytes());
-            }
-            ("RowBinary", h)
-        } else {
-            (*format, Vec::new())
-        };
-        let (status, _, rows) = http(
-            &addr,
-            "POST",
-            "/",
-            &[],
-            format!("{select} FORMAT {source}").as_bytes(),
-        )
-        .unwrap();
-        assert_eq!(status, 200, "{format}: {}", String::from_utf8_lossy(&rows));
-        let insert = |table: &str, format: &str| {
-            format!(
-                "/?query={}",
-                percent(&format!("INSERT INTO {table} (s, id) FORMAT {format}"))
-            )
-        };
-        let (status, _, answer) =
-            http(&addr, "POST", &insert(&direct, source), &[], &rows).unwrap();
-        assert_eq!(
-            status,
-            200,
-            "{format} straight to ClickHouse: {}",
-            String::from_utf8_lossy(&answer)
+        let names_types = [("s", "String"), ("id", "UInt64")];
+        insert_both(
+            server,
+            &serve,
+            &select,
+            format,
+            &names_types,
+            "(s, id)",
+            &direct,
+            &door_t,
         );
-        let body = [header, rows].concat();
-        let (status, _, answer) = door(&serve, &insert(&door_t, format), &[], &body);
-        assert_eq!(status, 200, "{format} through the front door: {answer}");
     }
     let (status, _) = serve.post("/v1/flush", &[], b"");
     assert_eq!(status, 200);
