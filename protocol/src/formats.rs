@@ -163,7 +163,15 @@ pub fn decode(
         }
     }
     match format {
-        Format::JsonEachRow => json_each_row(schema, data, deny_unknown_fields, allow, max_line),
+        Format::JsonEachRow => {
+            // A column list decides what the server fills in, whatever keys
+            // the rows have: a left-out column with a DEFAULT expression
+            // would be computed there, so it is refused here.
+            if let Some(list) = columns {
+                left_out_or_refuse(schema, &order_of(schema, list)?)?;
+            }
+            json_each_row(schema, data, deny_unknown_fields, allow, max_line)
+        }
         Format::RowBinary => {
             let order = match columns {
                 Some(list) => order_of(schema, list)?,
@@ -585,6 +593,25 @@ mod tests {
             "{}",
             e.message
         );
+        let e = decode(
+            Format::JsonEachRow,
+            &defaulted,
+            Some(&two),
+            br#"{"id":5,"name":"q"}"#,
+            &Options::default(),
+        )
+        .unwrap_err();
+        assert_eq!(e.code, Code::NotImplemented as u32, "{}", e.message);
+        let listed: Vec<String> = ["name", "id", "tag"].map(String::from).into();
+        let rows = decode(
+            Format::JsonEachRow,
+            &defaulted,
+            Some(&listed),
+            br#"{"id":5,"name":"q","tag":"b"}"#,
+            &Options::default(),
+        )
+        .unwrap();
+        assert_eq!(rows.iter().collect::<Vec<_>>(), [&[5, 1, b'q', 2][..]]);
         let bogus: Vec<String> = ["id", "nope"].map(String::from).into();
         let e = decode(
             Format::RowBinary,
