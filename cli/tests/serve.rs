@@ -1285,7 +1285,9 @@ fn front_door_stores_what_clickhouse_stores_from_the_same_body_in_every_format()
     let server = server_or_skip!();
     let _one = serial();
     let columns = "(id UInt64, s String, n Nullable(Int32), d Date, t DateTime, f Float64, \
-                   dec Decimal(18, 4), e Enum8('a' = 1, 'b' = 2), u UUID, lc LowCardinality(String)) \
+                   dec Decimal(18, 4), e Enum8('a' = 1, 'b' = 2), u UUID, lc LowCardinality(String), \
+                   arr Array(String), na Array(Nullable(Int32)), nest Array(Array(UInt8)), \
+                   tup Tuple(UInt8, String)) \
                    ENGINE = MergeTree ORDER BY id";
     let direct = server.fresh_table("door_conf_direct", columns);
     let door_t = server.fresh_table("door_conf_door", columns);
@@ -1310,7 +1312,10 @@ fn front_door_stores_what_clickhouse_stores_from_the_same_body_in_every_format()
                      if(number % 3 = 0, NULL, toInt32(toInt32(number) - 500)) AS n, toDate('2024-01-01') + number AS d,
                      toDateTime('2024-01-01 00:00:00') + number * 37 AS t, number / 8 - 20 AS f,
                      toDecimal64(number / 3, 4) AS dec, CAST(if(number % 2 = 0, 'a', 'b') AS Enum8('a' = 1, 'b' = 2)) AS e,
-                     toUUID('61f0c404-5cb3-11e7-907b-a6006ad3dba0') AS u, toLowCardinality(toString(number % 5)) AS lc
+                     toUUID('61f0c404-5cb3-11e7-907b-a6006ad3dba0') AS u, toLowCardinality(toString(number % 5)) AS lc,
+                     [concat('it''s \\ ', toString(number), '\t,]'), ''] AS arr,
+                     [if(number % 2 = 0, NULL, toInt32(toInt32(number) - 50)), toInt32(7)] AS na,
+                     [[toUInt8(number % 7)], []] AS nest, (toUInt8(number % 200), concat('t', toString(number))) AS tup
               FROM numbers(500)",
             base = k * 1000
         );

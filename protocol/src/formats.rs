@@ -247,6 +247,19 @@ fn native(schema: &Schema, data: &[u8]) -> Result<Rows, ChError> {
     while !r.at_end() {
         let block = r.block().map_err(bad)?;
         let names: Vec<String> = block.columns.iter().map(|(n, _, _)| n.clone()).collect();
+        if block.rows > data.len() {
+            // Every row takes a byte of some column, unless the block has
+            // no columns (or only zero-width ones): then nothing bounds
+            // the defaults the left-out columns would get.
+            return Err(ChError::new(
+                Code::CannotParseInput,
+                format!(
+                    "a Native block of {} rows in a body of {} bytes",
+                    block.rows,
+                    data.len()
+                ),
+            ));
+        }
         let order = order_of(schema, &names)?;
         let fill = left_out_or_refuse(schema, &order)?;
         let mut by_table: Vec<Option<&crate::native::Column>> = vec![None; schema.columns().len()];
@@ -413,6 +426,14 @@ fn row_binary(schema: &Schema, order: &[usize], data: &[u8]) -> Result<Rows, ChE
             })?;
             spans[c] = at..at + n;
             at += n;
+        }
+        if at == row_start {
+            // Nothing read (no columns listed, or only zero-width ones):
+            // the rows would never end.
+            return Err(ChError::new(
+                Code::CannotParseInput,
+                "Cannot read RowBinary: the columns listed take no bytes per row",
+            ));
         }
         if in_order {
             rows.bytes.extend_from_slice(&data[row_start..at]);
@@ -612,6 +633,16 @@ mod tests {
         )
         .unwrap();
         assert_eq!(rows.iter().collect::<Vec<_>>(), [&[5, 1, b'q', 2][..]]);
+        // No columns listed: rows of nothing would never end.
+        for format in [Format::RowBinary, Format::RowBinaryWithNamesAndTypes] {
+            let body: &[u8] = if format == Format::RowBinary {
+                &[1]
+            } else {
+                &[0, 1]
+            };
+            let e = decode(format, &schema(), Some(&[]), body, &Options::default());
+            assert!(e.is_err(), "{format:?}");
+        }
         let bogus: Vec<String> = ["id", "nope"].map(String::from).into();
         let e = decode(
             Format::RowBinary,

@@ -12,6 +12,7 @@
 pub mod blocks;
 mod error;
 pub mod formats;
+mod literal;
 mod native;
 pub mod query;
 mod text;
@@ -59,10 +60,16 @@ pub fn fuzz(input: &[u8]) {
                 }),
                 _ => Format::Text(Text::Csv { names: flag(2) }),
             };
+            // The second byte picks which columns a column list names
+            // (the others get their defaults), in an order of its own.
+            let pick_cols = rest.get(1).copied().unwrap_or(0xff);
             let names: Vec<String> = ["xs", "e", "tag", "at", "name", "id"]
-                .map(String::from)
-                .into();
-            let columns = (flag(1) && n == 2).then_some(&names[..]);
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| pick_cols & (1 << i) != 0)
+                .map(|(_, n)| n.to_string())
+                .collect();
+            let columns = (flag(1) && n != 3 && n != 4).then_some(&names[..]);
             let allow = AllowErrors {
                 num: u64::from(flag(8)),
                 ratio: 0.0,

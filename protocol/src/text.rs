@@ -57,6 +57,7 @@ pub fn decode(
         data,
         pos: 0,
         csv: matches!(format, Text::Csv { .. }),
+        spans: Vec::new(),
     };
     let all: Vec<usize> = (0..schema.columns().len()).collect();
     let mut order: Vec<usize> = columns.map_or(all, <[usize]>::to_vec);
@@ -136,7 +137,12 @@ pub fn decode(
             n -= 1;
             continue;
         }
-        match row(schema, &order, &fields, &mut values) {
+        // CSV fields are unquoted whole; a TSV field's raw text is its span.
+        let raw = |i: usize| match rows.csv {
+            true => fields[i].as_bytes(),
+            false => rows.spans.get(i).map_or(&[][..], |r| &data[r.clone()]),
+        };
+        match row(schema, &order, rows.csv, &fields, raw, &mut values) {
             Ok(()) => {
                 for v in &values {
                     decoded.bytes.extend_from_slice(v);
@@ -150,39 +156,80 @@ pub fn decode(
 }
 
 /// One row's fields into `values`, indexed by the table's column.
-fn row(
+fn row<'r>(
     schema: &Schema,
     order: &[usize],
+    csv: bool,
     fields: &[String],
+    raw: impl Fn(usize) -> &'r [u8],
     values: &mut [Vec<u8>],
 ) -> Result<(), String> {
-    if fields.len() != order.len() {
-        return Err(format!(
-            "{} fields, the row needs {}",
-            fields.len(),
-            order.len()
-        ));
+    let cols = schema.columns();
+    let needed: usize = order.iter().map(|&c| fields_of(csv, &cols[c].ty)).sum();
+    if fields.len() != needed {
+        return Err(format!("{} fields, the row needs {needed}", fields.len()));
     }
-    for (field, &c) in fields.iter().zip(order) {
-        let col = &schema.columns()[c];
+    let mut next = 0;
+    for &c in order {
+        let col = &cols[c];
         let out = &mut values[c];
         out.clear();
-        let nullable = matches!(&col.ty, Type::Nullable(_))
-            || matches!(&col.ty, Type::LowCardinality(t) if matches!(**t, Type::Nullable(_)));
-        if field == "\\N" && nullable {
-            out.push(1);
-            continue;
-        }
-        Transcoder::write_text(&col.ty, field, out)
-            .map_err(|e| format!("column {}: {}", col.name, e.reason))?;
+        field_value(csv, &col.ty, fields, &raw, &mut next, out)
+            .map_err(|e| format!("column {}: {e}", col.name))?;
     }
     Ok(())
+}
+
+/// How many fields a value of `ty` takes: one, except a Tuple in CSV,
+/// which ClickHouse writes as its elements' own fields.
+fn fields_of(csv: bool, ty: &Type) -> usize {
+    match ty {
+        Type::Tuple(items) if csv => items.iter().map(|(_, t)| fields_of(csv, t)).sum(),
+        Type::LowCardinality(t) => fields_of(csv, t),
+        _ => 1,
+    }
+}
+
+/// The value of `ty` starting at field `*next` (advanced past it).
+fn field_value<'r>(
+    csv: bool,
+    ty: &Type,
+    fields: &[String],
+    raw: &impl Fn(usize) -> &'r [u8],
+    next: &mut usize,
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    match ty {
+        Type::LowCardinality(t) => return field_value(csv, t, fields, raw, next, out),
+        Type::Tuple(items) if csv => {
+            for (_, t) in items {
+                field_value(csv, t, fields, raw, next, out)?;
+            }
+            return Ok(());
+        }
+        _ => {}
+    }
+    let k = *next;
+    *next += 1;
+    if crate::literal::is_composite(ty) {
+        return crate::literal::parse(ty, raw(k), out);
+    }
+    let field = &fields[k];
+    if field == "\\N" && matches!(ty, Type::Nullable(_)) {
+        out.push(1);
+        return Ok(());
+    }
+    Transcoder::write_text(ty, field, out).map_err(|e| e.reason)
 }
 
 struct Rows<'a> {
     data: &'a [u8],
     pos: usize,
     csv: bool,
+    /// Where each field of the last TSV row is in `data`, escapes and all:
+    /// an Array or Tuple field is read from its raw text (its quoted
+    /// strings use the same escapes, so unescaping first would break them).
+    spans: Vec<std::ops::Range<usize>>,
 }
 
 impl Rows<'_> {
@@ -210,8 +257,12 @@ impl Rows<'_> {
         let rest = &self.data[self.pos..];
         let end = memchr::memchr(b'\n', rest).unwrap_or(rest.len());
         let line = rest[..end].strip_suffix(b"\r").unwrap_or(&rest[..end]);
+        self.spans.clear();
+        let mut at = self.pos;
         for raw in line.split(|&b| b == b'\t') {
             fields.push(tsv_field(raw)?);
+            self.spans.push(at..at + raw.len());
+            at += raw.len() + 1;
         }
         self.pos += (end + 1).min(rest.len());
         Ok(())
@@ -280,7 +331,17 @@ impl Rows<'_> {
 /// A TSV field with its backslash escapes undone (`\N` is left as it is:
 /// only a whole field `\N` is NULL).
 fn tsv_field(raw: &[u8]) -> Result<String, String> {
-    if raw == b"\\N" || !raw.contains(&b'\\') {
+    if raw == b"\\N" {
+        return Ok("\\N".into());
+    }
+    unescape(raw)
+}
+
+/// `raw` with ClickHouse's backslash escapes undone (`\n`, `\t`, `\xHH`,
+/// ...; any other escaped byte stands for itself), as TSV fields and
+/// quoted strings carry them.
+pub(crate) fn unescape(raw: &[u8]) -> Result<String, String> {
+    if !raw.contains(&b'\\') {
         return String::from_utf8(raw.to_vec()).map_err(|_| "a field is not UTF-8".to_string());
     }
     let mut out = Vec::with_capacity(raw.len());
@@ -299,6 +360,14 @@ fn tsv_field(raw: &[u8]) -> Result<String, String> {
                 b'0' => 0,
                 b'a' => 7,
                 b'v' => 11,
+                b'x' if raw.len() >= i + 4
+                    && raw[i + 2..i + 4].iter().all(u8::is_ascii_hexdigit) =>
+                {
+                    let hex = |b: u8| (b as char).to_digit(16).unwrap_or(0) as u8;
+                    out.push(hex(raw[i + 2]) << 4 | hex(raw[i + 3]));
+                    i += 4;
+                    continue;
+                }
                 other => other,
             });
             i += 2;
@@ -313,6 +382,35 @@ fn tsv_field(raw: &[u8]) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn composites_in_tsv_from_the_raw_field_and_tuples_in_csv_as_fields() {
+        let schema = Schema::parse("id UInt8, t Tuple(UInt8, String), a Array(String)").unwrap();
+        let decode_one = |format, data: &[u8]| {
+            let (mut decoded, mut bad) = (crate::formats::Rows::default(), Vec::new());
+            decode(
+                format,
+                &schema,
+                None,
+                data,
+                usize::MAX,
+                &mut decoded,
+                &mut bad,
+            )
+            .unwrap();
+            (decoded.iter().map(<[u8]>::to_vec).collect::<Vec<_>>(), bad)
+        };
+        let want = vec![vec![1, 2, 1, b'x', 1, 3, b'a', b'\'', b'b']];
+        let tsv = Text::Tsv {
+            names: false,
+            types: false,
+        };
+        assert_eq!(decode_one(tsv, b"1\t(2,'x')\t['a\\'b']\n").0, want);
+        let csv = Text::Csv { names: false };
+        assert_eq!(decode_one(csv, b"1,2,\"x\",\"['a\\'b']\"\n").0, want);
+        let (rows, bad) = decode_one(csv, b"1,\"(2,'x')\",\"[]\"\n");
+        assert!(rows.is_empty() && bad[0].reason.contains("3 fields, the row needs 4"));
+    }
 
     fn run(format: Text, data: &str) -> (Vec<Vec<u8>>, Vec<BadRow>) {
         let schema = Schema::parse("id UInt8, s String, n Nullable(Int16)").unwrap();
