@@ -991,6 +991,8 @@ fn front_door_takes_inserts_as_clickhouse_does_and_answers_in_its_words() {
     assert_eq!(status, 403, "INSERT ... SELECT is never buffered: {body}");
     let (status, _, body) = http(&serve.addr, "GET", "/ping", &[], b"").unwrap();
     assert_eq!((status, body.as_slice()), (200, &b"Ok.\n"[..]));
+    let (status, _, body) = http(&serve.addr, "GET", "/", &[], b"").unwrap();
+    assert_eq!((status, body.as_slice()), (200, &b"Ok.\n"[..]));
     // A table outside the allow-list, and a wrong password (checked by ClickHouse).
     let (status, _, body) = door(
         &serve,
@@ -1030,6 +1032,7 @@ fn front_door_takes_inserts_as_clickhouse_does_and_answers_in_its_words() {
         "ch_ingest_front_door_requests_total{kind=\"insert\",status=\"404\",exception_code=\"60\"} 1".into(),
         "ch_ingest_front_door_requests_total{kind=\"forward\",status=\"200\",exception_code=\"0\"} 2".into(),
         "ch_ingest_front_door_requests_total{kind=\"refused\",status=\"403\",exception_code=\"164\"} 2".into(),
+        "ch_ingest_front_door_requests_total{kind=\"ping\",status=\"200\",exception_code=\"0\"} 1".into(),
         format!("ch_ingest_front_door_rows_total{{table=\"{table}\",ack=\"stored\"}} 6"),
         format!("ch_ingest_front_door_rows_total{{table=\"{table}\",ack=\"buffered\"}} 1"),
         format!("ch_ingest_front_door_rows_total{{table=\"{table}\",ack=\"skipped\"}} 1"),

@@ -26,6 +26,8 @@ pub enum Kind {
     Refused,
     /// Refused before its query was known (body, encoding, syntax).
     Invalid,
+    /// No query at all (`GET /`): answered `Ok.` as ClickHouse does.
+    Ping,
 }
 
 impl Kind {
@@ -35,6 +37,7 @@ impl Kind {
             Kind::Forward => "forward",
             Kind::Refused => "refused",
             Kind::Invalid => "invalid",
+            Kind::Ping => "ping",
         }
     }
 }

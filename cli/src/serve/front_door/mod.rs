@@ -177,6 +177,7 @@ async fn answer(
     let in_param = param(&params, "query").unwrap_or("");
     if in_param.is_empty() && raw.is_empty() {
         // What ClickHouse answers to `GET /`.
+        *kind = Kind::Ping;
         return Ok("Ok.\n".into_response());
     }
     let headers = &parts.headers;
