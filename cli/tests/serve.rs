@@ -947,6 +947,20 @@ fn front_door_takes_inserts_as_clickhouse_does_and_answers_in_its_words() {
         "{summary}"
     );
     assert_eq!(server.count(&table), 7);
+    // A key that is no column: ignored by this table's configuration,
+    // refused when the client asks as ClickHouse's default does.
+    let (status, _, body) = door(
+        &serve,
+        &format!("{insert}&input_format_skip_unknown_fields=0"),
+        &[],
+        b"{\"id\":70,\"name\":\"z\",\"at\":0,\"zz\":1}\n",
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.starts_with("Code: 27.") && body.contains("zz"),
+        "{body}"
+    );
+    assert_eq!(server.count(&table), 7);
 
     // Formats: unknown (404, code 73) and known but not read here (501).
     let (status, _, body) = door(
@@ -1026,7 +1040,7 @@ fn front_door_takes_inserts_as_clickhouse_does_and_answers_in_its_words() {
     let metrics = String::from_utf8_lossy(&metrics);
     for line in [
         "ch_ingest_front_door_requests_total{kind=\"insert\",status=\"200\",exception_code=\"0\"} 5".to_string(),
-        "ch_ingest_front_door_requests_total{kind=\"insert\",status=\"400\",exception_code=\"27\"} 1".into(),
+        "ch_ingest_front_door_requests_total{kind=\"insert\",status=\"400\",exception_code=\"27\"} 2".into(),
         "ch_ingest_front_door_requests_total{kind=\"insert\",status=\"404\",exception_code=\"73\"} 1".into(),
         "ch_ingest_front_door_requests_total{kind=\"insert\",status=\"501\",exception_code=\"48\"} 1".into(),
         "ch_ingest_front_door_requests_total{kind=\"insert\",status=\"404\",exception_code=\"60\"} 1".into(),
@@ -1037,7 +1051,7 @@ fn front_door_takes_inserts_as_clickhouse_does_and_answers_in_its_words() {
         format!("ch_ingest_front_door_rows_total{{table=\"{table}\",ack=\"buffered\"}} 1"),
         format!("ch_ingest_front_door_rows_total{{table=\"{table}\",ack=\"skipped\"}} 1"),
         "ch_ingest_front_door_insert_seconds_count{mode=\"async\"} 1".into(),
-        "ch_ingest_front_door_insert_seconds_count{mode=\"wait\"} 9".into(),
+        "ch_ingest_front_door_insert_seconds_count{mode=\"wait\"} 10".into(),
     ] {
         assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
     }

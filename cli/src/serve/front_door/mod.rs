@@ -571,7 +571,10 @@ impl FrontDoor {
         };
         let columns = insert.columns;
         let options = formats::Options {
-            deny_unknown_fields: table.deny_unknown_fields(),
+            // The client's own setting wins; without it, the table's.
+            deny_unknown_fields: settings
+                .flag("input_format_skip_unknown_fields")
+                .map_or(table.deny_unknown_fields(), |skip| !skip),
             allow,
             max_line: self.max_line_bytes,
         };
