@@ -1219,18 +1219,18 @@ fn front_door_takes_clickhouse_connect_unchanged_but_for_the_url() {
         String::from_utf8_lossy(&out.stderr),
         serve.log()
     );
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2000");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "4000");
     let check = server.query(&format!(
         "SELECT count(), uniqExact(a), sum(a), countIf(isNull(n)), sum(ifNull(n, 0)), \
          countIf(lc = 'y'), sum(length(arr)), min(s = concat('s', toString(a))) FROM {table} FORMAT TSV"
     ));
-    // a in 0..2000; n NULL every third row, else -a; lc 'y' for odd a;
+    // a in 0..4000; n NULL every third row, else -a; lc 'y' for odd a;
     // arr has a % 3 elements.
-    let sum_n: i64 = (0..2000i64).filter(|a| a % 3 != 0).map(|a| -a).sum();
-    let sum_arr: u64 = (0..2000u64).map(|a| a % 3).sum();
+    let sum_n: i64 = (0..4000i64).filter(|a| a % 3 != 0).map(|a| -a).sum();
+    let sum_arr: u64 = (0..4000u64).map(|a| a % 3).sum();
     assert_eq!(
         check.trim(),
-        format!("2000\t2000\t1999000\t667\t{sum_n}\t1000\t{sum_arr}\t1")
+        format!("4000\t4000\t7998000\t1334\t{sum_n}\t2000\t{sum_arr}\t1")
     );
 }
 

@@ -18,6 +18,7 @@ pub mod query;
 mod text;
 
 pub use error::{ChError, Code};
+pub use native::describe_block;
 pub use text::Text;
 
 /// Every decoder on arbitrary bytes, for the fuzz target: the first byte

@@ -6,8 +6,9 @@
 //!
 //! Owns: the Native column encodings (fixed width, strings, Nullable null
 //! maps, Array and Map offsets, Tuple elements, LowCardinality
-//! dictionaries with their prefix). Must not: trust a count before checking
-//! it against the bytes left, or panic on any input.
+//! dictionaries with their prefix), and the one block ch-ingest writes: a
+//! `DESCRIBE` answer ([`describe_block`]). Must not: trust a count before
+//! checking it against the bytes left, or panic on any input.
 
 use ch_ingest::Type;
 
@@ -348,9 +349,76 @@ fn offsets(n: usize, r: &mut Reader<'_>) -> Result<Vec<usize>, NativeError> {
     Ok(out)
 }
 
+/// `DESCRIBE TABLE`'s answer for `schema` as one Native block of String
+/// columns, in the shape current servers give it (`name`, `type`,
+/// `default_type`, `default_expression`, `comment`, `codec_expression`,
+/// `ttl_expression`): 18.16 calls the comment column `comment_expression`
+/// and has no `ttl_expression`, which clickhouse-connect cannot read.
+pub fn describe_block(schema: &ch_ingest::Schema) -> Vec<u8> {
+    let put = |out: &mut Vec<u8>, s: &str| {
+        ch_ingest::test_util::leb128_put(out, s.len() as u64);
+        out.extend_from_slice(s.as_bytes());
+    };
+    let cols = schema.columns();
+    let mut out = Vec::new();
+    ch_ingest::test_util::leb128_put(&mut out, 7);
+    ch_ingest::test_util::leb128_put(&mut out, cols.len() as u64);
+    let value = |i: usize, field: usize| -> String {
+        let default = schema.default_expression(i);
+        match field {
+            0 => cols[i].name.clone(),
+            1 => cols[i].ty.to_string(),
+            2 => default.map_or("", |_| "DEFAULT").to_string(),
+            3 => default.unwrap_or("").to_string(),
+            _ => String::new(),
+        }
+    };
+    let names = [
+        "name",
+        "type",
+        "default_type",
+        "default_expression",
+        "comment",
+        "codec_expression",
+        "ttl_expression",
+    ];
+    for (field, name) in names.iter().enumerate() {
+        put(&mut out, name);
+        put(&mut out, "String");
+        for i in 0..cols.len() {
+            put(&mut out, &value(i, field));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_describe_block_reads_back_as_current_servers_shape_it() {
+        let schema = ch_ingest::Schema::parse("id UInt64, at DateTime")
+            .unwrap()
+            .with_default_expression("at", "now()");
+        let data = describe_block(&schema);
+        let mut r = Reader::new(&data);
+        let block = r.block().unwrap();
+        assert!(r.at_end());
+        assert_eq!(block.rows, 2);
+        let names: Vec<&str> = block.columns.iter().map(|(n, _, _)| n.as_str()).collect();
+        assert_eq!(
+            names[4..],
+            ["comment", "codec_expression", "ttl_expression"]
+        );
+        let cell = |c: usize, row: usize| block.columns[c].2.row(row)[1..].to_vec();
+        assert_eq!(cell(1, 1), b"DateTime");
+        assert_eq!(
+            (cell(2, 1), cell(3, 1)),
+            (b"DEFAULT".to_vec(), b"now()".to_vec())
+        );
+        assert_eq!(cell(2, 0), b"");
+    }
 
     fn s(out: &mut Vec<u8>, text: &str) {
         out.push(text.len() as u8);

@@ -205,6 +205,50 @@ pub fn parse(text: &[u8]) -> Result<Statement, SyntaxError> {
     insert(&mut lx)
 }
 
+/// `DESCRIBE [TABLE] [db.]table [FORMAT name]` and nothing else.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Describe {
+    pub database: Option<String>,
+    pub table: String,
+    pub format: Option<String>,
+}
+
+/// The table and format of `text` when it is exactly a `DESCRIBE` (or
+/// `DESC`) of one table, optionally with `FORMAT`; `None` for anything
+/// else (which stays a read to forward).
+pub fn describe(text: &[u8]) -> Option<Describe> {
+    let mut lx = Lexer { text, pos: 0 };
+    let mut next = || lx.next().ok().map(|(t, _)| t);
+    let first = next()?;
+    if !is_word(&first, "DESCRIBE") && !is_word(&first, "DESC") {
+        return None;
+    }
+    let mut t = next()?;
+    if is_word(&t, "TABLE") {
+        t = next()?;
+    }
+    let mut table = name(t, 0, "").ok()?;
+    let mut database = None;
+    let mut t = next()?;
+    if t == Token::Punct(b'.') {
+        database = Some(std::mem::replace(&mut table, name(next()?, 0, "").ok()?));
+        t = next()?;
+    }
+    let mut format = None;
+    if is_word(&t, "FORMAT") {
+        format = Some(name(next()?, 0, "").ok()?);
+        t = next()?;
+    }
+    if t == Token::Punct(b';') {
+        t = next()?;
+    }
+    (t == Token::End).then_some(Describe {
+        database,
+        table,
+        format,
+    })
+}
+
 fn name(token: Token, at: usize, expected: &'static str) -> Result<String, SyntaxError> {
     match token {
         Token::Word(w) | Token::Quoted(w) if !w.is_empty() => Ok(w),
@@ -329,6 +373,29 @@ fn data_start(text: &[u8], mut pos: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn describe_of_one_table_and_nothing_else() {
+        let d = describe(b"DESCRIBE TABLE db.`t`\n FORMAT Native").unwrap();
+        assert_eq!(
+            (d.database.as_deref(), d.table.as_str(), d.format.as_deref()),
+            (Some("db"), "t", Some("Native"))
+        );
+        assert_eq!(describe(b"desc t").unwrap().format, None);
+        for other in [
+            &b"DESCRIBE TABLE t; DROP TABLE t"[..],
+            b"DESCRIBE (SELECT 1)",
+            b"DESCRIBE TABLE t FORMAT",
+            b"SELECT 1",
+            b"DESCRIBE TABLE t SETTINGS x = 1",
+        ] {
+            assert!(
+                describe(other).is_none(),
+                "{}",
+                String::from_utf8_lossy(other)
+            );
+        }
+    }
 
     fn insert(text: &str) -> Insert {
         match parse(text.as_bytes()) {

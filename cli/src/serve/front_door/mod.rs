@@ -182,6 +182,11 @@ async fn answer(
     }
     let headers = &parts.headers;
     let body = unpack_body(door, headers, &params, raw.clone())?;
+    let describe = query::describe(if in_param.is_empty() {
+        &body
+    } else {
+        in_param.as_bytes()
+    });
     let (statement, data) = if in_param.is_empty() {
         let statement = query::parse(&body).map_err(syntax)?;
         let data = match &statement {
@@ -217,6 +222,9 @@ async fn answer(
             door.insert(insert, &params, data, allowed, kind).await
         }
         Statement::Read if door.cfg.passthrough != Passthrough::None => {
+            if let Some(answer) = door.describe(describe, headers, &params).await? {
+                return Ok(answer);
+            }
             door.forward(parts.method, parts.uri, parts.headers, raw)
                 .await
         }
@@ -517,6 +525,48 @@ impl FrontDoor {
             }
         }
         Ok(out)
+    }
+
+    /// `DESCRIBE TABLE t FORMAT Native` of an allowed table, answered
+    /// from the table's schema in current servers' shape, for the caller
+    /// that may insert into it: clickhouse-connect asks it before an
+    /// INSERT without `column_type_names`, and cannot read 18.16's own
+    /// answer (`comment_expression`, no `ttl_expression`). `None` for any
+    /// other query, which is forwarded as it is.
+    async fn describe(
+        &self,
+        describe: Option<query::Describe>,
+        headers: &HeaderMap,
+        params: &Params,
+    ) -> Result<Option<Response>, ChError> {
+        let Some(d) = describe else {
+            return Ok(None);
+        };
+        let format = d.format.as_deref().or(param(params, "default_format"));
+        if format != Some("Native") {
+            return Ok(None);
+        }
+        let Ok(table) = self.table(d.database.as_deref(), &d.table) else {
+            return Ok(None);
+        };
+        let Some(engine) = table.engine() else {
+            return Ok(None);
+        };
+        let user = credentials(headers, params)?;
+        if self
+            .check(&user)
+            .await?
+            .is_some_and(|list| !list.contains(&table.name))
+        {
+            return Ok(None);
+        }
+        let body = ch_ingest_protocol::describe_block(engine.schema());
+        let mut r = (StatusCode::OK, body).into_response();
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/octet-stream"),
+        );
+        Ok(Some(r))
     }
 
     async fn insert(
