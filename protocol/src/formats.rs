@@ -275,11 +275,9 @@ fn native(schema: &Schema, data: &[u8]) -> Result<Rows, ChError> {
         }
         for i in 0..block.rows {
             for (col, fill) in by_table.iter().zip(&fill) {
-                match (col, fill) {
-                    (Some(col), _) => rows.bytes.extend_from_slice(col.row(i)),
-                    (None, Some(default)) => rows.bytes.extend_from_slice(default),
-                    (None, None) => {}
-                }
+                // A column the block lacks has its default in `fill`.
+                let value = col.map_or(fill.as_deref().unwrap_or_default(), |c| c.row(i));
+                rows.bytes.extend_from_slice(value);
             }
             rows.ends.push(rows.bytes.len());
         }
