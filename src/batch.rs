@@ -20,6 +20,8 @@ pub(crate) struct Batch {
     pub seq: u64,
     pub rows: u64,
     pub data: Bytes,
+    /// The shard's row numbers it holds, so receipts can tell their rows.
+    pub span: crate::receipt::Span,
 }
 
 /// What one INSERT carries: the column names and the RowBinary chunks of one

@@ -16,6 +16,10 @@
 //! when an INSERT fails:
 //!   retry (backoff + jitter) ──► spill (disk) ──► replay ──► sink
 //!                            └─► dead_letter (permanent errors)
+//!
+//! who waits for what:
+//!   flush()          every row tracked before the call ──► FlushReport
+//!   settle(receipt)  only the rows a receipt noted     ──► Settled (receipt)
 //! ```
 //!
 //! ```no_run
@@ -54,6 +58,7 @@ mod json;
 #[cfg(feature = "metrics")]
 pub mod metrics;
 mod post_event;
+mod receipt;
 mod replay;
 mod retry;
 mod rowbinary;
@@ -78,6 +83,7 @@ pub use json::{
     DecodeError, DecodeErrorKind, JsonOptions, NdjsonCursor, NdjsonReport, NdjsonRow, RejectedLine,
 };
 pub use post_event::PostEvent;
+pub use receipt::{Receipt, Settled};
 pub use replay::{replay_dirs, ReplayError, ReplayReport};
 pub use retry::RetryPolicy;
 pub use rowbinary::decode::{decode_all, decode_row, value_len, RowBinaryError};

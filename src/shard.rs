@@ -79,7 +79,10 @@ pub(crate) struct ShardState {
 #[repr(align(128))]
 pub(crate) struct Shard {
     state: Mutex<ShardState>,
+    /// Its place in the engine's shard list (row identity for receipts).
+    index: u32,
     // Written only by the lock holder; read by `stats()` without the lock.
+    /// Rows ever taken: also the next row's number (see `receipt`).
     pub tracked_rows: AtomicU64,
     pub tracked_bytes: AtomicU64,
     pub sealed_rows: AtomicU64,
@@ -90,10 +93,12 @@ pub(crate) struct Shard {
 
 impl Shard {
     pub(crate) fn new(
+        index: usize,
         initial_capacity: usize,
         transcoder: Option<crate::transcode::Transcoder>,
     ) -> Self {
         Self {
+            index: index as u32,
             state: Mutex::new(ShardState {
                 buf: BytesMut::with_capacity(initial_capacity),
                 rows: 0,
@@ -139,12 +144,18 @@ impl Shard {
         // One allocation per batch, sized like the last one plus slack, so
         // `track` does not reallocate row by row.
         st.buf.reserve(st.last_len + st.last_len / 8);
+        let first = self.sealed_rows.load(Relaxed);
         Self::bump(&self.sealed_rows, rows);
         Self::bump(&self.sealed_bytes, data.len() as u64);
         let batch = Batch {
             seq: target.next_seq.fetch_add(1, Relaxed),
             rows,
             data,
+            span: crate::receipt::Span {
+                shard: self.index,
+                start: first,
+                end: first + rows,
+            },
         };
         crate::stats::Counters::add(&target.stats.sealed_batches, 1);
         if let Err(batch) = target.offer(batch) {

@@ -1066,3 +1066,132 @@ async fn rowbinary_rows_are_walked_by_the_schema_and_a_bad_one_leaves_nothing() 
     assert_eq!(sink.concat(), [1, 2, 0, 1, b'x', 3, 1, 1]);
     assert_eq!(sink.rows(), 2);
 }
+
+#[tokio::test]
+async fn a_receipt_settles_for_its_own_rows_only() {
+    let sink = MemorySink::new();
+    let b: Buffer<PostEvent> = Buffer::builder()
+        .shards(1)
+        .max_rows(10)
+        .max_insert_rows(10)
+        .retry(RetryPolicy::NONE)
+        .build(sink.clone())
+        .unwrap();
+    // A's 10 rows seal at the threshold and their INSERT fails.
+    sink.fail_next(1);
+    let mut a = b.receipt();
+    for i in 0..10 {
+        b.track_noted(ev(i), &mut a).unwrap();
+    }
+    let a = b.settle(a).await.unwrap();
+    assert_eq!((a.rows, a.stored_rows, a.failed_rows), (10, 0, 10));
+    assert_eq!(a.failures.len(), 1);
+    assert!(!a.is_stored());
+    // B's 4 rows and C's 3 share one batch; only B settles, and its
+    // answer does not mention A's failure.
+    let mut b_rows = b.receipt();
+    for i in 10..14 {
+        b.track_noted(ev(i), &mut b_rows).unwrap();
+    }
+    let mut c = b.receipt();
+    for i in 14..17 {
+        b.track_noted(ev(i), &mut c).unwrap();
+    }
+    let settled = b.settle(b_rows).await.unwrap();
+    assert_eq!((settled.rows, settled.stored_rows), (4, 4));
+    assert!(settled.failures.is_empty() && settled.is_stored());
+    // C's rows went out in that same batch: settling it answers at once.
+    let settled = b.settle(c).await.unwrap();
+    assert_eq!((settled.rows, settled.stored_rows), (3, 3));
+    assert_eq!(sink.rows(), 7);
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn settling_seals_only_the_shards_holding_the_receipts_rows() {
+    let sink = MemorySink::new();
+    let b: Buffer<PostEvent> = Buffer::builder()
+        .shards(1)
+        .max_rows(1_000)
+        .build(sink.clone())
+        .unwrap();
+    let mut mine = b.receipt();
+    b.track_noted(ev(1), &mut mine).unwrap();
+    b.track_noted(ev(2), &mut mine).unwrap();
+    let again = mine.clone();
+    let settled = b.settle(mine).await.unwrap();
+    assert_eq!(settled.stored_rows, 2);
+    assert_eq!(sink.rows(), 2);
+    // Someone else's row, then a receipt with nothing noted and one whose
+    // rows are delivered already: neither seals that row.
+    b.track(ev(3)).unwrap();
+    assert_eq!(b.settle(b.receipt()).await.unwrap(), Default::default());
+    assert_eq!(b.settle(again).await.unwrap().stored_rows, 2);
+    assert_eq!(b.stats().buffered_rows, 1, "row 3 is still buffered");
+    let report = b.flush().await.unwrap();
+    assert_eq!(report.rows, 1);
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_receipt_settled_after_a_flush_reported_its_failure_still_sees_it() {
+    let sink = MemorySink::new();
+    let b: Buffer<PostEvent> = Buffer::builder()
+        .shards(1)
+        .max_rows(5)
+        .retry(RetryPolicy::NONE)
+        .build(sink.clone())
+        .unwrap();
+    sink.set_failing(true);
+    let mut late = b.receipt();
+    for i in 0..5 {
+        b.track_noted(ev(i), &mut late).unwrap();
+    }
+    // A flush passes the failed batch before the receipt is settled.
+    assert_eq!(b.flush().await.unwrap().failed_rows, 5);
+    sink.set_failing(false);
+    let settled = b.settle(late).await.unwrap();
+    assert_eq!((settled.failed_rows, settled.failures.len()), (5, 1));
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receipts_spilled_rows_are_counted_as_spilled_not_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = MemorySink::new();
+    let b: Buffer<PostEvent> = Buffer::builder()
+        .shards(1)
+        .max_rows(10)
+        .retry(quick_retries())
+        .spill_dir(dir.path())
+        .build(sink.clone())
+        .unwrap();
+    sink.set_failing(true);
+    let mut r = b.receipt();
+    for i in 0..3 {
+        b.track_noted(ev(i), &mut r).unwrap();
+    }
+    let settled = b.settle(r).await.unwrap();
+    assert_eq!(
+        (
+            settled.stored_rows,
+            settled.spilled_rows,
+            settled.failed_rows
+        ),
+        (0, 3, 0)
+    );
+    assert!(settled.is_stored(), "durably spilled counts as kept");
+    sink.set_failing(false);
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_receipt_of_another_engine_settles_as_closed() {
+    let one: Buffer<PostEvent> = Buffer::builder().build(MemorySink::new()).unwrap();
+    let two: Buffer<PostEvent> = Buffer::builder().build(MemorySink::new()).unwrap();
+    let mut r = one.receipt();
+    one.track_noted(ev(1), &mut r).unwrap();
+    assert_eq!(two.settle(r).await, Err(ch_ingest::Closed));
+    one.shutdown().await.unwrap();
+    two.shutdown().await.unwrap();
+}

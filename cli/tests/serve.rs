@@ -1532,3 +1532,64 @@ fn front_door_users_in_serve_toml_decide_who_inserts_where_and_lines_are_capped(
     assert_eq!(server.count(&mine), 2);
     assert_eq!(server.count(&theirs), 0);
 }
+
+#[test]
+fn front_door_answers_each_waiting_insert_for_its_own_rows() {
+    let server = server_or_skip!();
+    let _one = serial();
+    // ClickHouse refuses (code 395) any INSERT with an id of 13 in it, and
+    // takes the others: a fault that follows the rows, not the request.
+    let table = server.fresh_table(
+        "door_own_rows",
+        "(id UInt64, name String, chk UInt8 MATERIALIZED throwIf(id = 13)) \
+         ENGINE = MergeTree ORDER BY id",
+    );
+    let serve = Serve::start(&config(
+        server,
+        &format!(
+            "[tables.{table}]\nflush_interval = \"1h\"\nmax_rows = 10\nmax_insert_rows = 10\nretry_attempts = 1\n"
+        ),
+    ));
+    let rows = |ids: std::ops::Range<u64>| {
+        ids.map(|id| format!("{{\"id\":{id},\"name\":\"n{id}\"}}\n"))
+            .collect::<String>()
+    };
+    let insert = format!(
+        "/?query={}",
+        percent(&format!("INSERT INTO {table} FORMAT JSONEachRow"))
+    );
+    let insert_async = format!("{insert}&async_insert=1&wait_for_async_insert=0");
+
+    // Someone else's 10 rows (not waiting) fill a batch; its INSERT fails.
+    let (status, _, body) = door(&serve, &insert_async, &[], rows(10..20).as_bytes());
+    assert_eq!(status, 200, "{body}");
+    // A waiting INSERT right after is answered for its own rows, which
+    // ClickHouse stored: before receipts, it was told of the other
+    // request's failure, and its client would have sent its rows again.
+    let (status, summary, body) = door(&serve, &insert, &[], rows(100..103).as_bytes());
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        summary.contains("\"ch_ingest_ack\":\"stored\""),
+        "{summary}"
+    );
+    assert_eq!(server.count(&table), 3);
+
+    // A waiting INSERT whose own rows are refused gets ClickHouse's error.
+    let (status, _, body) = door(&serve, &insert, &[], rows(12..15).as_bytes());
+    assert!(body.starts_with("Code: 395."), "{status}: {body}");
+    assert_eq!(server.count(&table), 3);
+
+    // 12 rows: the first 10 (with 13) seal at max_rows and fail, the last
+    // 2 go out with the group commit and are stored. The error says so.
+    let (status, _, body) = door(&serve, &insert, &[], rows(4..16).as_bytes());
+    assert!(body.starts_with("Code: 395."), "{status}: {body}");
+    assert!(
+        body.contains("10 of the request's 12 rows failed; 2 were stored"),
+        "{body}"
+    );
+    assert_eq!(server.count(&table), 5);
+    assert_eq!(
+        server.query(&format!("SELECT id FROM {table} ORDER BY id FORMAT TSV")),
+        "14\n15\n100\n101\n102\n"
+    );
+}

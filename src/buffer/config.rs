@@ -437,7 +437,7 @@ impl Builder {
         }
         let shared = Arc::new(Shared {
             shards: (0..cfg.shards)
-                .map(|_| Shard::new(initial, transcoder.clone()))
+                .map(|i| Shard::new(i, initial, transcoder.clone()))
                 .collect(),
             seal: SealTarget {
                 tx,

@@ -9,6 +9,7 @@
 mod config;
 
 use crate::coordinator::{Command, FlushReport, Shared};
+use crate::receipt::{Receipt, Settled};
 use crate::rowbinary::{encode_row, encode_row_as, EncodeError};
 use crate::shard::{shard_for_this_thread, Shard};
 use crate::stats::{Counters, Stats};
@@ -136,6 +137,14 @@ impl<T: Serialize> Buffer<T> {
         self.track_with::<true>(row)
     }
 
+    /// [`track`](Buffer::track), noting the row in `receipt` so that
+    /// [`settle`](Buffer::settle) can say what became of it. A row the
+    /// [`WhenFull::DropNewest`] policy drops is not noted.
+    #[inline]
+    pub fn track_noted(&self, row: T, receipt: &mut Receipt) -> Result<(), TrackError<T>> {
+        self.track_noting::<true>(row, Some(receipt))
+    }
+
     #[cold]
     fn when_full(&self, row: T) -> Result<(), TrackError<T>> {
         let shared = &*self.inner.shared;
@@ -231,9 +240,21 @@ impl<T: Serialize> Buffer<T> {
     /// `when_full` policy (from `track`) or straight back (from its wait loop).
     #[inline(always)]
     fn track_with<const POLICY: bool>(&self, row: T) -> Result<(), TrackError<T>> {
+        self.track_noting::<POLICY>(row, None)
+    }
+
+    #[inline(always)]
+    fn track_noting<const POLICY: bool>(
+        &self,
+        row: T,
+        receipt: Option<&mut Receipt>,
+    ) -> Result<(), TrackError<T>> {
         let result = self.append(|st| self.encode(&row, st));
         match result {
-            Ok(()) => Ok(()),
+            Ok(at) => {
+                note(receipt, at);
+                Ok(())
+            }
             Err(Rejected::Full) if POLICY => self.when_full(row),
             Err(Rejected::Full) => Err(TrackError::Full(row)),
             Err(Rejected::Closed) => Err(TrackError::Closed(row)),
@@ -274,7 +295,7 @@ impl<T: Serialize> Buffer<T> {
                     return Ok(accepted);
                 };
                 match self.append_locked(shard, &mut st, |st| self.encode(&row, st)) {
-                    Ok(()) => accepted += 1,
+                    Ok(_) => accepted += 1,
                     Err(Rejected::Full) => {
                         // The builder's policy, exactly as `track`.
                         drop(st);
@@ -375,11 +396,34 @@ impl Buffer<Json> {
     /// ```
     #[inline]
     pub fn track_json(&self, json: &[u8]) -> Result<(), TrackJsonError> {
-        let result = self.append(|st| match &mut st.transcoder {
-            Some(t) => t.transcode(json, &mut st.buf),
-            None => Err(not_json()),
-        });
-        result.map_err(Rejected::into_json_error)
+        self.track_json_noting(json, None)
+    }
+
+    /// [`track_json`](Buffer::track_json), noting the row in `receipt` (see
+    /// [`settle`](Buffer::settle)).
+    #[inline]
+    pub fn track_json_noted(
+        &self,
+        json: &[u8],
+        receipt: &mut Receipt,
+    ) -> Result<(), TrackJsonError> {
+        self.track_json_noting(json, Some(receipt))
+    }
+
+    #[inline(always)]
+    fn track_json_noting(
+        &self,
+        json: &[u8],
+        receipt: Option<&mut Receipt>,
+    ) -> Result<(), TrackJsonError> {
+        let at = self
+            .append(|st| match &mut st.transcoder {
+                Some(t) => t.transcode(json, &mut st.buf),
+                None => Err(not_json()),
+            })
+            .map_err(Rejected::into_json_error)?;
+        note(receipt, at);
+        Ok(())
     }
 
     /// Takes one row already in RowBinary, in the buffer's [`Schema`](crate::Schema)'s
@@ -403,6 +447,25 @@ impl Buffer<Json> {
     /// ```
     #[inline]
     pub fn track_rowbinary(&self, row: &[u8]) -> Result<(), TrackJsonError> {
+        self.track_rowbinary_noting(row, None)
+    }
+
+    /// [`track_rowbinary`](Buffer::track_rowbinary), noting the row in
+    /// `receipt` (see [`settle`](Buffer::settle)).
+    #[inline]
+    pub fn track_rowbinary_noted(
+        &self,
+        row: &[u8],
+        receipt: &mut Receipt,
+    ) -> Result<(), TrackJsonError> {
+        self.track_rowbinary_noting(row, Some(receipt))
+    }
+
+    fn track_rowbinary_noting(
+        &self,
+        row: &[u8],
+        receipt: Option<&mut Receipt>,
+    ) -> Result<(), TrackJsonError> {
         let result = self.append(|st| {
             let Some(t) = &st.transcoder else {
                 return Err(not_json());
@@ -426,7 +489,9 @@ impl Buffer<Json> {
                 }),
             }
         });
-        result.map_err(Rejected::into_json_error)
+        let at = result.map_err(Rejected::into_json_error)?;
+        note(receipt, at);
+        Ok(())
     }
 
     /// Tracks every line of an NDJSON body. Lines that do not decode are
@@ -481,7 +546,15 @@ impl Buffer<Json> {
                 .map_or(Ok(()), |row| row.result),
             None => Err(not_json()),
         });
-        Some((line, result.map_err(Rejected::into_json_error)))
+        Some((line, result.map(drop).map_err(Rejected::into_json_error)))
+    }
+}
+
+/// Notes where a row went in the caller's receipt, if it keeps one.
+#[inline(always)]
+fn note(receipt: Option<&mut Receipt>, (shard, row): (usize, u64)) {
+    if let Some(r) = receipt {
+        r.note(shard, row);
     }
 }
 
@@ -510,24 +583,27 @@ impl<T> Buffer<T> {
     /// its lock, [`append_locked`](Self::append_locked), and the sampled
     /// latency.
     #[inline]
+    /// One row into this thread's shard ([`append_locked`](Self::append_locked)).
+    /// Where it went: the shard and the row's number in it.
     fn append<E>(
         &self,
         encode: impl FnOnce(&mut crate::shard::ShardState) -> Result<(), E>,
-    ) -> Result<(), Rejected<E>> {
+    ) -> Result<(usize, u64), Rejected<E>> {
         let shared = &*self.inner.shared;
-        let shard = &shared.shards[shard_for_this_thread(shared.shards.len())];
+        let index = shard_for_this_thread(shared.shards.len());
+        let shard = &shared.shards[index];
         // Sampled latency: read before the lock so lock waits count too.
         let timed = (shard.tracked_rows.load(Relaxed))
             .is_multiple_of(crate::histogram::TRACK_SAMPLE)
             .then(std::time::Instant::now);
         let mut st = shard.lock();
-        self.append_locked(shard, &mut st, encode)?;
+        let row = self.append_locked(shard, &mut st, encode)?;
         drop(st);
         if let Some(t0) = timed {
             let seconds = t0.elapsed().as_secs_f64();
             shared.seal.stats.hist.track_seconds.record(seconds);
         }
-        Ok(())
+        Ok((index, row))
     }
 
     /// One row into a locked shard: closed and full checks, `encode`,
@@ -541,7 +617,7 @@ impl<T> Buffer<T> {
         shard: &Shard,
         st: &mut crate::shard::ShardState,
         encode: impl FnOnce(&mut crate::shard::ShardState) -> Result<(), E>,
-    ) -> Result<(), Rejected<E>> {
+    ) -> Result<u64, Rejected<E>> {
         let shared = &*self.inner.shared;
         let cfg = &shared.cfg;
         if shared.closed.load(Relaxed) {
@@ -571,12 +647,13 @@ impl<T> Buffer<T> {
             return Err(Rejected::Invalid(e));
         }
         st.rows += 1;
+        let row = shard.tracked_rows.load(Relaxed);
         Shard::bump(&shard.tracked_rows, 1);
         Shard::bump(&shard.tracked_bytes, (st.buf.len() - before) as u64);
         if st.rows >= cfg.max_rows || st.buf.len() >= cfg.max_bytes {
             shard.seal(st, &shared.seal);
         }
-        Ok(())
+        Ok(row)
     }
 
     /// Seals every shard and resolves once every row accepted before the call
@@ -589,6 +666,39 @@ impl<T> Buffer<T> {
             .send(Command::Flush(tx))
             .map_err(|_| Closed)?;
         rx.await.map_err(|_| Closed)
+    }
+
+    /// A new, empty [`Receipt`] for this engine: note rows in it with the
+    /// `_noted` verbs, then [`settle`](Buffer::settle) it.
+    pub fn receipt(&self) -> Receipt {
+        let shared = &self.inner.shared;
+        Receipt::new(shared.instance, shared.seal.next_seq.load(Relaxed))
+    }
+
+    /// Seals the shards that still hold rows of `receipt` and resolves once
+    /// every one of its rows has been acknowledged, spilled or has failed;
+    /// [`Settled`] counts each and lists the failed INSERTs that carried
+    /// them. Other callers' rows are not waited for beyond the batches they
+    /// share, and their failures are not reported here.
+    ///
+    /// The request is sent when this is called, not when the future is
+    /// first polled, so several receipts settled together are sealed
+    /// together, and their rows coalesce into as few INSERTs as
+    /// `max_insert_rows` allows. A receipt of another engine settles as
+    /// [`Closed`]. See [`Receipt`] for an example.
+    pub fn settle(
+        &self,
+        receipt: Receipt,
+    ) -> impl std::future::Future<Output = Result<Settled, Closed>> + Send + 'static {
+        let (tx, rx) = oneshot::channel();
+        let sent = receipt.instance == self.inner.shared.instance
+            && self.inner.ctrl.send(Command::Settle(receipt, tx)).is_ok();
+        async move {
+            if !sent {
+                return Err(Closed);
+            }
+            rx.await.map_err(|_| Closed)
+        }
     }
 
     /// Stops accepting rows (`track` then returns [`TrackError::Closed`]),

@@ -1,11 +1,13 @@
 //! The barrier ledger: what became of every sealed batch, in sequence
-//! order, and the flush reports built from it.
+//! order, and the flush reports and settled receipts built from it.
 //!
 //! Owns: the watermark below which every batch's fate is known, the ranges
 //! completed ahead of it, the sums a flush or shutdown reports, and the
-//! failures they list. Must not: start INSERTs or wait; the coordinator's
-//! loop feeds it outcomes and asks it which barriers are done.
+//! failed and spilled INSERTs they and receipts are told about. Must not:
+//! start INSERTs or wait; the coordinator's loop feeds it outcomes and asks
+//! it which barriers are done.
 
+use crate::receipt::{overlap, Receipt, Settled, Span};
 use crate::sink::SinkError;
 use std::collections::BTreeMap;
 use tokio::sync::oneshot;
@@ -53,6 +55,8 @@ pub struct FailedInsert {
     pub attempts: u32,
     /// Where its rows were kept, when a dead-letter directory is set.
     pub dead_letter: Option<std::path::PathBuf>,
+    /// The shards' row numbers it carried, one span per batch (receipts).
+    pub(crate) spans: Vec<Span>,
 }
 
 #[derive(Clone, Copy, Default, PartialEq, Eq)]
@@ -117,12 +121,26 @@ pub(super) struct Waiter {
     /// the way). The barrier is fixed once they all sealed.
     pub(super) unsealed: Vec<usize>,
     pub(super) target: Option<u64>,
-    pub(super) tx: oneshot::Sender<FlushReport>,
+    pub(super) reply: Reply,
 }
 
-/// Failed INSERTs kept for flush reports; beyond this the oldest are
-/// forgotten (they stay counted in `Stats`), so an engine nobody flushes does
-/// not grow.
+/// Who waits at a barrier, and what they are told.
+pub(super) enum Reply {
+    /// `flush` / `shutdown`: everything between the last barrier and this one.
+    Flush(oneshot::Sender<FlushReport>),
+    /// `settle`: the receipt's own rows.
+    Settle(Receipt, oneshot::Sender<Settled>),
+}
+
+/// An INSERT whose rows went to the spill directory, for receipts.
+struct Spilled {
+    batches: Vec<u64>,
+    spans: Vec<Span>,
+}
+
+/// Failed and spilled INSERTs kept for flush reports and receipts; beyond
+/// this the oldest are forgotten (they stay counted in `Stats`), so an
+/// engine that fails for days does not grow.
 const MAX_REMEMBERED_FAILURES: usize = 4096;
 
 /// Which sealed batches are done, and the barriers waiting on them.
@@ -151,6 +169,10 @@ pub(super) struct Ledger {
     /// Where the next flush's report starts: the last barrier fixed.
     pub(super) last_target: u64,
     pub(super) failures: std::collections::VecDeque<FailedInsert>,
+    spills: std::collections::VecDeque<Spilled>,
+    /// One past the highest batch a forgotten failure or spill carried: a
+    /// receipt made before that cannot be told its rows' fate for sure.
+    forgotten_through: u64,
     pub(super) waiters: Vec<Waiter>,
 }
 
@@ -205,9 +227,52 @@ impl Ledger {
 
     pub(super) fn record_failure(&mut self, f: FailedInsert) {
         if self.failures.len() == MAX_REMEMBERED_FAILURES {
-            self.failures.pop_front();
+            if let Some(old) = self.failures.pop_front() {
+                self.forget(&old.batches);
+            }
         }
         self.failures.push_back(f);
+    }
+
+    pub(super) fn record_spill(&mut self, batches: Vec<u64>, spans: Vec<Span>) {
+        if self.spills.len() == MAX_REMEMBERED_FAILURES {
+            if let Some(old) = self.spills.pop_front() {
+                self.forget(&old.batches);
+            }
+        }
+        self.spills.push_back(Spilled { batches, spans });
+    }
+
+    fn forget(&mut self, batches: &[u64]) {
+        let last = batches.iter().max().map_or(0, |b| b + 1);
+        self.forgotten_through = self.forgotten_through.max(last);
+    }
+
+    /// What became of a receipt's rows; every batch holding them is done.
+    pub(super) fn settled(&self, receipt: &Receipt) -> Settled {
+        let mut s = Settled {
+            rows: receipt.rows,
+            ..Settled::default()
+        };
+        for f in &self.failures {
+            let n = overlap(&receipt.spans, &f.spans);
+            if n > 0 {
+                s.failed_rows += n;
+                s.failures.push(f.clone());
+            }
+        }
+        for spill in &self.spills {
+            s.spilled_rows += overlap(&receipt.spans, &spill.spans);
+        }
+        let known = s.failed_rows + s.spilled_rows;
+        if self.forgotten_through > receipt.from {
+            // Some of its rows may have been in an INSERT no longer
+            // remembered: only what is known to be spilled is not failed.
+            s.failed_rows = receipt.rows - s.spilled_rows;
+        } else {
+            s.stored_rows = receipt.rows.saturating_sub(known);
+        }
+        s
     }
 
     pub(super) fn fix_target(&mut self, target: u64) {
@@ -228,9 +293,15 @@ impl Ledger {
             match self.waiters[i].target {
                 Some(t) if t <= watermark => {
                     let w = self.waiters.swap_remove(i);
-                    let report = self.report(w.start, t);
                     // The caller may have stopped waiting; that is fine.
-                    let _ = w.tx.send(report);
+                    match w.reply {
+                        Reply::Flush(tx) => {
+                            let _ = tx.send(self.report(w.start, t));
+                        }
+                        Reply::Settle(receipt, tx) => {
+                            let _ = tx.send(self.settled(&receipt));
+                        }
+                    }
                 }
                 _ => i += 1,
             }
@@ -243,13 +314,9 @@ impl Ledger {
             .unwrap_or(self.last_target)
             .min(self.last_target);
         self.marks = self.marks.split_off(&floor);
-        while self
-            .failures
-            .front()
-            .is_some_and(|f| f.batches.iter().all(|&b| b < floor))
-        {
-            self.failures.pop_front();
-        }
+        // Failures and spills stay (up to MAX_REMEMBERED_FAILURES) even below
+        // every barrier: a receipt may be settled after its rows' INSERT
+        // failed and a flush passed it.
     }
 
     pub(super) fn report(&self, start: u64, end: u64) -> FlushReport {
@@ -348,6 +415,7 @@ mod tests {
             error: SinkError::Other("no".into()),
             attempts: 1,
             dead_letter: None,
+            spans: Vec::new(),
         });
         for seq in 0..13 {
             let fate = if seq == 7 || seq == 12 {

@@ -21,7 +21,7 @@ mod ledger;
 use delivery::{Delivered, Delivery};
 use lanes::Lanes;
 pub use ledger::{FailedInsert, FlushReport};
-use ledger::{Fate, Ledger, PartOutcome, Waiter};
+use ledger::{Fate, Ledger, PartOutcome, Reply, Waiter};
 
 use crate::batch::{Batch, InsertBatch};
 use crate::shard::{SealTarget, Shard};
@@ -83,6 +83,7 @@ impl Shared {
 pub(crate) enum Command {
     Flush(oneshot::Sender<FlushReport>),
     Shutdown(oneshot::Sender<FlushReport>),
+    Settle(crate::Receipt, oneshot::Sender<crate::Settled>),
 }
 
 struct Flight {
@@ -92,6 +93,8 @@ struct Flight {
     part_bytes: Vec<u64>,
     lane: usize,
     part_rows: Vec<u64>,
+    /// The shards' row numbers of each sealed batch, for receipts.
+    part_spans: Vec<crate::receipt::Span>,
     started: tokio::time::Instant,
 }
 
@@ -187,6 +190,7 @@ impl<S: Sink> Coordinator<S> {
                 }
                 cmd = ctrl.recv(), if !detached => match cmd {
                     Some(Command::Flush(tx)) => self.add_waiter(tx),
+                    Some(Command::Settle(receipt, tx)) => self.add_settle(receipt, tx),
                     Some(Command::Shutdown(tx)) => {
                         self.begin_drain();
                         let (inner_tx, inner_rx) = oneshot::channel();
@@ -267,7 +271,29 @@ impl<S: Sink> Coordinator<S> {
             start,
             unsealed,
             target: None,
-            tx,
+            reply: Reply::Flush(tx),
+        });
+        self.advance_barriers();
+    }
+
+    /// A barrier for one receipt: seals only the shards whose open buffer
+    /// still holds some of its rows, so rows that came after stay buffered
+    /// for the next batch instead of going out in a small one.
+    fn add_settle(&mut self, receipt: crate::Receipt, tx: oneshot::Sender<crate::Settled>) {
+        let unsealed = receipt
+            .ends()
+            .filter(|&(i, end)| {
+                let shard = self.shared.shards.get(i);
+                shard.is_some_and(|s| s.sealed_rows.load(Relaxed) < end)
+                    && !self.shared.seal_shard(i)
+            })
+            .map(|(i, _)| i)
+            .collect();
+        self.ledger.waiters.push(Waiter {
+            start: self.ledger.last_target,
+            unsealed,
+            target: None,
+            reply: Reply::Settle(receipt, tx),
         });
         self.advance_barriers();
     }
@@ -360,6 +386,7 @@ impl<S: Sink> Coordinator<S> {
             batches.push(next);
         }
         let part_rows = batches.iter().map(|b| b.rows).collect();
+        let part_spans = batches.iter().map(|b| b.span).collect();
         let columns = self
             .shared
             .columns
@@ -393,6 +420,7 @@ impl<S: Sink> Coordinator<S> {
                 part_bytes: insert.chunks().iter().map(|c| c.len() as u64).collect(),
                 lane,
                 part_rows,
+                part_spans,
                 started: tokio::time::Instant::now(),
             },
         );
@@ -472,6 +500,8 @@ impl<S: Sink> Coordinator<S> {
                     "INSERT retries used up; rows spilled to disk for replay"
                 );
                 self.shared.replay_wake.notify_one();
+                self.ledger
+                    .record_spill(insert.seqs.clone(), flight.part_spans.clone());
                 Fate::Spilled
             }
             (Err(error), None) => {
@@ -486,6 +516,7 @@ impl<S: Sink> Coordinator<S> {
                     error,
                     attempts,
                     dead_letter,
+                    spans: flight.part_spans.clone(),
                 });
                 Fate::Failed
             }

@@ -12,10 +12,11 @@
 //! request text into SQL, or log a credential or a row.
 //!
 //! A waiting INSERT is answered by a group commit per table: the first
-//! waiter starts a short wait (`busy_timeout`), then one flush of the
-//! table's engine answers every request that was tracked before it, so
-//! many small waiting INSERTs become one ClickHouse INSERT. The flush's
-//! outcome is shared: one failed INSERT fails every request it answers.
+//! waiter starts a short wait (`busy_timeout`), then every waiter's receipt
+//! is settled at once, so many small waiting INSERTs become one ClickHouse
+//! INSERT. Each request is answered for its own rows (`Buffer::settle`):
+//! an INSERT that failed fails the requests whose rows it carried, and no
+//! other.
 
 mod metrics;
 mod reply;
@@ -30,7 +31,7 @@ use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use ch_ingest::{FlushReport, TrackJsonError};
+use ch_ingest::{Receipt, Settled, TrackJsonError};
 use ch_ingest_protocol::formats::{self, AllowErrors, Format};
 use ch_ingest_protocol::query::{self, Statement};
 use ch_ingest_protocol::{blocks, ChError, Code};
@@ -639,7 +640,7 @@ impl FrontDoor {
         } else {
             decode()?
         };
-        let engine = track_all(&table, engine, &decoded).await?;
+        let parts = track_all(&table, engine, &decoded).await?;
         let (rows, bytes, skipped) = (
             decoded.ends.len() as u64,
             decoded.bytes.len() as u64,
@@ -656,36 +657,31 @@ impl FrontDoor {
                 &query_id,
             ));
         }
-        let report = self.committed(&insert.table, engine, busy).await?;
-        if let Some(failed) = report.failures.first() {
-            return Err(match &failed.error {
-                ch_ingest::sink::SinkError::Server { code, message } => {
-                    ChError::from_server(*code, message)
-                }
-                other => ChError::new(
-                    Code::Unknown,
-                    format!("the INSERT of these rows failed: {other}"),
-                ),
-            });
+        let settled = self.committed(&insert.table, parts, busy).await?;
+        self.metrics
+            .rows(&table.name, Ack::Stored.label(), settled.stored_rows);
+        self.metrics
+            .rows(&table.name, Ack::Spilled.label(), settled.spilled_rows);
+        if !settled.is_stored() {
+            return Err(failed(&settled));
         }
-        let ack = if report.spilled_rows > 0 {
+        let ack = if settled.spilled_rows > 0 {
             Ack::Spilled
         } else {
             Ack::Stored
         };
-        self.metrics.rows(&table.name, ack.label(), rows);
         Ok(reply::inserted(rows, bytes, skipped, ack, &query_id))
     }
 
-    /// Waits for the table's next group commit.
+    /// Waits for the table's next group commit to settle these rows.
     async fn committed(
         &self,
         table: &str,
-        engine: Engine,
+        parts: Vec<(Engine, Receipt)>,
         busy: Duration,
-    ) -> Result<FlushReport, ChError> {
+    ) -> Result<Settled, ChError> {
         let (done, answer) = tokio::sync::oneshot::channel();
-        let waiter = Waiter { engine, busy, done };
+        let waiter = Waiter { parts, busy, done };
         {
             let mut committers = self.committers.lock().unwrap_or_else(|p| p.into_inner());
             let tx = committers.entry(table.to_string()).or_insert_with(|| {
@@ -701,6 +697,41 @@ impl FrontDoor {
             }
         }
         answer.await.map_err(|_| shutting_down())?
+    }
+}
+
+/// ClickHouse's error for a request some of whose rows failed: the server's
+/// own code and text when it refused them, saying how many rows of the
+/// request were kept anyway (a client that resends all of them duplicates
+/// those).
+fn failed(settled: &Settled) -> ChError {
+    let kept = settled.stored_rows + settled.spilled_rows;
+    let note = if kept > 0 {
+        format!(
+            " ({} of the request's {} rows failed; {kept} were stored)",
+            settled.failed_rows, settled.rows
+        )
+    } else {
+        String::new()
+    };
+    match settled.failures.first().map(|f| &f.error) {
+        Some(ch_ingest::sink::SinkError::Server { code, message }) => {
+            let mut e = ChError::from_server(*code, message);
+            e.message.push_str(&note);
+            e
+        }
+        Some(other) => ChError::new(
+            Code::Unknown,
+            format!("the INSERT of these rows failed: {other}{note}"),
+        ),
+        None => ChError::new(
+            Code::Unknown,
+            format!(
+                "the outcome of {} rows of this request is no longer known (more than 4096 \
+                 INSERTs failed meanwhile){note}",
+                settled.failed_rows
+            ),
+        ),
     }
 }
 
@@ -730,17 +761,23 @@ fn is_hop_by_hop(name: &header::HeaderName) -> bool {
     )
 }
 
-/// Tracks every row; waits (a bounded time) for room when the buffer is
-/// full, follows an engine swap. The engine the rows ended in.
+/// Tracks every row, noting each in a receipt; waits (a bounded time) for
+/// room when the buffer is full, follows an engine swap. The engines the
+/// rows ended in, each with the receipt of its rows (one, but for a swap).
 async fn track_all(
     table: &Table,
-    mut engine: Engine,
+    engine: Engine,
     rows: &formats::Rows,
-) -> Result<Engine, ChError> {
+) -> Result<Vec<(Engine, Receipt)>, ChError> {
+    let receipt = engine.buffer.receipt();
+    let mut parts = vec![(engine, receipt)];
     for (n, row) in rows.iter().enumerate() {
         let mut waited = None::<Instant>;
         loop {
-            match engine.buffer.track_rowbinary(row) {
+            let Some((engine, receipt)) = parts.last_mut() else {
+                return Err(shutting_down());
+            };
+            match engine.buffer.track_rowbinary_noted(row, receipt) {
                 Ok(()) => break,
                 Err(TrackJsonError::Full) => {
                     let since = *waited.get_or_insert_with(Instant::now);
@@ -757,7 +794,8 @@ async fn track_all(
                 }
                 Err(TrackJsonError::Closed) => match table.engine() {
                     Some(newer) if newer.generation != engine.generation => {
-                        engine = newer;
+                        let receipt = newer.buffer.receipt();
+                        parts.push((newer, receipt));
                         table.rerouted.fetch_add(1, Relaxed);
                     }
                     _ => return Err(shutting_down()),
@@ -775,18 +813,19 @@ async fn track_all(
             }
         }
     }
-    Ok(engine)
+    parts.retain(|(_, r)| r.rows() > 0);
+    Ok(parts)
 }
 
 struct Waiter {
-    engine: Engine,
+    parts: Vec<(Engine, Receipt)>,
     busy: Duration,
-    done: tokio::sync::oneshot::Sender<Result<FlushReport, ChError>>,
+    done: tokio::sync::oneshot::Sender<Result<Settled, ChError>>,
 }
 
 /// One table's group commits: wait up to `busy` after the first waiter
-/// (less when no more come), then one flush per engine answers every
-/// waiter that arrived meanwhile.
+/// (less when no more come), then settle every receipt of the waiters that
+/// arrived meanwhile, all at once, and answer each for its own rows.
 async fn commit_loop(mut rx: tokio::sync::mpsc::UnboundedReceiver<Waiter>) {
     while let Some(first) = rx.recv().await {
         // Seal at the busy timeout, or as soon as the waiters stop coming
@@ -810,23 +849,40 @@ async fn commit_loop(mut rx: tokio::sync::mpsc::UnboundedReceiver<Waiter>) {
         while let Ok(w) = rx.try_recv() {
             group.push(w);
         }
-        while !group.is_empty() {
-            let generation = group[0].engine.generation;
-            let (same, rest): (Vec<_>, Vec<_>) = group
-                .into_iter()
-                .partition(|w| w.engine.generation == generation);
-            group = rest;
-            let report = same[0]
-                .engine
-                .buffer
-                .flush()
-                .await
-                .map_err(|_| shutting_down());
-            for w in same {
-                let _ = w.done.send(report.clone());
+        // Every settle is sent before any is awaited, so the engine seals
+        // the group's rows together and they go out in one INSERT.
+        let pending: Vec<_> = group
+            .into_iter()
+            .map(|w| {
+                let settles: Vec<_> = w
+                    .parts
+                    .into_iter()
+                    .map(|(engine, receipt)| engine.buffer.settle(receipt))
+                    .collect();
+                (settles, w.done)
+            })
+            .collect();
+        for (settles, done) in pending {
+            let mut all = Ok(Settled::default());
+            for settle in settles {
+                all = match (all, settle.await) {
+                    (Ok(sum), Ok(s)) => Ok(add(sum, s)),
+                    _ => Err(shutting_down()),
+                };
             }
+            let _ = done.send(all);
         }
     }
+}
+
+/// Two engines' answers for one request (rows that followed an engine swap).
+fn add(mut a: Settled, b: Settled) -> Settled {
+    a.rows += b.rows;
+    a.stored_rows += b.stored_rows;
+    a.spilled_rows += b.spilled_rows;
+    a.failed_rows += b.failed_rows;
+    a.failures.extend(b.failures);
+    a
 }
 
 #[cfg(test)]
