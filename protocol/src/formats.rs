@@ -163,15 +163,24 @@ pub fn decode(
         }
     }
     match format {
-        Format::JsonEachRow => {
-            // A column list decides what the server fills in, whatever keys
-            // the rows have: a left-out column with a DEFAULT expression
-            // would be computed there, so it is refused here.
-            if let Some(list) = columns {
-                left_out_or_refuse(schema, &order_of(schema, list)?)?;
+        Format::JsonEachRow => match columns {
+            None => json_each_row(schema, data, deny_unknown_fields, allow, max_line),
+            Some(list) => {
+                // As ClickHouse reads it: the listed columns are the only
+                // keys (any other, a table column or not, is unknown), and
+                // the columns left out get what the server fills in. So
+                // the rows are read by the list's own schema, then laid out
+                // in the table's order as a RowBinary body with that list
+                // would be (which refuses a left-out DEFAULT expression).
+                let order = order_of(schema, list)?;
+                let cols = schema.columns();
+                let listed = Schema::from_columns(order.iter().map(|&i| cols[i].clone()).collect());
+                let read = json_each_row(&listed, data, deny_unknown_fields, allow, max_line)?;
+                let mut rows = row_binary(schema, &order, &read.bytes)?;
+                rows.skipped = read.skipped;
+                Ok(rows)
             }
-            json_each_row(schema, data, deny_unknown_fields, allow, max_line)
-        }
+        },
         Format::RowBinary => {
             let order = match columns {
                 Some(list) => order_of(schema, list)?,
@@ -499,6 +508,41 @@ mod tests {
 
     fn schema() -> Schema {
         Schema::parse("id UInt8, name String, tag Enum8('a' = 1, 'b' = 2)").unwrap()
+    }
+
+    #[test]
+    fn with_a_column_list_json_keys_outside_it_are_unknown_as_clickhouse_reads_them() {
+        // 18.16: `INSERT INTO t (id, tag) FORMAT JSONEachRow` with a `name`
+        // key is code 117 "Unknown field" (a column of the table, but not
+        // listed); with input_format_skip_unknown_fields=1 it is ignored
+        // and `name` gets its default.
+        let list = ["tag".to_string(), "id".to_string()];
+        let body = b"{\"id\":7,\"name\":\"x\",\"tag\":\"b\"}\n";
+        let deny = Options {
+            deny_unknown_fields: true,
+            ..Options::default()
+        };
+        let e = decode(Format::JsonEachRow, &schema(), Some(&list), body, &deny).unwrap_err();
+        assert!(e.message.contains("name"), "{e:?}");
+        let rows = decode(
+            Format::JsonEachRow,
+            &schema(),
+            Some(&list),
+            body,
+            &Options::default(),
+        )
+        .unwrap();
+        assert_eq!(rows.iter().collect::<Vec<_>>(), [&[7, 0, 2][..]]);
+        // Listed keys may be missing (their defaults), in any order.
+        let rows = decode(
+            Format::JsonEachRow,
+            &schema(),
+            Some(&list),
+            b"{\"tag\":\"a\"}\n",
+            &deny,
+        )
+        .unwrap();
+        assert_eq!(rows.iter().collect::<Vec<_>>(), [&[0, 0, 1][..]]);
     }
 
     #[test]
