@@ -1593,3 +1593,49 @@ fn front_door_answers_each_waiting_insert_for_its_own_rows() {
         "14\n15\n100\n101\n102\n"
     );
 }
+
+#[test]
+fn front_door_answers_describe_native_of_a_served_table_even_with_passthrough_none() {
+    let server = server_or_skip!();
+    let _one = serial();
+    let table = door_table(server, "door_describe");
+    let serve = Serve::start(&config(
+        server,
+        &format!("passthrough = \"none\"\n[tables.{table}]\nflush_interval = \"1h\"\n"),
+    ));
+    let q = |sql: &str| format!("/?query={}", percent(sql));
+    // What clickhouse-connect asks before an INSERT without column types:
+    // a Native block of name, type, ... rows, one per column.
+    let (status, _, body) = http(
+        &serve.addr,
+        "POST",
+        &q(&format!("DESCRIBE TABLE {table} FORMAT Native")),
+        &[],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let text = String::from_utf8_lossy(&body);
+    for name in [
+        "id",
+        "name",
+        "at",
+        "tag",
+        "Nullable(String)",
+        "codec_expression",
+    ] {
+        assert!(text.contains(name), "{name} in {text:?}");
+    }
+    // Anything else is for passthrough, which forwards nothing here.
+    let (status, _, body) = door(&serve, &q(&format!("DESCRIBE TABLE {table}")), &[], b"");
+    assert_eq!(status, 403, "{body}");
+    assert!(body.starts_with("Code: 164."), "{body}");
+    let (_, _, metrics) = serve.get("/metrics").unwrap();
+    let metrics = String::from_utf8_lossy(&metrics);
+    for line in [
+        "ch_ingest_front_door_requests_total{kind=\"describe\",status=\"200\",exception_code=\"0\"} 1",
+        "ch_ingest_front_door_requests_total{kind=\"refused\",status=\"403\",exception_code=\"164\"} 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+    }
+}

@@ -22,6 +22,9 @@ pub enum Kind {
     Insert { wait: bool },
     /// Forwarded to ClickHouse by `passthrough`.
     Forward,
+    /// `DESCRIBE TABLE t FORMAT Native` of a served table, answered from
+    /// its schema.
+    Describe,
     /// A query `passthrough` does not forward.
     Refused,
     /// Refused before its query was known (body, encoding, syntax).
@@ -35,6 +38,7 @@ impl Kind {
         match self {
             Kind::Insert { .. } => "insert",
             Kind::Forward => "forward",
+            Kind::Describe => "describe",
             Kind::Refused => "refused",
             Kind::Invalid => "invalid",
             Kind::Ping => "ping",

@@ -210,6 +210,15 @@ async fn answer(
         };
         (statement, data)
     };
+    if matches!(statement, Statement::Read) && describe.is_some() {
+        // Answered from the table's schema, whatever `passthrough` says:
+        // nothing reaches ClickHouse, and clickhouse-connect cannot insert
+        // without it.
+        *kind = Kind::Describe;
+        if let Some(answer) = door.describe(describe, headers, &params).await? {
+            return Ok(answer);
+        }
+    }
     *kind = match statement {
         Statement::Insert(_) => Kind::Insert { wait: true },
         Statement::Read if door.cfg.passthrough != Passthrough::None => Kind::Forward,
@@ -223,9 +232,6 @@ async fn answer(
             door.insert(insert, &params, data, allowed, kind).await
         }
         Statement::Read if door.cfg.passthrough != Passthrough::None => {
-            if let Some(answer) = door.describe(describe, headers, &params).await? {
-                return Ok(answer);
-            }
             door.forward(parts.method, parts.uri, parts.headers, raw)
                 .await
         }
