@@ -1322,6 +1322,7 @@ fn front_door_stores_what_clickhouse_stores_from_the_same_body_in_every_format()
         "TabSeparatedWithNamesAndTypes",
         "CSV",
         "CSVWithNames",
+        "Values",
     ];
     for (k, format) in formats.iter().enumerate() {
         let select = format!(
@@ -1405,6 +1406,7 @@ fn front_door_fills_the_columns_a_column_list_leaves_out_as_clickhouse_does() {
         "CSV",
         "CSVWithNames",
         "JSONEachRow",
+        "Values",
     ];
     for (k, format) in formats.iter().enumerate() {
         let select = format!(
@@ -1638,4 +1640,37 @@ fn front_door_answers_describe_native_of_a_served_table_even_with_passthrough_no
     ] {
         assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
     }
+}
+
+#[test]
+fn front_door_takes_insert_values_in_the_query_and_the_body() {
+    let server = server_or_skip!();
+    let _one = serial();
+    let table = door_table(server, "door_values");
+    let serve = Serve::start(&config(
+        server,
+        &format!("[tables.{table}]\nflush_interval = \"1h\"\n"),
+    ));
+    // All in the URL, as curl scripts and JDBC drivers write it.
+    let sql =
+        format!("INSERT INTO {table} (id, name, at) VALUES (1, 'a''b', '2024-01-02 03:04:05')");
+    let (status, _, body) = door(&serve, &format!("/?query={}", percent(&sql)), &[], b"");
+    assert_eq!(status, 200, "{body}");
+    // The query in the body, rows after it.
+    let text = format!("INSERT INTO {table} VALUES (2, 'c', 0, NULL), (3, 'd\\te', 1, 'x');");
+    let (status, _, body) = door(&serve, "/", &[], text.as_bytes());
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        rows_of(server, &table),
+        "1\ta\\'b\t2024-01-02 03:04:05\t\\N\n2\tc\t0000-00-00 00:00:00\t\\N\n3\td\\te\t1970-01-01 00:00:01\tx\n"
+    );
+    // An expression ClickHouse would evaluate is refused, nothing kept.
+    let sql = format!("INSERT INTO {table} (id, name, at) VALUES (4, 'f', now())");
+    let (status, _, body) = door(&serve, &format!("/?query={}", percent(&sql)), &[], b"");
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.starts_with("Code: 27.") && body.contains("expression"),
+        "{body}"
+    );
+    assert_eq!(server.count(&table), 3);
 }

@@ -1,6 +1,6 @@
 //! The front door's decoders (ClickHouse's compressed-block framing, the
-//! INSERT query parser, RowBinary and RowBinaryWithNamesAndTypes by a
-//! schema, JSONEachRow) on arbitrary bytes: no panics, and what they accept
+//! INSERT query parser, RowBinary, RowBinaryWithNamesAndTypes, Native,
+//! TSV, CSV and Values by a schema, JSONEachRow) on arbitrary bytes: no panics, and what they accept
 //! holds together (see `ch_ingest_protocol::fuzz`).
 #![no_main]
 

@@ -1,7 +1,8 @@
 //! The INSERT formats the front door reads, each decoded by the table's
 //! schema into RowBinary rows in the table's column order: `JSONEachRow`,
 //! `RowBinary`, `RowBinaryWithNamesAndTypes`, `Native` (read in `native`),
-//! `TabSeparated` and `CSV` with their header variants (read in `text`).
+//! `TabSeparated` and `CSV` with their header variants (read in `text`),
+//! `Values` (read in `literal`).
 //!
 //! Owns: decoding a whole body before any of it is tracked (so a request
 //! refused for too many bad rows leaves nothing behind), ClickHouse's
@@ -14,8 +15,7 @@ use ch_ingest::{Schema, Transcoder, Type};
 
 /// The formats ClickHouse knows that we do not read (yet): refused as not
 /// implemented rather than unknown.
-const KNOWN_ELSEWHERE: [&str; 15] = [
-    "Values",
+const KNOWN_ELSEWHERE: [&str; 14] = [
     "TabSeparatedRaw",
     "TSVRaw",
     "JSON",
@@ -39,6 +39,7 @@ pub enum Format {
     RowBinaryWithNamesAndTypes,
     Native,
     Text(Text),
+    Values,
 }
 
 impl Format {
@@ -66,12 +67,13 @@ impl Format {
             }
             "CSV" => Ok(Format::Text(Text::Csv { names: false })),
             "CSVWithNames" => Ok(Format::Text(Text::Csv { names: true })),
+            "Values" => Ok(Format::Values),
             known if KNOWN_ELSEWHERE.contains(&known) => Err(ChError::new(
                 Code::NotImplemented,
                 format!(
                     "format {known} is not supported by the ch-ingest front door \
                      (JSONEachRow, RowBinary, RowBinaryWithNamesAndTypes, Native, \
-                     TabSeparated/TSV with names and types, CSV, CSVWithNames)"
+                     TabSeparated/TSV with names and types, CSV, CSVWithNames, Values)"
                 ),
             )),
             other => Err(ChError::new(
@@ -202,6 +204,29 @@ pub fn decode(
             row_binary(schema, &order, &data[at..])
         }
         Format::Native => native(schema, data),
+        Format::Values => {
+            let cols = schema.columns();
+            let order = match columns {
+                Some(list) => order_of(schema, list)?,
+                None => (0..cols.len()).collect(),
+            };
+            let types: Vec<&Type> = order.iter().map(|&i| &cols[i].ty).collect();
+            let mut read = Rows::default();
+            crate::literal::values(&types, data, &mut read.bytes, &mut read.ends).map_err(|e| {
+                ChError::new(
+                    Code::CannotParseInput,
+                    format!("Cannot parse Values input at {e}"),
+                )
+            })?;
+            let in_order =
+                order.len() == cols.len() && order.iter().enumerate().all(|(i, &c)| i == c);
+            if in_order {
+                Ok(read)
+            } else {
+                // Laid out as a RowBinary body with that column list.
+                row_binary(schema, &order, &read.bytes)
+            }
+        }
         Format::Text(text) => {
             let order = columns.map(|list| order_of(schema, list)).transpose()?;
             let mut rows = Rows::default();
@@ -543,6 +568,41 @@ mod tests {
         )
         .unwrap();
         assert_eq!(rows.iter().collect::<Vec<_>>(), [&[0, 0, 1][..]]);
+    }
+
+    #[test]
+    fn values_rows_are_tuples_of_literals_in_the_lists_order() {
+        let opts = Options::default();
+        let rows = decode(
+            Format::Values,
+            &schema(),
+            None,
+            b"(1,'x\\'y','a'), (2, '', 'b') ,(3,'\\t','a');\n",
+            &opts,
+        )
+        .unwrap();
+        assert_eq!(
+            rows.iter().collect::<Vec<_>>(),
+            [
+                &[1, 3, b'x', b'\'', b'y', 1][..],
+                &[2, 0, 2],
+                &[3, 1, b'\t', 1]
+            ]
+        );
+        let list = ["tag".to_string(), "id".to_string()];
+        let rows = decode(Format::Values, &schema(), Some(&list), b"('b',9)", &opts).unwrap();
+        assert_eq!(rows.iter().collect::<Vec<_>>(), [&[9, 0, 2][..]]);
+        for (bad, says) in [
+            (&b"(1,'x')"[..], "row 1: expected `,`"),
+            (b"(1,'x','a')(2,'y','c')", "row 2"),
+            (b"(now(),'x','a')", "expression"),
+            (b"(1,'x','a'),,", "row 2: expected `(`"),
+            (b"(1,'x", "not closed"),
+        ] {
+            let e = decode(Format::Values, &schema(), None, bad, &opts).unwrap_err();
+            assert_eq!(e.code, Code::CannotParseInput as u32);
+            assert!(e.message.contains(says), "{says}: {e:?}");
+        }
     }
 
     #[test]

@@ -38,7 +38,7 @@ pub fn fuzz(input: &[u8]) {
     )
     .expect("the fuzz schema parses");
     let flag = |bit: u8| rest.first().is_some_and(|b| b & bit == bit);
-    match pick % 7 {
+    match pick % 8 {
         0 => {
             if let Ok(out) = blocks::unpack(rest, LIMIT) {
                 assert!(out.len() <= LIMIT);
@@ -59,7 +59,8 @@ pub fn fuzz(input: &[u8]) {
                     names: flag(2),
                     types: flag(4),
                 }),
-                _ => Format::Text(Text::Csv { names: flag(2) }),
+                6 => Format::Text(Text::Csv { names: flag(2) }),
+                _ => Format::Values,
             };
             // The second byte picks which columns a column list names
             // (the others get their defaults), in an order of its own.

@@ -1,6 +1,8 @@
 //! ClickHouse's quoted text form of `Array`, `Tuple` and `Map` values
 //! (`[1,2]`, `['a\'b',NULL]`, `(1,'x')`, `{'k':1}`), as TabSeparated and
-//! CSV fields carry them, read into RowBinary by the column's type.
+//! CSV fields carry them, read into RowBinary by the column's type; and
+//! the `Values` format, whose rows are tuples of such literals
+//! (`(1,'a',[2]),(2,'b',[])`).
 //!
 //! Owns: the brackets, commas, quotes and `NULL`s of that form (nesting is
 //! bounded by the type's, which `Type::parse` bounds). Must not: read a scalar itself (each one goes through
@@ -37,6 +39,43 @@ pub(crate) fn parse(ty: &Type, text: &[u8], out: &mut Vec<u8>) -> Result<(), Str
     result
 }
 
+/// A `Values` body: one `(v, v, ...)` tuple of literals per row, the
+/// values in `types`' order, rows separated by commas or whitespace, a `;`
+/// allowed at the end. Each row is appended to `out` as RowBinary and its
+/// end pushed to `ends`. Only literals are read: an expression (`now()`,
+/// `1 + 1`), which ClickHouse would evaluate, is refused by name.
+pub(crate) fn values(
+    types: &[&Type],
+    text: &[u8],
+    out: &mut Vec<u8>,
+    ends: &mut Vec<usize>,
+) -> Result<(), String> {
+    let mut p = Parser { s: text, at: 0 };
+    loop {
+        p.ws();
+        if p.at >= p.s.len() || (p.s[p.at] == b';' && p.rest_is_blank(p.at + 1)) {
+            return Ok(());
+        }
+        let start = out.len();
+        let row = ends.len() + 1;
+        let read = p.expect(b'(').and_then(|()| {
+            for (i, ty) in types.iter().enumerate() {
+                if i > 0 {
+                    p.expect(b',')?;
+                }
+                p.value(ty, out)?;
+            }
+            p.expect(b')')
+        });
+        if let Err(e) = read {
+            out.truncate(start);
+            return Err(format!("row {row}: {e}"));
+        }
+        ends.push(out.len());
+        p.eat(b',');
+    }
+}
+
 struct Parser<'a> {
     s: &'a [u8],
     at: usize,
@@ -47,6 +86,12 @@ impl Parser<'_> {
         while self.s.get(self.at).is_some_and(u8::is_ascii_whitespace) {
             self.at += 1;
         }
+    }
+
+    fn rest_is_blank(&self, from: usize) -> bool {
+        self.s
+            .get(from..)
+            .is_none_or(|r| r.iter().all(u8::is_ascii_whitespace))
     }
 
     fn eat(&mut self, c: u8) -> bool {
@@ -139,17 +184,30 @@ impl Parser<'_> {
         let start = self.at;
         if self.s.get(self.at) == Some(&b'\'') {
             self.at += 1;
+            // The escapes as written, but a doubled quote (`'a''b'`, which
+            // ClickHouse reads as `a'b`) as the escape `\'`.
+            let mut lit = Vec::new();
             loop {
                 match self.s.get(self.at) {
                     None => return Err(format!("the string at byte {start} is not closed")),
-                    Some(b'\\') => self.at += 2,
+                    Some(b'\\') => {
+                        let end = (self.at + 2).min(self.s.len());
+                        lit.extend_from_slice(&self.s[self.at..end]);
+                        self.at += 2;
+                    }
+                    Some(b'\'') if self.s.get(self.at + 1) == Some(&b'\'') => {
+                        lit.extend_from_slice(b"\\'");
+                        self.at += 2;
+                    }
                     Some(b'\'') => break,
-                    Some(_) => self.at += 1,
+                    Some(&c) => {
+                        lit.push(c);
+                        self.at += 1;
+                    }
                 }
             }
-            let raw = &self.s[start + 1..self.at];
             self.at += 1;
-            return crate::text::unescape(raw);
+            return crate::text::unescape(&lit);
         }
         while let Some(&b) = self.s.get(self.at) {
             if matches!(b, b',' | b']' | b')' | b'}' | b':') || b.is_ascii_whitespace() {
@@ -159,6 +217,12 @@ impl Parser<'_> {
         }
         if self.at == start {
             return Err(format!("expected a value at byte {start}"));
+        }
+        if self.s.get(self.at) == Some(&b'(') || self.s[start..self.at].contains(&b'(') {
+            return Err(format!(
+                "the value at byte {start} is an expression; only literals are read \
+                 (ClickHouse would evaluate it)"
+            ));
         }
         std::str::from_utf8(&self.s[start..self.at])
             .map(str::to_string)
@@ -196,6 +260,12 @@ mod tests {
         );
         assert_eq!(rb("Array(Array(UInt8))", "[[1],[]]").unwrap(), [2, 1, 1, 0]);
         assert_eq!(rb("Tuple(UInt8, String)", "(7,'x')").unwrap(), [7, 1, b'x']);
+        // A doubled quote is a quote (18.16 stores `x'y` from `['x''y']`),
+        // beside the backslash escapes.
+        assert_eq!(
+            rb("Array(String)", r"['x''y', '\\''', '''\'']").unwrap(),
+            [3, 3, b'x', b'\'', b'y', 2, b'\\', b'\'', 2, b'\'', b'\'']
+        );
         assert_eq!(
             rb("Map(String, UInt8)", "{'k':1,'l':2}").unwrap(),
             [2, 1, b'k', 1, 1, b'l', 2]
