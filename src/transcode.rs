@@ -48,6 +48,7 @@ use std::fmt;
 pub struct Transcoder {
     schema: Schema,
     deny_unknown: bool,
+    refuse_omitted_expressions: bool,
     scratch: Vec<u8>,
     slots: Vec<Option<(usize, usize)>>,
     /// The last row's columns all came, in column order: `scratch` is the
@@ -62,6 +63,7 @@ impl Transcoder {
         Self {
             schema,
             deny_unknown: false,
+            refuse_omitted_expressions: false,
             scratch: Vec::new(),
             slots: vec![None; n],
             ordered: false,
@@ -71,6 +73,32 @@ impl Transcoder {
     /// Reject objects with fields the schema does not have (default: ignore them).
     pub fn deny_unknown_fields(mut self, deny: bool) -> Self {
         self.deny_unknown = deny;
+        self
+    }
+
+    /// Reject objects that omit a column with a `DEFAULT` expression
+    /// ([`Schema::default_expression`]), as [`DecodeErrorKind::Missing`]
+    /// naming the column and the expression. Default: off, and such a
+    /// column gets its type's default, which is what 18.16 stores (it has
+    /// no such setting) and newer servers with
+    /// `input_format_defaults_for_omitted_fields = 0`.
+    /// With the setting on (their default) the server computes
+    /// the expression per row, which no transcoder can, so a row written
+    /// with the type's default instead would be silently different: turn
+    /// this on to refuse it.
+    ///
+    /// ```
+    /// use ch_ingest::{DecodeErrorKind, Schema, Transcoder};
+    /// let schema = Schema::parse("id UInt64, at DateTime")?.with_default_expression("at", "now()");
+    /// let mut t = Transcoder::new(schema).refuse_omitted_default_expressions(true);
+    /// let mut out = Vec::new();
+    /// t.transcode(br#"{"id": 1, "at": 5}"#, &mut out)?;
+    /// let e = t.transcode(br#"{"id": 2}"#, &mut out).unwrap_err();
+    /// assert_eq!((e.kind, e.field.as_deref()), (DecodeErrorKind::Missing, Some("at")));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn refuse_omitted_default_expressions(mut self, refuse: bool) -> Self {
+        self.refuse_omitted_expressions = refuse;
         self
     }
 
@@ -175,6 +203,25 @@ impl Transcoder {
             self.slots[i] = Some((start, self.scratch.len()));
         }
         self.ordered &= seen == columns.len();
+        if self.refuse_omitted_expressions && !self.ordered {
+            let omitted = self.slots.iter().enumerate().find_map(|(i, slot)| {
+                slot.is_none()
+                    .then(|| self.schema.default_expression(i).map(|e| (i, e)))
+                    .flatten()
+            });
+            if let Some((i, expression)) = omitted {
+                let e = DecodeError::new(
+                    Some(&columns[i].name),
+                    DecodeErrorKind::Missing,
+                    format!(
+                        "omitted, and ClickHouse would compute its DEFAULT {expression} \
+                         (input_format_defaults_for_omitted_fields = 1), which ch-ingest cannot: \
+                         send the column"
+                    ),
+                );
+                return Err(at(e, r.position()));
+            }
+        }
         Ok(())
     }
 

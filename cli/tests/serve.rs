@@ -1460,9 +1460,36 @@ fn front_door_fills_the_columns_a_column_list_leaves_out_as_clickhouse_does() {
             "{format}: {answer}"
         );
     }
-    let (status, _) = serve.post("/v1/flush", &[], b"");
-    assert_eq!(status, 200);
+    // A JSON row that omits `at`: 18.16 stores the type's default (it has
+    // no input_format_defaults_for_omitted_fields, which serve read from
+    // system.settings); a client that asks for the newer servers' rule,
+    // under which the server computes now(), is refused, nothing kept.
+    let json = |settings: &str| {
+        door(
+            &serve,
+            &format!(
+                "/?query={}{settings}",
+                percent(&format!("INSERT INTO {defaulted} FORMAT JSONEachRow"))
+            ),
+            &[],
+            b"{\"id\":2,\"at\":5}\n{\"id\":3}\n",
+        )
+    };
+    let (status, _, answer) = json("&input_format_defaults_for_omitted_fields=1");
+    assert_eq!(status, 501, "{answer}");
+    assert!(
+        answer.starts_with("Code: 48.") && answer.contains("`at`") && answer.contains("now()"),
+        "{answer}"
+    );
     assert_eq!(server.count(&defaulted), 0);
+    let (status, _, answer) = json("");
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        server.query(&format!(
+            "SELECT id, toUInt32(at) FROM {defaulted} ORDER BY id FORMAT TSV"
+        )),
+        "2\t5\n3\t0\n"
+    );
 }
 
 #[test]

@@ -128,11 +128,18 @@ pub struct Options {
     /// The longest JSONEachRow line, TSV or CSV row, in bytes (default: no
     /// limit); a longer one is a bad row.
     pub max_line: usize,
+    /// ClickHouse's `input_format_defaults_for_omitted_fields`: the server
+    /// computes a `DEFAULT` expression for a JSONEachRow key a row omits.
+    /// We cannot, so with this on such a row refuses the request (code 48)
+    /// instead of storing the type's default (default: off; 18.16 has no
+    /// such setting and stores the type's default).
+    pub defaults_for_omitted: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
+            defaults_for_omitted: false,
             deny_unknown_fields: false,
             allow: AllowErrors::default(),
             max_line: usize::MAX,
@@ -153,7 +160,14 @@ pub fn decode(
         deny_unknown_fields,
         allow,
         max_line,
+        defaults_for_omitted,
     } = *options;
+    let json = |schema: &Schema, data: &[u8]| {
+        let t = Transcoder::new(schema.clone())
+            .deny_unknown_fields(deny_unknown_fields)
+            .refuse_omitted_default_expressions(defaults_for_omitted);
+        json_each_row(t, data, allow, max_line)
+    };
     if let Some(list) = columns {
         for name in list {
             if !schema.columns().iter().any(|c| c.name == *name) {
@@ -166,7 +180,7 @@ pub fn decode(
     }
     match format {
         Format::JsonEachRow => match columns {
-            None => json_each_row(schema, data, deny_unknown_fields, allow, max_line),
+            None => json(schema, data),
             Some(list) => {
                 // As ClickHouse reads it: the listed columns are the only
                 // keys (any other, a table column or not, is unknown), and
@@ -176,8 +190,14 @@ pub fn decode(
                 // would be (which refuses a left-out DEFAULT expression).
                 let order = order_of(schema, list)?;
                 let cols = schema.columns();
-                let listed = Schema::from_columns(order.iter().map(|&i| cols[i].clone()).collect());
-                let read = json_each_row(&listed, data, deny_unknown_fields, allow, max_line)?;
+                let listed = order.iter().fold(
+                    Schema::from_columns(order.iter().map(|&i| cols[i].clone()).collect()),
+                    |s, &i| match schema.default_expression(i) {
+                        Some(e) => s.with_default_expression(&cols[i].name, e),
+                        None => s,
+                    },
+                );
+                let read = json(&listed, data)?;
                 let mut rows = row_binary(schema, &order, &read.bytes)?;
                 rows.skipped = read.skipped;
                 Ok(rows)
@@ -335,13 +355,11 @@ fn same_type(a: &Type, b: &Type) -> bool {
 }
 
 fn json_each_row(
-    schema: &Schema,
+    mut t: Transcoder,
     data: &[u8],
-    deny_unknown_fields: bool,
     allow: AllowErrors,
     max_line: usize,
 ) -> Result<Rows, ChError> {
-    let mut t = Transcoder::new(schema.clone()).deny_unknown_fields(deny_unknown_fields);
     let mut rows = Rows::default();
     let mut first_error = None;
     let mut total = 0u64;
@@ -352,6 +370,14 @@ fn json_each_row(
         total += 1;
         match row.result {
             Ok(()) => rows.ends.push(rows.bytes.len()),
+            // Not a bad row: ClickHouse would store it, with a value only
+            // it can compute. Skipping it under allow-errors would lose it.
+            Err(e) if e.kind == ch_ingest::DecodeErrorKind::Missing => {
+                return Err(ChError::new(
+                    Code::NotImplemented,
+                    format!("row {}: {e}", row.line),
+                ));
+            }
             Err(e) => {
                 rows.skipped += 1;
                 let e = if e.kind == ch_ingest::DecodeErrorKind::TooLong {
@@ -603,6 +629,47 @@ mod tests {
             assert_eq!(e.code, Code::CannotParseInput as u32);
             assert!(e.message.contains(says), "{says}: {e:?}");
         }
+    }
+
+    #[test]
+    fn an_omitted_key_with_a_default_expression_follows_defaults_for_omitted_fields() {
+        let schema = Schema::parse("id UInt8, at DateTime")
+            .unwrap()
+            .with_default_expression("at", "now()");
+        let body = b"{\"id\":1,\"at\":2}\n{\"id\":3}\n";
+        // Off (18.16): the type's default, as the server stores it.
+        let rows = decode(
+            Format::JsonEachRow,
+            &schema,
+            None,
+            body,
+            &Options::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            rows.iter().collect::<Vec<_>>(),
+            [&[1, 2, 0, 0, 0][..], &[3, 0, 0, 0, 0]]
+        );
+        // On: the server would compute now(); refused, even where bad rows
+        // may be skipped, and with a column list too.
+        let on = Options {
+            defaults_for_omitted: true,
+            allow: AllowErrors { num: 9, ratio: 1.0 },
+            ..Options::default()
+        };
+        let list = ["at".to_string(), "id".to_string()];
+        for columns in [None, Some(&list[..])] {
+            let e = decode(Format::JsonEachRow, &schema, columns, body, &on).unwrap_err();
+            assert_eq!(e.code, Code::NotImplemented as u32);
+            assert!(
+                e.message.contains("row 2")
+                    && e.message.contains("now()")
+                    && e.message.contains("`at`"),
+                "{e:?}"
+            );
+        }
+        let rows = decode(Format::JsonEachRow, &schema, None, &body[..15], &on).unwrap();
+        assert_eq!(rows.ends.len(), 1);
     }
 
     #[test]

@@ -71,6 +71,10 @@ fn is_schema_error(e: &SinkError) -> bool {
 pub struct Plan {
     schema: Schema,
     cluster: Option<ClusterPlan>,
+    /// The server's `input_format_defaults_for_omitted_fields` (read only
+    /// when a column has a `DEFAULT` expression, else false): whether it
+    /// computes the expression for a JSON key a row omits.
+    omitted_defaults: bool,
 }
 
 impl From<Schema> for Plan {
@@ -78,6 +82,7 @@ impl From<Schema> for Plan {
         Plan {
             schema,
             cluster: None,
+            omitted_defaults: false,
         }
     }
 }
@@ -244,6 +249,13 @@ impl Engine {
     /// The schema the engine was built for (the table's `DESCRIBE`).
     pub fn schema(&self) -> &Schema {
         &self.plan.schema
+    }
+
+    /// Whether the server computes the `DEFAULT` expression of a JSON key
+    /// a row omits (its `input_format_defaults_for_omitted_fields`), which
+    /// a client may override per request.
+    pub fn omitted_defaults(&self) -> bool {
+        self.plan.omitted_defaults
     }
 }
 
@@ -492,6 +504,33 @@ impl Tables {
         }
     }
 
+    /// A boolean setting as the server has it for serve's user (false when
+    /// the server has no such setting), from the first URL that answers.
+    async fn server_flag(&self, name: &str) -> Result<bool, SinkError> {
+        let mut last = SinkError::Other("no ClickHouse URL".into());
+        for url in &self.urls {
+            let client = self.client.clone().with_url(url);
+            let read = tokio::time::timeout(Duration::from_secs(10), async {
+                let mut cursor = client
+                    .query("SELECT value FROM system.settings WHERE name = ?")
+                    .bind(name)
+                    .fetch_bytes("TabSeparated")?;
+                let mut text = Vec::new();
+                while let Some(chunk) = cursor.next().await? {
+                    text.extend_from_slice(&chunk);
+                }
+                Ok::<_, clickhouse::error::Error>(text)
+            })
+            .await;
+            match read {
+                Ok(Ok(text)) => return Ok(matches!(text.trim_ascii(), b"1" | b"true")),
+                Ok(Err(e)) => last = SinkError::Other(format!("reading the setting {name}: {e}")),
+                Err(_) => last = SinkError::Timeout,
+            }
+        }
+        Err(last)
+    }
+
     async fn describe(&self, table: &str) -> Result<Schema, SinkError> {
         let mut last = SinkError::Other("no ClickHouse URL".into());
         for url in &self.urls {
@@ -584,7 +623,20 @@ impl Tables {
         };
         let target = cluster.as_ref().map_or(&table.name, |c| &c.local_table);
         let schema = self.describe(target).await.map_err(PlanError::Describe)?;
-        Ok(Plan { schema, cluster })
+        let has_expressions =
+            (0..schema.columns().len()).any(|i| schema.default_expression(i).is_some());
+        let omitted_defaults = if has_expressions {
+            self.server_flag("input_format_defaults_for_omitted_fields")
+                .await
+                .map_err(PlanError::Describe)?
+        } else {
+            false
+        };
+        Ok(Plan {
+            schema,
+            cluster,
+            omitted_defaults,
+        })
     }
 
     /// Starts an engine for `plan` unless the current one already has it;

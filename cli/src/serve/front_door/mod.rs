@@ -634,6 +634,10 @@ impl FrontDoor {
                 .map_or(table.deny_unknown_fields(), |skip| !skip),
             allow,
             max_line: self.max_line_bytes,
+            // The client's own setting wins; without it, the server's.
+            defaults_for_omitted: settings
+                .flag("input_format_defaults_for_omitted_fields")
+                .unwrap_or(engine.omitted_defaults()),
         };
         let decode =
             || formats::decode(format, engine.schema(), columns.as_deref(), &data, &options);
