@@ -104,16 +104,13 @@ impl Receipt {
     }
 
     /// Notes row number `row` of shard `shard`. A caller's rows on one
-    /// shard are mostly consecutive, so this usually extends a span.
+    /// shard are mostly consecutive, so this usually extends a span. A
+    /// shard numbers rows upwards, so only its last span can be extended.
     pub(crate) fn note(&mut self, shard: usize, row: u64) {
         let shard = shard as u32;
         self.rows += 1;
-        if let Some(s) = self
-            .spans
-            .iter_mut()
-            .rev()
-            .find(|s| s.shard == shard && s.end == row)
-        {
+        let last = self.spans.iter_mut().rev().find(|s| s.shard == shard);
+        if let Some(s) = last.filter(|s| s.end == row) {
             s.end += 1;
             return;
         }

@@ -1128,8 +1128,10 @@ async fn settling_seals_only_the_shards_holding_the_receipts_rows() {
     assert_eq!(b.settle(b.receipt()).await.unwrap(), Default::default());
     assert_eq!(b.settle(again).await.unwrap().stored_rows, 2);
     assert_eq!(b.stats().buffered_rows, 1, "row 3 is still buffered");
+    // A settle does not move where flush reports start: this one covers
+    // everything since the engine started, the settled rows included.
     let report = b.flush().await.unwrap();
-    assert_eq!(report.rows, 1);
+    assert_eq!(report.rows, 3);
     b.shutdown().await.unwrap();
 }
 
@@ -1152,6 +1154,15 @@ async fn a_receipt_settled_after_a_flush_reported_its_failure_still_sees_it() {
     sink.set_failing(false);
     let settled = b.settle(late).await.unwrap();
     assert_eq!((settled.failed_rows, settled.failures.len()), (5, 1));
+    // And a settled failure is still in the next flush's report (settles
+    // do not move its start), which /v1/flush answers with.
+    let mut other = b.receipt();
+    for i in 5..10 {
+        sink.fail_next(1);
+        b.track_noted(ev(i), &mut other).unwrap();
+    }
+    assert_eq!(b.settle(other).await.unwrap().failed_rows, 5);
+    assert_eq!(b.flush().await.unwrap().failed_rows, 5);
     b.shutdown().await.unwrap();
 }
 

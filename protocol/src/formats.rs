@@ -624,6 +624,9 @@ mod tests {
             (b"(now(),'x','a')", "expression"),
             (b"(1,'x','a'),,", "row 2: expected `(`"),
             (b"(1,'x", "not closed"),
+            // Bare text ClickHouse would not read as this string or enum.
+            (b"(1,abc,'a')", "must be quoted"),
+            (b"(1,'x',a)", "must be quoted"),
         ] {
             let e = decode(Format::Values, &schema(), None, bad, &opts).unwrap_err();
             assert_eq!(e.code, Code::CannotParseInput as u32);

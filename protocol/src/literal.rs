@@ -76,6 +76,21 @@ pub(crate) fn values(
     }
 }
 
+/// Whether an unquoted literal means the same to ClickHouse as to us: a
+/// number for a numeric column, or digits for a date or time (a day or
+/// second number, which is also what the server makes of them).
+fn bare_ok(ty: &Type, text: &str) -> bool {
+    match ty {
+        Type::Date | Type::DateTime(_) | Type::DateTime64(..) => {
+            !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit())
+        }
+        Type::String | Type::FixedString(_) | Type::Enum8(_) | Type::Enum16(_) | Type::Uuid => {
+            false
+        }
+        _ => true,
+    }
+}
+
 struct Parser<'a> {
     s: &'a [u8],
     at: usize,
@@ -142,8 +157,17 @@ impl Parser<'_> {
                 p.value(v, buf)
             }),
             scalar => {
+                self.ws();
                 let at = self.at;
+                let quoted = self.s.get(at) == Some(&b'\'');
                 let text = self.scalar()?;
+                if !quoted && !bare_ok(scalar, &text) {
+                    // ClickHouse reads such a value quoted, or evaluates
+                    // the bare text as an expression (`2019-01-01` is 2017).
+                    return Err(format!(
+                        "the {scalar} value at byte {at} must be quoted ('...')"
+                    ));
+                }
                 Transcoder::write_text(scalar, &text, out)
                     .map_err(|e| format!("{} at byte {at}", e.reason))
             }

@@ -678,8 +678,10 @@ impl<T> Buffer<T> {
     /// Seals the shards that still hold rows of `receipt` and resolves once
     /// every one of its rows has been acknowledged, spilled or has failed;
     /// [`Settled`] counts each and lists the failed INSERTs that carried
-    /// them. Other callers' rows are not waited for beyond the batches they
-    /// share, and their failures are not reported here.
+    /// them. It waits as a flush does (for every batch sealed before its
+    /// barrier, also other callers' slower ones) but seals no shard that
+    /// holds none of its rows, reports only its own rows, and does not
+    /// move where the next [`flush`](Buffer::flush) report starts.
     ///
     /// The request is sent when this is called, not when the future is
     /// first polled, so several receipts settled together are sealed

@@ -254,14 +254,17 @@ impl Ledger {
             rows: receipt.rows,
             ..Settled::default()
         };
-        for f in &self.failures {
+        // Batches numbered below `from` were sealed before the receipt
+        // was made: they cannot hold its rows.
+        let recent = |batches: &[u64]| batches.iter().any(|&b| b >= receipt.from);
+        for f in self.failures.iter().filter(|f| recent(&f.batches)) {
             let n = overlap(&receipt.spans, &f.spans);
             if n > 0 {
                 s.failed_rows += n;
                 s.failures.push(f.clone());
             }
         }
-        for spill in &self.spills {
+        for spill in self.spills.iter().filter(|s| recent(&s.batches)) {
             s.spilled_rows += overlap(&receipt.spans, &spill.spans);
         }
         let known = s.failed_rows + s.spilled_rows;

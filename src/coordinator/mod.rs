@@ -63,6 +63,22 @@ impl Shared {
         st.rows == 0
     }
 
+    /// Seals shard `i` if its open buffer holds any row numbered below
+    /// `end`; whether none is left open. Read under the lock: a seal on
+    /// another thread raises `sealed_rows` before it numbers the batch, and
+    /// a barrier fixed in between would not cover it.
+    fn seal_shard_holding(&self, i: usize, end: u64) -> bool {
+        let Some(shard) = self.shards.get(i) else {
+            return true;
+        };
+        let mut st = shard.lock();
+        if shard.sealed_rows.load(Relaxed) >= end {
+            return true;
+        }
+        shard.seal(&mut st, &self.seal);
+        shard.sealed_rows.load(Relaxed) >= end
+    }
+
     /// Shards that still have unsealed rows after an attempt to seal them all.
     fn seal_all(&self) -> Vec<usize> {
         (0..self.shards.len())
@@ -282,11 +298,7 @@ impl<S: Sink> Coordinator<S> {
     fn add_settle(&mut self, receipt: crate::Receipt, tx: oneshot::Sender<crate::Settled>) {
         let unsealed = receipt
             .ends()
-            .filter(|&(i, end)| {
-                let shard = self.shared.shards.get(i);
-                shard.is_some_and(|s| s.sealed_rows.load(Relaxed) < end)
-                    && !self.shared.seal_shard(i)
-            })
+            .filter(|&(i, end)| !self.shared.seal_shard_holding(i, end))
             .map(|(i, _)| i)
             .collect();
         self.ledger.waiters.push(Waiter {
@@ -315,7 +327,11 @@ impl<S: Sink> Coordinator<S> {
             if w.unsealed.is_empty() {
                 let target = shared.seal.next_seq.load(Relaxed);
                 w.target = Some(target);
-                ledger.fix_target(target);
+                // Only a flush's target is where the next flush's report
+                // starts; a settle reports its own rows, not a range.
+                if matches!(w.reply, Reply::Flush(_)) {
+                    ledger.fix_target(target);
+                }
             }
         }
         self.ledger.resolve();
