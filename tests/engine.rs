@@ -1206,3 +1206,34 @@ async fn a_receipt_of_another_engine_settles_as_closed() {
     one.shutdown().await.unwrap();
     two.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_receipt_settled_after_shutdown_is_told_its_rows_fate() {
+    let sink = MemorySink::new();
+    let b: Buffer<PostEvent> = Buffer::builder()
+        .shards(1)
+        .max_rows(4)
+        .max_insert_rows(4)
+        .retry(RetryPolicy::NONE)
+        .build(sink.clone())
+        .unwrap();
+    // Four rows fail in one INSERT; three more are drained by the shutdown.
+    sink.fail_next(1);
+    let mut failed = b.receipt();
+    for i in 0..4 {
+        b.track_noted(ev(i), &mut failed).unwrap();
+    }
+    let mut drained = b.receipt();
+    for i in 4..7 {
+        b.track_noted(ev(i), &mut drained).unwrap();
+    }
+    let report = b.shutdown().await.unwrap();
+    assert_eq!((report.rows, report.failed_rows), (3, 4));
+    // Both settle after the engine stopped (a front door whose engine was
+    // swapped mid-request does this), and each is told the truth.
+    let settled = b.settle(drained).await.unwrap();
+    assert_eq!((settled.rows, settled.stored_rows), (3, 3));
+    let settled = b.settle(failed).await.unwrap();
+    assert_eq!((settled.failed_rows, settled.failures.len()), (4, 1));
+    assert_eq!(b.settle(b.receipt()).await.unwrap(), Default::default());
+}

@@ -457,6 +457,7 @@ impl Builder {
             instance,
             replay_wake: tokio::sync::Notify::new(),
             replay_stop: AtomicBool::new(false),
+            fates: OnceLock::new(),
             cfg,
         });
         let (ctrl, ctrl_rx) = mpsc::unbounded_channel();

@@ -686,20 +686,34 @@ impl<T> Buffer<T> {
     /// The request is sent when this is called, not when the future is
     /// first polled, so several receipts settled together are sealed
     /// together, and their rows coalesce into as few INSERTs as
-    /// `max_insert_rows` allows. A receipt of another engine settles as
-    /// [`Closed`]. See [`Receipt`] for an example.
+    /// `max_insert_rows` allows. A receipt settled after the engine shut
+    /// down is answered from the failed and spilled INSERTs it remembered
+    /// (its rows were all done by then); a receipt of another engine settles
+    /// as [`Closed`]. See [`Receipt`] for an example.
     pub fn settle(
         &self,
         receipt: Receipt,
     ) -> impl std::future::Future<Output = Result<Settled, Closed>> + Send + 'static {
         let (tx, rx) = oneshot::channel();
-        let sent = receipt.instance == self.inner.shared.instance
-            && self.inner.ctrl.send(Command::Settle(receipt, tx)).is_ok();
-        async move {
-            if !sent {
-                return Err(Closed);
+        let shared = &self.inner.shared;
+        let now = if receipt.instance != shared.instance {
+            Some(Err(Closed))
+        } else {
+            match self.inner.ctrl.send(Command::Settle(receipt, tx)) {
+                Ok(()) => None,
+                // The coordinator closes its channel only after leaving
+                // what it remembered in `fates`.
+                Err(mpsc::error::SendError(cmd)) => Some(match (cmd, shared.fates.get()) {
+                    (Command::Settle(receipt, _), Some(fates)) => Ok(fates.settled(&receipt)),
+                    _ => Err(Closed),
+                }),
             }
-            rx.await.map_err(|_| Closed)
+        };
+        async move {
+            match now {
+                Some(answer) => answer,
+                None => rx.await.map_err(|_| Closed),
+            }
         }
     }
 

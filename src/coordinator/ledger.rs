@@ -168,12 +168,77 @@ pub(super) struct Ledger {
     pub(super) pending_marks: Vec<u64>,
     /// Where the next flush's report starts: the last barrier fixed.
     pub(super) last_target: u64,
-    pub(super) failures: std::collections::VecDeque<FailedInsert>,
+    /// The failed and spilled INSERTs, for reports and receipts.
+    pub(super) fates: Fates,
+    pub(super) waiters: Vec<Waiter>,
+}
+
+/// The failed and spilled INSERTs an engine remembers, with the row spans
+/// they carried: what a receipt is settled against. Outlives the
+/// coordinator (it is left in `Shared` when the engine stops), so a receipt
+/// settled after a shutdown is still told its rows' fate.
+#[derive(Default)]
+pub(crate) struct Fates {
+    failures: std::collections::VecDeque<FailedInsert>,
     spills: std::collections::VecDeque<Spilled>,
     /// One past the highest batch a forgotten failure or spill carried: a
     /// receipt made before that cannot be told its rows' fate for sure.
     forgotten_through: u64,
-    pub(super) waiters: Vec<Waiter>,
+}
+
+impl Fates {
+    pub(super) fn record_failure(&mut self, f: FailedInsert) {
+        if self.failures.len() == MAX_REMEMBERED_FAILURES {
+            if let Some(old) = self.failures.pop_front() {
+                self.forget(&old.batches);
+            }
+        }
+        self.failures.push_back(f);
+    }
+
+    pub(super) fn record_spill(&mut self, batches: Vec<u64>, spans: Vec<Span>) {
+        if self.spills.len() == MAX_REMEMBERED_FAILURES {
+            if let Some(old) = self.spills.pop_front() {
+                self.forget(&old.batches);
+            }
+        }
+        self.spills.push_back(Spilled { batches, spans });
+    }
+
+    fn forget(&mut self, batches: &[u64]) {
+        let last = batches.iter().max().map_or(0, |b| b + 1);
+        self.forgotten_through = self.forgotten_through.max(last);
+    }
+
+    /// What became of a receipt's rows; every batch holding them is done.
+    pub(crate) fn settled(&self, receipt: &Receipt) -> Settled {
+        let mut s = Settled {
+            rows: receipt.rows,
+            ..Settled::default()
+        };
+        // Batches numbered below `from` were sealed before the receipt
+        // was made: they cannot hold its rows.
+        let recent = |batches: &[u64]| batches.iter().any(|&b| b >= receipt.from);
+        for f in self.failures.iter().filter(|f| recent(&f.batches)) {
+            let n = overlap(&receipt.spans, &f.spans);
+            if n > 0 {
+                s.failed_rows += n;
+                s.failures.push(f.clone());
+            }
+        }
+        for spill in self.spills.iter().filter(|s| recent(&s.batches)) {
+            s.spilled_rows += overlap(&receipt.spans, &spill.spans);
+        }
+        let known = s.failed_rows + s.spilled_rows;
+        if self.forgotten_through > receipt.from {
+            // Some of its rows may have been in an INSERT no longer
+            // remembered: only what is known to be spilled is not failed.
+            s.failed_rows = receipt.rows - s.spilled_rows;
+        } else {
+            s.stored_rows = receipt.rows.saturating_sub(known);
+        }
+        s
+    }
 }
 
 impl Ledger {
@@ -225,59 +290,6 @@ impl Ledger {
         }
     }
 
-    pub(super) fn record_failure(&mut self, f: FailedInsert) {
-        if self.failures.len() == MAX_REMEMBERED_FAILURES {
-            if let Some(old) = self.failures.pop_front() {
-                self.forget(&old.batches);
-            }
-        }
-        self.failures.push_back(f);
-    }
-
-    pub(super) fn record_spill(&mut self, batches: Vec<u64>, spans: Vec<Span>) {
-        if self.spills.len() == MAX_REMEMBERED_FAILURES {
-            if let Some(old) = self.spills.pop_front() {
-                self.forget(&old.batches);
-            }
-        }
-        self.spills.push_back(Spilled { batches, spans });
-    }
-
-    fn forget(&mut self, batches: &[u64]) {
-        let last = batches.iter().max().map_or(0, |b| b + 1);
-        self.forgotten_through = self.forgotten_through.max(last);
-    }
-
-    /// What became of a receipt's rows; every batch holding them is done.
-    pub(super) fn settled(&self, receipt: &Receipt) -> Settled {
-        let mut s = Settled {
-            rows: receipt.rows,
-            ..Settled::default()
-        };
-        // Batches numbered below `from` were sealed before the receipt
-        // was made: they cannot hold its rows.
-        let recent = |batches: &[u64]| batches.iter().any(|&b| b >= receipt.from);
-        for f in self.failures.iter().filter(|f| recent(&f.batches)) {
-            let n = overlap(&receipt.spans, &f.spans);
-            if n > 0 {
-                s.failed_rows += n;
-                s.failures.push(f.clone());
-            }
-        }
-        for spill in self.spills.iter().filter(|s| recent(&s.batches)) {
-            s.spilled_rows += overlap(&receipt.spans, &spill.spans);
-        }
-        let known = s.failed_rows + s.spilled_rows;
-        if self.forgotten_through > receipt.from {
-            // Some of its rows may have been in an INSERT no longer
-            // remembered: only what is known to be spilled is not failed.
-            s.failed_rows = receipt.rows - s.spilled_rows;
-        } else {
-            s.stored_rows = receipt.rows.saturating_sub(known);
-        }
-        s
-    }
-
     pub(super) fn fix_target(&mut self, target: u64) {
         self.last_target = self.last_target.max(target);
         if target <= self.watermark {
@@ -302,7 +314,7 @@ impl Ledger {
                             let _ = tx.send(self.report(w.start, t));
                         }
                         Reply::Settle(receipt, tx) => {
-                            let _ = tx.send(self.settled(&receipt));
+                            let _ = tx.send(self.fates.settled(&receipt));
                         }
                     }
                 }
@@ -333,6 +345,7 @@ impl Ledger {
             failed_rows: b.failed_rows - a.failed_rows,
             spilled_rows: b.spilled_rows - a.spilled_rows,
             failures: self
+                .fates
                 .failures
                 .iter()
                 // An INSERT may carry batches on both sides of a barrier
@@ -411,7 +424,7 @@ mod tests {
         l.fix_target(10);
         // INSERT 12 carried batch 7, parked earlier and sealed before the
         // barrier, with batch 12 sealed after it.
-        l.record_failure(FailedInsert {
+        l.fates.record_failure(FailedInsert {
             insert_id: 12,
             batches: vec![12, 7],
             rows: 2,

@@ -52,6 +52,9 @@ pub(crate) struct Shared {
     /// Wakes the replayer (a batch was spilled, or it should stop).
     pub replay_wake: tokio::sync::Notify,
     pub replay_stop: AtomicBool,
+    /// What the coordinator remembered of failed and spilled INSERTs, left
+    /// here when it stops: receipts settled after that are answered from it.
+    pub fates: OnceLock<ledger::Fates>,
 }
 
 impl Shared {
@@ -248,6 +251,19 @@ impl<S: Sink> Coordinator<S> {
                     self.stalled = false;
                     self.shared.seal_all();
                 }
+            }
+        }
+        // Every row accepted is done now. Receipts settled from here on are
+        // answered from what is remembered: those already queued below,
+        // later ones by `Buffer::settle` itself once the channel is closed.
+        let _ = self
+            .shared
+            .fates
+            .set(std::mem::take(&mut self.ledger.fates));
+        ctrl.close();
+        while let Some(cmd) = ctrl.recv().await {
+            if let (Command::Settle(receipt, tx), Some(fates)) = (cmd, self.shared.fates.get()) {
+                let _ = tx.send(fates.settled(&receipt));
             }
         }
         // Spilled files stay for the next start (or `ch-ingest replay`).
@@ -517,6 +533,7 @@ impl<S: Sink> Coordinator<S> {
                 );
                 self.shared.replay_wake.notify_one();
                 self.ledger
+                    .fates
                     .record_spill(insert.seqs.clone(), flight.part_spans.clone());
                 Fate::Spilled
             }
@@ -525,7 +542,7 @@ impl<S: Sink> Coordinator<S> {
                     Counters::add(&stats.spill_rejected_rows, insert.rows());
                 }
                 self.on_failure(insert, &error, attempts, dead_letter.as_deref());
-                self.ledger.record_failure(FailedInsert {
+                self.ledger.fates.record_failure(FailedInsert {
                     insert_id: insert.id(),
                     batches: insert.seqs.clone(),
                     rows: insert.rows(),

@@ -922,4 +922,36 @@ mod tests {
         bad.insert("authorization", HeaderValue::from_static("Basic !!!"));
         assert!(credentials(&bad, &Vec::new()).is_err());
     }
+
+    /// A waiting request whose rows went into an engine that was swapped
+    /// out and finished draining before the group commit settled them is
+    /// answered for what happened to them, not "shutting down".
+    #[tokio::test]
+    async fn rows_in_an_engine_swapped_out_before_the_commit_are_settled() {
+        use super::super::tables::tests::{engine, table};
+        use ch_ingest::sink::MemorySink;
+        use std::sync::atomic::AtomicBool;
+        let t = table("t");
+        let stopping = AtomicBool::new(false);
+        let (old_sink, new_sink) = (MemorySink::new(), MemorySink::new());
+        let (b, s) = engine(&old_sink);
+        t.swap(b, s, &stopping);
+        let rows = formats::Rows {
+            bytes: [1u64, 2, 3].iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ends: vec![8, 16, 24],
+            skipped: 0,
+        };
+        let parts = track_all(&t, t.engine().unwrap(), &rows).await.unwrap();
+        let (b, s) = engine(&new_sink);
+        t.swap(b, s, &stopping);
+        t.flush().await.unwrap();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(commit_loop(rx));
+        let (done, answer) = tokio::sync::oneshot::channel();
+        let busy = Duration::from_millis(1);
+        tx.send(Waiter { parts, busy, done }).ok().unwrap();
+        let settled = answer.await.unwrap().unwrap();
+        assert_eq!((settled.rows, settled.stored_rows), (3, 3));
+        assert_eq!((old_sink.rows(), new_sink.rows()), (3, 0));
+    }
 }
