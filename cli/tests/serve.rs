@@ -1094,6 +1094,21 @@ fn front_door_injection_through_query_columns_settings_and_format_never_reaches_
         let (status, _, body) = door(&serve, &path, &[], row);
         assert_eq!(status, 200, "{path}: {body}");
     }
+    // A second `query` parameter: ClickHouse would run the first, so a
+    // check of either one could be passed by the other. Refused.
+    for (first, second) in [
+        (format!("DROP TABLE {victim}"), "SELECT 1".to_string()),
+        ("SELECT 1".to_string(), format!("DROP TABLE {victim}")),
+        (
+            format!("INSERT INTO {victim} VALUES (7)"),
+            "SELECT 1".to_string(),
+        ),
+    ] {
+        let path = format!("/?query={}&query={}", percent(&first), percent(&second));
+        let (status, _, body) = door(&serve, &path, &[], b"");
+        assert_eq!(status, 400, "{path}: {body}");
+        assert!(body.starts_with("Code: 36."), "{path}: {body}");
+    }
     assert_eq!(server.count(&victim), 0);
     assert!(
         server
@@ -1700,4 +1715,56 @@ fn front_door_takes_insert_values_in_the_query_and_the_body() {
         "{body}"
     );
     assert_eq!(server.count(&table), 3);
+}
+
+#[test]
+fn front_door_reads_the_session_database_and_refuses_what_clickhouse_refuses() {
+    let server = server_or_skip!();
+    let _one = serial();
+    let table = door_table(server, "door_session");
+    let serve = Serve::start(&config(server, &format!("[tables.{table}]\n")));
+    let insert = |extra: &str, headers: &[(&str, &str)]| {
+        let sql = format!("INSERT INTO {table} FORMAT JSONEachRow");
+        let path = format!("/?query={}{extra}", percent(&sql));
+        door(
+            &serve,
+            &path,
+            headers,
+            b"{\"id\":1,\"name\":\"a\",\"at\":0}\n",
+        )
+    };
+    // Another database's table of that name is not the allowed one: the
+    // rows must not land in `default`'s.
+    let (status, _, body) = insert("&database=elsewhere", &[]);
+    assert_eq!(status, 404, "{body}");
+    assert!(body.starts_with("Code: 60."), "{body}");
+    let (status, _, body) = insert("", &[("X-ClickHouse-Database", "elsewhere")]);
+    assert_eq!(status, 404, "{body}");
+    let (status, _, body) = insert("&database=default", &[]);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(server.count(&table), 1);
+
+    // An INSERT over GET (ClickHouse runs GET read-only), an empty query.
+    let sql = format!("INSERT INTO {table} VALUES (2, 'b', 0, NULL)");
+    let (status, _, body) = http(
+        &serve.addr,
+        "GET",
+        &format!("/?query={}", percent(&sql)),
+        &[],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
+    assert!(body.starts_with(b"Code: 164."));
+    for path in ["/", "/?query="] {
+        let (status, _, body) = door(&serve, path, &[], b"");
+        assert_eq!(
+            (status, body.starts_with("Code: 62.")),
+            (400, true),
+            "{path}: {body}"
+        );
+    }
+    let (status, _, body) = http(&serve.addr, "GET", "/", &[], b"").unwrap();
+    assert_eq!((status, body.as_slice()), (200, b"Ok.\n".as_slice()));
+    assert_eq!(server.count(&table), 1);
 }

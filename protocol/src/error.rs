@@ -11,6 +11,7 @@
 pub enum Code {
     NoSuchColumnInTable = 16,
     CannotParseInput = 27,
+    BadArguments = 36,
     ChecksumDoesntMatch = 40,
     NotImplemented = 48,
     UnknownTable = 60,
@@ -35,6 +36,7 @@ impl Code {
         match self {
             Code::NoSuchColumnInTable => "NO_SUCH_COLUMN_IN_TABLE",
             Code::CannotParseInput => "CANNOT_PARSE_INPUT_ASSERTION_FAILED",
+            Code::BadArguments => "BAD_ARGUMENTS",
             Code::ChecksumDoesntMatch => "CHECKSUM_DOESNT_MATCH",
             Code::NotImplemented => "NOT_IMPLEMENTED",
             Code::UnknownTable => "UNKNOWN_TABLE",
@@ -59,6 +61,7 @@ impl Code {
             Code::UnknownUser | Code::WrongPassword => 401,
             Code::ReadOnly | Code::AccessDenied => 403,
             Code::CannotParseInput
+            | Code::BadArguments
             | Code::SyntaxError
             | Code::IncorrectData
             | Code::CannotDecompress
@@ -105,7 +108,7 @@ impl ChError {
             .trim_end();
         let status = match code {
             Some(60 | 81 | 16 | 73) => 404,
-            Some(27 | 62 | 117 | 6 | 26 | 33 | 38 | 41 | 53 | 70 | 72) => 400,
+            Some(27 | 36 | 62 | 117 | 6 | 26 | 33 | 38 | 41 | 53 | 70 | 72) => 400,
             Some(192..=194 | 516) => 401,
             Some(164 | 497) => 403,
             _ => 500,

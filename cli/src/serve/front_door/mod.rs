@@ -110,6 +110,16 @@ pub fn routes(
 
 type Params = Vec<(String, String)>;
 
+/// The database an unqualified table name is in, as the client set it for
+/// the request (`database` parameter, else `X-ClickHouse-Database`); `None`:
+/// serve's `[clickhouse] database`.
+fn session_database(headers: &HeaderMap, params: &Params) -> Option<String> {
+    param(params, "database")
+        .or_else(|| headers.get("X-ClickHouse-Database")?.to_str().ok())
+        .filter(|db| !db.is_empty())
+        .map(str::to_string)
+}
+
 fn param<'a>(params: &'a Params, name: &str) -> Option<&'a str> {
     params
         .iter()
@@ -175,13 +185,29 @@ async fn answer(
             ))
         }
     };
-    let in_param = param(&params, "query").unwrap_or("");
-    if in_param.is_empty() && raw.is_empty() {
+    // ClickHouse runs the first `query` (and takes the first `database`,
+    // `user`, `password`) where `param` reads the last, as settings are:
+    // a repeat would make what is checked here differ from what runs.
+    for name in ["query", "database", "user", "password"] {
+        if params.iter().filter(|(k, _)| k == name).count() > 1 {
+            return Err(ChError::new(
+                Code::BadArguments,
+                format!("the URL parameter `{name}` is given more than once"),
+            ));
+        }
+    }
+    let in_param = param(&params, "query");
+    if in_param.is_none() && raw.is_empty() && parts.method == Method::GET {
         // What ClickHouse answers to `GET /`.
         *kind = Kind::Ping;
         return Ok("Ok.\n".into_response());
     }
+    let in_param = in_param.unwrap_or("");
+    if in_param.trim().is_empty() && raw.is_empty() {
+        return Err(ChError::new(Code::SyntaxError, "Empty query"));
+    }
     let headers = &parts.headers;
+    let session_database = session_database(headers, &params);
     let body = unpack_body(door, headers, &params, raw.clone())?;
     let describe = query::describe(if in_param.is_empty() {
         &body
@@ -215,7 +241,10 @@ async fn answer(
         // nothing reaches ClickHouse, and clickhouse-connect cannot insert
         // without it.
         *kind = Kind::Describe;
-        if let Some(answer) = door.describe(describe, headers, &params).await? {
+        if let Some(answer) = door
+            .describe(describe, session_database.as_deref(), headers, &params)
+            .await?
+        {
             return Ok(answer);
         }
     }
@@ -226,9 +255,16 @@ async fn answer(
         _ => Kind::Refused,
     };
     match statement {
-        Statement::Insert(insert) => {
+        Statement::Insert(_) if parts.method == Method::GET => Err(ChError::new(
+            Code::ReadOnly,
+            "an INSERT sent with GET: ClickHouse runs GET requests read-only; send it with POST",
+        )),
+        Statement::Insert(mut insert) => {
             let user = credentials(headers, &params)?;
             let allowed = door.check(&user).await?;
+            if insert.database.is_none() {
+                insert.database = session_database;
+            }
             door.insert(insert, &params, data, allowed, kind).await
         }
         Statement::Read if door.cfg.passthrough != Passthrough::None => {
@@ -543,12 +579,16 @@ impl FrontDoor {
     async fn describe(
         &self,
         describe: Option<query::Describe>,
+        session_database: Option<&str>,
         headers: &HeaderMap,
         params: &Params,
     ) -> Result<Option<Response>, ChError> {
-        let Some(d) = describe else {
+        let Some(mut d) = describe else {
             return Ok(None);
         };
+        if d.database.is_none() {
+            d.database = session_database.map(str::to_string);
+        }
         let format = d.format.as_deref().or(param(params, "default_format"));
         if format != Some("Native") {
             return Ok(None);
