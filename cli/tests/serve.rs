@@ -1768,3 +1768,50 @@ fn front_door_reads_the_session_database_and_refuses_what_clickhouse_refuses() {
     assert_eq!((status, body.as_slice()), (200, b"Ok.\n".as_slice()));
     assert_eq!(server.count(&table), 1);
 }
+
+/// Bodies as people and scripts write them, not as ClickHouse writes
+/// them: spaces around CSV fields, single quotes, empty numbers, bytes
+/// that are not UTF-8, pretty-printed JSON objects and several on a line,
+/// a byte-order mark, lowercase `null`. Each is sent straight to 18.16 and
+/// through the front door; both tables must hold the same rows.
+#[test]
+fn front_door_reads_hand_written_bodies_as_clickhouse_does() {
+    let server = server_or_skip!();
+    let _one = serial();
+    let columns = "(id UInt64, s String, n Nullable(Int32), f Float64, e Enum8('a' = 1, 'b' = 2)) \
+                   ENGINE = MergeTree ORDER BY id";
+    let direct = server.fresh_table("door_hand_direct", columns);
+    let door_t = server.fresh_table("door_hand_door", columns);
+    let serve = Serve::start(&config(server, &format!("[tables.{door_t}]\n")));
+    let addr = server.url.trim_start_matches("http://").to_string();
+    let bodies: [(&str, &[u8]); 4] = [
+        ("CSV", b"1, \"sp\" ,,, 'a'\n2,'x,''y', 5 ,\"\",b\n3,\xff\xfe,\\N,1.5 , a\n"),
+        ("TSV", b"4\t\xff\\xfe\t\t\ta\n"),
+        (
+            "JSONEachRow",
+            b"\xef\xbb\xbf{\"id\":5,\"s\":\"p\",\"e\":\"a\"}{\"id\":6,\"e\":\"b\"},\n{\n  \"id\": 7,\n  \"e\": \"a\"\n}\n",
+        ),
+        ("Values", b"(8, 'v', null, 1, 'a'), (9, 'w''s', NULL, -2, 'b')"),
+    ];
+    for (format, body) in bodies {
+        let insert = |table: &str| {
+            format!(
+                "/?query={}",
+                percent(&format!("INSERT INTO {table} FORMAT {format}"))
+            )
+        };
+        let (status, _, answer) = http(&addr, "POST", &insert(&direct), &[], body).unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert_eq!(status, 200, "{format} straight to ClickHouse: {answer}");
+        let (status, _, answer) = door(&serve, &insert(&door_t), &[], body);
+        assert_eq!(status, 200, "{format} through the front door: {answer}");
+    }
+    let all = |t: &str| {
+        server.query(&format!(
+            "SELECT id, hex(s), n, f, e FROM {t} ORDER BY id FORMAT TSV"
+        ))
+    };
+    let (want, got) = (all(&direct), all(&door_t));
+    assert_eq!(want.lines().count(), 9, "{want}");
+    assert_eq!(want, got);
+}

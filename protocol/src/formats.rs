@@ -360,6 +360,31 @@ fn json_each_row(
     allow: AllowErrors,
     max_line: usize,
 ) -> Result<Rows, ChError> {
+    // As 18.16: a byte-order mark before the first row is not part of it.
+    let data = data.strip_prefix(b"\xef\xbb\xbf").unwrap_or(data);
+    let mut read = json_lines(&mut t, data, max_line)?;
+    if read.1.is_some() {
+        // Only a body with a bad line pays for the scan: objects that span
+        // lines or share one (pretty-printed, `{..}{..}`, `{..},{..}`),
+        // which ClickHouse reads too, are put one to a line and read again.
+        if let Some(split) = one_object_per_line(data) {
+            read = json_lines(&mut t, &split, max_line)?;
+        }
+    }
+    let (rows, first_error, total) = read;
+    match first_error {
+        Some((line, e)) if allow.exceeded(rows.skipped, total) => Err(ChError::new(
+            Code::CannotParseInput,
+            format!("Cannot parse JSONEachRow input at row {line}: {e}"),
+        )),
+        _ => Ok(rows),
+    }
+}
+
+type JsonRead = (Rows, Option<(u64, String)>, u64);
+
+/// Every line of `data` as a row: the rows, the first bad one, how many.
+fn json_lines(t: &mut Transcoder, data: &[u8], max_line: usize) -> Result<JsonRead, ChError> {
     let mut rows = Rows::default();
     let mut first_error = None;
     let mut total = 0u64;
@@ -388,17 +413,71 @@ fn json_each_row(
                 } else {
                     e.to_string()
                 };
-                first_error.get_or_insert((row.line, e));
+                first_error.get_or_insert((row.line as u64, e));
             }
         }
     }
-    match first_error {
-        Some((line, e)) if allow.exceeded(rows.skipped, total) => Err(ChError::new(
-            Code::CannotParseInput,
-            format!("Cannot parse JSONEachRow input at row {line}: {e}"),
-        )),
-        _ => Ok(rows),
+    Ok((rows, first_error, total))
+}
+
+/// `data` with each top-level JSON object on a line of its own, as
+/// ClickHouse's JSONEachRow separates rows: by the objects themselves, any
+/// whitespace (newlines too) and at most one comma between them. `None`
+/// when it already is one object per line. Anything else between objects
+/// stays, on its own line, to be refused as a bad row.
+fn one_object_per_line(data: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(data.len() + data.len() / 16);
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    // An object closed on this line at the top level (and a comma taken
+    // after it).
+    let (mut closed, mut comma) = (false, false);
+    let mut changed = false;
+    for &b in data {
+        if in_string {
+            out.push(b);
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => {
+                in_string = true;
+                out.push(b);
+            }
+            b'{' | b'[' => {
+                if depth == 0 && closed {
+                    out.push(b'\n');
+                    (closed, comma, changed) = (false, false, true);
+                }
+                depth += 1;
+                out.push(b);
+            }
+            b'}' | b']' => {
+                depth = depth.saturating_sub(1);
+                out.push(b);
+                closed |= depth == 0;
+            }
+            b'\n' | b'\r' if depth > 0 => {
+                out.push(b' ');
+                changed = true;
+            }
+            b'\n' => {
+                out.push(b);
+                (closed, comma) = (false, false);
+            }
+            b',' if depth == 0 && closed && !comma => {
+                comma = true;
+                changed = true;
+            }
+            _ => out.push(b),
+        }
     }
+    changed.then_some(out)
 }
 
 /// For each of the body's columns, in the body's order, its index in the
@@ -631,6 +710,38 @@ mod tests {
             let e = decode(Format::Values, &schema(), None, bad, &opts).unwrap_err();
             assert_eq!(e.code, Code::CannotParseInput as u32);
             assert!(e.message.contains(says), "{says}: {e:?}");
+        }
+    }
+
+    #[test]
+    fn json_objects_may_span_lines_or_share_one_as_clickhouse_reads_them() {
+        let opts = Options::default();
+        let one = |body: &[u8]| {
+            decode(Format::JsonEachRow, &schema(), None, body, &opts)
+                .map(|rows| rows.iter().map(<[u8]>::to_vec).collect::<Vec<_>>())
+        };
+        let want = one(b"{\"id\":1,\"name\":\"}{\\\"\"}\n{\"id\":2}\n").unwrap();
+        for body in [
+            &b"{\"id\":1,\"name\":\"}{\\\"\"}{\"id\":2}"[..],
+            b"{\"id\":1,\"name\":\"}{\\\"\"} , {\"id\":2},\n",
+            b"\xef\xbb\xbf{\n  \"id\": 1,\n  \"name\": \"}{\\\"\"\n}\n{\n\"id\":2\r\n}\n",
+        ] {
+            assert_eq!(
+                one(body).unwrap(),
+                want,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        // Two commas, or other text between objects, is a bad row; an
+        // array of objects is not JSONEachRow (18.16 refuses both).
+        for body in [
+            &b"{\"id\":1},,{\"id\":2}"[..],
+            b"{\"id\":1} x {\"id\":2}",
+            b"[{\"id\":1}]",
+        ] {
+            let e = one(body).unwrap_err();
+            assert_eq!(e.code, Code::CannotParseInput as u32, "{e:?}");
         }
     }
 

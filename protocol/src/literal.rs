@@ -9,7 +9,7 @@
 //! `Transcoder::write_text`, the JSON path's own value parser, so a value
 //! means the same in every format), or leave bytes behind on an error.
 
-use ch_ingest::{Transcoder, Type};
+use ch_ingest::Type;
 
 /// Whether `ty` is written in this form (an Array, Tuple or Map, under any
 /// LowCardinality; a Nullable one cannot exist).
@@ -79,10 +79,10 @@ pub(crate) fn values(
 /// Whether an unquoted literal means the same to ClickHouse as to us: a
 /// number for a numeric column, or digits for a date or time (a day or
 /// second number, which is also what the server makes of them).
-fn bare_ok(ty: &Type, text: &str) -> bool {
+fn bare_ok(ty: &Type, text: &[u8]) -> bool {
     match ty {
         Type::Date | Type::DateTime(_) | Type::DateTime64(..) => {
-            !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit())
+            !text.is_empty() && text.iter().all(u8::is_ascii_digit)
         }
         Type::String | Type::FixedString(_) | Type::Enum8(_) | Type::Enum16(_) | Type::Uuid => {
             false
@@ -132,7 +132,11 @@ impl Parser<'_> {
                 self.ws();
                 let rest = &self.s[self.at.min(self.s.len())..];
                 let word_ends = |b: &u8| !(b.is_ascii_alphanumeric() || *b == b'_');
-                if rest.starts_with(b"NULL") && rest.get(4).is_none_or(word_ends) {
+                // Any case, as ClickHouse reads the keyword.
+                let null = rest
+                    .get(..4)
+                    .is_some_and(|w| w.eq_ignore_ascii_case(b"NULL"));
+                if null && rest.get(4).is_none_or(word_ends) {
                     self.at += 4;
                     out.push(1);
                     return Ok(());
@@ -168,8 +172,8 @@ impl Parser<'_> {
                         "the {scalar} value at byte {at} must be quoted ('...')"
                     ));
                 }
-                Transcoder::write_text(scalar, &text, out)
-                    .map_err(|e| format!("{} at byte {at}", e.reason))
+                crate::text::write_scalar(scalar, &text, false, out)
+                    .map_err(|e| format!("{e} at byte {at}"))
             }
         }
     }
@@ -203,7 +207,7 @@ impl Parser<'_> {
 
     /// A quoted string (its backslash escapes undone) or a bare token up
     /// to the next delimiter (numbers are written bare).
-    fn scalar(&mut self) -> Result<String, String> {
+    fn scalar(&mut self) -> Result<Vec<u8>, String> {
         self.ws();
         let start = self.at;
         if self.s.get(self.at) == Some(&b'\'') {
@@ -248,9 +252,7 @@ impl Parser<'_> {
                  (ClickHouse would evaluate it)"
             ));
         }
-        std::str::from_utf8(&self.s[start..self.at])
-            .map(str::to_string)
-            .map_err(|_| format!("the value at byte {start} is not UTF-8"))
+        Ok(self.s[start..self.at].to_vec())
     }
 }
 

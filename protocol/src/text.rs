@@ -4,8 +4,10 @@
 //! (`Transcoder::write_text`) into RowBinary.
 //!
 //! Owns: splitting rows and fields, the escapes (TSV's backslash escapes,
-//! CSV's doubled quotes), `\N` as NULL, and resuming at the next row after a
-//! bad one. Must not: accept a row with more or fewer fields than columns.
+//! CSV's doubled quotes, in `"` or `'`), the spaces CSV trims, `\N` as NULL,
+//! an empty number field as 0 (as 18.16 reads both formats), and resuming
+//! at the next row after a bad one. Must not: accept a row with more or
+//! fewer fields than columns.
 
 use ch_ingest::{Schema, Transcoder, Type};
 
@@ -77,10 +79,13 @@ pub fn decode(
                 schema
                     .columns()
                     .iter()
-                    .position(|c| c.name == **name)
+                    .position(|c| c.name.as_bytes() == name.as_slice())
                     .ok_or_else(|| BadRow {
                         row: n,
-                        reason: format!("No such column {name} in the table"),
+                        reason: format!(
+                            "No such column {} in the table",
+                            String::from_utf8_lossy(name)
+                        ),
                     })
             })
             .collect::<Result<_, _>>()?;
@@ -91,7 +96,8 @@ pub fn decode(
             .map_err(|reason| BadRow { row: n, reason })?;
         for (field, &c) in fields.iter().zip(&order) {
             let col = &schema.columns()[c];
-            if !Type::parse(field).is_ok_and(|t| t == col.ty) {
+            let field = String::from_utf8_lossy(field);
+            if !Type::parse(&field).is_ok_and(|t| t == col.ty) {
                 return Err(HeaderError::Bad(BadRow {
                     row: n,
                     reason: format!(
@@ -139,7 +145,7 @@ pub fn decode(
         }
         // CSV fields are unquoted whole; a TSV field's raw text is its span.
         let raw = |i: usize| match rows.csv {
-            true => fields[i].as_bytes(),
+            true => fields[i].as_slice(),
             false => rows.spans.get(i).map_or(&[][..], |r| &data[r.clone()]),
         };
         match row(schema, &order, rows.csv, &fields, raw, &mut values) {
@@ -160,7 +166,7 @@ fn row<'r>(
     schema: &Schema,
     order: &[usize],
     csv: bool,
-    fields: &[String],
+    fields: &[Vec<u8>],
     raw: impl Fn(usize) -> &'r [u8],
     values: &mut [Vec<u8>],
 ) -> Result<(), String> {
@@ -194,7 +200,7 @@ fn fields_of(csv: bool, ty: &Type) -> usize {
 fn field_value<'r>(
     csv: bool,
     ty: &Type,
-    fields: &[String],
+    fields: &[Vec<u8>],
     raw: &impl Fn(usize) -> &'r [u8],
     next: &mut usize,
     out: &mut Vec<u8>,
@@ -215,11 +221,81 @@ fn field_value<'r>(
         return crate::literal::parse(ty, raw(k), out);
     }
     let field = &fields[k];
-    if field == "\\N" && matches!(ty, Type::Nullable(_)) {
+    if field == b"\\N" && matches!(ty, Type::Nullable(_)) {
         out.push(1);
         return Ok(());
     }
-    Transcoder::write_text(ty, field, out).map_err(|e| e.reason)
+    write_scalar(ty, field, true, out)
+}
+
+/// A scalar value of `ty` from its text, escapes undone: a String or
+/// FixedString takes the bytes as they are (ClickHouse stores any bytes,
+/// UTF-8 or not); other types read the text. With `empty_is_zero`, an empty
+/// field of a number type is 0, as 18.16 reads TSV and CSV (even in a
+/// Nullable column: not NULL).
+pub(crate) fn write_scalar(
+    ty: &Type,
+    text: &[u8],
+    empty_is_zero: bool,
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    match ty {
+        Type::Nullable(t) => {
+            let before = out.len();
+            out.push(0);
+            let r = write_scalar(t, text, empty_is_zero, out);
+            if r.is_err() {
+                out.truncate(before);
+            }
+            return r;
+        }
+        Type::LowCardinality(t) => return write_scalar(t, text, empty_is_zero, out),
+        Type::String => {
+            ch_ingest::test_util::leb128_put(out, text.len() as u64);
+            out.extend_from_slice(text);
+            return Ok(());
+        }
+        Type::FixedString(n) => {
+            if text.len() > *n {
+                return Err(format!(
+                    "{} bytes are too long for FixedString({n})",
+                    text.len()
+                ));
+            }
+            out.extend_from_slice(text);
+            out.resize(out.len() + (n - text.len()), 0);
+            return Ok(());
+        }
+        _ => {}
+    }
+    if text.is_empty() && empty_is_zero && is_number(ty) {
+        Transcoder::write_default(ty, out);
+        return Ok(());
+    }
+    let text = std::str::from_utf8(text).map_err(|_| format!("the {ty} value is not UTF-8"))?;
+    Transcoder::write_text(ty, text, out).map_err(|e| e.reason)
+}
+
+fn is_number(ty: &Type) -> bool {
+    use Type::*;
+    matches!(
+        ty,
+        UInt8
+            | UInt16
+            | UInt32
+            | UInt64
+            | UInt128
+            | UInt256
+            | Int8
+            | Int16
+            | Int32
+            | Int64
+            | Int128
+            | Int256
+            | Float32
+            | Float64
+            | Decimal(..)
+    )
 }
 
 struct Rows<'a> {
@@ -239,7 +315,7 @@ impl Rows<'_> {
 
     /// The next row's fields, unescaped. On error the rest of the row is
     /// skipped, so the next call starts at the next row.
-    fn next_row(&mut self, fields: &mut Vec<String>) -> Result<(), String> {
+    fn next_row(&mut self, fields: &mut Vec<Vec<u8>>) -> Result<(), String> {
         fields.clear();
         let result = if self.csv {
             self.csv_row(fields)
@@ -253,7 +329,7 @@ impl Rows<'_> {
         result
     }
 
-    fn tsv_row(&mut self, fields: &mut Vec<String>) -> Result<(), String> {
+    fn tsv_row(&mut self, fields: &mut Vec<Vec<u8>>) -> Result<(), String> {
         let rest = &self.data[self.pos..];
         let end = memchr::memchr(b'\n', rest).unwrap_or(rest.len());
         let line = rest[..end].strip_suffix(b"\r").unwrap_or(&rest[..end]);
@@ -268,20 +344,27 @@ impl Rows<'_> {
         Ok(())
     }
 
-    fn csv_row(&mut self, fields: &mut Vec<String>) -> Result<(), String> {
+    /// One CSV row. As 18.16 reads it: spaces and tabs around a field are
+    /// not part of it; a field that then starts with `"` or `'` is quoted
+    /// by that character (a doubled one inside stands for itself).
+    fn csv_row(&mut self, fields: &mut Vec<Vec<u8>>) -> Result<(), String> {
         let d = self.data;
-        let mut field = Vec::new();
+        let blank = |b: Option<&u8>| matches!(b, Some(b' ' | b'\t'));
         loop {
-            if d.get(self.pos) == Some(&b'"') {
+            let mut field = Vec::new();
+            while blank(d.get(self.pos)) {
+                self.pos += 1;
+            }
+            if let Some(&q @ (b'"' | b'\'')) = d.get(self.pos) {
                 self.pos += 1;
                 loop {
                     match d.get(self.pos) {
                         None => return Err("a quoted CSV field is not closed".into()),
-                        Some(b'"') if d.get(self.pos + 1) == Some(&b'"') => {
-                            field.push(b'"');
+                        Some(&b) if b == q && d.get(self.pos + 1) == Some(&q) => {
+                            field.push(q);
                             self.pos += 2;
                         }
-                        Some(b'"') => {
+                        Some(&b) if b == q => {
                             self.pos += 1;
                             break;
                         }
@@ -291,6 +374,9 @@ impl Rows<'_> {
                         }
                     }
                 }
+                while blank(d.get(self.pos)) {
+                    self.pos += 1;
+                }
             } else {
                 while let Some(&b) = d.get(self.pos) {
                     if matches!(b, b',' | b'\n') {
@@ -299,13 +385,11 @@ impl Rows<'_> {
                     field.push(b);
                     self.pos += 1;
                 }
-                if field.last() == Some(&b'\r') {
+                while matches!(field.last(), Some(b'\r' | b' ' | b'\t')) {
                     field.pop();
                 }
             }
-            let text = String::from_utf8(std::mem::take(&mut field))
-                .map_err(|_| format!("field {} is not UTF-8", fields.len() + 1))?;
-            fields.push(text);
+            fields.push(field);
             match d.get(self.pos) {
                 Some(b',') => self.pos += 1,
                 Some(b'\n') => {
@@ -330,9 +414,9 @@ impl Rows<'_> {
 
 /// A TSV field with its backslash escapes undone (`\N` is left as it is:
 /// only a whole field `\N` is NULL).
-fn tsv_field(raw: &[u8]) -> Result<String, String> {
+fn tsv_field(raw: &[u8]) -> Result<Vec<u8>, String> {
     if raw == b"\\N" {
-        return Ok("\\N".into());
+        return Ok(raw.to_vec());
     }
     unescape(raw)
 }
@@ -340,9 +424,9 @@ fn tsv_field(raw: &[u8]) -> Result<String, String> {
 /// `raw` with ClickHouse's backslash escapes undone (`\n`, `\t`, `\xHH`,
 /// ...; any other escaped byte stands for itself), as TSV fields and
 /// quoted strings carry them.
-pub(crate) fn unescape(raw: &[u8]) -> Result<String, String> {
+pub(crate) fn unescape(raw: &[u8]) -> Result<Vec<u8>, String> {
     if !raw.contains(&b'\\') {
-        return String::from_utf8(raw.to_vec()).map_err(|_| "a field is not UTF-8".to_string());
+        return Ok(raw.to_vec());
     }
     let mut out = Vec::with_capacity(raw.len());
     let mut i = 0;
@@ -376,7 +460,7 @@ pub(crate) fn unescape(raw: &[u8]) -> Result<String, String> {
             i += 1;
         }
     }
-    String::from_utf8(out).map_err(|_| "a field is not UTF-8".to_string())
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -412,14 +496,14 @@ mod tests {
         assert!(rows.is_empty() && bad[0].reason.contains("3 fields, the row needs 4"));
     }
 
-    fn run(format: Text, data: &str) -> (Vec<Vec<u8>>, Vec<BadRow>) {
+    fn run(format: Text, data: impl AsRef<[u8]>) -> (Vec<Vec<u8>>, Vec<BadRow>) {
         let schema = Schema::parse("id UInt8, s String, n Nullable(Int16)").unwrap();
         let (mut decoded, mut bad) = (crate::formats::Rows::default(), Vec::new());
         decode(
             format,
             &schema,
             None,
-            data.as_bytes(),
+            data.as_ref(),
             usize::MAX,
             &mut decoded,
             &mut bad,
@@ -462,6 +546,34 @@ mod tests {
         );
         assert_eq!(rows[1], [2, 1, b'z', 0, 3, 0]);
         assert_eq!(bad.len(), 1, "{bad:?}");
+    }
+
+    #[test]
+    fn hand_written_csv_and_tsv_read_as_18_16_reads_them() {
+        let csv = Text::Csv { names: false };
+        // Spaces around fields, single quotes (doubled inside), empty
+        // numbers (0, also in a Nullable column), a quoted empty number.
+        let (rows, bad) = run(
+            csv,
+            "1, \"sp\" , 5 \n 2 ,'a,''b',\n3,x y ,\"\"\n,\t z\t,\\N\n",
+        );
+        assert!(bad.is_empty(), "{bad:?}");
+        assert_eq!(rows[0], [1, 2, b's', b'p', 0, 5, 0]);
+        assert_eq!(rows[1], [2, 4, b'a', b',', b'\'', b'b', 0, 0, 0]);
+        assert_eq!(rows[2], [3, 3, b'x', b' ', b'y', 0, 0, 0]);
+        assert_eq!(rows[3], [0, 1, b'z', 1]);
+        let tsv = Text::Tsv {
+            names: false,
+            types: false,
+        };
+        // Bytes that are not UTF-8 are a String's as they are; an empty
+        // number is 0; an empty Date is not a date (as in 18.16).
+        let (rows, bad) = run(tsv, b"4\t\xff\\xfe\t\n");
+        assert_eq!(rows, [vec![4, 2, 0xff, 0xfe, 0, 0, 0]]);
+        assert!(bad.is_empty());
+        let dated = Schema::parse("d Date").unwrap();
+        let mut out = Vec::new();
+        assert!(write_scalar(&dated.columns()[0].ty, b"", true, &mut out).is_err());
     }
 
     #[test]
