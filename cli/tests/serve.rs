@@ -1784,27 +1784,35 @@ fn front_door_reads_hand_written_bodies_as_clickhouse_does() {
     let door_t = server.fresh_table("door_hand_door", columns);
     let serve = Serve::start(&config(server, &format!("[tables.{door_t}]\n")));
     let addr = server.url.trim_start_matches("http://").to_string();
-    let bodies: [(&str, &[u8]); 4] = [
-        ("CSV", b"1, \"sp\" ,,, 'a'\n2,'x,''y', 5 ,\"\",b\n3,\xff\xfe,\\N,1.5 , a\n"),
-        ("TSV", b"4\t\xff\\xfe\t\t\ta\n"),
+    // (what follows the table name, URL parameters, body)
+    let bodies: [(&str, &str, &[u8]); 6] = [
+        ("FORMAT CSV", "", b"1, \"sp\" ,,, 'a'\n2,'x,''y', 5 ,\"\",b\n3,\xff\xfe,\\N,1.5 , a\n"),
+        ("FORMAT TSV", "", b"4\t\xff\\xfe\t\t\ta\n"),
         (
-            "JSONEachRow",
+            "FORMAT JSONEachRow",
+            "",
             b"\xef\xbb\xbf{\"id\":5,\"s\":\"p\",\"e\":\"a\"}{\"id\":6,\"e\":\"b\"},\n{\n  \"id\": 7,\n  \"e\": \"a\"\n}\n",
         ),
-        ("Values", b"(8, 'v', null, 1, 'a'), (9, 'w''s', NULL, -2, 'b')"),
+        ("FORMAT Values", "", b"(8, 'v', null, 1, 'a'), (9, 'w''s', NULL, -2, 'b')"),
+        ("FORMAT CSV", "&format_csv_delimiter=%3B", b"10;'x;y';;2.5;b\n"),
+        (
+            "FORMAT CSV",
+            "&format_csv_delimiter=%7C&format_csv_allow_single_quotes=0",
+            b"11|'q'|3|0.5|a\n",
+        ),
     ];
-    for (format, body) in bodies {
+    for (tail, extra, body) in bodies {
         let insert = |table: &str| {
             format!(
-                "/?query={}",
-                percent(&format!("INSERT INTO {table} FORMAT {format}"))
+                "/?query={}{extra}",
+                percent(&format!("INSERT INTO {table} {tail}"))
             )
         };
         let (status, _, answer) = http(&addr, "POST", &insert(&direct), &[], body).unwrap();
         let answer = String::from_utf8_lossy(&answer);
-        assert_eq!(status, 200, "{format} straight to ClickHouse: {answer}");
+        assert_eq!(status, 200, "{tail} straight to ClickHouse: {answer}");
         let (status, _, answer) = door(&serve, &insert(&door_t), &[], body);
-        assert_eq!(status, 200, "{format} through the front door: {answer}");
+        assert_eq!(status, 200, "{tail} through the front door: {answer}");
     }
     let all = |t: &str| {
         server.query(&format!(
@@ -1812,6 +1820,6 @@ fn front_door_reads_hand_written_bodies_as_clickhouse_does() {
         ))
     };
     let (want, got) = (all(&direct), all(&door_t));
-    assert_eq!(want.lines().count(), 9, "{want}");
+    assert_eq!(want.lines().count(), 11, "{want}");
     assert_eq!(want, got);
 }

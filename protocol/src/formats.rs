@@ -134,6 +134,8 @@ pub struct Options {
     /// instead of storing the type's default (default: off; 18.16 has no
     /// such setting and stores the type's default).
     pub defaults_for_omitted: bool,
+    /// The CSV dialect (default: ClickHouse's).
+    pub csv: crate::text::Csv,
 }
 
 impl Default for Options {
@@ -143,6 +145,7 @@ impl Default for Options {
             deny_unknown_fields: false,
             allow: AllowErrors::default(),
             max_line: usize::MAX,
+            csv: Default::default(),
         }
     }
 }
@@ -161,6 +164,7 @@ pub fn decode(
         allow,
         max_line,
         defaults_for_omitted,
+        ..
     } = *options;
     let json = |schema: &Schema, data: &[u8]| {
         let t = Transcoder::new(schema.clone())
@@ -256,7 +260,7 @@ pub fn decode(
                 schema,
                 order.as_deref(),
                 data,
-                max_line,
+                options,
                 &mut rows,
                 &mut bad,
             );

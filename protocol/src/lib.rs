@@ -19,7 +19,7 @@ mod text;
 
 pub use error::{ChError, Code};
 pub use native::describe_block;
-pub use text::Text;
+pub use text::{Csv, Text};
 
 /// Every decoder on arbitrary bytes, for the fuzz target: the first byte
 /// picks the decoder. None may panic; what they accept must hold together

@@ -18,6 +18,28 @@ pub enum Text {
     Csv { names: bool },
 }
 
+/// How CSV is written: ClickHouse's `format_csv_delimiter`,
+/// `format_csv_allow_single_quotes` and `format_csv_allow_double_quotes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Csv {
+    /// Between fields (default `,`).
+    pub delimiter: u8,
+    /// A field may be quoted with `'` (default: yes, as in 18.16).
+    pub single_quotes: bool,
+    /// A field may be quoted with `"` (default: yes).
+    pub double_quotes: bool,
+}
+
+impl Default for Csv {
+    fn default() -> Self {
+        Csv {
+            delimiter: b',',
+            single_quotes: true,
+            double_quotes: true,
+        }
+    }
+}
+
 /// A bad row: its number (from 1, header lines included) and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BadRow {
@@ -51,14 +73,16 @@ pub fn decode(
     schema: &Schema,
     columns: Option<&[usize]>,
     data: &[u8],
-    max_line: usize,
+    options: &crate::formats::Options,
     decoded: &mut crate::formats::Rows,
     bad: &mut Vec<BadRow>,
 ) -> Result<(), HeaderError> {
+    let max_line = options.max_line;
     let mut rows = Rows {
         data,
         pos: 0,
         csv: matches!(format, Text::Csv { .. }),
+        dialect: options.csv,
         spans: Vec::new(),
     };
     let all: Vec<usize> = (0..schema.columns().len()).collect();
@@ -302,6 +326,7 @@ struct Rows<'a> {
     data: &'a [u8],
     pos: usize,
     csv: bool,
+    dialect: Csv,
     /// Where each field of the last TSV row is in `data`, escapes and all:
     /// an Array or Tuple field is read from its raw text (its quoted
     /// strings use the same escapes, so unescaping first would break them).
@@ -346,16 +371,28 @@ impl Rows<'_> {
 
     /// One CSV row. As 18.16 reads it: spaces and tabs around a field are
     /// not part of it; a field that then starts with `"` or `'` is quoted
-    /// by that character (a doubled one inside stands for itself).
+    /// by that character (a doubled one inside stands for itself), each as
+    /// the dialect allows.
     fn csv_row(&mut self, fields: &mut Vec<Vec<u8>>) -> Result<(), String> {
         let d = self.data;
-        let blank = |b: Option<&u8>| matches!(b, Some(b' ' | b'\t'));
+        let Csv {
+            delimiter,
+            single_quotes,
+            double_quotes,
+        } = self.dialect;
+        let blank =
+            |b: Option<&u8>| matches!(b, Some(&c) if (c == b' ' || c == b'\t') && c != delimiter);
+        let quote = |b: Option<&u8>| match b {
+            Some(&q @ b'"') if double_quotes => Some(q),
+            Some(&q @ b'\'') if single_quotes => Some(q),
+            _ => None,
+        };
         loop {
             let mut field = Vec::new();
             while blank(d.get(self.pos)) {
                 self.pos += 1;
             }
-            if let Some(&q @ (b'"' | b'\'')) = d.get(self.pos) {
+            if let Some(q) = quote(d.get(self.pos)) {
                 self.pos += 1;
                 loop {
                     match d.get(self.pos) {
@@ -379,19 +416,19 @@ impl Rows<'_> {
                 }
             } else {
                 while let Some(&b) = d.get(self.pos) {
-                    if matches!(b, b',' | b'\n') {
+                    if b == delimiter || b == b'\n' {
                         break;
                     }
                     field.push(b);
                     self.pos += 1;
                 }
-                while matches!(field.last(), Some(b'\r' | b' ' | b'\t')) {
+                while field.last() == Some(&b'\r') || blank(field.last()) {
                     field.pop();
                 }
             }
             fields.push(field);
             match d.get(self.pos) {
-                Some(b',') => self.pos += 1,
+                Some(&b) if b == delimiter => self.pos += 1,
                 Some(b'\n') => {
                     self.pos += 1;
                     return Ok(());
@@ -477,7 +514,7 @@ mod tests {
                 &schema,
                 None,
                 data,
-                usize::MAX,
+                &crate::formats::Options::default(),
                 &mut decoded,
                 &mut bad,
             )
@@ -504,7 +541,7 @@ mod tests {
             &schema,
             None,
             data.as_ref(),
-            usize::MAX,
+            &crate::formats::Options::default(),
             &mut decoded,
             &mut bad,
         )
@@ -593,7 +630,7 @@ mod tests {
             &schema,
             None,
             b"id,nope\n",
-            usize::MAX,
+            &crate::formats::Options::default(),
             &mut sink.0,
             &mut sink.1,
         )
@@ -606,7 +643,7 @@ mod tests {
             &schema,
             None,
             b"id\n7\n",
-            usize::MAX,
+            &crate::formats::Options::default(),
             &mut decoded,
             &mut bad,
         )
@@ -618,7 +655,7 @@ mod tests {
             &defaulted,
             None,
             b"id\n7\n",
-            usize::MAX,
+            &crate::formats::Options::default(),
             &mut decoded,
             &mut bad,
         )

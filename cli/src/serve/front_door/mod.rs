@@ -417,6 +417,34 @@ impl Settings<'_> {
         }
     }
 
+    /// The CSV dialect the client's settings ask for.
+    fn csv(&self) -> Result<ch_ingest_protocol::Csv, ChError> {
+        let mut csv = ch_ingest_protocol::Csv::default();
+        if let Some(v) = self.get("format_csv_delimiter") {
+            let v = v.as_bytes();
+            csv.delimiter = match v {
+                [b] if !matches!(b, b'\n' | b'\r' | b'"' | b'\'') => *b,
+                _ => {
+                    return Err(ChError::new(
+                        Code::BadArguments,
+                        format!(
+                            "setting format_csv_delimiter: `{}` is not one character \
+                             (other than a quote or a line break)",
+                            String::from_utf8_lossy(v)
+                        ),
+                    ))
+                }
+            };
+        }
+        if let Some(single) = self.flag("format_csv_allow_single_quotes") {
+            csv.single_quotes = single;
+        }
+        if let Some(double) = self.flag("format_csv_allow_double_quotes") {
+            csv.double_quotes = double;
+        }
+        Ok(csv)
+    }
+
     fn flag(&self, name: &str) -> Option<bool> {
         self.get(name).map(|v| {
             !matches!(
@@ -678,6 +706,7 @@ impl FrontDoor {
             defaults_for_omitted: settings
                 .flag("input_format_defaults_for_omitted_fields")
                 .unwrap_or(engine.omitted_defaults()),
+            csv: settings.csv()?,
         };
         let decode =
             || formats::decode(format, engine.schema(), columns.as_deref(), &data, &options);
@@ -961,6 +990,32 @@ mod tests {
         let mut bad = HeaderMap::new();
         bad.insert("authorization", HeaderValue::from_static("Basic !!!"));
         assert!(credentials(&bad, &Vec::new()).is_err());
+    }
+
+    #[test]
+    fn the_csv_dialect_comes_from_the_clients_settings() {
+        let url: Params = vec![("format_csv_allow_single_quotes".into(), "0".into())];
+        let clause = vec![("format_csv_delimiter".into(), ";".into())];
+        let csv = Settings {
+            url: &url,
+            clause: &clause,
+        }
+        .csv()
+        .unwrap();
+        assert_eq!(
+            (csv.delimiter, csv.single_quotes, csv.double_quotes),
+            (b';', false, true)
+        );
+        for bad in ["", ";;", "\"", "\n"] {
+            let clause = vec![("format_csv_delimiter".into(), bad.into())];
+            let e = Settings {
+                url: &url,
+                clause: &clause,
+            }
+            .csv()
+            .unwrap_err();
+            assert!(e.message.contains("format_csv_delimiter"), "{bad:?}: {e:?}");
+        }
     }
 
     /// A waiting request whose rows went into an engine that was swapped
