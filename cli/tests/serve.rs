@@ -1565,9 +1565,15 @@ fn front_door_users_in_serve_toml_decide_who_inserts_where_and_lines_are_capped(
             "{body}"
         );
     }
-    // No credentials: ClickHouse's `default`, which is not a user here.
-    let (status, _, _) = door(&serve, &insert(&mine), &[], row);
+    // No credentials: ClickHouse's `default`, which is not a user here;
+    // the challenge is ClickHouse's.
+    let (status, head, _) = http(&serve.addr, "POST", &insert(&mine), &[], row).unwrap();
     assert_eq!(status, 401);
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("www-authenticate: basic realm=\"clickhouse server http api\""),
+        "{head}"
+    );
     // max_line_bytes (4096 in this configuration) caps a JSONEachRow line.
     let long = format!("{{\"id\":2,\"name\":\"{}\",\"at\":0}}\n", "x".repeat(5000));
     let (status, _, body) = door(&serve, &insert(&mine), &alice, long.as_bytes());

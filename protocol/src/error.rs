@@ -17,6 +17,7 @@ pub enum Code {
     UnknownTable = 60,
     SyntaxError = 62,
     UnknownFormat = 73,
+    NotSuitableForInput = 85,
     IncorrectData = 117,
     TimeoutExceeded = 159,
     ReadOnly = 164,
@@ -42,6 +43,7 @@ impl Code {
             Code::UnknownTable => "UNKNOWN_TABLE",
             Code::SyntaxError => "SYNTAX_ERROR",
             Code::UnknownFormat => "UNKNOWN_FORMAT",
+            Code::NotSuitableForInput => "FORMAT_IS_NOT_SUITABLE_FOR_INPUT",
             Code::IncorrectData => "INCORRECT_DATA",
             Code::TimeoutExceeded => "TIMEOUT_EXCEEDED",
             Code::ReadOnly => "READONLY",
@@ -71,7 +73,7 @@ impl Code {
             Code::NotImplemented => 501,
             Code::TooManySimultaneousQueries => 503,
             Code::TimeoutExceeded => 408,
-            Code::Unknown => 500,
+            Code::Unknown | Code::NotSuitableForInput => 500,
         }
     }
 }

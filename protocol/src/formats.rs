@@ -32,6 +32,23 @@ const KNOWN_ELSEWHERE: [&str; 14] = [
     "Template",
 ];
 
+/// Formats ClickHouse only writes: an INSERT in one is refused with code 85,
+/// as the server refuses it.
+const OUTPUT_ONLY: [&str; 12] = [
+    "Pretty",
+    "PrettyCompact",
+    "PrettyCompactMonoBlock",
+    "PrettySpace",
+    "PrettyNoEscapes",
+    "PrettyCompactNoEscapes",
+    "PrettySpaceNoEscapes",
+    "Vertical",
+    "VerticalRaw",
+    "XML",
+    "Markdown",
+    "Null",
+];
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     JsonEachRow,
@@ -68,6 +85,10 @@ impl Format {
             "CSV" => Ok(Format::Text(Text::Csv { names: false })),
             "CSVWithNames" => Ok(Format::Text(Text::Csv { names: true })),
             "Values" => Ok(Format::Values),
+            output if OUTPUT_ONLY.contains(&output) => Err(ChError::new(
+                Code::NotSuitableForInput,
+                format!("Format {output} is not suitable for input"),
+            )),
             known if KNOWN_ELSEWHERE.contains(&known) => Err(ChError::new(
                 Code::NotImplemented,
                 format!(
@@ -999,5 +1020,7 @@ mod tests {
         let e = Format::parse("Bogus'); DROP").unwrap_err();
         assert_eq!(e.code, Code::UnknownFormat as u32);
         assert!(e.message.contains("Bogus"));
+        let e = Format::parse("Pretty").unwrap_err();
+        assert_eq!((e.code, e.status), (85, 500), "as 18.16 answers it");
     }
 }

@@ -34,6 +34,14 @@ pub fn error(e: ChError) -> Response {
             axum::http::header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=UTF-8"),
         );
+        if status == StatusCode::UNAUTHORIZED {
+            // As ClickHouse: a browser or client that waits for the
+            // challenge before it sends basic-auth credentials gets one.
+            h.insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"ClickHouse server HTTP API\""),
+            );
+        }
     }
     r
 }
