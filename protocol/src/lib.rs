@@ -79,6 +79,11 @@ pub fn fuzz(input: &[u8]) {
             let options = Options {
                 allow,
                 max_line: if flag(16) { 64 } else { usize::MAX },
+                csv: text::Csv {
+                    delimiter: if flag(32) { b';' } else { b',' },
+                    single_quotes: !flag(64),
+                    double_quotes: !flag(128),
+                },
                 ..Options::default()
             };
             if let Ok(rows) = formats::decode(format, &schema, columns, rest, &options) {
