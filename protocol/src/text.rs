@@ -249,7 +249,26 @@ fn field_value<'r>(
         out.push(1);
         return Ok(());
     }
+    if !csv && !takes_bytes(ty) && (field.first() == Some(&b' ') || field.last() == Some(&b' ')) {
+        // The value readers trim (they are the JSON strings' too), but
+        // ClickHouse's TSV reader does not: 18.16 and current servers refuse
+        // ` 3` for a UInt64, so storing 3 would keep a row the server drops.
+        return Err(format!(
+            "`{}`: spaces around a TabSeparated {ty} value (ClickHouse refuses them)",
+            String::from_utf8_lossy(field)
+        ));
+    }
     write_scalar(ty, field, true, out)
+}
+
+/// A String or FixedString (also Nullable, LowCardinality): its field is
+/// its bytes, spaces and all.
+fn takes_bytes(ty: &Type) -> bool {
+    match ty {
+        Type::Nullable(t) | Type::LowCardinality(t) => takes_bytes(t),
+        Type::String | Type::FixedString(_) => true,
+        _ => false,
+    }
 }
 
 /// A scalar value of `ty` from its text, escapes undone: a String or
@@ -608,6 +627,12 @@ mod tests {
         let (rows, bad) = run(tsv, b"4\t\xff\\xfe\t\n");
         assert_eq!(rows, [vec![4, 2, 0xff, 0xfe, 0, 0, 0]]);
         assert!(bad.is_empty());
+        // TSV keeps a String's spaces and refuses them around a number, as
+        // the server does (CSV trims them: above).
+        let (rows, bad) = run(tsv, "5\t a \t\n 6\tb\t\n7 \tc\t\n");
+        assert_eq!(rows, [vec![5, 3, b' ', b'a', b' ', 0, 0, 0]]);
+        assert_eq!(bad.len(), 2, "{bad:?}");
+        assert!(bad[0].reason.contains("spaces around"), "{:?}", bad[0]);
         let dated = Schema::parse("d Date").unwrap();
         let mut out = Vec::new();
         assert!(write_scalar(&dated.columns()[0].ty, b"", true, &mut out).is_err());
