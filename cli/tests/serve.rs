@@ -901,6 +901,20 @@ fn front_door_takes_inserts_as_clickhouse_does_and_answers_in_its_words() {
     );
     assert_eq!(status, 200, "{body}");
 
+    // An empty body, waiting: nothing to wait for, and nothing is "buffered".
+    let (status, summary, body) = door(
+        &serve,
+        &q(&format!("INSERT INTO {table} FORMAT JSONEachRow")),
+        &[],
+        b"",
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        summary.contains("\"written_rows\":\"0\"")
+            && summary.contains("\"ch_ingest_ack\":\"stored\""),
+        "{summary}"
+    );
+
     // Without waiting: answered once buffered, stored by the next flush.
     let (status, summary, body) = door(
         &serve,
@@ -1039,7 +1053,7 @@ fn front_door_takes_inserts_as_clickhouse_does_and_answers_in_its_words() {
     let (_, _, metrics) = serve.get("/metrics").unwrap();
     let metrics = String::from_utf8_lossy(&metrics);
     for line in [
-        "ch_ingest_front_door_requests_total{kind=\"insert\",status=\"200\",exception_code=\"0\"} 5".to_string(),
+        "ch_ingest_front_door_requests_total{kind=\"insert\",status=\"200\",exception_code=\"0\"} 6".to_string(),
         "ch_ingest_front_door_requests_total{kind=\"insert\",status=\"400\",exception_code=\"27\"} 2".into(),
         "ch_ingest_front_door_requests_total{kind=\"insert\",status=\"404\",exception_code=\"73\"} 1".into(),
         "ch_ingest_front_door_requests_total{kind=\"insert\",status=\"501\",exception_code=\"48\"} 1".into(),
@@ -1051,7 +1065,7 @@ fn front_door_takes_inserts_as_clickhouse_does_and_answers_in_its_words() {
         format!("ch_ingest_front_door_rows_total{{table=\"{table}\",ack=\"buffered\"}} 1"),
         format!("ch_ingest_front_door_rows_total{{table=\"{table}\",ack=\"skipped\"}} 1"),
         "ch_ingest_front_door_insert_seconds_count{mode=\"async\"} 1".into(),
-        "ch_ingest_front_door_insert_seconds_count{mode=\"wait\"} 10".into(),
+        "ch_ingest_front_door_insert_seconds_count{mode=\"wait\"} 11".into(),
     ] {
         assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
     }

@@ -726,7 +726,7 @@ impl FrontDoor {
             decoded.skipped,
         );
         self.metrics.rows(&table.name, "skipped", skipped);
-        if !wait || rows == 0 {
+        if !wait {
             self.metrics.rows(&table.name, Ack::Buffered.label(), rows);
             return Ok(reply::inserted(
                 rows,
@@ -735,6 +735,11 @@ impl FrontDoor {
                 Ack::Buffered,
                 &query_id,
             ));
+        }
+        if rows == 0 {
+            // Nothing to wait for: every row of it (none) is stored, and a
+            // waiting client must not read "buffered" as "not yet durable".
+            return Ok(reply::inserted(0, 0, skipped, Ack::Stored, &query_id));
         }
         let settled = self.committed(&insert.table, parts, busy).await?;
         self.metrics
