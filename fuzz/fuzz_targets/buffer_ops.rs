@@ -36,7 +36,11 @@ fuzz_target!(|input: Input| {
     if input.ops.len() > 200 {
         return;
     }
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
     rt.block_on(async {
         let sink = MemorySink::new();
         let buffer: Buffer<Row> = Buffer::builder()
@@ -54,7 +58,10 @@ fuzz_target!(|input: Input| {
                 Op::Track { producer, count } => {
                     let p = producer % 4;
                     for _ in 0..count % 64 {
-                        match buffer.track(Row { producer: p, seq: next[p as usize] }) {
+                        match buffer.track(Row {
+                            producer: p,
+                            seq: next[p as usize],
+                        }) {
                             Ok(()) => {
                                 next[p as usize] += 1;
                                 tracked += 1;
@@ -67,7 +74,9 @@ fuzz_target!(|input: Input| {
                 Op::Flush => {
                     buffer.flush().await.unwrap();
                 }
-                Op::Tick { secs } => tokio::time::sleep(Duration::from_secs(secs as u64 % 30)).await,
+                Op::Tick { secs } => {
+                    tokio::time::sleep(Duration::from_secs(secs as u64 % 30)).await
+                }
                 Op::FailNext { n } => sink.fail_next(n as u64 % 4),
                 Op::Yield => tokio::task::yield_now().await,
             }

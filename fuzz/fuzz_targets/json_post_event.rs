@@ -17,14 +17,21 @@ fuzz_target!(|data: &[u8]| {
         assert!(all.iter().all(|(_, r)| *r == all[0].1), "{all:?} at {from}");
     }
     let deny = data.first().is_some_and(|b| b & 1 == 1);
-    let options = JsonOptions { deny_unknown_fields: deny };
+    let options = JsonOptions {
+        deny_unknown_fields: deny,
+    };
     let new = PostEvent::from_json_with(data, options);
     let old = json_reference::post_event_from_json(data, options);
     assert_eq!(new.is_ok(), old.is_ok(), "new: {new:?}\nold: {old:?}");
     if let (Ok(a), Ok(b)) = (&new, &old) {
-        assert!(a == b || json_reference::inexact_number(data), "new: {a:?}\nold: {b:?}");
+        assert!(
+            a == b || json_reference::inexact_number(data),
+            "new: {a:?}\nold: {b:?}"
+        );
     }
-    let Ok(event) = PostEvent::from_json(data) else { return };
+    let Ok(event) = PostEvent::from_json(data) else {
+        return;
+    };
     let json = event.to_json();
     let again = PostEvent::from_json(json.as_bytes()).expect("canonical JSON must decode");
     assert_eq!(again, event);

@@ -14,28 +14,69 @@ use libfuzzer_sys::fuzz_target;
 
 fn ty(u: &mut Unstructured<'_>, depth: u32) -> arbitrary::Result<Type> {
     let leaves = [
-        "UInt8", "UInt16", "UInt32", "UInt64", "UInt128", "UInt256", "Int8", "Int16", "Int32", "Int64", "Int128",
-        "Int256", "Float32", "Float64", "Bool", "String", "FixedString(3)", "Date", "Date32", "DateTime",
-        "DateTime64(3)", "DateTime64(9, 'UTC')", "UUID", "IPv4", "IPv6", "Decimal(9, 2)", "Decimal(18, 4)",
-        "Decimal(38, 10)", "Decimal(76, 20)", "Enum8('a' = 1, 'b' = -2)", "Enum16('x' = 1000)", "LowCardinality(String)",
+        "UInt8",
+        "UInt16",
+        "UInt32",
+        "UInt64",
+        "UInt128",
+        "UInt256",
+        "Int8",
+        "Int16",
+        "Int32",
+        "Int64",
+        "Int128",
+        "Int256",
+        "Float32",
+        "Float64",
+        "Bool",
+        "String",
+        "FixedString(3)",
+        "Date",
+        "Date32",
+        "DateTime",
+        "DateTime64(3)",
+        "DateTime64(9, 'UTC')",
+        "UUID",
+        "IPv4",
+        "IPv6",
+        "Decimal(9, 2)",
+        "Decimal(18, 4)",
+        "Decimal(38, 10)",
+        "Decimal(76, 20)",
+        "Enum8('a' = 1, 'b' = -2)",
+        "Enum16('x' = 1000)",
+        "LowCardinality(String)",
     ];
-    let pick = if depth >= 3 { 0 } else { u.int_in_range(0..=5)? };
+    let pick = if depth >= 3 {
+        0
+    } else {
+        u.int_in_range(0..=5)?
+    };
     Ok(match pick {
         1 => Type::Nullable(Box::new(Type::parse(u.choose(&leaves)?).unwrap())),
         2 => Type::Array(Box::new(ty(u, depth + 1)?)),
         3 => Type::Map(Box::new(Type::String), Box::new(ty(u, depth + 1)?)),
         4 => {
             let n = u.int_in_range(1..=3)?;
-            Type::Tuple((0..n).map(|_| ty(u, depth + 1).map(|t| (None, t))).collect::<Result<_, _>>()?)
+            Type::Tuple(
+                (0..n)
+                    .map(|_| ty(u, depth + 1).map(|t| (None, t)))
+                    .collect::<Result<_, _>>()?,
+            )
         }
-        5 => Type::Tuple(vec![(Some("a".into()), ty(u, depth + 1)?), (Some("b".into()), ty(u, depth + 1)?)]),
+        5 => Type::Tuple(vec![
+            (Some("a".into()), ty(u, depth + 1)?),
+            (Some("b".into()), ty(u, depth + 1)?),
+        ]),
         _ => Type::parse(u.choose(&leaves)?).unwrap(),
     })
 }
 
 fuzz_target!(|data: &[u8]| {
     let mut u = Unstructured::new(data);
-    let Ok(ncols) = u.int_in_range(1..=4u8) else { return };
+    let Ok(ncols) = u.int_in_range(1..=4u8) else {
+        return;
+    };
     let mut cols = Vec::new();
     for i in 0..ncols {
         let Ok(t) = ty(&mut u, 0) else { return };
@@ -52,9 +93,16 @@ fuzz_target!(|data: &[u8]| {
     let mut old = vec![0xAAu8];
     let result = t.transcode(json, &mut out);
     let before = json_reference::transcode(&schema, deny, json, &mut old);
-    assert_eq!(result.is_ok(), before.is_ok(), "new: {result:?}\nold: {before:?}");
+    assert_eq!(
+        result.is_ok(),
+        before.is_ok(),
+        "new: {result:?}\nold: {before:?}"
+    );
     if result.is_ok() {
-        assert!(out == old || json_reference::inexact_number(json), "new: {out:?}\nold: {old:?}");
+        assert!(
+            out == old || json_reference::inexact_number(json),
+            "new: {out:?}\nold: {old:?}"
+        );
     }
     match result {
         Ok(()) => {

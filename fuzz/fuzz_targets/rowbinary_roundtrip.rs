@@ -3,8 +3,8 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
-use ch_ingest::{decode_all, encode_row};
 use ch_ingest::Schema;
+use ch_ingest::{decode_all, encode_row};
 use libfuzzer_sys::fuzz_target;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -39,9 +39,17 @@ const SCHEMA: &str = "a UInt8, b UInt16, c UInt32, d UInt64, e Int8, f Int16, g 
     r Map(String, Nullable(UInt8)), s FixedString(4), t Array(Array(Nullable(Int64)))";
 
 fn float(f: f64) -> Value {
-    serde_json::Number::from_f64(f).map(Value::Number).unwrap_or_else(|| {
-        Value::String(if f.is_nan() { "NaN".into() } else if f > 0.0 { "inf".into() } else { "-inf".into() })
-    })
+    serde_json::Number::from_f64(f)
+        .map(Value::Number)
+        .unwrap_or_else(|| {
+            Value::String(if f.is_nan() {
+                "NaN".into()
+            } else if f > 0.0 {
+                "inf".into()
+            } else {
+                "-inf".into()
+            })
+        })
 }
 
 fuzz_target!(|rows: Vec<Row>| {

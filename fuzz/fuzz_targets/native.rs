@@ -1,0 +1,13 @@
+//! The front door's Native decoder (ClickHouse's column blocks, as
+//! clickhouse-connect sends them: LowCardinality dictionaries, Nullable,
+//! Array) on arbitrary bytes, by the fuzz table's schema.
+//! No panics, and every row a decoder accepts walks as one row (see
+//! `ch_ingest_protocol::fuzz_decoder`).
+#![no_main]
+
+use ch_ingest_protocol::FuzzDecoder;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    ch_ingest_protocol::fuzz_decoder(FuzzDecoder::Native, data);
+});
