@@ -130,6 +130,19 @@ pub struct Rows {
 }
 
 impl Rows {
+    /// What the rows hold in memory: their bytes and their row ends. This
+    /// is what `Options::max_decoded` bounds.
+    pub fn held(&self) -> usize {
+        self.bytes.len() + self.ends.len() * std::mem::size_of::<usize>()
+    }
+
+    /// Ends the row written last; refuses the request once the rows hold
+    /// more than `limit`.
+    fn end_row(&mut self, limit: usize) -> Result<(), ChError> {
+        self.ends.push(self.bytes.len());
+        check_held(self, limit)
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
         let mut start = 0;
         self.ends.iter().map(move |&end| {
@@ -140,7 +153,33 @@ impl Rows {
     }
 }
 
+/// The request decodes to more than `limit` bytes: ClickHouse's code for
+/// too large a query, and nothing of it is kept.
+pub fn too_large(limit: usize) -> ChError {
+    ChError::new(
+        Code::QueryIsTooLarge,
+        format!(
+            "the body decodes to more than max_decoded_bytes ({limit} bytes); \
+             send it in smaller INSERTs"
+        ),
+    )
+}
+
+fn check_held(rows: &Rows, limit: usize) -> Result<(), ChError> {
+    if rows.held() > limit {
+        return Err(too_large(limit));
+    }
+    Ok(())
+}
+
 /// How a body is read.
+///
+/// Whatever the body, decoding holds at most `max_decoded` bytes of rows
+/// (values plus 8 bytes per row end), checked row by row, plus, for
+/// Native, at most `max_decoded` bytes of the block's columns (checked
+/// before a LowCardinality key is expanded): at most `2 x max_decoded`
+/// beyond the body, and twice that in vector capacity. Past it the
+/// request is refused with code 393 (`QUERY_IS_TOO_LARGE`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Options {
     /// JSONEachRow keys that are not columns refuse the row (default: ignored).
@@ -157,6 +196,8 @@ pub struct Options {
     pub defaults_for_omitted: bool,
     /// The CSV dialect (default: ClickHouse's).
     pub csv: crate::text::Csv,
+    /// The most the decoded rows may hold, in bytes (default: no limit).
+    pub max_decoded: usize,
 }
 
 impl Default for Options {
@@ -167,6 +208,7 @@ impl Default for Options {
             allow: AllowErrors::default(),
             max_line: usize::MAX,
             csv: Default::default(),
+            max_decoded: usize::MAX,
         }
     }
 }
@@ -185,13 +227,14 @@ pub fn decode(
         allow,
         max_line,
         defaults_for_omitted,
+        max_decoded,
         ..
     } = *options;
     let json = |schema: &Schema, data: &[u8]| {
         let t = Transcoder::new(schema.clone())
             .deny_unknown_fields(deny_unknown_fields)
             .refuse_omitted_default_expressions(defaults_for_omitted);
-        json_each_row(t, data, allow, max_line)
+        json_each_row(t, data, allow, max_line, max_decoded)
     };
     if let Some(list) = columns {
         for name in list {
@@ -223,7 +266,7 @@ pub fn decode(
                     },
                 );
                 let read = json(&listed, data)?;
-                let mut rows = row_binary(schema, &order, &read.bytes)?;
+                let mut rows = row_binary(schema, &order, &read.bytes, max_decoded)?;
                 rows.skipped = read.skipped;
                 Ok(rows)
             }
@@ -233,7 +276,7 @@ pub fn decode(
                 Some(list) => order_of(schema, list)?,
                 None => (0..schema.columns().len()).collect(),
             };
-            row_binary(schema, &order, data)
+            row_binary(schema, &order, data, max_decoded)
         }
         Format::RowBinaryWithNamesAndTypes => {
             let (order, at) = names_and_types(schema, data)?;
@@ -246,9 +289,9 @@ pub fn decode(
                     ));
                 }
             }
-            row_binary(schema, &order, &data[at..])
+            row_binary(schema, &order, &data[at..], max_decoded)
         }
-        Format::Native => native(schema, data),
+        Format::Native => native(schema, data, max_decoded),
         Format::Values => {
             let cols = schema.columns();
             let order = match columns {
@@ -257,11 +300,12 @@ pub fn decode(
             };
             let types: Vec<&Type> = order.iter().map(|&i| &cols[i].ty).collect();
             let mut read = Rows::default();
-            crate::literal::values(&types, data, &mut read.bytes, &mut read.ends).map_err(|e| {
-                ChError::new(
+            crate::literal::values(&types, data, &mut read, max_decoded).map_err(|e| match e {
+                crate::literal::ValuesError::TooLarge => too_large(max_decoded),
+                crate::literal::ValuesError::Parse(e) => ChError::new(
                     Code::CannotParseInput,
                     format!("Cannot parse Values input at {e}"),
-                )
+                ),
             })?;
             let in_order =
                 order.len() == cols.len() && order.iter().enumerate().all(|(i, &c)| i == c);
@@ -269,7 +313,7 @@ pub fn decode(
                 Ok(read)
             } else {
                 // Laid out as a RowBinary body with that column list.
-                row_binary(schema, &order, &read.bytes)
+                row_binary(schema, &order, &read.bytes, max_decoded)
             }
         }
         Format::Text(text) => {
@@ -300,6 +344,7 @@ pub fn decode(
                 crate::text::HeaderError::LeftOut(reason) => {
                     ChError::new(Code::NotImplemented, reason)
                 }
+                crate::text::HeaderError::TooLarge => too_large(max_decoded),
             })?;
             rows.skipped = bad.len() as u64;
             let total = rows.skipped + rows.ends.len() as u64;
@@ -314,31 +359,25 @@ pub fn decode(
 /// Every block, its columns matched to the table's by name (each must be
 /// there, of the table's type; LowCardinality on either side is only an
 /// encoding), joined per row in the table's order.
-fn native(schema: &Schema, data: &[u8]) -> Result<Rows, ChError> {
-    let mut r = crate::native::Reader::new(data);
+fn native(schema: &Schema, data: &[u8], max_decoded: usize) -> Result<Rows, ChError> {
+    // The block's columns and the joined rows each have `max_decoded`.
+    let mut r = crate::native::Reader::with_budget(data, max_decoded);
     let mut rows = Rows::default();
     let bad = |e: crate::native::NativeError| {
+        if e.too_large {
+            return too_large(max_decoded);
+        }
         ChError::new(
             Code::CannotParseInput,
             format!("Cannot read Native input at byte {}: {}", e.at, e.reason),
         )
     };
     while !r.at_end() {
+        // The reader refuses a block of rows without columns, and every
+        // column reads at least a byte per row: the defaults of left-out
+        // columns are bounded by the body, and the rows by `max_decoded`.
         let block = r.block().map_err(bad)?;
         let names: Vec<String> = block.columns.iter().map(|(n, _, _)| n.clone()).collect();
-        if block.rows > data.len() {
-            // Every row takes a byte of some column, unless the block has
-            // no columns (or only zero-width ones): then nothing bounds
-            // the defaults the left-out columns would get.
-            return Err(ChError::new(
-                Code::CannotParseInput,
-                format!(
-                    "a Native block of {} rows in a body of {} bytes",
-                    block.rows,
-                    data.len()
-                ),
-            ));
-        }
         let order = order_of(schema, &names)?;
         let fill = left_out_or_refuse(schema, &order)?;
         let mut by_table: Vec<Option<&crate::native::Column>> = vec![None; schema.columns().len()];
@@ -358,7 +397,7 @@ fn native(schema: &Schema, data: &[u8]) -> Result<Rows, ChError> {
                 let value = col.map_or(fill.as_deref().unwrap_or_default(), |c| c.row(i));
                 rows.bytes.extend_from_slice(value);
             }
-            rows.ends.push(rows.bytes.len());
+            rows.end_row(max_decoded)?;
         }
     }
     Ok(rows)
@@ -384,16 +423,17 @@ fn json_each_row(
     data: &[u8],
     allow: AllowErrors,
     max_line: usize,
+    max_decoded: usize,
 ) -> Result<Rows, ChError> {
     // As 18.16: a byte-order mark before the first row is not part of it.
     let data = data.strip_prefix(b"\xef\xbb\xbf").unwrap_or(data);
-    let mut read = json_lines(&mut t, data, max_line)?;
+    let mut read = json_lines(&mut t, data, max_line, max_decoded)?;
     if read.1.is_some() {
         // Only a body with a bad line pays for the scan: objects that span
         // lines or share one (pretty-printed, `{..}{..}`, `{..},{..}`),
         // which ClickHouse reads too, are put one to a line and read again.
         if let Some(split) = one_object_per_line(data) {
-            read = json_lines(&mut t, &split, max_line)?;
+            read = json_lines(&mut t, &split, max_line, max_decoded)?;
         }
     }
     let (rows, first_error, total) = read;
@@ -409,7 +449,12 @@ fn json_each_row(
 type JsonRead = (Rows, Option<(u64, String)>, u64);
 
 /// Every line of `data` as a row: the rows, the first bad one, how many.
-fn json_lines(t: &mut Transcoder, data: &[u8], max_line: usize) -> Result<JsonRead, ChError> {
+fn json_lines(
+    t: &mut Transcoder,
+    data: &[u8],
+    max_line: usize,
+    max_decoded: usize,
+) -> Result<JsonRead, ChError> {
     let mut rows = Rows::default();
     let mut first_error = None;
     let mut total = 0u64;
@@ -419,7 +464,7 @@ fn json_lines(t: &mut Transcoder, data: &[u8], max_line: usize) -> Result<JsonRe
     while let Some(row) = t.transcode_line(&mut cursor, &mut rows.bytes) {
         total += 1;
         match row.result {
-            Ok(()) => rows.ends.push(rows.bytes.len()),
+            Ok(()) => rows.end_row(max_decoded)?,
             // Not a bad row: ClickHouse would store it, with a value only
             // it can compute. Skipping it under allow-errors would lose it.
             Err(e) if e.kind == ch_ingest::DecodeErrorKind::Missing => {
@@ -561,7 +606,12 @@ fn left_out_or_refuse(schema: &Schema, listed: &[usize]) -> Result<Vec<Option<Ve
 /// Rows whose values come in `order` (table indices), rewritten in the
 /// table's order. One bad row refuses the body: RowBinary cannot resume
 /// after it.
-fn row_binary(schema: &Schema, order: &[usize], data: &[u8]) -> Result<Rows, ChError> {
+fn row_binary(
+    schema: &Schema,
+    order: &[usize],
+    data: &[u8],
+    max_decoded: usize,
+) -> Result<Rows, ChError> {
     let cols = schema.columns();
     let fill = left_out_or_refuse(schema, order)?;
     let in_order = order.len() == cols.len() && order.iter().enumerate().all(|(i, &c)| i == c);
@@ -607,7 +657,7 @@ fn row_binary(schema: &Schema, order: &[usize], data: &[u8]) -> Result<Rows, ChE
                 }
             }
         }
-        rows.ends.push(rows.bytes.len());
+        rows.end_row(max_decoded)?;
     }
     Ok(rows)
 }
@@ -660,6 +710,138 @@ fn names_and_types(schema: &Schema, data: &[u8]) -> Result<(Vec<usize>, usize), 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn put(out: &mut Vec<u8>, text: &str) {
+        out.push(text.len() as u8);
+        out.extend_from_slice(text.as_bytes());
+    }
+
+    /// The two bodies that took serve to gigabytes: blocks of rows with
+    /// no columns, and one LowCardinality entry behind many one-byte keys.
+    #[test]
+    fn amplifying_native_bodies_are_refused_within_max_decoded() {
+        let schema = Schema::parse("id UInt64, s String").unwrap();
+        let options = Options {
+            max_decoded: 1 << 20,
+            ..Options::default()
+        };
+        // 64 KiB of blocks of 0 columns and 16 383 rows each.
+        let mut body = Vec::new();
+        while body.len() < 64 << 10 {
+            body.extend_from_slice(&[0, 0xff, 0x7f]);
+        }
+        let e = decode(Format::Native, &schema, None, &body, &options).unwrap_err();
+        assert_eq!(e.code, Code::CannotParseInput as u32, "{e:?}");
+        assert!(e.message.contains("no columns"), "{e:?}");
+        // One 100 KB entry referenced by 200 000 keys: 20 GB decoded.
+        let rows = 200_000u64;
+        let mut body = vec![1];
+        ch_ingest::test_util::leb128_put(&mut body, rows);
+        put(&mut body, "s");
+        put(&mut body, "LowCardinality(String)");
+        body.extend_from_slice(&1u64.to_le_bytes());
+        body.extend_from_slice(&(1u64 << 9).to_le_bytes());
+        body.extend_from_slice(&2u64.to_le_bytes());
+        body.push(0);
+        ch_ingest::test_util::leb128_put(&mut body, 100_000);
+        body.extend(std::iter::repeat_n(b'x', 100_000));
+        body.extend_from_slice(&rows.to_le_bytes());
+        body.extend(std::iter::repeat_n(1u8, rows as usize));
+        let started = std::time::Instant::now();
+        let e = decode(Format::Native, &schema, None, &body, &options).unwrap_err();
+        assert_eq!(e.code, Code::QueryIsTooLarge as u32, "{e:?}");
+        assert!(e.message.contains("max_decoded_bytes"), "{e:?}");
+        // Refused after about max_decoded of copying, not 20 GB of it.
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        // Within the budget, the same shape decodes.
+        let small = Options {
+            max_decoded: 64 << 20,
+            ..Options::default()
+        };
+        let mut ok = vec![2, 3];
+        put(&mut ok, "id");
+        put(&mut ok, "UInt64");
+        for i in 0..3u64 {
+            ok.extend_from_slice(&i.to_le_bytes());
+        }
+        put(&mut ok, "s");
+        put(&mut ok, "LowCardinality(String)");
+        ok.extend_from_slice(&1u64.to_le_bytes());
+        ok.extend_from_slice(&(1u64 << 9).to_le_bytes());
+        ok.extend_from_slice(&2u64.to_le_bytes());
+        ok.extend_from_slice(&[0, 2, b'a', b'b']);
+        ok.extend_from_slice(&3u64.to_le_bytes());
+        ok.extend_from_slice(&[1, 1, 1]);
+        let rows = decode(Format::Native, &schema, None, &ok, &small).unwrap();
+        assert_eq!(rows.ends.len(), 3);
+    }
+
+    /// Every format stops at `max_decoded`, with ClickHouse's code for too
+    /// large a query, however its rows came to be that large.
+    #[test]
+    fn every_format_refuses_rows_over_max_decoded() {
+        let schema = Schema::parse("id UInt64, pad FixedString(1000)").unwrap();
+        let options = Options {
+            max_decoded: 100_000,
+            ..Options::default()
+        };
+        let lines = |f: &dyn Fn(u64) -> String| (0..500).map(f).collect::<String>();
+        let bodies: Vec<(Format, Option<Vec<String>>, String)> = vec![
+            (
+                Format::JsonEachRow,
+                None,
+                lines(&|i| format!("{{\"id\":{i}}}\n")),
+            ),
+            (
+                Format::JsonEachRow,
+                Some(vec!["id".into()]),
+                lines(&|i| format!("{{\"id\":{i}}}\n")),
+            ),
+            (
+                Format::Text(Text::Tsv {
+                    names: false,
+                    types: false,
+                }),
+                Some(vec!["id".into()]),
+                lines(&|i| format!("{i}\n")),
+            ),
+            (
+                Format::Text(Text::Csv { names: false }),
+                Some(vec!["id".into()]),
+                lines(&|i| format!("{i}\n")),
+            ),
+            (
+                Format::Values,
+                Some(vec!["id".into()]),
+                lines(&|i| format!("({i})")),
+            ),
+            (
+                Format::RowBinary,
+                Some(vec!["id".into()]),
+                (0..500u64).map(|_| "12345678").collect(),
+            ),
+        ];
+        for (format, columns, body) in bodies {
+            let e = decode(
+                format,
+                &schema,
+                columns.as_deref(),
+                body.as_bytes(),
+                &options,
+            )
+            .unwrap_err();
+            assert_eq!(e.code, Code::QueryIsTooLarge as u32, "{format:?}: {e:?}");
+            let fits = decode(
+                format,
+                &schema,
+                columns.as_deref(),
+                body.as_bytes(),
+                &Options::default(),
+            )
+            .unwrap();
+            assert_eq!(fits.ends.len(), 500, "{format:?}");
+        }
+    }
 
     #[test]
     fn bodies_clickhouse_26_9_wrote_decode_to_the_same_rows_in_every_format() {

@@ -21,6 +21,79 @@ pub use error::{ChError, Code};
 pub use native::describe_block;
 pub use text::{Csv, Text};
 
+/// The amplification property of the fuzz targets: a global allocator
+/// that counts the live heap and its peak, so a target can assert that
+/// decoding a body never holds more than a bounded multiple of it
+/// ([`fuzz_decoder`] checks it when a target installs [`Counting`]).
+#[doc(hidden)]
+pub mod fuzz_alloc {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+
+    static LIVE: AtomicUsize = AtomicUsize::new(0);
+    static PEAK: AtomicUsize = AtomicUsize::new(0);
+    static INSTALLED: AtomicBool = AtomicBool::new(false);
+
+    /// `#[global_allocator] static A: Counting = Counting;` in a target.
+    pub struct Counting;
+
+    fn grew(by: usize) {
+        let now = LIVE.fetch_add(by, Relaxed) + by;
+        PEAK.fetch_max(now, Relaxed);
+    }
+
+    // SAFETY: every call is passed to `System` as it came; the counters
+    // only observe the sizes.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            INSTALLED.store(true, Relaxed);
+            grew(layout.size());
+            System.alloc(layout)
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            LIVE.fetch_sub(layout.size(), Relaxed);
+            System.dealloc(ptr, layout)
+        }
+
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            INSTALLED.store(true, Relaxed);
+            grew(layout.size());
+            System.alloc_zeroed(layout)
+        }
+
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            // Counted as the moment both blocks may exist.
+            grew(new_size);
+            LIVE.fetch_sub(layout.size(), Relaxed);
+            System.realloc(ptr, layout, new_size)
+        }
+    }
+
+    /// Starts a measurement: the heap's live bytes now, `None` when the
+    /// binary does not count.
+    pub fn start() -> Option<usize> {
+        let live = LIVE.load(Relaxed);
+        PEAK.store(live, Relaxed);
+        INSTALLED.load(Relaxed).then_some(live)
+    }
+
+    /// The most the heap held above `base` since [`start`].
+    pub fn peak_above(base: usize) -> usize {
+        PEAK.load(Relaxed).saturating_sub(base)
+    }
+}
+
+/// The most one decode may allocate for a body of `len` bytes with
+/// `Options::max_decoded` = `max_decoded`: the rows and (for Native) one
+/// block's columns, each at most `max_decoded` and up to twice that in
+/// vector capacity, plus the parsed header and types, a small multiple of
+/// the body.
+#[doc(hidden)]
+pub fn decode_bound(len: usize, max_decoded: usize) -> usize {
+    4 * max_decoded + 16 * len + (64 << 10)
+}
+
 /// A decoder of the front door, for the fuzz targets: one target per
 /// decoder (`native`, `tsv`, `csv`, `rowbinary_with_names_and_types`,
 /// `compressed_blocks`), and `front_door`, which reaches every one of them.
@@ -75,8 +148,16 @@ pub fn fuzz_decoder(decoder: FuzzDecoder, rest: &[u8]) {
     let flag = |bit: u8| rest.first().is_some_and(|b| b & bit == bit);
     let format = match decoder {
         FuzzDecoder::Blocks => {
+            let base = fuzz_alloc::start();
             if let Ok(out) = blocks::unpack(rest, LIMIT) {
                 assert!(out.len() <= LIMIT);
+            }
+            if let Some(base) = base {
+                let peak = fuzz_alloc::peak_above(base);
+                assert!(
+                    peak <= decode_bound(rest.len(), LIMIT),
+                    "blocks: {peak} bytes"
+                );
             }
             return;
         }
@@ -122,9 +203,24 @@ pub fn fuzz_decoder(decoder: FuzzDecoder, rest: &[u8]) {
             single_quotes: !flag(64),
             double_quotes: !flag(128),
         },
+        // Small enough that a body which amplifies (LowCardinality keys,
+        // defaults of left-out columns) reaches the refusal.
+        max_decoded: FUZZ_AMPLIFICATION * rest.len() + 4096,
         ..Options::default()
     };
-    if let Ok(rows) = formats::decode(format, &schema, columns, rest, &options) {
+    let base = fuzz_alloc::start();
+    let decoded = formats::decode(format, &schema, columns, rest, &options);
+    if let Some(base) = base {
+        let peak = fuzz_alloc::peak_above(base);
+        let bound = decode_bound(rest.len(), options.max_decoded);
+        assert!(
+            peak <= bound,
+            "decoding {} bytes allocated {peak} bytes, over {bound}",
+            rest.len()
+        );
+    }
+    if let Ok(rows) = decoded {
+        assert!(rows.held() <= options.max_decoded, "rows over max_decoded");
         for row in rows.iter() {
             let mut at = 0;
             for col in schema.columns() {
@@ -135,6 +231,9 @@ pub fn fuzz_decoder(decoder: FuzzDecoder, rest: &[u8]) {
     }
 }
 
+/// The `max_decoded` the fuzz targets give a body: this many times its size.
+const FUZZ_AMPLIFICATION: usize = 16;
+
 /// JSONEachRow, every bad row allowed (so a body is read to its end).
 fn fuzz_json(rest: &[u8]) {
     use formats::{AllowErrors, Format, Options};
@@ -143,9 +242,20 @@ fn fuzz_json(rest: &[u8]) {
             num: u64::MAX,
             ratio: 1.0,
         },
+        max_decoded: FUZZ_AMPLIFICATION * rest.len() + 4096,
         ..Options::default()
     };
-    let _ = formats::decode(Format::JsonEachRow, &fuzz_schema(), None, rest, &options);
+    let schema = fuzz_schema();
+    let base = fuzz_alloc::start();
+    let decoded = formats::decode(Format::JsonEachRow, &schema, None, rest, &options);
+    if let Some(base) = base {
+        let peak = fuzz_alloc::peak_above(base);
+        let bound = decode_bound(rest.len(), options.max_decoded);
+        assert!(peak <= bound, "JSON: {peak} bytes for {}", rest.len());
+    }
+    if let Ok(rows) = decoded {
+        assert!(rows.held() <= options.max_decoded, "rows over max_decoded");
+    }
 }
 
 /// The table every fuzz target decodes into: a column of each kind the

@@ -39,6 +39,14 @@ pub(crate) fn parse(ty: &Type, text: &[u8], out: &mut Vec<u8>) -> Result<(), Str
     result
 }
 
+/// Why a `Values` body was refused.
+pub(crate) enum ValuesError {
+    /// Not literals in the table's types: where and why.
+    Parse(String),
+    /// The rows hold more than `max_decoded` bytes.
+    TooLarge,
+}
+
 /// A `Values` body: one `(v, v, ...)` tuple of literals per row, the
 /// values in `types`' order, rows separated by commas or whitespace, a `;`
 /// allowed at the end. Each row is appended to `out` as RowBinary and its
@@ -47,10 +55,11 @@ pub(crate) fn parse(ty: &Type, text: &[u8], out: &mut Vec<u8>) -> Result<(), Str
 pub(crate) fn values(
     types: &[&Type],
     text: &[u8],
-    out: &mut Vec<u8>,
-    ends: &mut Vec<usize>,
-) -> Result<(), String> {
+    rows: &mut crate::formats::Rows,
+    max_decoded: usize,
+) -> Result<(), ValuesError> {
     let mut p = Parser { s: text, at: 0 };
+    let (out, ends) = (&mut rows.bytes, &mut rows.ends);
     loop {
         p.ws();
         if p.at >= p.s.len() || (p.s[p.at] == b';' && p.rest_is_blank(p.at + 1)) {
@@ -69,9 +78,12 @@ pub(crate) fn values(
         });
         if let Err(e) = read {
             out.truncate(start);
-            return Err(format!("row {row}: {e}"));
+            return Err(ValuesError::Parse(format!("row {row}: {e}")));
         }
         ends.push(out.len());
+        if out.len() + ends.len() * std::mem::size_of::<usize>() > max_decoded {
+            return Err(ValuesError::TooLarge);
+        }
         p.eat(b',');
     }
 }

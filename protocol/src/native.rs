@@ -8,7 +8,9 @@
 //! maps, Array and Map offsets, Tuple elements, LowCardinality
 //! dictionaries with their prefix), and the one block ch-ingest writes: a
 //! `DESCRIBE` answer ([`describe_block`]). Must not: trust a count before
-//! checking it against the bytes left, or panic on any input.
+//! checking it against the bytes left, hold more than its budget of decoded
+//! bytes (a LowCardinality key copies its dictionary entry, so a body of
+//! one-byte keys would otherwise grow without bound), or panic on any input.
 
 use ch_ingest::Type;
 
@@ -17,6 +19,9 @@ use ch_ingest::Type;
 pub struct NativeError {
     pub at: usize,
     pub reason: String,
+    /// The body decodes to more than the reader's budget: the request is
+    /// too large, not malformed.
+    pub too_large: bool,
 }
 
 /// One column of a block: each row's value in RowBinary, back to back.
@@ -47,11 +52,39 @@ pub struct Block {
 pub struct Reader<'a> {
     data: &'a [u8],
     pos: usize,
+    /// Decoded bytes (values and their row ends) this reader may still
+    /// produce, over every block it reads.
+    budget: usize,
 }
 
 impl<'a> Reader<'a> {
+    /// A reader without a budget of its own (the caller bounds the body).
     pub fn new(data: &'a [u8]) -> Self {
-        Reader { data, pos: 0 }
+        Self::with_budget(data, usize::MAX)
+    }
+
+    /// A reader that refuses (`too_large`) to decode more than `budget`
+    /// bytes of columns, counting each value and each row end (8 bytes).
+    pub fn with_budget(data: &'a [u8], budget: usize) -> Self {
+        Reader {
+            data,
+            pos: 0,
+            budget,
+        }
+    }
+
+    /// Takes `n` decoded bytes out of the budget, before they are made.
+    fn charge(&mut self, n: usize) -> Result<(), NativeError> {
+        match self.budget.checked_sub(n) {
+            Some(left) => {
+                self.budget = left;
+                Ok(())
+            }
+            None => Err(NativeError {
+                too_large: true,
+                ..self.err("the body decodes to more than max_decoded_bytes")
+            }),
+        }
     }
 
     pub fn at_end(&self) -> bool {
@@ -67,6 +100,7 @@ impl<'a> Reader<'a> {
         NativeError {
             at: self.pos,
             reason: reason.into(),
+            too_large: false,
         }
     }
 
@@ -129,9 +163,14 @@ impl<'a> Reader<'a> {
         let ncols = self.leb128()?;
         let ncols = self.count(ncols, 2)?;
         let rows = self.leb128()?;
-        // Every row of every column takes at least... nothing for a
-        // zero-width type, so the row count is bounded by the columns'
-        // own checks as they are read.
+        // Every column reads at least a byte per row (a zero-width type
+        // is counted as one), so a block's rows are bounded by the bytes
+        // left as each column is read. A block without columns has
+        // nothing to bound them: ClickHouse stores nothing from it, and
+        // here each row would become a row of defaults.
+        if ncols == 0 && rows > 0 {
+            return Err(self.err(format!("a block of {rows} rows has no columns")));
+        }
         let rows = usize::try_from(rows).map_err(|_| self.err("too many rows"))?;
         let mut columns = Vec::with_capacity(ncols);
         for _ in 0..ncols {
@@ -173,8 +212,22 @@ fn prefix(ty: &Type, r: &mut Reader<'_>) -> Result<(), NativeError> {
     }
 }
 
-/// `n` values of `ty`, each as its RowBinary.
+/// `n` values of `ty`, each as its RowBinary, charged to the reader's
+/// budget. Only a LowCardinality column can decode to more than a small
+/// multiple of the bytes it reads, so it charges key by key; every other
+/// column is charged once it is made.
 fn column(ty: &Type, n: usize, r: &mut Reader<'_>) -> Result<Column, NativeError> {
+    let out = values(ty, n, r)?;
+    if !matches!(ty, Type::LowCardinality(_)) {
+        r.charge(out.bytes.len() + out.ends.len() * ROW_END)?;
+    }
+    Ok(out)
+}
+
+/// What a row end costs: its place in `Column::ends`.
+const ROW_END: usize = std::mem::size_of::<usize>();
+
+fn values(ty: &Type, n: usize, r: &mut Reader<'_>) -> Result<Column, NativeError> {
     let mut out = Column::default();
     if let Some(w) = ty.fixed_width() {
         let n = r.count(n as u64, w.max(1))?;
@@ -298,6 +351,7 @@ fn column(ty: &Type, n: usize, r: &mut Reader<'_>) -> Result<Column, NativeError
                     return Err(r.err(format!("LowCardinality key {k} is past its {size} entries")));
                 }
                 let k = k as usize;
+                r.charge(dict.row(k).len() + 1 + ROW_END)?;
                 if nullable {
                     if k == 0 {
                         out.bytes.push(1);

@@ -55,6 +55,8 @@ pub enum HeaderError {
     /// The columns sent leave out one with a `DEFAULT` expression, which
     /// only ClickHouse can compute (the reason names it).
     LeftOut(String),
+    /// The rows hold more than `Options::max_decoded` bytes.
+    TooLarge,
 }
 
 impl From<BadRow> for HeaderError {
@@ -178,6 +180,9 @@ pub fn decode(
                     decoded.bytes.extend_from_slice(v);
                 }
                 decoded.ends.push(decoded.bytes.len());
+                if decoded.held() > options.max_decoded {
+                    return Err(HeaderError::TooLarge);
+                }
             }
             Err(reason) => bad.push(BadRow { row: n, reason }),
         }
