@@ -27,6 +27,11 @@
 //! swap, or an engine and `ch-ingest replay`) never send the same file twice.
 //! The kernel drops the lock with the process, so a crash leaves no stale
 //! claim behind.
+//!
+//! Spill files hold user data: the directory and `quarantine/` are created
+//! 0700 and the files 0600; a configured directory that is a symlink is
+//! refused, and no file is ever written, read, claimed or listed through a
+//! symlink (see [`crate::durable`]).
 
 use crate::batch::InsertBatch;
 use bytes::Bytes;
@@ -154,7 +159,7 @@ impl SpillDir {
         instance: u64,
         family: Option<Family>,
     ) -> std::io::Result<Self> {
-        std::fs::create_dir_all(dir)?;
+        crate::durable::create_private_dir(dir)?;
         let family = family.unwrap_or_default();
         family.join(instance);
         Ok(Self {
@@ -191,7 +196,7 @@ impl SpillDir {
         self.list()
             .unwrap_or_default()
             .iter()
-            .filter_map(|p| std::fs::metadata(p).ok())
+            .filter_map(|p| std::fs::symlink_metadata(p).ok())
             .map(|m| m.len())
             .sum()
     }
@@ -294,7 +299,7 @@ impl SpillDir {
             insert.origin(),
             insert.id()
         ));
-        crate::durable::write_atomically(&path, true, |f| {
+        crate::durable::write_atomically(&path, true, crate::durable::PRIVATE_FILE, |f| {
             let mut crc = crc32fast::Hasher::new();
             let mut put = |f: &mut std::fs::File, bytes: &[u8]| -> std::io::Result<()> {
                 crc.update(bytes);
@@ -356,7 +361,7 @@ pub(crate) struct Header {
 pub(crate) fn read_header(path: &Path) -> Result<Header, SpillError> {
     use std::io::Read;
     let corrupt = |why: &str| SpillError::Corrupt(why.to_string());
-    let mut f = std::fs::File::open(path)?;
+    let mut f = crate::durable::open_no_symlink(path)?;
     let mut head = [0u8; 12];
     f.read_exact(&mut head)
         .map_err(|_| corrupt("shorter than a header (truncated?)"))?;
@@ -373,11 +378,17 @@ pub(crate) fn read_header(path: &Path) -> Result<Header, SpillError> {
     serde_json::from_slice(&header).map_err(|e| SpillError::Corrupt(format!("header: {e}")))
 }
 
-/// Spill files in `dir`, oldest first (names sort by creation).
+/// Spill files in `dir`, oldest first (names sort by creation). Only
+/// regular files: a symlink is not a file the engine wrote, so it is not
+/// replayed, evicted or counted against the budget.
 pub fn list(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == EXT) && p.is_file())
+        .filter_map(|e| e.ok())
+        // `DirEntry::file_type` does not follow a symlink (`Path::is_file`
+        // would).
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == EXT))
         .collect();
     files.sort();
     Ok(files)
@@ -403,11 +414,12 @@ impl Claimed {
 }
 
 /// Takes `path` for replay. `Ok(None)` when another replayer holds it or it
-/// is gone (delivered, evicted or quarantined meanwhile).
+/// is gone (delivered, evicted or quarantined meanwhile); an error when it
+/// is a symlink (never followed).
 pub fn claim(path: &Path) -> std::io::Result<Option<Claimed>> {
     use std::os::unix::fs::MetadataExt;
     let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
-    let file = match std::fs::File::open(path) {
+    let file = match crate::durable::open_no_symlink(path) {
         Ok(f) => f,
         Err(e) if gone(&e) => return Ok(None),
         Err(e) => return Err(e),
@@ -418,9 +430,10 @@ pub fn claim(path: &Path) -> std::io::Result<Option<Claimed>> {
         Err(std::fs::TryLockError::Error(e)) => return Err(e),
     }
     // The previous holder may have deleted or moved the file between our
-    // open and our lock: then what we hold is no longer the spill file.
+    // open and our lock: then what we hold is no longer the spill file. The
+    // name is not followed: a symlink put there meanwhile is not the file.
     let held = file.metadata()?;
-    match std::fs::metadata(path) {
+    match std::fs::symlink_metadata(path) {
         Ok(now) if now.ino() == held.ino() && now.dev() == held.dev() => Ok(Some(Claimed { file })),
         Ok(_) => Ok(None),
         Err(e) if gone(&e) => Ok(None),
@@ -431,7 +444,7 @@ pub fn claim(path: &Path) -> std::io::Result<Option<Claimed>> {
 /// Reads and verifies one spill file (without claiming it: for inspection).
 #[cfg_attr(not(feature = "test-util"), allow(dead_code))]
 pub fn read(path: &Path) -> Result<Spilled, SpillError> {
-    decode(&std::fs::read(path)?)
+    decode(&crate::durable::read_no_symlink(path)?)
 }
 
 fn decode(bytes: &[u8]) -> Result<Spilled, SpillError> {
@@ -467,11 +480,15 @@ fn decode(bytes: &[u8]) -> Result<Spilled, SpillError> {
     })
 }
 
-/// Moves a bad file into `<dir>/quarantine/`, out of the replay order.
+/// Moves a bad file into `<dir>/quarantine/`, out of the replay order. A
+/// `quarantine` that is a symlink is refused: the file would leave the
+/// private directory.
 pub fn quarantine(dir: &Path, path: &Path) -> std::io::Result<PathBuf> {
     let q = dir.join(QUARANTINE);
-    std::fs::create_dir_all(&q)?;
+    crate::durable::create_private_dir(&q)?;
     let to = q.join(path.file_name().unwrap_or_default());
+    // rename(2) moves the name and replaces the one at `to`: it follows a
+    // symlink at neither end.
     std::fs::rename(path, &to)?;
     Ok(to)
 }
@@ -620,5 +637,94 @@ mod tests {
         let newest = read(s2.list().unwrap().last().unwrap()).unwrap();
         assert_eq!(newest.data[0], 9, "the newest survives");
         assert_eq!(evicted as usize + s2.list().unwrap().len(), 10);
+    }
+
+    #[test]
+    fn the_directories_are_0700_and_the_files_0600() {
+        use crate::durable::{after_umask, mode_of};
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("spill").join("t");
+        let s = SpillDir::open(&dir, 1 << 20, SpillFullPolicy::DropNewest, 5, None).unwrap();
+        assert_eq!(mode_of(&d.path().join("spill")), after_umask(0o700));
+        assert_eq!(mode_of(&dir), after_umask(0o700));
+        let Written::Spilled(path) = s.write(None, &insert(1, 1)).0.unwrap() else {
+            panic!("not spilled")
+        };
+        assert_eq!(mode_of(&path), after_umask(0o600));
+        let moved = quarantine(&dir, &path).unwrap();
+        assert_eq!(mode_of(&dir.join(QUARANTINE)), after_umask(0o700));
+        assert_eq!(mode_of(&moved), after_umask(0o600));
+    }
+
+    #[test]
+    fn a_symlinked_spill_or_quarantine_directory_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let real = d.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        let link = d.path().join("spill");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let e = SpillDir::open(&link, 1 << 20, SpillFullPolicy::DropNewest, 5, None)
+            .err()
+            .expect("a symlinked spill directory");
+        assert!(e.to_string().contains(&*link.to_string_lossy()), "{e}");
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        // `quarantine/` planted as a link out of the directory: the bad file
+        // stays where it is.
+        let dir = d.path().join("own");
+        let s = SpillDir::open(&dir, 1 << 20, SpillFullPolicy::DropNewest, 5, None).unwrap();
+        let Written::Spilled(path) = s.write(None, &insert(1, 1)).0.unwrap() else {
+            panic!("not spilled")
+        };
+        std::os::unix::fs::symlink(&real, dir.join(QUARANTINE)).unwrap();
+        let e = quarantine(&dir, &path).unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        assert!(path.exists());
+        assert_eq!(std::fs::read_dir(&real).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_symlink_planted_at_a_spill_files_name_is_not_followed() {
+        let d = tempfile::tempdir().unwrap();
+        let target = d.path().join("target");
+        std::fs::write(&target, b"precious").unwrap();
+        let dir = d.path().join("spill");
+        let s = SpillDir::open(&dir, 1 << 20, SpillFullPolicy::DropNewest, 5, None).unwrap();
+        // The name the first file of an empty directory gets, and its
+        // temporary.
+        let next = dir.join(format!("s{:020}-{:016x}-{}.{EXT}", 0, 0, 7));
+        let mut tmp = next.clone().into_os_string();
+        tmp.push(".tmp");
+        std::os::unix::fs::symlink(&target, &next).unwrap();
+        std::os::unix::fs::symlink(&target, &tmp).unwrap();
+        let Written::Spilled(path) = s.write(Some("t"), &insert(2, 3)).0.unwrap() else {
+            panic!("not spilled")
+        };
+        assert_eq!(path, next);
+        assert_eq!(std::fs::read(&target).unwrap(), b"precious");
+        assert!(std::fs::symlink_metadata(&path).unwrap().is_file());
+        assert_eq!(read(&path).unwrap().rows, 2);
+    }
+
+    #[test]
+    fn a_symlinked_spill_file_is_not_listed_claimed_or_read() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("spill");
+        let elsewhere = d.path().join("elsewhere");
+        // A valid spill file outside the directory, linked into it.
+        let other =
+            SpillDir::open(&elsewhere, 1 << 20, SpillFullPolicy::DropNewest, 5, None).unwrap();
+        let Written::Spilled(outside) = other.write(None, &insert(1, 1)).0.unwrap() else {
+            panic!("not spilled")
+        };
+        let s = SpillDir::open(&dir, 1 << 20, SpillFullPolicy::DropNewest, 5, None).unwrap();
+        let link = dir.join(outside.file_name().unwrap());
+        std::os::unix::fs::symlink(&outside, &link).unwrap();
+        assert!(s.list().unwrap().is_empty());
+        assert_eq!(s.used_bytes(), 0);
+        let e = claim(&link).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData, "{e}");
+        assert!(matches!(read(&link), Err(SpillError::Io(_))));
+        assert!(matches!(read_header(&link), Err(SpillError::Io(_))));
+        assert!(read(&outside).is_ok());
     }
 }

@@ -2,8 +2,9 @@
 //! ClickHouse-side ones are in `production_faults.rs`, against real
 //! servers): a panicking `Serialize`, a full disk under the spill
 //! directory, a dropped runtime, a spill file that cannot be deleted or
-//! always fails, a crash between two file operations, a blocking file
-//! system under a current-thread runtime, and a clock that steps back.
+//! always fails, a crash between two file operations, a FIFO planted where
+//! a dead letter is written under a current-thread runtime, and a clock
+//! that steps back.
 
 use ch_ingest::sink::{InsertBatch, MemorySink, Sink, SinkError};
 use ch_ingest::{Buffer, PostEvent, RetryPolicy, SpillFullPolicy, TrackError};
@@ -450,7 +451,7 @@ async fn one_poison_spill_file_does_not_stop_the_others_and_is_given_up_after_bo
 // ---------------------------------------------------------------- item 12
 
 #[test]
-fn dead_letter_writes_in_the_replayer_never_stall_a_current_thread_runtime() {
+fn a_fifo_at_a_dead_letters_temporary_name_stalls_nothing_and_is_never_opened() {
     let tmp = tempfile::tempdir().unwrap();
     let (spill, dead) = (tmp.path().join("spill"), tmp.path().join("dead"));
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -458,8 +459,10 @@ fn dead_letter_writes_in_the_replayer_never_stall_a_current_thread_runtime() {
         .build()
         .unwrap();
     rt.block_on(leave_spill_files(&spill, 0, 10));
-    // Where the replayer's dead-letter write will go: a FIFO there makes
-    // the open block until somebody reads it, like a hung NFS server.
+    // Where the replayer's dead-letter write puts its temporary file: a
+    // FIFO there would block an open until somebody reads it, like a hung
+    // NFS server. Temporaries are created new (O_EXCL), so it is never
+    // opened: the write takes another name and the runtime keeps ticking.
     let file = files_with(&spill, ".spill")[0].clone();
     let spilled = ch_ingest::test_util::spill::read(&file).unwrap();
     std::fs::create_dir_all(&dead).unwrap();
@@ -472,15 +475,6 @@ fn dead_letter_writes_in_the_replayer_never_stall_a_current_thread_runtime() {
         .status()
         .unwrap()
         .success());
-    let reader = {
-        let fifo = fifo.clone();
-        std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(2_000));
-            let mut f = std::fs::File::open(&fifo).unwrap();
-            let mut sink = Vec::new();
-            let _ = std::io::Read::read_to_end(&mut f, &mut sink);
-        })
-    };
     let ticks = rt.block_on(async {
         let sink = MemorySink::new();
         sink.fail_with(SinkError::Server {
@@ -494,8 +488,8 @@ fn dead_letter_writes_in_the_replayer_never_stall_a_current_thread_runtime() {
             .dead_letter_dir(&dead)
             .build(sink)
             .unwrap();
-        // The replayer meets the refusal at once and blocks on the FIFO;
-        // this task must keep ticking meanwhile.
+        // The replayer meets the refusal at once and writes the dead
+        // letter; this task must keep ticking meanwhile.
         let mut ticks = 0;
         let start = std::time::Instant::now();
         while start.elapsed() < Duration::from_millis(1_500) {
@@ -507,11 +501,19 @@ fn dead_letter_writes_in_the_replayer_never_stall_a_current_thread_runtime() {
         b.shutdown().await.unwrap();
         ticks
     });
-    reader.join().unwrap();
     assert!(
         ticks > 50,
         "the runtime stalled: {ticks} ticks of 10 ms in 1.5 s"
     );
+    use std::os::unix::fs::FileTypeExt;
+    let fifo_type = std::fs::symlink_metadata(&fifo).unwrap().file_type();
+    assert!(fifo_type.is_fifo(), "the FIFO was replaced");
+    let sidecar = dead.join(format!(
+        "{:016x}-{:020}.json",
+        spilled.instance, spilled.insert_id
+    ));
+    let (_, insert) = ch_ingest::test_util::dead_letter::read(&sidecar).unwrap();
+    assert_eq!(insert.rows(), spilled.rows, "dead-lettered beside the FIFO");
 }
 
 // ---------------------------------------------------------------- item 16

@@ -251,7 +251,9 @@ impl Builder {
     /// Where INSERTs that failed for good (a permanent error, or retries used
     /// up) are kept: the exact RowBinary plus a JSON sidecar with the table,
     /// columns, rows and error. Default: none (such rows are counted in
-    /// `Stats::dropped_rows` and logged).
+    /// `Stats::dropped_rows` and logged). Created with mode 0700 if missing
+    /// (its files 0600: they hold the rows); a path whose last component is
+    /// a symlink is refused when the first dead letter is written.
     pub fn dead_letter_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
         self.cfg.dead_letter_dir = Some(dir.into());
         self
@@ -262,7 +264,10 @@ impl Builder {
     /// them again, oldest first, once the sink answers, and on the next start
     /// with the same directory. Give each table its own directory: files
     /// written for another table (per the sink's [`Sink::table`]) are left
-    /// for `ch-ingest replay`, never sent here. Default: none.
+    /// for `ch-ingest replay`, never sent here. Created with mode 0700 if
+    /// missing (its files 0600: they hold the rows); a path whose last
+    /// component is a symlink is refused ([`BuildError::SpillDir`]).
+    /// Default: none.
     pub fn spill_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
         self.cfg.spill_dir = Some(dir.into());
         self

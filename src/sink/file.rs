@@ -11,6 +11,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+/// Mode of the files written here (before the umask): what `File::create`
+/// gives. They are output for a loader, maybe run as another user, not the
+/// engine's private spill or dead letters (those are 0600).
+const OUTPUT_FILE: u32 = 0o666;
+
 /// Writes each batch as `<dir>/<table>-<run>-<batch id>.rowbinary`.
 ///
 /// Beside them it writes `INSERT.sql` (the statement the files fit) and
@@ -73,7 +78,7 @@ impl Inner {
         }
         let name = format!("{}-{}-{:012}.rowbinary", self.table, self.run, batch.id());
         let fsync = self.fsync.load(Ordering::Relaxed);
-        crate::durable::write_atomically(&self.dir.join(name), fsync, |f| {
+        crate::durable::write_atomically(&self.dir.join(name), fsync, OUTPUT_FILE, |f| {
             batch
                 .chunks()
                 .iter()
@@ -83,7 +88,7 @@ impl Inner {
 
     fn write_loader(&self, columns: &[impl AsRef<str>]) -> std::io::Result<()> {
         let sql = insert_sql(&self.table, columns);
-        crate::durable::write_atomically(&self.dir.join("INSERT.sql"), false, |f| {
+        crate::durable::write_atomically(&self.dir.join("INSERT.sql"), false, OUTPUT_FILE, |f| {
             writeln!(f, "{sql}")
         })?;
         let script = format!(
@@ -98,7 +103,9 @@ impl Inner {
             table = self.table
         );
         let path = self.dir.join("load.sh");
-        crate::durable::write_atomically(&path, false, |f| f.write_all(script.as_bytes()))?;
+        crate::durable::write_atomically(&path, false, OUTPUT_FILE, |f| {
+            f.write_all(script.as_bytes())
+        })?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
