@@ -1065,7 +1065,10 @@ fn front_door_takes_inserts_as_clickhouse_does_and_answers_in_its_words() {
         format!("ch_ingest_front_door_rows_total{{table=\"{table}\",ack=\"buffered\"}} 1"),
         format!("ch_ingest_front_door_rows_total{{table=\"{table}\",ack=\"skipped\"}} 1"),
         "ch_ingest_front_door_insert_seconds_count{mode=\"async\"} 1".into(),
-        "ch_ingest_front_door_insert_seconds_count{mode=\"wait\"} 11".into(),
+        // The wrong password is refused before the body (and so the
+        // statement) is read: it is no INSERT yet.
+        "ch_ingest_front_door_requests_total{kind=\"invalid\",status=\"401\",exception_code=\"193\"} 1".into(),
+        "ch_ingest_front_door_insert_seconds_count{mode=\"wait\"} 10".into(),
     ] {
         assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
     }
@@ -1842,4 +1845,301 @@ fn front_door_reads_hand_written_bodies_as_clickhouse_does() {
     let (want, got) = (all(&direct), all(&door_t));
     assert_eq!(want.lines().count(), 11, "{want}");
     assert_eq!(want, got);
+}
+
+/// Peak and current resident memory of a process, in MiB (`VmHWM`, `VmRSS`).
+fn rss_mib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+            / 1024
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
+fn leb(out: &mut Vec<u8>, mut v: u64) {
+    loop {
+        let b = (v & 0x7f) as u8;
+        v >>= 7;
+        out.push(if v == 0 { b } else { b | 0x80 });
+        if v == 0 {
+            return;
+        }
+    }
+}
+
+fn native_text(out: &mut Vec<u8>, s: &str) {
+    leb(out, s.len() as u64);
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// The findings of the front door's security review, each against the
+/// private 18.16 and a running serve: ClickHouse's own refusal of a
+/// readonly user and of a user without access to the database; forwarded
+/// reads carry ClickHouse's `readonly`; table tokens on the front door;
+/// the two amplifying Native bodies refused quickly within the decoded
+/// bound, serve's memory staying small; `/metrics` behind the admin token.
+#[test]
+fn front_door_authorizes_as_clickhouse_and_bounds_what_a_body_costs() {
+    let server = server_or_skip!();
+    let _one = serial();
+    let open = door_table(server, "door_sec_open");
+    let locked = door_table(server, "door_sec_locked");
+    let lc = server.fresh_table(
+        "door_sec_lc",
+        "(id UInt64, s String) ENGINE = MergeTree ORDER BY id",
+    );
+    let serve = Serve::start(&format!(
+        "admin_tokens = [\"{TOKEN}\"]\nmax_decoded_bytes = 8388608\n{}",
+        config(
+            server,
+            &format!(
+                "[tables.{open}]\nflush_interval = \"1h\"\n[tables.{lc}]\n\
+                 [tables.{locked}]\ntokens = [\"{TOKEN}\"]\n"
+            )
+        )
+    ));
+    let insert = |t: &str, format: &str| {
+        format!(
+            "/?query={}",
+            percent(&format!("INSERT INTO {t} FORMAT {format}"))
+        )
+    };
+    let row = b"{\"id\":1,\"name\":\"a\",\"at\":0}\n";
+    // ClickHouse refuses `reader` (readonly profile) an INSERT: so does
+    // the door, with the server's own code, and nothing is stored.
+    let reader = [
+        ("X-ClickHouse-User", "reader"),
+        ("X-ClickHouse-Key", support::READER_PASSWORD),
+    ];
+    let (status, _, body) = door(&serve, &insert(&open, "JSONEachRow"), &reader, row);
+    assert_ne!(status, 200, "{body}");
+    assert!(body.starts_with("Code: 164"), "{body}");
+    let elsewhere = [
+        ("X-ClickHouse-User", "elsewhere"),
+        ("X-ClickHouse-Key", support::ELSEWHERE_PASSWORD),
+    ];
+    let (status, _, body) = door(&serve, &insert(&open, "JSONEachRow"), &elsewhere, row);
+    assert_ne!(status, 200, "{body}");
+    assert!(body.starts_with("Code: 291"), "{body}");
+    let (status, _, body) = door(&serve, &insert(&open, "JSONEachRow"), &[], row);
+    assert_eq!(status, 200, "default may insert: {body}");
+    // Reads still work for the readonly user (its level is not raised),
+    // and a forwarded read of a user who may write runs as readonly = 2.
+    let level = |headers: &[(&str, &str)]| {
+        door(
+            &serve,
+            "/",
+            headers,
+            b"SELECT value FROM system.settings WHERE name = 'readonly'",
+        )
+    };
+    assert_eq!(level(&reader).2.trim(), "1");
+    let (status, _, body) = level(&[]);
+    assert_eq!((status, body.trim()), (200, "2"));
+    // A forwarded request cannot lower it again.
+    let (_, _, body) = door(
+        &serve,
+        "/?readonly=0",
+        &[],
+        b"SELECT value FROM system.settings WHERE name = 'readonly'",
+    );
+    assert_eq!(body.trim(), "2");
+    // The table's tokens hold on the front door too.
+    let (status, _, body) = door(&serve, &insert(&locked, "JSONEachRow"), &[], row);
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body.starts_with("Code: 497") && body.contains("token"),
+        "{body}"
+    );
+    let (status, _, body) = door(
+        &serve,
+        &insert(&locked, "JSONEachRow"),
+        &[("X-CH-Ingest-Token", TOKEN)],
+        row,
+    );
+    assert_eq!(status, 200, "{body}");
+    let bearer = format!("Bearer {TOKEN}");
+    let (status, _, body) = door(
+        &serve,
+        &insert(&locked, "JSONEachRow"),
+        &[("Authorization", bearer.as_str())],
+        row,
+    );
+    assert_eq!(status, 200, "{body}");
+    // /metrics takes the admin token.
+    let (status, _, _) = serve.get("/metrics").unwrap();
+    assert_eq!(status, 401);
+    let (status, _, _) = http(
+        &serve.addr,
+        "GET",
+        "/metrics",
+        &[("Authorization", bearer.as_str())],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(status, 200);
+
+    // 64 KiB of Native blocks without columns, each of 16 383 rows.
+    let mut empty_blocks = Vec::new();
+    while empty_blocks.len() < 64 << 10 {
+        empty_blocks.extend_from_slice(&[0, 0xff, 0x7f]);
+    }
+    // One 100 KB LowCardinality entry behind 200 000 one-byte keys: 20 GB.
+    let keys = 200_000u64;
+    let mut dictionary = vec![1];
+    leb(&mut dictionary, keys);
+    native_text(&mut dictionary, "s");
+    native_text(&mut dictionary, "LowCardinality(String)");
+    dictionary.extend_from_slice(&1u64.to_le_bytes());
+    dictionary.extend_from_slice(&(1u64 << 9).to_le_bytes());
+    dictionary.extend_from_slice(&2u64.to_le_bytes());
+    dictionary.push(0);
+    leb(&mut dictionary, 100_000);
+    dictionary.extend(std::iter::repeat_n(b'x', 100_000));
+    dictionary.extend_from_slice(&keys.to_le_bytes());
+    dictionary.extend(std::iter::repeat_n(1u8, keys as usize));
+    let pid = serve.child.id();
+    for (body, code) in [(&empty_blocks, "Code: 27"), (&dictionary, "Code: 393")] {
+        let started = Instant::now();
+        let (status, _, answer) = door(&serve, &insert(&lc, "Native"), &[], body);
+        let took = started.elapsed();
+        assert_ne!(status, 200, "{answer}");
+        assert!(answer.starts_with(code), "{answer}");
+        assert!(took < Duration::from_secs(5), "answered after {took:?}");
+        let (peak, now) = rss_mib(pid);
+        eprintln!(
+            "{} byte body: {code} in {took:?}, serve RSS {now} MiB (peak {peak} MiB)",
+            body.len()
+        );
+        // The documented bound for one request: the body, its inflated
+        // copy and twice max_decoded_bytes (8 MiB), plus serve at rest.
+        assert!(peak < 256, "serve's peak RSS {peak} MiB");
+    }
+    assert_eq!(server.count(&lc), 0);
+    let pending = serve.post("/v1/flush", &[("Authorization", bearer.as_str())], b"");
+    assert_eq!(pending.0, 200, "{:?}", pending.1);
+    assert_eq!(server.count(&open), 1);
+    assert_eq!(server.count(&locked), 2);
+}
+
+/// A client's `async_insert_busy_timeout_ms` can shorten its group
+/// commit's wait but not stretch it: with waiters arriving all the time,
+/// a first waiter asking for 60 s would otherwise hold every answer.
+#[test]
+fn front_door_no_client_stalls_another_with_its_busy_timeout() {
+    let server = server_or_skip!();
+    let _one = serial();
+    let table = door_table(server, "door_busy");
+    let serve = Arc::new(Serve::start(&config(
+        server,
+        &format!("[tables.{table}]\n[front_door]\nauth = \"none\"\nbusy_timeout = \"200ms\"\n"),
+    )));
+    let path = |extra: &str| {
+        format!(
+            "/?query={}{extra}",
+            percent(&format!("INSERT INTO {table} FORMAT JSONEachRow"))
+        )
+    };
+    let slow = {
+        let serve = serve.clone();
+        let path = path("&async_insert_busy_timeout_ms=60000");
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            let (status, _, body) =
+                door(&serve, &path, &[], b"{\"id\":0,\"name\":\"s\",\"at\":0}\n");
+            assert_eq!(status, 200, "{body}");
+            started.elapsed()
+        })
+    };
+    std::thread::sleep(Duration::from_millis(20));
+    let until = Instant::now() + Duration::from_secs(3);
+    let clients: Vec<_> = (0..4u64)
+        .map(|c| {
+            let serve = serve.clone();
+            let path = path("");
+            std::thread::spawn(move || {
+                let (mut worst, mut n) = (Duration::ZERO, 0u64);
+                while Instant::now() < until {
+                    let row = format!(
+                        "{{\"id\":{},\"name\":\"c\",\"at\":0}}\n",
+                        1 + c * 100_000 + n
+                    );
+                    let started = Instant::now();
+                    let (status, _, body) = door(&serve, &path, &[], row.as_bytes());
+                    assert_eq!(status, 200, "{body}");
+                    worst = worst.max(started.elapsed());
+                    n += 1;
+                }
+                (worst, n)
+            })
+        })
+        .collect();
+    let mut sent = 1;
+    for c in clients {
+        let (worst, n) = c.join().unwrap();
+        sent += n;
+        assert!(worst < Duration::from_secs(2), "a waiter took {worst:?}");
+    }
+    let slow = slow.join().unwrap();
+    assert!(
+        slow < Duration::from_secs(2),
+        "the 60 s asker took {slow:?}"
+    );
+    assert_eq!(server.count(&table), sent);
+}
+
+/// ClickHouse down for longer than `credentials_ttl`: a user it verified
+/// before keeps inserting (the rows wait in the buffer and arrive after
+/// the restart), one it never saw is turned away.
+#[test]
+fn front_door_keeps_verified_users_through_an_outage_longer_than_the_ttl() {
+    let server = server_or_skip!();
+    if std::env::var("CLICKHOUSE_URL").is_ok() {
+        return;
+    }
+    let _one = serial();
+    let table = door_table(server, "door_outage");
+    let serve = Arc::new(Serve::start(&format!(
+        "{}[front_door]\ncredentials_ttl = \"1s\"\n",
+        config(server, &format!("[tables.{table}]\n"))
+    )));
+    let path = format!(
+        "/?query={}&async_insert=1&wait_for_async_insert=0",
+        percent(&format!("INSERT INTO {table} FORMAT JSONEachRow"))
+    );
+    let (status, _, body) = door(&serve, &path, &[], b"{\"id\":1,\"name\":\"a\",\"at\":0}\n");
+    assert_eq!(status, 200, "{body}");
+    let outage = std::thread::scope(|s| {
+        let down = s.spawn(|| server.kill_and_restart(Duration::from_secs(4)));
+        std::thread::sleep(Duration::from_millis(2500));
+        // Past the 1 s TTL, the server gone: verified before, so trusted.
+        let answer = door(&serve, &path, &[], b"{\"id\":2,\"name\":\"b\",\"at\":0}\n");
+        let stranger = door(
+            &serve,
+            &path,
+            &[("X-ClickHouse-User", "nobody"), ("X-ClickHouse-Key", "x")],
+            b"{\"id\":3,\"name\":\"c\",\"at\":0}\n",
+        );
+        down.join().unwrap();
+        (answer, stranger)
+    });
+    let ((status, _, body), (refused, _, why)) = outage;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(refused, 503, "{why}");
+    assert!(why.contains("could be asked"), "{why}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while server.count(&table) < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "rows never arrived: {}",
+            serve.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(rows_of(server, &table).lines().count(), 2);
 }

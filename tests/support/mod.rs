@@ -84,6 +84,13 @@ pub fn free_port() -> u16 {
 
 const BINARY: &str = "/usr/sbin/clickhouse-server";
 
+/// The private server's users besides `default`: `reader`, whose profile
+/// is `readonly = 1` (ClickHouse refuses its INSERTs with code 164), and
+/// `elsewhere`, who may use only the `system` database (code 291 for
+/// `default`'s tables).
+pub const READER_PASSWORD: &str = "r3ader-pw";
+pub const ELSEWHERE_PASSWORD: &str = "elsewh3re-pw";
+
 impl Server {
     fn external(url: String) -> Self {
         let http = url
@@ -158,12 +165,17 @@ impl Server {
         );
         let users = r#"<?xml version="1.0"?>
 <yandex>
-  <profiles><default><max_memory_usage>4000000000</max_memory_usage><allow_experimental_low_cardinality_type>1</allow_experimental_low_cardinality_type></default></profiles>
-  <users><default><password></password><networks><ip>::/0</ip></networks><profile>default</profile><quota>default</quota></default></users>
+  <profiles><default><max_memory_usage>4000000000</max_memory_usage><allow_experimental_low_cardinality_type>1</allow_experimental_low_cardinality_type></default><readonly><readonly>1</readonly></readonly></profiles>
+  <users><default><password></password><networks><ip>::/0</ip></networks><profile>default</profile><quota>default</quota></default>
+    <reader><password>{READER_PASSWORD}</password><networks><ip>::/0</ip></networks><profile>readonly</profile><quota>default</quota></reader>
+    <elsewhere><password>{ELSEWHERE_PASSWORD}</password><networks><ip>::/0</ip></networks><profile>default</profile><quota>default</quota><allow_databases><database>system</database></allow_databases></elsewhere></users>
   <quotas><default><interval><duration>3600</duration><queries>0</queries><errors>0</errors><result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time></interval></default></quotas>
 </yandex>
 "#;
         std::fs::write(dir.join("config.xml"), config).map_err(|e| e.to_string())?;
+        let users = users
+            .replace("{READER_PASSWORD}", READER_PASSWORD)
+            .replace("{ELSEWHERE_PASSWORD}", ELSEWHERE_PASSWORD);
         std::fs::write(dir.join("users.xml"), users).map_err(|e| e.to_string())?;
         let child = spawn_tied_to_process(dir.join("config.xml"))?;
         let mut s = Server {

@@ -24,6 +24,10 @@ pub struct FileConfig {
     max_decompressed_bytes: Option<usize>,
     /// Longest NDJSON line (one event).
     max_line_bytes: Option<usize>,
+    /// The most one front-door request's rows may hold once decoded
+    /// (default: `max_decompressed_bytes`); past it the request is refused
+    /// with code 393 and nothing of it is kept.
+    max_decoded_bytes: Option<usize>,
     /// Event requests read and decoded at once (default 32); more wait
     /// without their bodies being read.
     max_concurrent_requests: Option<usize>,
@@ -39,6 +43,7 @@ pub struct FileConfig {
     shutdown_grace: Option<String>,
     /// Bearer tokens allowed to call `POST /v1/flush` (none: anyone).
     admin_tokens: Option<Vec<String>>,
+    #[serde(alias = "admin_token_env")]
     admin_tokens_env: Option<String>,
     /// Base directories; each table gets a subdirectory.
     spill_dir: Option<PathBuf>,
@@ -96,6 +101,14 @@ struct FrontDoorFile {
     /// The users the front door knows, by name (with `auth = "users"`,
     /// the default when any is given).
     users: Option<BTreeMap<String, UserFile>>,
+    /// How long ClickHouse's yes to a user (its password, its right to
+    /// insert into a table) is used without asking again (default 60s):
+    /// the longest a revoked right keeps working.
+    credentials_ttl: Option<String>,
+    /// While no ClickHouse server can be asked, how long a yes stays good
+    /// (default 1h), so an outage spills verified users' rows instead of
+    /// turning them away.
+    credentials_outage_ttl: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -148,6 +161,8 @@ pub struct FrontDoorConfig {
     pub auth: FrontDoorAuth,
     pub busy_timeout: Duration,
     pub users: Vec<FrontDoorUser>,
+    pub credentials_ttl: Duration,
+    pub credentials_outage_ttl: Duration,
 }
 
 /// Per-table engine settings; see `Builder` in the library for each default.
@@ -231,6 +246,7 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     pub max_body_bytes: usize,
     pub max_decompressed_bytes: usize,
+    pub max_decoded_bytes: usize,
     pub max_line_bytes: usize,
     pub max_concurrent_requests: usize,
     pub body_timeout: Duration,
@@ -366,6 +382,11 @@ impl ServeConfig {
             max_body_bytes.saturating_mul(4),
         )?;
         let max_line_bytes = positive("max_line_bytes", file.max_line_bytes, 1 << 20)?;
+        let max_decoded_bytes = positive(
+            "max_decoded_bytes",
+            file.max_decoded_bytes,
+            max_decompressed_bytes,
+        )?;
         // Caps far above any sane setting, so a slipped digit is refused at
         // start instead of meaning "no limit".
         let capped = |key: &str, v: Option<usize>, default: usize, max: usize| match positive(
@@ -600,12 +621,23 @@ impl ServeConfig {
                 None => Duration::from_millis(200),
                 Some(s) => parse_duration(s).map_err(|e| err("front_door.busy_timeout", e))?,
             },
+            credentials_ttl: duration(
+                "front_door.credentials_ttl",
+                file.front_door.credentials_ttl.as_deref(),
+                Duration::from_secs(60),
+            )?,
+            credentials_outage_ttl: duration(
+                "front_door.credentials_outage_ttl",
+                file.front_door.credentials_outage_ttl.as_deref(),
+                Duration::from_secs(3600),
+            )?,
         };
         Ok(ServeConfig {
             front_door,
             listen,
             max_body_bytes,
             max_decompressed_bytes,
+            max_decoded_bytes,
             max_line_bytes,
             max_concurrent_requests,
             body_timeout,

@@ -33,7 +33,7 @@ const INLINE_BODY: usize = 256 << 10;
 /// How long a request waits for one of the `max_concurrent_requests`
 /// permits before it is told to come back (503): slow senders holding every
 /// permit must not queue the rest without limit.
-const PERMIT_WAIT: Duration = Duration::from_secs(5);
+pub(super) const PERMIT_WAIT: Duration = Duration::from_secs(5);
 /// The largest zstd window a body may use: 2^23 = 8 MiB.
 const ZSTD_WINDOW_LOG_MAX: u32 = 23;
 
@@ -42,9 +42,10 @@ pub struct Limits {
     pub max_decompressed_bytes: usize,
     pub max_line_bytes: usize,
     pub admin_tokens: Vec<String>,
-    /// Event requests read and decoded at once; more wait (before their
-    /// bodies are read, so waiting costs no body memory).
-    pub max_concurrent_requests: usize,
+    /// The permits of `max_concurrent_requests`: event and front-door
+    /// requests read and decoded at once; more wait (before their bodies
+    /// are read, so waiting costs no body memory).
+    pub working: Arc<tokio::sync::Semaphore>,
     /// How long a client may take to send its body.
     pub body_timeout: Duration,
 }
@@ -58,8 +59,6 @@ struct RequestLabels {
 pub struct App {
     tables: Arc<Tables>,
     limits: Limits,
-    /// Bounds the bodies held in memory at once.
-    working: tokio::sync::Semaphore,
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
 }
@@ -82,7 +81,6 @@ pub fn router(tables: Arc<Tables>, limits: Limits, mut registry: Registry) -> Ro
     let body_limit = limits.max_body_bytes;
     let app = Arc::new(App {
         tables,
-        working: tokio::sync::Semaphore::new(limits.max_concurrent_requests),
         limits,
         registry,
         requests,
@@ -111,29 +109,32 @@ fn with_retry_after(mut r: Response, seconds: u32) -> Response {
     r
 }
 
-/// Constant-time in the token's bytes, so timing does not reveal a prefix.
+/// The request's `Authorization: Bearer` token is one of `allowed` (or
+/// none is required).
 fn token_ok(headers: &HeaderMap, allowed: &[String]) -> bool {
-    if allowed.is_empty() {
-        return true;
-    }
-    let Some(given) = headers
+    let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
             // The scheme is case-insensitive (RFC 9110 §11.1).
             let (scheme, token) = v.split_once(' ')?;
             scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-        })
-    else {
+        });
+    token_allowed(given, allowed)
+}
+
+/// `given` is one of `allowed`, or `allowed` is empty (the table is open).
+/// Every token is compared, each in time that depends only on `given`, so
+/// timing reveals neither a prefix nor a length.
+pub(super) fn token_allowed(given: Option<&str>, allowed: &[String]) -> bool {
+    if allowed.is_empty() {
+        return true;
+    }
+    let Some(given) = given else {
         return false;
     };
     allowed.iter().fold(false, |ok, t| {
-        let same = t.len() == given.len()
-            && t.bytes()
-                .zip(given.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0;
-        ok | same
+        ok | super::front_door::auth::same_secret(t.as_bytes(), given.as_bytes())
     })
 }
 
@@ -156,7 +157,7 @@ async fn events(
         return error(StatusCode::NOT_FOUND, "no such table is allowed here");
     };
     let response = if token_ok(&headers, &table.tokens) {
-        match tokio::time::timeout(PERMIT_WAIT, app.working.acquire()).await {
+        match tokio::time::timeout(PERMIT_WAIT, app.limits.working.acquire()).await {
             Ok(Ok(_permit)) => events_for(&app, &table, &headers, request).await,
             Ok(Err(_)) => error(StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
             Err(_) => with_retry_after(
@@ -568,7 +569,12 @@ async fn ready(State(app): State<Arc<App>>) -> Response {
     )
 }
 
-async fn metrics(State(app): State<Arc<App>>) -> Response {
+async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    // The table names, row counts and error codes are the operator's
+    // business: with admin tokens set, `/metrics` takes one too.
+    if !token_ok(&headers, &app.limits.admin_tokens) {
+        return unauthorized();
+    }
     let mut text = String::new();
     if prometheus_client::encoding::text::encode(&mut text, &app.registry).is_err() {
         return error(StatusCode::INTERNAL_SERVER_ERROR, "metrics encoding failed");

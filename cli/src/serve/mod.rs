@@ -15,6 +15,7 @@ mod listener;
 mod tables;
 
 use config::{ServeConfig, ServeFlags};
+use std::sync::Arc;
 
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
@@ -35,19 +36,23 @@ pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         let mut signals = Signals::new()?;
         let tables = tables::Tables::new(&mut cfg);
         tables.start();
+        // One bound on the requests being read and decoded, both doors.
+        let working = Arc::new(tokio::sync::Semaphore::new(cfg.max_concurrent_requests));
         let limits = http::Limits {
             max_body_bytes: cfg.max_body_bytes,
             max_decompressed_bytes: cfg.max_decompressed_bytes,
             max_line_bytes: cfg.max_line_bytes,
             admin_tokens: std::mem::take(&mut cfg.admin_tokens),
-            max_concurrent_requests: cfg.max_concurrent_requests,
+            working: working.clone(),
             body_timeout: cfg.body_timeout,
         };
         let door = front_door::Limits {
             max_body_bytes: cfg.max_body_bytes,
             max_decompressed_bytes: cfg.max_decompressed_bytes,
+            max_decoded_bytes: cfg.max_decoded_bytes,
             max_line_bytes: cfg.max_line_bytes,
             body_timeout: cfg.body_timeout,
+            working,
         };
         let mut registry = prometheus_client::registry::Registry::default();
         let door_metrics = front_door::Metrics::register(&mut registry);

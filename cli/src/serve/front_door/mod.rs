@@ -18,12 +18,13 @@
 //! an INSERT that failed fails the requests whose rows it carried, and no
 //! other.
 
+pub(super) mod auth;
 mod metrics;
 mod reply;
 
 pub use metrics::Metrics;
 
-use super::config::{FrontDoorAuth, FrontDoorConfig, Passthrough};
+use super::config::{FrontDoorConfig, Passthrough};
 use super::tables::{Engine, Table, Tables};
 use axum::body::{Body, Bytes};
 use axum::extract::{Query, Request, State};
@@ -40,13 +41,14 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use metrics::Kind;
 use reply::Ack;
 use std::collections::HashMap;
-use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// How long a credential ClickHouse accepted is trusted without asking again.
-const CREDENTIALS_TTL: Duration = Duration::from_secs(60);
+/// How long the upstream may take to answer a forwarded query's headers.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long opening a connection to the upstream may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A group commit seals this long after its last new waiter (or at the
 /// busy timeout, whichever comes first).
 const QUIET: Duration = Duration::from_millis(5);
@@ -62,12 +64,15 @@ pub struct FrontDoor {
     database: String,
     max_body_bytes: usize,
     max_decompressed_bytes: usize,
+    max_decoded_bytes: usize,
     max_line_bytes: usize,
     body_timeout: Duration,
+    /// The permits of `max_concurrent_requests`, shared with the NDJSON
+    /// API: a request holds one while its body is read, decoded and
+    /// tracked.
+    working: Arc<tokio::sync::Semaphore>,
     client: Client<HttpConnector, Full<Bytes>>,
-    /// Digests of credentials ClickHouse accepted, and when.
-    accepted: Mutex<HashMap<u64, Instant>>,
-    digest: std::collections::hash_map::RandomState,
+    gate: auth::Gate,
     committers: Mutex<HashMap<String, tokio::sync::mpsc::UnboundedSender<Waiter>>>,
     queries: AtomicU64,
     metrics: Metrics,
@@ -76,8 +81,20 @@ pub struct FrontDoor {
 pub struct Limits {
     pub max_body_bytes: usize,
     pub max_decompressed_bytes: usize,
+    pub max_decoded_bytes: usize,
     pub max_line_bytes: usize,
     pub body_timeout: Duration,
+    pub working: Arc<tokio::sync::Semaphore>,
+}
+
+/// The upstream client: bounded connects, so a dead server costs seconds.
+fn upstream_client() -> Client<HttpConnector, Full<Bytes>> {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_millis(2_500))
+        .build(connector)
 }
 
 pub fn routes(
@@ -87,17 +104,27 @@ pub fn routes(
     limits: Limits,
     metrics: Metrics,
 ) -> Router {
+    let client = upstream_client();
+    let gate = auth::Gate::new(
+        cfg.auth,
+        cfg.users.clone(),
+        cfg.credentials_ttl,
+        cfg.credentials_outage_ttl,
+        client.clone(),
+        tables.urls().to_vec(),
+    );
     let door = Arc::new(FrontDoor {
         tables,
         cfg,
         database: database.unwrap_or_else(|| "default".into()),
         max_body_bytes: limits.max_body_bytes,
         max_decompressed_bytes: limits.max_decompressed_bytes,
+        max_decoded_bytes: limits.max_decoded_bytes,
         max_line_bytes: limits.max_line_bytes,
         body_timeout: limits.body_timeout,
-        client: Client::builder(hyper_util::rt::TokioExecutor::new()).build_http(),
-        accepted: Mutex::default(),
-        digest: Default::default(),
+        working: limits.working,
+        client,
+        gate,
         committers: Mutex::default(),
         queries: AtomicU64::new(0),
         metrics,
@@ -160,6 +187,33 @@ async fn answer(
     kind: &mut Kind,
 ) -> Result<Response, ChError> {
     let (parts, body) = request.into_parts();
+    // ClickHouse runs the first `query` (and takes the first `database`,
+    // `user`, `password`) where `param` reads the last, as settings are:
+    // a repeat would make what is checked here differ from what runs.
+    for name in ["query", "database", "user", "password"] {
+        if params.iter().filter(|(k, _)| k == name).count() > 1 {
+            return Err(ChError::new(
+                Code::BadArguments,
+                format!("the URL parameter `{name}` is given more than once"),
+            ));
+        }
+    }
+    let in_param = param(&params, "query");
+    let no_body = parts.headers.get(header::TRANSFER_ENCODING).is_none()
+        && parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .is_none_or(|v| v.as_bytes() == b"0");
+    if in_param.is_none() && no_body && parts.method == Method::GET {
+        // What ClickHouse answers to `GET /`, without credentials.
+        *kind = Kind::Ping;
+        return Ok("Ok.\n".into_response());
+    }
+    // Every request that may carry a body takes a permit before it is
+    // read, and says who it is before a byte of the body is read or
+    // inflated: an unknown caller costs no body memory and no CPU.
+    let permit = door.permit().await?;
+    let caller = door.gate.login(&parts.headers, &params).await?;
     let read = tokio::time::timeout(
         door.body_timeout,
         axum::body::to_bytes(body, door.max_body_bytes),
@@ -185,30 +239,17 @@ async fn answer(
             ))
         }
     };
-    // ClickHouse runs the first `query` (and takes the first `database`,
-    // `user`, `password`) where `param` reads the last, as settings are:
-    // a repeat would make what is checked here differ from what runs.
-    for name in ["query", "database", "user", "password"] {
-        if params.iter().filter(|(k, _)| k == name).count() > 1 {
-            return Err(ChError::new(
-                Code::BadArguments,
-                format!("the URL parameter `{name}` is given more than once"),
-            ));
-        }
-    }
-    let in_param = param(&params, "query");
-    if in_param.is_none() && raw.is_empty() && parts.method == Method::GET {
-        // What ClickHouse answers to `GET /`.
-        *kind = Kind::Ping;
-        return Ok("Ok.\n".into_response());
-    }
     let in_param = in_param.unwrap_or("");
     if in_param.trim().is_empty() && raw.is_empty() {
         return Err(ChError::new(Code::SyntaxError, "Empty query"));
     }
     let headers = &parts.headers;
     let session_database = session_database(headers, &params);
-    let body = unpack_body(door, headers, &params, raw.clone())?;
+    let packed =
+        headers.contains_key(header::CONTENT_ENCODING) || param(&params, "decompress") == Some("1");
+    let body = offload(packed || raw.len() > INLINE_BODY, || {
+        unpack_body(door, headers, &params, raw.clone())
+    })?;
     let describe = query::describe(if in_param.is_empty() {
         &body
     } else {
@@ -242,7 +283,13 @@ async fn answer(
         // without it.
         *kind = Kind::Describe;
         if let Some(answer) = door
-            .describe(describe, session_database.as_deref(), headers, &params)
+            .describe(
+                describe,
+                session_database.as_deref(),
+                &caller,
+                headers,
+                &params,
+            )
             .await?
         {
             return Ok(answer);
@@ -260,19 +307,31 @@ async fn answer(
             "an INSERT sent with GET: ClickHouse runs GET requests read-only; send it with POST",
         )),
         Statement::Insert(mut insert) => {
-            let user = credentials(headers, &params)?;
-            let allowed = door.check(&user).await?;
             if insert.database.is_none() {
                 insert.database = session_database;
             }
-            door.insert(insert, &params, data, allowed, kind).await
+            let request = InsertRequest {
+                caller: &caller,
+                headers,
+                params: &params,
+            };
+            door.insert(insert, request, data, permit, kind).await
         }
         Statement::Read if door.cfg.passthrough != Passthrough::None => {
-            door.forward(parts.method, parts.uri, parts.headers, raw)
+            // The server's own `readonly`, so that no disagreement between
+            // our classifier and its parser can make this a write.
+            let readonly = if door.cfg.passthrough == Passthrough::Read {
+                door.gate.readonly_level(&caller).await? == 0
+            } else {
+                false
+            };
+            drop(permit);
+            door.forward(parts.method, parts.uri, parts.headers, raw, readonly)
                 .await
         }
         Statement::Other if door.cfg.passthrough == Passthrough::All => {
-            door.forward(parts.method, parts.uri, parts.headers, raw)
+            drop(permit);
+            door.forward(parts.method, parts.uri, parts.headers, raw, false)
                 .await
         }
         _ => Err(ChError::new(
@@ -292,6 +351,24 @@ async fn answer(
                 }
             ),
         )),
+    }
+}
+
+/// What an INSERT's request said about itself, besides its statement.
+struct InsertRequest<'a> {
+    caller: &'a auth::Caller,
+    headers: &'a HeaderMap,
+    params: &'a Params,
+}
+
+/// Runs `work` off the runtime's worker (`block_in_place`) when it may
+/// take long: inflating or decoding a large body must not stall the other
+/// connections on this worker.
+fn offload<T>(heavy: bool, work: impl FnOnce() -> T) -> T {
+    if heavy {
+        tokio::task::block_in_place(work)
+    } else {
+        work()
     }
 }
 
@@ -325,67 +402,6 @@ fn unpack_body(
     } else {
         Ok(body)
     }
-}
-
-/// A client's user and password, from wherever ClickHouse reads them.
-struct Credentials {
-    user: String,
-    password: String,
-}
-
-fn credentials(headers: &HeaderMap, params: &Params) -> Result<Credentials, ChError> {
-    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    if let Some(user) = text("X-ClickHouse-User") {
-        return Ok(Credentials {
-            user: user.to_string(),
-            password: text("X-ClickHouse-Key").unwrap_or("").to_string(),
-        });
-    }
-    if let Some(auth) = text("authorization") {
-        let basic = auth
-            .split_once(' ')
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"))
-            .and_then(|(_, b64)| base64(b64.trim()))
-            .and_then(|raw| String::from_utf8(raw).ok());
-        let Some(pair) = basic else {
-            return Err(ChError::new(
-                Code::UnknownUser,
-                "the Authorization header is not Basic user:password",
-            ));
-        };
-        let (user, password) = pair.split_once(':').unwrap_or((&pair, ""));
-        return Ok(Credentials {
-            user: user.to_string(),
-            password: password.to_string(),
-        });
-    }
-    Ok(Credentials {
-        user: param(params, "user").unwrap_or("default").to_string(),
-        password: param(params, "password").unwrap_or("").to_string(),
-    })
-}
-
-/// Standard base64 (RFC 4648), padding optional.
-fn base64(text: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(text.len() / 4 * 3);
-    let (mut acc, mut bits) = (0u32, 0);
-    for c in text.bytes().take_while(|&c| c != b'=') {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    Some(out)
 }
 
 /// What the client asked for, from the URL and the INSERT's SETTINGS (the
@@ -477,78 +493,21 @@ impl FrontDoor {
         })
     }
 
-    /// Who the caller is allowed to be; with `auth = "users"`, the tables
-    /// that user may insert into (`None`: every allowed table).
-    async fn check(&self, who: &Credentials) -> Result<Option<&[String]>, ChError> {
-        match self.cfg.auth {
-            FrontDoorAuth::None => return Ok(None),
-            FrontDoorAuth::Users => {
-                // Every user is compared, in constant time per password, so
-                // timing tells neither which name exists nor a prefix.
-                let mut found = None;
-                for u in &self.cfg.users {
-                    let same = u.name == who.user;
-                    let matches = constant_time_eq(u.password.as_bytes(), who.password.as_bytes());
-                    if same && matches {
-                        found = Some(u);
-                    }
-                }
-                return match found {
-                    Some(u) => Ok(u.tables.as_deref()),
-                    None => Err(ChError::new(
-                        Code::WrongPassword,
-                        format!(
-                            "{}: Authentication failed: password is incorrect or there is no user with such name",
-                            who.user
-                        ),
-                    )),
-                };
-            }
-            FrontDoorAuth::ClickHouse => {}
+    /// One of the `max_concurrent_requests` permits, waited for a bounded
+    /// time (the NDJSON API's `PERMIT_WAIT`).
+    async fn permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ChError> {
+        let wait = super::http::PERMIT_WAIT;
+        match tokio::time::timeout(wait, self.working.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_)) => Err(shutting_down()),
+            Err(_) => Err(ChError::new(
+                Code::TooManySimultaneousQueries,
+                format!(
+                    "max_concurrent_requests requests are being read; none ended within \
+                     {wait:?}: try again"
+                ),
+            )),
         }
-        let digest = self.digest.hash_one((&who.user, &who.password));
-        let fresh = |at: &Instant| at.elapsed() < CREDENTIALS_TTL;
-        if self
-            .accepted
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&digest)
-            .is_some_and(fresh)
-        {
-            return Ok(None);
-        }
-        let url = format!("{}/?query=SELECT%201", self.upstream()?);
-        let request = hyper::Request::post(url)
-            .header("X-ClickHouse-User", &who.user)
-            .header("X-ClickHouse-Key", &who.password)
-            .header(header::CONTENT_LENGTH, 0)
-            .body(Full::new(Bytes::new()))
-            .map_err(|_| {
-                ChError::new(
-                    Code::UnknownUser,
-                    "the user name or password is not valid in a header",
-                )
-            })?;
-        let response = self.client.request(request).await.map_err(|e| {
-            ChError::new(
-                Code::Unknown,
-                format!("ClickHouse could not be asked to check the credentials: {e}"),
-            )
-        })?;
-        let status = response.status();
-        let text = http_body_util::BodyExt::collect(response.into_body())
-            .await
-            .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
-            .unwrap_or_default();
-        if status.is_success() {
-            let mut accepted = self.accepted.lock().unwrap_or_else(|p| p.into_inner());
-            accepted.retain(|_, at| fresh(at));
-            accepted.insert(digest, Instant::now());
-            return Ok(None);
-        }
-        let mut e = ChError::from_server(ChError::code_in(&text), &text);
-        e.status = status.as_u16();
-        Err(e)
     }
 
     fn upstream(&self) -> Result<&str, ChError> {
@@ -561,14 +520,32 @@ impl FrontDoor {
 
     /// Sends the request on to ClickHouse as it came, the caller's
     /// credentials with it, and streams the answer back.
+    /// With `readonly`, the request carries ClickHouse's `readonly = 2`
+    /// (any `readonly` the client sent is dropped): the server then refuses
+    /// a write whatever our classifier made of the text.
     async fn forward(
         &self,
         method: Method,
         uri: axum::http::Uri,
         headers: HeaderMap,
         body: Bytes,
+        readonly: bool,
     ) -> Result<Response, ChError> {
-        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        let mut path = uri.path().to_string();
+        let mut query: Vec<&str> = uri
+            .query()
+            .unwrap_or("")
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .collect();
+        if readonly {
+            query.retain(|p| p.split('=').next() != Some("readonly"));
+            query.push("readonly=2");
+        }
+        if !query.is_empty() {
+            path.push('?');
+            path.push_str(&query.join("&"));
+        }
         let mut request = hyper::Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.upstream()?));
@@ -581,12 +558,22 @@ impl FrontDoor {
             .header(header::CONTENT_LENGTH, body.len())
             .body(Full::new(body))
             .map_err(|e| ChError::new(Code::Unknown, format!("cannot forward: {e}")))?;
-        let response = self.client.request(request).await.map_err(|e| {
-            ChError::new(
-                Code::Unknown,
-                format!("ClickHouse did not answer the forwarded query: {e}"),
-            )
-        })?;
+        let response = tokio::time::timeout(FORWARD_TIMEOUT, self.client.request(request))
+            .await
+            .map_err(|_| {
+                ChError::new(
+                    Code::TimeoutExceeded,
+                    format!(
+                        "ClickHouse did not answer the forwarded query within {FORWARD_TIMEOUT:?}"
+                    ),
+                )
+            })?
+            .map_err(|e| {
+                ChError::new(
+                    Code::Unknown,
+                    format!("ClickHouse did not answer the forwarded query: {e}"),
+                )
+            })?;
         let (parts, incoming) = response.into_parts();
         let mut out = Response::new(Body::new(incoming));
         *out.status_mut() = parts.status;
@@ -608,6 +595,7 @@ impl FrontDoor {
         &self,
         describe: Option<query::Describe>,
         session_database: Option<&str>,
+        caller: &auth::Caller,
         headers: &HeaderMap,
         params: &Params,
     ) -> Result<Option<Response>, ChError> {
@@ -627,12 +615,9 @@ impl FrontDoor {
         let Some(engine) = table.engine() else {
             return Ok(None);
         };
-        let user = credentials(headers, params)?;
-        if self
-            .check(&user)
-            .await?
-            .is_some_and(|list| !list.contains(&table.name))
-        {
+        if self.authorize(&table, caller, headers).await.is_err() {
+            // Not answered here for a caller who may not insert: ClickHouse
+            // answers it (or refuses it) as it would directly.
             return Ok(None);
         }
         let body = ch_ingest_protocol::describe_block(engine.schema());
@@ -644,21 +629,57 @@ impl FrontDoor {
         Ok(Some(r))
     }
 
-    async fn insert(
-        self: &Arc<Self>,
-        insert: query::Insert,
-        params: &Params,
-        data: Bytes,
-        allowed: Option<&[String]>,
-        kind: &mut Kind,
-    ) -> Result<Response, ChError> {
-        let table = self.table(insert.database.as_deref(), &insert.table)?;
-        if allowed.is_some_and(|list| !list.contains(&table.name)) {
+    /// Every table policy, the same on both doors: the table's tokens,
+    /// serve's own users' table lists, and ClickHouse's own answer for
+    /// this user and table (`auth = "clickhouse"`).
+    async fn authorize(
+        &self,
+        table: &Table,
+        caller: &auth::Caller,
+        headers: &HeaderMap,
+    ) -> Result<(), ChError> {
+        if !super::http::token_allowed(auth::table_token(headers), &table.tokens) {
+            return Err(ChError::new(
+                Code::AccessDenied,
+                format!(
+                    "{} takes only requests with one of its tokens ([tables.{}] tokens): send \
+                     it as X-CH-Ingest-Token or Authorization: Bearer",
+                    table.name, table.name
+                ),
+            ));
+        }
+        if caller
+            .tables
+            .as_ref()
+            .is_some_and(|list| !list.contains(&table.name))
+        {
             return Err(ChError::new(
                 Code::AccessDenied,
                 format!("this user may not insert into {}", table.name),
             ));
         }
+        let qualified = if table.name.contains('.') {
+            table.name.clone()
+        } else {
+            format!("{}.{}", self.database, table.name)
+        };
+        self.gate
+            .may_insert(caller, &ch_ingest::test_util::quote_table(&qualified))
+            .await
+    }
+
+    async fn insert(
+        self: &Arc<Self>,
+        insert: query::Insert,
+        request: InsertRequest<'_>,
+        data: Bytes,
+        permit: tokio::sync::OwnedSemaphorePermit,
+        kind: &mut Kind,
+    ) -> Result<Response, ChError> {
+        let params = request.params;
+        let table = self.table(insert.database.as_deref(), &insert.table)?;
+        self.authorize(&table, request.caller, request.headers)
+            .await?;
         let format = Format::parse(&insert.format)?;
         let settings = Settings {
             url: params,
@@ -672,10 +693,14 @@ impl FrontDoor {
         let wait = !(settings.flag("wait_for_async_insert") == Some(false)
             && settings.flag("async_insert") != Some(false));
         *kind = Kind::Insert { wait };
+        // A client may ask for a shorter wait, never a longer one: the
+        // first waiter's timeout is the whole group's deadline, so a long
+        // one would stall every other client's answer.
         let busy = match settings.get("async_insert_busy_timeout_ms") {
             None => self.cfg.busy_timeout,
             Some(_) => {
                 Duration::from_millis(settings.number("async_insert_busy_timeout_ms", 0u64)?)
+                    .min(self.cfg.busy_timeout)
             }
         };
         let query_id = param(params, "query_id").map_or_else(
@@ -707,24 +732,26 @@ impl FrontDoor {
                 .flag("input_format_defaults_for_omitted_fields")
                 .unwrap_or(engine.omitted_defaults()),
             csv: settings.csv()?,
+            max_decoded: self.max_decoded_bytes,
         };
-        let decode =
-            || formats::decode(format, engine.schema(), columns.as_deref(), &data, &options);
         // As on the NDJSON endpoint: a small body is decoded on the worker,
         // a large one with `block_in_place`. (On the blocking pool, every
         // request's rows were written into the shard buffers from another
         // thread: serve's RSS reached 1.2 GB where 200 MB hold the rows.)
-        let decoded = if data.len() > INLINE_BODY {
-            tokio::task::block_in_place(decode)?
-        } else {
-            decode()?
-        };
+        let decoded = offload(data.len() > INLINE_BODY, || {
+            formats::decode(format, engine.schema(), columns.as_deref(), &data, &options)
+        })?;
+        drop(data);
         let parts = track_all(&table, engine, &decoded).await?;
         let (rows, bytes, skipped) = (
             decoded.ends.len() as u64,
             decoded.bytes.len() as u64,
             decoded.skipped,
         );
+        // The rows are in the engine's bounded buffers now: what this
+        // request held is freed before it waits for its commit.
+        drop(decoded);
+        drop(permit);
         self.metrics.rows(&table.name, "skipped", skipped);
         if !wait {
             self.metrics.rows(&table.name, Ack::Buffered.label(), rows);
@@ -824,10 +851,6 @@ fn shutting_down() -> ChError {
         Code::TooManySimultaneousQueries,
         "ch-ingest is shutting down; the rows of this request were accepted and are being drained",
     )
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn is_hop_by_hop(name: &header::HeaderName) -> bool {
@@ -972,30 +995,6 @@ fn add(mut a: Settled, b: Settled) -> Settled {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::HeaderValue;
-
-    #[test]
-    fn credentials_from_every_place_clickhouse_reads_them() {
-        let mut h = HeaderMap::new();
-        let p: Params = vec![("user".into(), "u".into()), ("password".into(), "p".into())];
-        let c = credentials(&h, &p).unwrap();
-        assert_eq!((c.user.as_str(), c.password.as_str()), ("u", "p"));
-        h.insert(
-            "authorization",
-            HeaderValue::from_static("Basic YWxpY2U6czNjcjN0"),
-        );
-        let c = credentials(&h, &p).unwrap();
-        assert_eq!((c.user.as_str(), c.password.as_str()), ("alice", "s3cr3t"));
-        h.insert("X-ClickHouse-User", HeaderValue::from_static("bob"));
-        h.insert("X-ClickHouse-Key", HeaderValue::from_static("k"));
-        let c = credentials(&h, &p).unwrap();
-        assert_eq!((c.user.as_str(), c.password.as_str()), ("bob", "k"));
-        let c = credentials(&HeaderMap::new(), &Vec::new()).unwrap();
-        assert_eq!((c.user.as_str(), c.password.as_str()), ("default", ""));
-        let mut bad = HeaderMap::new();
-        bad.insert("authorization", HeaderValue::from_static("Basic !!!"));
-        assert!(credentials(&bad, &Vec::new()).is_err());
-    }
 
     #[test]
     fn the_csv_dialect_comes_from_the_clients_settings() {
