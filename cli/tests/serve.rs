@@ -89,6 +89,11 @@ impl Serve {
         (status, json)
     }
 
+    fn post_raw(&self, path: &str) -> (u16, String) {
+        let (status, _, body) = http(&self.addr, "POST", path, &[], b"").unwrap();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
     fn log(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }
@@ -2142,4 +2147,91 @@ fn front_door_keeps_verified_users_through_an_outage_longer_than_the_ttl() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(rows_of(server, &table).lines().count(), 2);
+}
+
+/// A retried INSERT with the same `insert_deduplication_token` is answered
+/// from the first attempt and stored once, also when the retry arrives
+/// while the first is still waiting for its commit; another token, or the
+/// same token into another table, is stored again.
+#[test]
+fn front_door_stores_a_retried_token_once() {
+    let server = server_or_skip!();
+    let _one = serial();
+    let table = door_table(server, "door_retry");
+    let other = door_table(server, "door_retry_other");
+    let serve = Arc::new(Serve::start(&config(
+        server,
+        &format!("[tables.{table}]\n[tables.{other}]\n[front_door]\nauth = \"none\"\nbusy_timeout = \"300ms\"\n"),
+    )));
+    let path = |t: &str, token: &str, extra: &str| {
+        format!(
+            "/?query={}&insert_deduplication_token={token}{extra}",
+            percent(&format!("INSERT INTO {t} FORMAT JSONEachRow"))
+        )
+    };
+    let rows = b"{\"id\":1,\"name\":\"a\",\"at\":0}\n{\"id\":2,\"name\":\"b\",\"at\":0}\n";
+    // The first attempt and two retries at once, then one more after.
+    let answers: Vec<_> = (0..3)
+        .map(|_| {
+            let serve = serve.clone();
+            let path = path(&table, "batch-1", "");
+            std::thread::spawn(move || door(&serve, &path, &[], rows))
+        })
+        .collect();
+    for a in answers {
+        let (status, summary, body) = a.join().unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert!(summary.contains("\"written_rows\":\"2\""), "{summary}");
+    }
+    let (status, _, body) = door(&serve, &path(&table, "batch-1", ""), &[], rows);
+    assert_eq!(status, 200, "{body}");
+    // Not waiting: the same.
+    for _ in 0..2 {
+        let (status, _, body) = door(
+            &serve,
+            &path(&table, "batch-2", "&async_insert=1&wait_for_async_insert=0"),
+            &[],
+            b"{\"id\":3,\"name\":\"c\",\"at\":0}\n",
+        );
+        assert_eq!(status, 200, "{body}");
+    }
+    // The token is the table's: into another table it is a new INSERT.
+    let (status, _, body) = door(&serve, &path(&other, "batch-1", ""), &[], rows);
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = serve.post_raw("/v1/flush");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        rows_of(server, &table).lines().count(),
+        3,
+        "{}",
+        rows_of(server, &table)
+    );
+    assert_eq!(server.count(&other), 2);
+}
+
+/// `[front_door] allow_from` turns away a client from any other address
+/// (ClickHouse sees serve's address, so its own `<networks>` cannot);
+/// `GET /` still answers, as ClickHouse's does without credentials.
+#[test]
+fn front_door_answers_only_the_addresses_it_allows() {
+    let server = server_or_skip!();
+    let _one = serial();
+    let table = door_table(server, "door_allow");
+    let serve = Serve::start(&config(
+        server,
+        &format!("[tables.{table}]\n[front_door]\nauth = \"none\"\nallow_from = [\"10.0.0.0/8\", \"::1\"]\n"),
+    ));
+    let path = format!(
+        "/?query={}",
+        percent(&format!("INSERT INTO {table} FORMAT JSONEachRow"))
+    );
+    let (status, _, body) = door(&serve, &path, &[], b"{\"id\":1,\"name\":\"a\",\"at\":0}\n");
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body.starts_with("Code: 195") && body.contains("127.0.0.1"),
+        "{body}"
+    );
+    let (status, _, body) = serve.get("/").unwrap();
+    assert_eq!((status, body.as_slice()), (200, &b"Ok.\n"[..]));
+    assert_eq!(server.count(&table), 0);
 }

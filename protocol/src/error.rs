@@ -22,6 +22,7 @@ pub enum Code {
     TimeoutExceeded = 159,
     ReadOnly = 164,
     UnknownUser = 192,
+    IpAddressNotAllowed = 195,
     WrongPassword = 193,
     AccessDenied = 497,
     TooManySimultaneousQueries = 202,
@@ -48,6 +49,7 @@ impl Code {
             Code::TimeoutExceeded => "TIMEOUT_EXCEEDED",
             Code::ReadOnly => "READONLY",
             Code::UnknownUser => "UNKNOWN_USER",
+            Code::IpAddressNotAllowed => "IP_ADDRESS_NOT_ALLOWED",
             Code::WrongPassword => "WRONG_PASSWORD",
             Code::AccessDenied => "ACCESS_DENIED",
             Code::TooManySimultaneousQueries => "TOO_MANY_SIMULTANEOUS_QUERIES",
@@ -61,7 +63,7 @@ impl Code {
     pub fn status(self) -> u16 {
         match self {
             Code::UnknownUser | Code::WrongPassword => 401,
-            Code::ReadOnly | Code::AccessDenied => 403,
+            Code::ReadOnly | Code::AccessDenied | Code::IpAddressNotAllowed => 403,
             Code::CannotParseInput
             | Code::BadArguments
             | Code::SyntaxError

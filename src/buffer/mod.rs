@@ -494,6 +494,102 @@ impl Buffer<Json> {
         Ok(())
     }
 
+    /// Tracks a whole request of RowBinary rows (`rows` back to back, row
+    /// `i` ending at `ends[i]`) all at once or not at all: every row is
+    /// checked against the schema before any is taken, and none of the
+    /// checks that refuse a row ([`TrackJsonError::Full`],
+    /// [`Closed`](TrackJsonError::Closed), a row that does not walk) can
+    /// happen after the first row went in. So a client told "error" never
+    /// has some of its rows stored.
+    ///
+    /// The rows go into this thread's shard under one lock, sealing at its
+    /// thresholds as usual; while a sealed batch waits for room in the
+    /// channel, the rest of the request stays in the open buffer past
+    /// `max_bytes`. A shard therefore holds at most `max_bytes` plus one
+    /// request beyond its usual bound, which the caller bounds (the front
+    /// door's `max_decoded_bytes`).
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// use ch_ingest::{sink::MemorySink, Buffer, Schema, TrackJsonError};
+    /// let schema = Schema::parse("id UInt8, name String")?;
+    /// let sink = MemorySink::new();
+    /// let buffer = Buffer::builder().build_json(schema, sink.clone())?;
+    /// let rows = [7, 2, b'h', b'i', 8, 0];
+    /// buffer.track_rowbinary_all(&rows, &[4, 6], None)?;
+    /// // The second row is cut short: neither row is taken.
+    /// let err = buffer.track_rowbinary_all(&[9, 0, 10, 3], &[2, 4], None).unwrap_err();
+    /// assert!(matches!(err, TrackJsonError::Decode(_)));
+    /// assert_eq!(buffer.shutdown().await?.rows, 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn track_rowbinary_all(
+        &self,
+        rows: &[u8],
+        ends: &[usize],
+        mut receipt: Option<&mut Receipt>,
+    ) -> Result<(), TrackJsonError> {
+        let shared = &*self.inner.shared;
+        let cfg = &shared.cfg;
+        let index = shard_for_this_thread(shared.shards.len());
+        let shard = &shared.shards[index];
+        let mut st = shard.lock();
+        if shared.closed.load(Relaxed) {
+            Counters::add(&shared.seal.stats.rejected_closed, 1);
+            return Err(TrackJsonError::Closed);
+        }
+        if st.rows >= cfg.max_rows || st.buf.len() >= cfg.max_bytes {
+            shard.seal(&mut st, &shared.seal);
+            if st.rows != 0 {
+                Shard::bump(&shard.rejected_full, 1);
+                return Err(TrackJsonError::Full);
+            }
+        }
+        let Some(t) = &st.transcoder else {
+            return Err(TrackJsonError::Decode(not_json()));
+        };
+        let mut start = 0;
+        for (i, &end) in ends.iter().enumerate() {
+            let row = rows.get(start..end).unwrap_or_default();
+            let walked = crate::rowbinary::decode::row_len(t.schema(), row);
+            if end < start || end > rows.len() || walked.as_ref().ok() != Some(&row.len()) {
+                Shard::bump(&shard.encode_errors, 1);
+                let (field, reason, offset) = match walked {
+                    Err(e) => (e.column, e.reason, e.offset),
+                    Ok(n) => (
+                        None,
+                        format!("{} bytes after its last column", row.len() - n),
+                        n,
+                    ),
+                };
+                return Err(TrackJsonError::Decode(crate::DecodeError {
+                    field,
+                    kind: crate::DecodeErrorKind::Invalid,
+                    reason: format!("row {}: {reason}", i + 1),
+                    offset: Some(offset),
+                }));
+            }
+            start = end;
+        }
+        let mut start = 0;
+        for &end in ends {
+            st.buf.extend_from_slice(&rows[start..end]);
+            st.rows += 1;
+            let row = shard.tracked_rows.load(Relaxed);
+            Shard::bump(&shard.tracked_rows, 1);
+            Shard::bump(&shard.tracked_bytes, (end - start) as u64);
+            note(receipt.as_deref_mut(), (index, row));
+            if st.rows >= cfg.max_rows || st.buf.len() >= cfg.max_bytes {
+                // Leaves the buffer open (past its bound) while a batch is
+                // parked: the request is taken whole either way.
+                shard.seal(&mut st, &shared.seal);
+            }
+            start = end;
+        }
+        Ok(())
+    }
+
     /// Tracks every line of an NDJSON body. Lines that do not decode are
     /// reported and skipped; good lines are never lost because of bad ones.
     /// If the buffer fills up or closes, the rest of the body is not taken

@@ -109,6 +109,14 @@ struct FrontDoorFile {
     /// (default 1h), so an outage spills verified users' rows instead of
     /// turning them away.
     credentials_outage_ttl: Option<String>,
+    /// How long an INSERT's `insert_deduplication_token` is remembered
+    /// (default 10m): a retry with it into the same table within this
+    /// window is answered from the first attempt and not stored again.
+    dedup_window: Option<String>,
+    /// The client addresses the front door answers (`"10.0.0.0/8"`,
+    /// `"::1"`; default: any). ClickHouse sees serve's address, not the
+    /// client's, so its own `<networks>` cannot do this.
+    allow_from: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -163,6 +171,53 @@ pub struct FrontDoorConfig {
     pub users: Vec<FrontDoorUser>,
     pub credentials_ttl: Duration,
     pub credentials_outage_ttl: Duration,
+    pub dedup_window: Duration,
+    /// `None`: any address.
+    pub allow_from: Option<Vec<Network>>,
+}
+
+/// An address range, `addr/prefix` (a bare address is the one address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Network {
+    addr: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl Network {
+    pub fn parse(text: &str) -> Result<Network, String> {
+        let (addr, prefix) = match text.trim().split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (text.trim(), None),
+        };
+        let addr: std::net::IpAddr = addr
+            .parse()
+            .map_err(|_| format!("`{text}` is not an address or addr/prefix"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|&p| p <= max)
+                .ok_or_else(|| format!("`{text}`: the prefix must be 0 to {max}"))?,
+        };
+        Ok(Network { addr, prefix })
+    }
+
+    /// Whether `ip` is in this range (an IPv4 address mapped into IPv6
+    /// counts as IPv4).
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr::{V4, V6};
+        let bits = |a: u128, b: u128, width: u32| {
+            let shift = width - u32::from(self.prefix);
+            shift >= width || (a >> shift) == (b >> shift)
+        };
+        match (self.addr, ip.to_canonical()) {
+            (V4(net), V4(ip)) => bits(u32::from(net).into(), u32::from(ip).into(), 32),
+            (V6(net), V6(ip)) => bits(u128::from(net), u128::from(ip), 128),
+            _ => false,
+        }
+    }
 }
 
 /// Per-table engine settings; see `Builder` in the library for each default.
@@ -630,6 +685,20 @@ impl ServeConfig {
                 "front_door.credentials_outage_ttl",
                 file.front_door.credentials_outage_ttl.as_deref(),
                 Duration::from_secs(3600),
+            )?,
+            allow_from: match file.front_door.allow_from.take() {
+                None => None,
+                Some(list) => Some(
+                    list.iter()
+                        .map(|n| Network::parse(n))
+                        .collect::<Result<_, _>>()
+                        .map_err(|e| err("front_door.allow_from", e))?,
+                ),
+            },
+            dedup_window: duration(
+                "front_door.dedup_window",
+                file.front_door.dedup_window.as_deref(),
+                Duration::from_secs(600),
             )?,
         };
         Ok(ServeConfig {
@@ -1295,5 +1364,29 @@ mod tests {
             .unwrap();
         assert!(e.to_string().contains("`tables.t.sharding_key`"), "{e}");
         assert!(e.to_string().contains("Distributed"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod network_tests {
+    use super::Network;
+
+    #[test]
+    fn address_ranges_match_as_written() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        let lo = Network::parse("127.0.0.0/8").unwrap();
+        assert!(lo.contains(ip("127.1.2.3")));
+        assert!(lo.contains(ip("::ffff:127.0.0.1")));
+        assert!(!lo.contains(ip("10.0.0.1")));
+        assert!(!lo.contains(ip("::1")));
+        let one = Network::parse("::1").unwrap();
+        assert!(one.contains(ip("::1")) && !one.contains(ip("::2")));
+        assert!(Network::parse("0.0.0.0/0").unwrap().contains(ip("8.8.8.8")));
+        assert!(Network::parse("10.0.0.0/7")
+            .unwrap()
+            .contains(ip("11.255.0.1")));
+        for bad in ["10.0.0.0/33", "x", "::/129", "1.2.3.4/"] {
+            assert!(Network::parse(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -18,6 +18,10 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
 /// What one connection may hold.
+/// The address a connection came from.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub std::net::IpAddr);
+
 pub struct ConnLimits {
     /// Connections open at once; the next accept waits for one to close.
     pub max_connections: usize,
@@ -49,7 +53,7 @@ pub async fn serve(
         };
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of descriptors or memory, or the peer gave up
                     // before we got to it: none of it is the listener's
@@ -61,12 +65,12 @@ pub async fn serve(
             },
             _ = stop.wait_for(|s| *s) => break,
         };
+        let (stream, peer) = stream;
         // Small answers go out at once, not after a delayed ACK.
         let _ = stream.set_nodelay(true);
-        let conn = http.serve_connection(
-            TokioIo::new(stream),
-            TowerToHyperService::new(router.clone()),
-        );
+        // The peer's address, for the front door's allow-list.
+        let service = router.clone().layer(axum::Extension(Peer(peer.ip())));
+        let conn = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             if let Err(e) = conn.await {

@@ -21,6 +21,7 @@
 pub(super) mod auth;
 mod metrics;
 mod reply;
+mod retries;
 
 pub use metrics::Metrics;
 
@@ -73,6 +74,7 @@ pub struct FrontDoor {
     working: Arc<tokio::sync::Semaphore>,
     client: Client<HttpConnector, Full<Bytes>>,
     gate: auth::Gate,
+    retries: retries::Retries,
     committers: Mutex<HashMap<String, tokio::sync::mpsc::UnboundedSender<Waiter>>>,
     queries: AtomicU64,
     metrics: Metrics,
@@ -105,6 +107,7 @@ pub fn routes(
     metrics: Metrics,
 ) -> Router {
     let client = upstream_client();
+    let cfg_dedup_window = cfg.dedup_window;
     let gate = auth::Gate::new(
         cfg.auth,
         cfg.users.clone(),
@@ -125,6 +128,7 @@ pub fn routes(
         working: limits.working,
         client,
         gate,
+        retries: retries::Retries::new(cfg_dedup_window),
         committers: Mutex::default(),
         queries: AtomicU64::new(0),
         metrics,
@@ -208,6 +212,15 @@ async fn answer(
         // What ClickHouse answers to `GET /`, without credentials.
         *kind = Kind::Ping;
         return Ok("Ok.\n".into_response());
+    }
+    let peer = parts.extensions.get::<super::listener::Peer>().map(|p| p.0);
+    if let (Some(allowed), Some(peer)) = (&door.cfg.allow_from, peer) {
+        if !allowed.iter().any(|n| n.contains(peer)) {
+            return Err(ChError::new(
+                Code::IpAddressNotAllowed,
+                format!("{peer} is not in [front_door] allow_from"),
+            ));
+        }
     }
     // Every request that may carry a body takes a permit before it is
     // read, and says who it is before a byte of the body is read or
@@ -742,7 +755,60 @@ impl FrontDoor {
             formats::decode(format, engine.schema(), columns.as_deref(), &data, &options)
         })?;
         drop(data);
-        let parts = track_all(&table, engine, &decoded).await?;
+        let token = settings.get("insert_deduplication_token");
+        let claim = token.map(|t| self.retries.claim(&table.name, t));
+        let answer =
+            |s: retries::Summary| reply::inserted(s.rows, s.bytes, s.skipped, s.ack, &query_id);
+        let first = match claim {
+            Some(retries::Claim::Retry(mut earlier)) => {
+                // A retry: the first attempt's rows are (being) stored.
+                drop((decoded, permit));
+                let outcome = earlier
+                    .wait_for(Option::is_some)
+                    .await
+                    .ok()
+                    .and_then(|o| o.clone());
+                return match outcome {
+                    Some(Ok(summary)) => Ok(answer(summary)),
+                    Some(Err((e, _))) => Err(e),
+                    None => Err(shutting_down()),
+                };
+            }
+            Some(retries::Claim::First(first)) => Some(first),
+            None => None,
+        };
+        // Stored by a task of its own: a client that hangs up does not
+        // cut its rows' outcome short, and a retry still reads it.
+        let door = self.clone();
+        let stored = tokio::spawn(async move {
+            let outcome = door.store(table, engine, decoded, permit, wait, busy).await;
+            if let Some(first) = first {
+                door.retries.settle(first, outcome.clone());
+            }
+            outcome
+        });
+        match stored.await {
+            Ok(Ok(summary)) => Ok(answer(summary)),
+            Ok(Err((e, _))) => Err(e),
+            Err(_) => Err(shutting_down()),
+        }
+    }
+
+    /// Tracks a request's rows (all or none), then answers as its mode
+    /// asks: at once, or once its group commit settled them. The error
+    /// says whether any row of the request was kept all the same.
+    async fn store(
+        &self,
+        table: Arc<Table>,
+        engine: Engine,
+        decoded: formats::Rows,
+        permit: tokio::sync::OwnedSemaphorePermit,
+        wait: bool,
+        busy: Duration,
+    ) -> retries::Outcome {
+        let parts = track_all(&table, engine, &decoded)
+            .await
+            .map_err(|e| (e, false))?;
         let (rows, bytes, skipped) = (
             decoded.ends.len() as u64,
             decoded.bytes.len() as u64,
@@ -753,35 +819,41 @@ impl FrontDoor {
         drop(decoded);
         drop(permit);
         self.metrics.rows(&table.name, "skipped", skipped);
+        let summary = |ack| retries::Summary {
+            rows,
+            bytes,
+            skipped,
+            ack,
+        };
         if !wait {
             self.metrics.rows(&table.name, Ack::Buffered.label(), rows);
-            return Ok(reply::inserted(
-                rows,
-                bytes,
-                skipped,
-                Ack::Buffered,
-                &query_id,
-            ));
+            return Ok(summary(Ack::Buffered));
         }
         if rows == 0 {
             // Nothing to wait for: every row of it (none) is stored, and a
             // waiting client must not read "buffered" as "not yet durable".
-            return Ok(reply::inserted(0, 0, skipped, Ack::Stored, &query_id));
+            return Ok(retries::Summary {
+                bytes: 0,
+                ..summary(Ack::Stored)
+            });
         }
-        let settled = self.committed(&insert.table, parts, busy).await?;
+        let settled = self
+            .committed(&table.name, parts, busy)
+            .await
+            .map_err(|e| (e, true))?;
         self.metrics
             .rows(&table.name, Ack::Stored.label(), settled.stored_rows);
         self.metrics
             .rows(&table.name, Ack::Spilled.label(), settled.spilled_rows);
         if !settled.is_stored() {
-            return Err(failed(&settled));
+            let kept = settled.stored_rows + settled.spilled_rows > 0;
+            return Err((failed(&settled), kept));
         }
-        let ack = if settled.spilled_rows > 0 {
+        Ok(summary(if settled.spilled_rows > 0 {
             Ack::Spilled
         } else {
             Ack::Stored
-        };
-        Ok(reply::inserted(rows, bytes, skipped, ack, &query_id))
+        }))
     }
 
     /// Waits for the table's next group commit to settle these rows.
@@ -868,60 +940,63 @@ fn is_hop_by_hop(name: &header::HeaderName) -> bool {
     )
 }
 
-/// Tracks every row, noting each in a receipt; waits (a bounded time) for
-/// room when the buffer is full, follows an engine swap. The engines the
-/// rows ended in, each with the receipt of its rows (one, but for a swap).
+/// Tracks the request's rows all at once or not at all
+/// (`Buffer::track_rowbinary_all`), noting them in a receipt; waits (a
+/// bounded time) for room when the buffer is full, follows an engine swap.
+/// So an error always means that none of the rows were kept. The engine
+/// the rows went into, with the receipt of its rows (none for an empty
+/// request).
 async fn track_all(
     table: &Table,
-    engine: Engine,
+    mut engine: Engine,
     rows: &formats::Rows,
 ) -> Result<Vec<(Engine, Receipt)>, ChError> {
-    let receipt = engine.buffer.receipt();
-    let mut parts = vec![(engine, receipt)];
-    for (n, row) in rows.iter().enumerate() {
-        let mut waited = None::<Instant>;
-        loop {
-            let Some((engine, receipt)) = parts.last_mut() else {
-                return Err(shutting_down());
-            };
-            match engine.buffer.track_rowbinary_noted(row, receipt) {
-                Ok(()) => break,
-                Err(TrackJsonError::Full) => {
-                    let since = *waited.get_or_insert_with(Instant::now);
-                    if since.elapsed() > FULL_WAIT {
-                        return Err(ChError::new(
-                            Code::TooManySimultaneousQueries,
-                            format!(
-                                "the table's buffer stayed full for {FULL_WAIT:?}; {n} rows of this \
-                                 request were accepted before it (send the rest again)"
-                            ),
-                        ));
-                    }
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-                Err(TrackJsonError::Closed) => match table.engine() {
-                    Some(newer) if newer.generation != engine.generation => {
-                        let receipt = newer.buffer.receipt();
-                        parts.push((newer, receipt));
-                        table.rerouted.fetch_add(1, Relaxed);
-                    }
-                    _ => return Err(shutting_down()),
-                },
-                Err(TrackJsonError::Decode(e)) => {
+    let waited = Instant::now();
+    loop {
+        let mut receipt = engine.buffer.receipt();
+        match engine
+            .buffer
+            .track_rowbinary_all(&rows.bytes, &rows.ends, Some(&mut receipt))
+        {
+            Ok(()) if receipt.rows() == 0 => return Ok(Vec::new()),
+            Ok(()) => return Ok(vec![(engine, receipt)]),
+            Err(TrackJsonError::Full) => {
+                if waited.elapsed() > FULL_WAIT {
                     return Err(ChError::new(
-                        Code::IncorrectData,
+                        Code::TooManySimultaneousQueries,
                         format!(
-                            "row {}: {e} ({n} rows of this request were accepted before it)",
-                            n + 1
+                            "the table's buffer stayed full for {FULL_WAIT:?}; none of the \
+                             request's rows were taken (send it again)"
                         ),
-                    ))
+                    ));
                 }
-                Err(other) => return Err(ChError::new(Code::Unknown, other.to_string())),
+                tokio::time::sleep(Duration::from_millis(1)).await;
             }
+            Err(TrackJsonError::Closed) => match table.engine() {
+                Some(newer) if newer.generation != engine.generation => {
+                    engine = newer;
+                    table.rerouted.fetch_add(1, Relaxed);
+                }
+                _ => return Err(shutting_down_before()),
+            },
+            Err(TrackJsonError::Decode(e)) => {
+                return Err(ChError::new(
+                    Code::IncorrectData,
+                    format!("{e} (none of the request's rows were taken)"),
+                ))
+            }
+            Err(other) => return Err(ChError::new(Code::Unknown, other.to_string())),
         }
     }
-    parts.retain(|(_, r)| r.rows() > 0);
-    Ok(parts)
+}
+
+/// Shutting down before a request's rows were taken.
+fn shutting_down_before() -> ChError {
+    ChError::new(
+        Code::TooManySimultaneousQueries,
+        "ch-ingest is shutting down; none of the request's rows were taken (send it to \
+         another instance or again after the restart)",
+    )
 }
 
 struct Waiter {
