@@ -1899,7 +1899,7 @@ fn front_door_authorizes_as_clickhouse_and_bounds_what_a_body_costs() {
         "(id UInt64, s String) ENGINE = MergeTree ORDER BY id",
     );
     let serve = Serve::start(&format!(
-        "admin_tokens = [\"{TOKEN}\"]\nmax_decoded_bytes = 8388608\n{}",
+        "admin_tokens = [\"{TOKEN}\"]\nmax_decoded_bytes = 8388608\nmax_concurrent_requests = 4\n{}",
         config(
             server,
             &format!(
@@ -2009,6 +2009,7 @@ fn front_door_authorizes_as_clickhouse_and_bounds_what_a_body_costs() {
     dictionary.extend_from_slice(&keys.to_le_bytes());
     dictionary.extend(std::iter::repeat_n(1u8, keys as usize));
     let pid = serve.child.id();
+    let (_, at_rest) = rss_mib(pid);
     for (body, code) in [(&empty_blocks, "Code: 27"), (&dictionary, "Code: 393")] {
         let started = Instant::now();
         let (status, _, answer) = door(&serve, &insert(&lc, "Native"), &[], body);
@@ -2025,6 +2026,40 @@ fn front_door_authorizes_as_clickhouse_and_bounds_what_a_body_costs() {
         // copy and twice max_decoded_bytes (8 MiB), plus serve at rest.
         assert!(peak < 256, "serve's peak RSS {peak} MiB");
     }
+    // Hostile load: 16 clients at once, each sending one of the bodies at
+    // every limit (the two above, and a zstd body that inflates to
+    // max_decompressed_bytes of Native without a valid block). README's
+    // bound: at rest + max_concurrent_requests x (max_body_bytes +
+    // max_decompressed_bytes + 4 x max_decoded_bytes) + the engines.
+    let inflating = {
+        let mut raw = vec![1, 0x80, 0x80, 0x02];
+        raw.resize(4 << 20, 0);
+        zstd::encode_all(&raw[..], 3).unwrap()
+    };
+    let bound = at_rest + 4 * (1 + 4 + 4 * 8) + 64;
+    let answers: Vec<_> = (0..16)
+        .map(|i| {
+            let (body, encoding) = match i % 3 {
+                0 => (empty_blocks.clone(), None),
+                1 => (dictionary.clone(), None),
+                _ => (inflating.clone(), Some("zstd")),
+            };
+            let addr = serve.addr.clone();
+            let path = insert(&lc, "Native");
+            std::thread::spawn(move || {
+                let headers: Vec<(&str, &str)> =
+                    encoding.iter().map(|e| ("Content-Encoding", *e)).collect();
+                http(&addr, "POST", &path, &headers, &body).unwrap().0
+            })
+        })
+        .collect();
+    for a in answers {
+        let status = a.join().unwrap();
+        assert!(status != 200, "a hostile body was stored");
+    }
+    let (peak, now) = rss_mib(pid);
+    eprintln!("16 hostile bodies at once: serve RSS {now} MiB, peak {peak} MiB, bound {bound} MiB");
+    assert!(peak <= bound, "peak {peak} MiB over the bound {bound} MiB");
     assert_eq!(server.count(&lc), 0);
     let pending = serve.post("/v1/flush", &[("Authorization", bearer.as_str())], b"");
     assert_eq!(pending.0, 200, "{:?}", pending.1);
