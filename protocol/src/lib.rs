@@ -12,6 +12,7 @@
 pub mod blocks;
 mod error;
 pub mod formats;
+mod lexer;
 mod literal;
 mod native;
 pub mod query;

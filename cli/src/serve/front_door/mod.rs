@@ -279,16 +279,23 @@ async fn answer(
         let text = in_param.as_bytes();
         let statement = query::parse(text).map_err(syntax)?;
         // ClickHouse reads the parameter, a newline, then the body.
-        let data = match &statement {
+        match statement {
             Statement::Insert(i) if i.data_start < text.len() => {
                 let mut d = text[i.data_start..].to_vec();
                 d.push(b'\n');
                 d.extend_from_slice(&body);
-                Bytes::from(d)
+                (Statement::Insert(i), Bytes::from(d))
             }
-            _ => body,
-        };
-        (statement, data)
+            Statement::Insert(i) => (Statement::Insert(i), body),
+            // Anything else is classified as the server runs it: the
+            // parameter, a newline, the body (`?query=SELECT 1` with a body
+            // `PARALLEL WITH DROP TABLE t` is no read).
+            _ if !body.is_empty() => {
+                let whole = [text, b"\n", &body].concat();
+                (query::parse(&whole).map_err(syntax)?, Bytes::new())
+            }
+            other => (other, Bytes::new()),
+        }
     };
     if matches!(statement, Statement::Read) && describe.is_some() {
         // Answered from the table's schema, whatever `passthrough` says:
