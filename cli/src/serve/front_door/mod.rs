@@ -481,6 +481,15 @@ impl Settings<'_> {
         Ok(csv)
     }
 
+    /// How long this request's group commit may wait for company: the
+    /// client may ask for less than `configured`, never more. The first
+    /// waiter's timeout is the whole group's deadline, so a long one would
+    /// stall every other client's answer while requests keep coming.
+    fn busy_timeout(&self, configured: Duration) -> Result<Duration, ChError> {
+        let asked = self.number("async_insert_busy_timeout_ms", u64::MAX)?;
+        Ok(Duration::from_millis(asked).min(configured))
+    }
+
     fn flag(&self, name: &str) -> Option<bool> {
         self.get(name).map(|v| {
             !matches!(
@@ -713,16 +722,7 @@ impl FrontDoor {
         let wait = !(settings.flag("wait_for_async_insert") == Some(false)
             && settings.flag("async_insert") != Some(false));
         *kind = Kind::Insert { wait };
-        // A client may ask for a shorter wait, never a longer one: the
-        // first waiter's timeout is the whole group's deadline, so a long
-        // one would stall every other client's answer.
-        let busy = match settings.get("async_insert_busy_timeout_ms") {
-            None => self.cfg.busy_timeout,
-            Some(_) => {
-                Duration::from_millis(settings.number("async_insert_busy_timeout_ms", 0u64)?)
-                    .min(self.cfg.busy_timeout)
-            }
-        };
+        let busy = settings.busy_timeout(self.cfg.busy_timeout)?;
         let query_id = param(params, "query_id").map_or_else(
             || {
                 format!(
@@ -1102,6 +1102,27 @@ mod tests {
             .unwrap_err();
             assert!(e.message.contains("format_csv_delimiter"), "{bad:?}: {e:?}");
         }
+    }
+
+    #[test]
+    fn a_client_may_shorten_the_busy_timeout_but_never_stretch_it() {
+        let configured = Duration::from_millis(200);
+        let busy = |v: Option<&str>| {
+            let url: Params = v
+                .map(|v| vec![("async_insert_busy_timeout_ms".to_string(), v.to_string())])
+                .unwrap_or_default();
+            Settings {
+                url: &url,
+                clause: &[],
+            }
+            .busy_timeout(configured)
+        };
+        assert_eq!(busy(None).unwrap(), configured);
+        assert_eq!(busy(Some("60000")).unwrap(), configured);
+        assert_eq!(busy(Some("20")).unwrap(), Duration::from_millis(20));
+        assert_eq!(busy(Some("0")).unwrap(), Duration::ZERO);
+        let e = busy(Some("soon")).unwrap_err();
+        assert!(e.message.contains("async_insert_busy_timeout_ms"), "{e:?}");
     }
 
     /// A waiting request whose rows went into an engine that was swapped
