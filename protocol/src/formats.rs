@@ -346,7 +346,6 @@ pub fn decode(
                 }
                 crate::text::HeaderError::TooLarge => too_large(max_decoded),
             })?;
-            rows.skipped = bad.len() as u64;
             let total = rows.skipped + rows.ends.len() as u64;
             match bad.first() {
                 Some(b) if allow.exceeded(rows.skipped, total) => Err(refuse(b)),
@@ -774,6 +773,32 @@ mod tests {
         ok.extend_from_slice(&[1, 1, 1]);
         let rows = decode(Format::Native, &schema, None, &ok, &small).unwrap();
         assert_eq!(rows.ends.len(), 3);
+    }
+
+    /// A body of junk lines is counted, not recorded line by line: a
+    /// 64 MiB body of them once meant a record (and its reason) per line.
+    #[test]
+    fn bad_text_rows_are_counted_and_only_the_first_kept() {
+        let schema = Schema::parse("id UInt64").unwrap();
+        let body = "x\n".repeat(100_000);
+        let all = Options {
+            allow: AllowErrors {
+                num: u64::MAX,
+                ratio: 1.0,
+            },
+            ..Options::default()
+        };
+        let tsv = Format::Text(Text::Tsv {
+            names: false,
+            types: false,
+        });
+        for format in [tsv, Format::Text(Text::Csv { names: false })] {
+            let rows = decode(format, &schema, None, body.as_bytes(), &all).unwrap();
+            assert_eq!((rows.ends.len(), rows.skipped), (0, 100_000));
+            let e =
+                decode(format, &schema, None, body.as_bytes(), &Options::default()).unwrap_err();
+            assert!(e.message.contains("at row 1"), "{e:?}");
+        }
     }
 
     /// Every format stops at `max_decoded`, with ClickHouse's code for too

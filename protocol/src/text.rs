@@ -40,6 +40,9 @@ impl Default for Csv {
     }
 }
 
+/// How many bad rows keep their reasons (the rest are only counted).
+const KEPT_BAD_ROWS: usize = 16;
+
 /// A bad row: its number (from 1, header lines included) and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BadRow {
@@ -67,8 +70,8 @@ impl From<BadRow> for HeaderError {
 
 /// The rows of `data`, each as RowBinary in the table's order appended to
 /// `rows` (columns the header or column list leaves out get their type's
-/// default); bad rows (also those over `max_line` bytes) are reported and
-/// skipped. `Err` when the header does not match the table, or leaves out
+/// default); bad rows (also those over `max_line` bytes) are skipped,
+/// counted in `rows.skipped`, and the first few reported in `bad`. `Err` when the header does not match the table, or leaves out
 /// a column with a `DEFAULT` expression.
 pub fn decode(
     format: Text,
@@ -146,22 +149,28 @@ pub fn decode(
     let fill = crate::formats::left_out(schema, &order).map_err(HeaderError::LeftOut)?;
     // A left-out column's bytes are set once; `row` writes only the listed.
     let mut values: Vec<Vec<u8>> = fill.into_iter().map(Option::unwrap_or_default).collect();
+    // Every bad row is counted (`decoded.skipped`), the first few kept with
+    // their reasons: a body of junk lines must not grow a record per line.
+    let mut bad_row = |b: BadRow, decoded: &mut crate::formats::Rows| {
+        decoded.skipped += 1;
+        if bad.len() < KEPT_BAD_ROWS {
+            bad.push(b);
+        }
+    };
     while !rows.at_end() {
         n += 1;
         let at = rows.pos;
         let read = rows.next_row(&mut fields);
         if rows.pos - at > max_line {
-            bad.push(BadRow {
-                row: n,
-                reason: format!(
-                    "the row is {} bytes, over max_line_bytes ({max_line})",
-                    rows.pos - at
-                ),
-            });
+            let reason = format!(
+                "the row is {} bytes, over max_line_bytes ({max_line})",
+                rows.pos - at
+            );
+            bad_row(BadRow { row: n, reason }, decoded);
             continue;
         }
         if let Err(reason) = read {
-            bad.push(BadRow { row: n, reason });
+            bad_row(BadRow { row: n, reason }, decoded);
             continue;
         }
         if fields.len() == 1 && fields[0].is_empty() && order.len() != 1 {
@@ -184,7 +193,7 @@ pub fn decode(
                     return Err(HeaderError::TooLarge);
                 }
             }
-            Err(reason) => bad.push(BadRow { row: n, reason }),
+            Err(reason) => bad_row(BadRow { row: n, reason }, decoded),
         }
     }
     Ok(())
