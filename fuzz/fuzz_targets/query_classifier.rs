@@ -63,14 +63,18 @@ fuzz_target!(|data: &[u8]| {
             String::from_utf8_lossy(prefix)
         );
     }
-    // An INSERT's data would take a comment after it in.
+    // An INSERT's data would take a comment after it in. Compared with the
+    // text ended by the same newline: as in ClickHouse's lexer, the end of
+    // the text itself changes a token (`5.e` is a wrong number at the very
+    // end, `5.e` and an empty exponent before a newline).
     if !matches!(got, Ok(Statement::Insert(_))) {
+        let ended = parse(&[data, b"\n"].concat());
         let text = [data, b"\n/* z /* y */ */"].concat();
         let after = parse(&text);
         assert_eq!(
-            matches!(got, Ok(Statement::Read)),
+            matches!(ended, Ok(Statement::Read)),
             matches!(after, Ok(Statement::Read)),
-            "{got:?} becomes {after:?} with a comment after it"
+            "{ended:?} becomes {after:?} with a comment after it"
         );
     }
 });
