@@ -12,6 +12,7 @@ mod replay;
 mod serve;
 mod shape_bench;
 mod sweep;
+mod tls_args;
 pub mod workloads;
 
 use clap::{Parser, Subcommand};

@@ -4,9 +4,7 @@
 
 use super::cluster_bench::cpu_seconds;
 use super::parse_duration;
-use ch_ingest::sink::{
-    nodelay_client, ClickHouseSink, ClusterShard, ClusterSink, Discovery, FileSink, Sink,
-};
+use ch_ingest::sink::{ClickHouseSink, ClusterShard, ClusterSink, Discovery, FileSink, Sink};
 use ch_ingest::{Buffer, PostEvent, Stats, TrackError};
 use hdrhistogram::Histogram;
 use std::path::PathBuf;
@@ -79,6 +77,8 @@ pub struct LoadArgs {
     /// ClickHouse HTTP URL; without it batches go to RowBinary files in --out.
     #[arg(long)]
     clickhouse_url: Option<String>,
+    #[command(flatten)]
+    tls: crate::tls_args::TlsArgs,
     /// Table to insert into (with --shard or --cluster: each shard's local table).
     #[arg(long, default_value = "post_events")]
     table: String,
@@ -161,7 +161,7 @@ pub fn run(args: LoadArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
     match &args.clickhouse_url {
         Some(url) => {
-            let client = nodelay_client().with_url(url);
+            let client = args.tls.client()?.with_url(url);
             let sink = ClickHouseSink::new(client.clone(), &args.table);
             if args.create_table {
                 rt.block_on(
@@ -211,7 +211,7 @@ fn run_cluster(
     args: &LoadArgs,
     cores: usize,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let client = nodelay_client();
+    let client = args.tls.client()?;
     let shards: Vec<ClusterShard> = match (&args.cluster, &args.clickhouse_url) {
         (Some(cluster), Some(seed)) => {
             let discovery = Discovery::new(seed)

@@ -22,7 +22,19 @@ fn main() -> std::process::ExitCode {
     match cli::run(args) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            // With its causes: a TLS failure is "client error (Connect)"
+            // on top and the certificate's reason only further down.
+            let mut text = e.to_string();
+            let mut cause = e.source();
+            while let Some(inner) = cause {
+                let more = inner.to_string();
+                if !text.contains(&more) {
+                    text.push_str(": ");
+                    text.push_str(&more);
+                }
+                cause = inner.source();
+            }
+            eprintln!("error: {text}");
             std::process::ExitCode::FAILURE
         }
     }

@@ -11,7 +11,7 @@
 //! failure stops the run with a non-zero exit (run it again later), nothing
 //! is retried in a loop.
 
-use ch_ingest::sink::{nodelay_client, ClickHouseSink};
+use ch_ingest::sink::ClickHouseSink;
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
@@ -22,6 +22,8 @@ pub struct ReplayArgs {
     /// ClickHouse HTTP URL; repeat for failover between replicas.
     #[arg(long = "clickhouse-url", required = true)]
     clickhouse_urls: Vec<String>,
+    #[command(flatten)]
+    tls: crate::tls_args::TlsArgs,
     /// Insert into this table instead of the one each file records.
     #[arg(long)]
     table: Option<String>,
@@ -45,7 +47,7 @@ pub fn run(args: ReplayArgs) -> Result<(), Box<dyn std::error::Error>> {
 /// The library's one replay path ([`ch_ingest::replay_dirs`]), with a sink
 /// per recorded table.
 async fn replay(args: ReplayArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let client = nodelay_client();
+    let client = args.tls.client()?;
     let sink_for = |recorded: Option<&str>| {
         let table = args.table.as_deref().or(recorded)?;
         // `clickhouse_urls` is required by clap, so never empty.

@@ -2337,3 +2337,104 @@ fn front_door_answers_only_the_addresses_it_allows() {
     assert_eq!((status, body.as_slice()), (200, &b"Ok.\n"[..]));
     assert_eq!(server.count(&table), 0);
 }
+
+/// `serve` against a ClickHouse that serves HTTPS with its own CA
+/// (`[clickhouse] ca_cert`): the schema read, the NDJSON API's INSERTs,
+/// the front door's credential and INSERT checks and a forwarded read all
+/// go over TLS; a CA file that holds no certificate stops serve at start,
+/// naming the key.
+#[test]
+fn serve_reaches_clickhouse_over_https_with_its_own_ca() {
+    if std::env::var("CLICKHOUSE_URL").is_ok() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pki = support::pki::Pki::new(dir.path());
+    let https = support::free_port();
+    let server = support::Server::start_node(
+        support::free_port(),
+        support::free_port(),
+        &pki.server_xml(https),
+    )
+    .expect("a private server with an HTTPS port");
+    let table = "tls_serve";
+    server.query(&ch_ingest::PostEvent::create_table_sql(table));
+    let serve = Serve::start(&format!(
+        "listen = \"127.0.0.1:0\"\n[clickhouse]\nurls = [\"https://localhost:{https}\"]\n\
+         ca_cert = \"{}\"\n[tables.{table}]\n",
+        pki.ca.display()
+    ));
+    let event = |i: u64| {
+        format!("{{\"event_type\":\"like\",\"tweet_id\":{i},\"occurred_at\":1700000000}}\n")
+    };
+    let (status, body) = serve.post(
+        &format!("/v1/tables/{table}/events"),
+        &[],
+        event(1).as_bytes(),
+    );
+    assert_eq!(status, 200, "{body}");
+    let path = format!(
+        "/?query={}",
+        percent(&format!("INSERT INTO {table} FORMAT JSONEachRow"))
+    );
+    let (status, _, body) = door(&serve, &path, &[], event(2).as_bytes());
+    assert_eq!(status, 200, "{body}");
+    let (status, _, body) = door(&serve, "/", &[], b"SELECT version()");
+    assert_eq!((status, body.trim()), (200, server.version.as_str()));
+    let (status, body) = serve.post_raw("/v1/flush");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(server.count(table), 2);
+    // `load` and `replay` take the same CA with --ca-cert.
+    let url = format!("https://localhost:{https}");
+    let out = Command::new(BIN)
+        .args([
+            "load",
+            "--events",
+            "2000",
+            "--quiet",
+            "--table",
+            "tls_load",
+            "--create-table",
+        ])
+        .args(["--clickhouse-url", &url, "--ca-cert"])
+        .arg(&pki.ca)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(server.count("tls_load"), 2000);
+    let out = Command::new(BIN)
+        .args(["load", "--events", "10", "--quiet", "--table", "tls_load"])
+        .args(["--clickhouse-url", &url, "--ca-cert"])
+        .arg(&pki.other_ca)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+    assert_eq!(server.count("tls_load"), 2000);
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "").unwrap();
+    let config = dir.path().join("bad.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[clickhouse]\nurls = [\"https://localhost:{https}\"]\nca_cert = \"{}\"\n[tables.{table}]\n",
+            empty.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("ca_cert") && err.contains("empty.pem"),
+        "{err}"
+    );
+}

@@ -19,7 +19,10 @@ use std::time::Duration;
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
-/// A `clickhouse::Client` whose connections set `TCP_NODELAY`.
+/// A `clickhouse::Client` whose connections set `TCP_NODELAY`; with the
+/// `tls` feature it speaks `https://` too, trusting the platform's roots,
+/// Mozilla's and `SSL_CERT_FILE`'s (see [`Tls`](super::Tls) for a custom
+/// CA or a client certificate).
 ///
 /// The crate's default client leaves Nagle's algorithm on, which delays every
 /// small INSERT by up to 40 ms: measured on this project's machine, 500-row
@@ -31,12 +34,47 @@ use tokio::time::Instant;
 /// # let _ = client;
 /// ```
 pub fn nodelay_client() -> Client {
+    #[cfg(feature = "tls")]
+    {
+        // The default roots cannot fail to load; only a broken
+        // `SSL_CERT_FILE` can, and then the bundled and platform roots
+        // still serve (the error is logged once per client).
+        let tls = super::Tls::new();
+        let config = tls.config().or_else(|e| {
+            tracing::warn!(error = %e, "SSL_CERT_FILE ignored");
+            tls.config_with(false)
+        });
+        match config {
+            Ok(config) => client_over(super::tls::connector(config)),
+            // Unreachable without a file to read; plain HTTP still works.
+            Err(e) => {
+                tracing::error!(error = %e, "no TLS configuration; https:// URLs will fail");
+                client_over(tcp_connector())
+            }
+        }
+    }
+    #[cfg(not(feature = "tls"))]
+    client_over(tcp_connector())
+}
+
+/// The TCP connector every client of ours starts from: `TCP_NODELAY`,
+/// keep-alive, a bounded connect.
+pub(crate) fn tcp_connector() -> HttpConnector {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_keepalive(Some(Duration::from_secs(60)));
     // A server behind a dropped route never answers the SYN; without a bound
     // the connect waits for the kernel's retries (minutes).
     connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    connector
+}
+
+/// A `clickhouse::Client` over `connector`, its idle connections closed
+/// before the server closes them.
+pub(crate) fn client_over<C>(connector: C) -> Client
+where
+    C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
+{
     let http = HyperClient::builder(TokioExecutor::new())
         // Below the 3 s keep-alive of older servers, so we never reuse a socket
         // the server is closing.

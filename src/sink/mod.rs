@@ -18,6 +18,8 @@ mod memory;
 pub(crate) mod shape;
 mod sharding;
 pub(crate) mod sql;
+#[cfg(feature = "tls")]
+mod tls;
 
 pub(crate) use self::clickhouse::fetch_text;
 pub use self::clickhouse::{nodelay_client, ClickHouseSink, NoUrls, TryTimeout};
@@ -28,6 +30,8 @@ pub use self::file::FileSink;
 pub use self::memory::MemorySink;
 pub use self::shape::{InsertFormat, InsertOrder, ShapeParseError};
 pub(crate) use self::sql::{insert_sql, quote_literal, quote_table};
+#[cfg(feature = "tls")]
+pub use self::tls::{Tls, TlsError};
 pub use crate::batch::InsertBatch;
 
 use std::future::Future;

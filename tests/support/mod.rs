@@ -10,6 +10,7 @@
 
 pub mod check;
 pub mod cluster;
+pub mod pki;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

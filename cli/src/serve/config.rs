@@ -80,6 +80,13 @@ struct ClickHouseFile {
     password_env: Option<String>,
     password_file: Option<PathBuf>,
     database: Option<String>,
+    /// A PEM file of CA certificates to trust for `https://` URLs, besides
+    /// the platform's and Mozilla's roots and `SSL_CERT_FILE`'s.
+    ca_cert: Option<PathBuf>,
+    /// A PEM certificate chain and key shown to servers that ask (mutual
+    /// TLS); both or neither.
+    client_cert: Option<PathBuf>,
+    client_key: Option<PathBuf>,
     /// What the front door forwards to ClickHouse of what is not an
     /// INSERT of data: `all`, `read` (default: SELECT, DESCRIBE, SHOW,
     /// EXISTS, EXPLAIN) or `none`.
@@ -317,6 +324,8 @@ pub struct ServeConfig {
     pub user: Option<String>,
     pub password: Option<String>,
     pub database: Option<String>,
+    /// How `https://` servers are checked, and which certificate is shown.
+    pub tls: ch_ingest::sink::Tls,
     pub tables: Vec<TableConfig>,
     pub front_door: FrontDoorConfig,
 }
@@ -421,6 +430,25 @@ impl ServeConfig {
                 )
             };
         let password = read_password("clickhouse", password_env, password_file)?;
+        let mut tls = ch_ingest::sink::Tls::new();
+        if let Some(ca) = file.clickhouse.ca_cert.take() {
+            tls = tls.ca_cert(ca);
+        }
+        match (
+            file.clickhouse.client_cert.take(),
+            file.clickhouse.client_key.take(),
+        ) {
+            (Some(cert), Some(key)) => tls = tls.client_auth(cert, key),
+            (None, None) => {}
+            _ => {
+                return Err(err(
+                    "clickhouse.client_cert",
+                    "give client_cert and client_key together",
+                ))
+            }
+        }
+        // Read now, so a bad file stops serve at start, naming it.
+        tls.config().map_err(|e| err("clickhouse", e.to_string()))?;
         let positive = |key: &str, v: Option<usize>, default: usize| match v {
             Some(0) => Err(err(key, "must be at least 1")),
             Some(n) => Ok(n),
@@ -720,6 +748,7 @@ impl ServeConfig {
             user: flags.user.or(file.clickhouse.user.take()),
             password,
             database: file.clickhouse.database.take(),
+            tls,
             tables,
         })
     }

@@ -34,7 +34,7 @@ pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         // Registered once, before anything else: a signal that arrives while
         // the first is being handled is queued here, never lost.
         let mut signals = Signals::new()?;
-        let tables = tables::Tables::new(&mut cfg);
+        let tables = tables::Tables::new(&mut cfg)?;
         tables.start();
         // One bound on the requests being read and decoded, both doors.
         let working = Arc::new(tokio::sync::Semaphore::new(cfg.max_concurrent_requests));
@@ -46,6 +46,7 @@ pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             working: working.clone(),
             body_timeout: cfg.body_timeout,
         };
+        let upstream = cfg.tls.connector()?;
         let door = front_door::Limits {
             max_body_bytes: cfg.max_body_bytes,
             max_decompressed_bytes: cfg.max_decompressed_bytes,
@@ -53,6 +54,7 @@ pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             max_line_bytes: cfg.max_line_bytes,
             body_timeout: cfg.body_timeout,
             working,
+            upstream,
         };
         let mut registry = prometheus_client::registry::Registry::default();
         let door_metrics = front_door::Metrics::register(&mut registry);

@@ -17,8 +17,8 @@
 
 use super::config::{Destination, ServeConfig, TableConfig};
 use ch_ingest::sink::{
-    nodelay_client, ClickHouseSink, ClusterError, ClusterShard, ClusterSink, Discovery,
-    DiscoveryError, InsertBatch, InsertFormat, InsertOrder, Sink, SinkError,
+    ClickHouseSink, ClusterError, ClusterShard, ClusterSink, Discovery, DiscoveryError,
+    InsertBatch, InsertFormat, InsertOrder, Sink, SinkError,
 };
 use ch_ingest::{Buffer, Closed, FlushReport, Histograms, Json, Schema, Stats};
 use std::collections::HashMap;
@@ -444,8 +444,8 @@ impl Tables {
         &self.urls
     }
 
-    pub fn new(cfg: &mut ServeConfig) -> Arc<Self> {
-        let mut client = nodelay_client();
+    pub fn new(cfg: &mut ServeConfig) -> Result<Arc<Self>, ch_ingest::sink::TlsError> {
+        let mut client = cfg.tls.client()?;
         if let Some(user) = &cfg.user {
             client = client.with_user(user);
         }
@@ -459,7 +459,7 @@ impl Tables {
             .into_iter()
             .map(|t| (t.name.clone(), Arc::new(Table::new(t))))
             .collect();
-        Arc::new(Tables {
+        Ok(Arc::new(Tables {
             by_name,
             health: Arc::new(Health::default()),
             client,
@@ -467,7 +467,7 @@ impl Tables {
             destination: cfg.destination.clone(),
             schema_refresh: cfg.schema_refresh,
             stopping: AtomicBool::new(false),
-        })
+        }))
     }
 
     /// Whether every table has an engine.

@@ -19,7 +19,7 @@ use axum::body::Bytes;
 use axum::http::{header, HeaderMap};
 use ch_ingest_protocol::{ChError, Code};
 use http_body_util::Full;
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::client::legacy::Client;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::Mutex;
@@ -162,7 +162,7 @@ pub(super) struct Gate {
     users: Vec<FrontDoorUser>,
     ttl: Duration,
     outage_ttl: Duration,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<super::Upstream, Full<Bytes>>,
     /// Every server that may be asked, the first first.
     urls: Vec<String>,
     digest: std::collections::hash_map::RandomState,
@@ -186,7 +186,7 @@ impl Gate {
         users: Vec<FrontDoorUser>,
         ttl: Duration,
         outage_ttl: Duration,
-        client: Client<HttpConnector, Full<Bytes>>,
+        client: Client<super::Upstream, Full<Bytes>>,
         urls: Vec<String>,
     ) -> Self {
         Gate {

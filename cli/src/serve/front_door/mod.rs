@@ -39,6 +39,10 @@ use ch_ingest_protocol::query::{self, Statement};
 use ch_ingest_protocol::{blocks, ChError, Code};
 use http_body_util::Full;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
+
+/// The connector to ClickHouse: `http://` and `https://`, with serve's
+/// `[clickhouse]` certificates.
+pub type Upstream = hyper_rustls::HttpsConnector<HttpConnector>;
 use metrics::Kind;
 use reply::Ack;
 use std::collections::HashMap;
@@ -48,8 +52,6 @@ use std::time::{Duration, Instant};
 
 /// How long the upstream may take to answer a forwarded query's headers.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(300);
-/// How long opening a connection to the upstream may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A group commit seals this long after its last new waiter (or at the
 /// busy timeout, whichever comes first).
 const QUIET: Duration = Duration::from_millis(5);
@@ -72,7 +74,7 @@ pub struct FrontDoor {
     /// API: a request holds one while its body is read, decoded and
     /// tracked.
     working: Arc<tokio::sync::Semaphore>,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<Upstream, Full<Bytes>>,
     gate: auth::Gate,
     retries: retries::Retries,
     committers: Mutex<HashMap<String, tokio::sync::mpsc::UnboundedSender<Waiter>>>,
@@ -87,13 +89,13 @@ pub struct Limits {
     pub max_line_bytes: usize,
     pub body_timeout: Duration,
     pub working: Arc<tokio::sync::Semaphore>,
+    /// How ClickHouse is reached (its TLS settings).
+    pub upstream: Upstream,
 }
 
-/// The upstream client: bounded connects, so a dead server costs seconds.
-fn upstream_client() -> Client<HttpConnector, Full<Bytes>> {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+/// The upstream client over serve's connector (whose connects are
+/// bounded, so a dead server costs seconds).
+fn upstream_client(connector: Upstream) -> Client<Upstream, Full<Bytes>> {
     Client::builder(hyper_util::rt::TokioExecutor::new())
         .pool_idle_timeout(Duration::from_millis(2_500))
         .build(connector)
@@ -106,7 +108,7 @@ pub fn routes(
     limits: Limits,
     metrics: Metrics,
 ) -> Router {
-    let client = upstream_client();
+    let client = upstream_client(limits.upstream);
     let cfg_dedup_window = cfg.dedup_window;
     let gate = auth::Gate::new(
         cfg.auth,

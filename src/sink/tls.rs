@@ -1,0 +1,173 @@
+//! HTTPS to ClickHouse (the `tls` feature): which certificates a server
+//! may show, and which one we show it.
+//!
+//! Owns: the rustls client configuration (the platform's roots, Mozilla's
+//! bundled roots, `SSL_CERT_FILE` as OpenSSL-based tools read it, a custom
+//! CA bundle; a client certificate and key for mutual TLS) and the
+//! connector that speaks `http://` and `https://` alike. Hostnames are
+//! always checked. Must not: turn verification off (there is no such
+//! switch here), or put a key's bytes in an error or a log.
+
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Why a TLS configuration could not be built. Each names the file and
+/// the reason.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A certificate or key file could not be read or holds no PEM item
+    /// of the kind asked for.
+    #[error("{what} {}: {reason}", path.display())]
+    File {
+        /// Which file it is (`ca_cert`, `client_cert`, `client_key`,
+        /// `SSL_CERT_FILE`).
+        what: &'static str,
+        /// The file's path, as given.
+        path: PathBuf,
+        /// What was wrong with it.
+        reason: String,
+    },
+    /// rustls refused the configuration (a key that does not match its
+    /// certificate, an unsupported key type).
+    #[error("TLS configuration: {0}")]
+    Config(#[from] rustls::Error),
+}
+
+/// How ch-ingest checks a ClickHouse server's certificate, and which one
+/// it shows. The default trusts the platform's roots, Mozilla's bundled
+/// roots and the file `SSL_CERT_FILE` names (if set), and shows none.
+///
+/// ```
+/// use ch_ingest::sink::Tls;
+/// // Aiven and self-run servers hand out a CA file of their own:
+/// # let dir = std::env::temp_dir();
+/// # let ca = dir.join("ch-ingest-doc-ca.pem");
+/// # std::fs::write(&ca, "").unwrap();
+/// let tls = Tls::new().ca_cert(&ca);
+/// let err = tls.client().unwrap_err(); // an empty file holds no certificate
+/// assert!(err.to_string().contains("ca_cert"));
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Tls {
+    ca_cert: Option<PathBuf>,
+    client: Option<(PathBuf, PathBuf)>,
+}
+
+impl Tls {
+    /// The default: the platform's and Mozilla's roots, plus
+    /// `SSL_CERT_FILE`'s.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Also trusts the CA certificates in this PEM file (default: none).
+    pub fn ca_cert(mut self, path: impl AsRef<Path>) -> Self {
+        self.ca_cert = Some(path.as_ref().to_path_buf());
+        self
+    }
+
+    /// Shows this certificate chain and key (PEM) to servers that ask for
+    /// one: mutual TLS (default: none).
+    pub fn client_auth(mut self, cert: impl AsRef<Path>, key: impl AsRef<Path>) -> Self {
+        self.client = Some((cert.as_ref().to_path_buf(), key.as_ref().to_path_buf()));
+        self
+    }
+
+    /// The rustls configuration this describes.
+    pub fn config(&self) -> Result<rustls::ClientConfig, TlsError> {
+        self.config_with(true)
+    }
+
+    /// With `env`, `SSL_CERT_FILE`'s certificates too.
+    pub(crate) fn config_with(&self, env: bool) -> Result<rustls::ClientConfig, TlsError> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        // The platform's store: a file it cannot read is skipped, as
+        // OpenSSL does (rustls-native-certs reports them one by one).
+        let native = rustls_native_certs::load_native_certs();
+        roots.add_parsable_certificates(native.certs);
+        if let Some(path) = std::env::var_os("SSL_CERT_FILE").filter(|_| env) {
+            for cert in certificates("SSL_CERT_FILE", Path::new(&path))? {
+                let _ = roots.add(cert);
+            }
+        }
+        if let Some(path) = &self.ca_cert {
+            for cert in certificates("ca_cert", path)? {
+                roots.add(cert).map_err(|e| TlsError::File {
+                    what: "ca_cert",
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
+            }
+        }
+        let builder = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots);
+        Ok(match &self.client {
+            None => builder.with_no_client_auth(),
+            Some((cert, key)) => {
+                let chain = certificates("client_cert", cert)?;
+                let key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::File {
+                    what: "client_key",
+                    path: key.clone(),
+                    reason: format!("no private key read: {e}"),
+                })?;
+                builder.with_client_auth_cert(chain, key)?
+            }
+        })
+    }
+
+    /// A connector for `http://` and `https://` URLs alike, with
+    /// `TCP_NODELAY` and a bounded connect, as `nodelay_client` uses.
+    pub fn connector(&self) -> Result<HttpsConnector<HttpConnector>, TlsError> {
+        Ok(connector(self.config()?))
+    }
+
+    /// A `clickhouse::Client` (no URL yet) that speaks both schemes with
+    /// this configuration: `nodelay_client`, with these certificates.
+    pub fn client(&self) -> Result<clickhouse::Client, TlsError> {
+        Ok(crate::sink::clickhouse::client_over(self.connector()?))
+    }
+}
+
+/// The crypto provider: ring, for its build (no C toolchain beyond `cc`,
+/// a third of aws-lc-rs's build time; ARCHITECTURE.md has the figures).
+/// rustls marks it deprecated because it offers no post-quantum key
+/// exchange, which no ClickHouse server negotiates today.
+#[allow(deprecated)]
+pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The plain connector under the TLS one.
+pub(crate) fn connector(config: rustls::ClientConfig) -> HttpsConnector<HttpConnector> {
+    let mut http = crate::sink::clickhouse::tcp_connector();
+    // The TLS connector must see `https://` URLs.
+    http.enforce_http(false);
+    hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(config)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http)
+}
+
+/// Every certificate in a PEM file; none is an error.
+fn certificates(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let fail = |reason: String| TlsError::File {
+        what,
+        path: path.to_path_buf(),
+        reason,
+    };
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| fail(e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| fail(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(fail("no PEM certificate in it".into()));
+    }
+    Ok(certs)
+}

@@ -1,0 +1,71 @@
+//! Certificates made on the spot for the TLS tests: a CA, a server
+//! certificate for `localhost` and `127.0.0.1` signed by it, a client
+//! certificate signed by it, and a second CA that signed nothing here.
+
+use std::path::{Path, PathBuf};
+
+pub struct Pki {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    /// A CA no certificate here chains to.
+    pub other_ca: PathBuf,
+}
+
+impl Pki {
+    /// Writes every file into `dir`.
+    pub fn new(dir: &Path) -> Pki {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "ch-ingest test CA");
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let leaf = |names: Vec<String>| {
+            let key = KeyPair::generate().unwrap();
+            let cert = CertificateParams::new(names)
+                .unwrap()
+                .signed_by(&key, &issuer)
+                .unwrap();
+            (cert.pem(), key.serialize_pem())
+        };
+        let (server_cert, server_key) = leaf(vec!["localhost".into(), "127.0.0.1".into()]);
+        let (client_cert, client_key) = leaf(vec!["client.ch-ingest.test".into()]);
+        let other_key = KeyPair::generate().unwrap();
+        let mut other = CertificateParams::new(Vec::<String>::new()).unwrap();
+        other.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let other_ca = other.self_signed(&other_key).unwrap().pem();
+        let write = |name: &str, text: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        Pki {
+            ca: write("ca.pem", &ca_cert.pem()),
+            server_cert: write("server.pem", &server_cert),
+            server_key: write("server.key", &server_key),
+            client_cert: write("client.pem", &client_cert),
+            client_key: write("client.key", &client_key),
+            other_ca: write("other-ca.pem", &other_ca),
+        }
+    }
+
+    /// The `<https_port>` and `<openSSL>` XML of a private server that
+    /// serves HTTPS on `port` with this PKI's server certificate.
+    pub fn server_xml(&self, port: u16) -> String {
+        format!(
+            "<https_port>{port}</https_port>\n<openSSL><server>\
+             <certificateFile>{}</certificateFile><privateKeyFile>{}</privateKeyFile>\
+             <verificationMode>none</verificationMode><loadDefaultCAFile>false</loadDefaultCAFile>\
+             <cacheSessions>true</cacheSessions><disableProtocols>sslv2,sslv3</disableProtocols>\
+             <preferServerCiphers>true</preferServerCiphers></server></openSSL>",
+            self.server_cert.display(),
+            self.server_key.display()
+        )
+    }
+}
