@@ -77,6 +77,13 @@ impl Tls {
         self
     }
 
+    /// The crypto provider every TLS configuration of ours uses (ring;
+    /// ARCHITECTURE.md says why), for a server-side configuration beside
+    /// this client one.
+    pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+        provider()
+    }
+
     /// The rustls configuration this describes.
     pub fn config(&self) -> Result<rustls::ClientConfig, TlsError> {
         self.config_with(true)

@@ -10,8 +10,12 @@ pub struct Pki {
     pub server_key: PathBuf,
     pub client_cert: PathBuf,
     pub client_key: PathBuf,
-    /// A CA no certificate here chains to.
+    /// A CA no certificate here chains to but these two.
     pub other_ca: PathBuf,
+    /// A server certificate for the same names, signed by `other_ca` (a
+    /// rotation to another CA).
+    pub other_server_cert: PathBuf,
+    pub other_server_key: PathBuf,
 }
 
 impl Pki {
@@ -39,7 +43,20 @@ impl Pki {
         let other_key = KeyPair::generate().unwrap();
         let mut other = CertificateParams::new(Vec::<String>::new()).unwrap();
         other.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        // A subject of its own: a leaf with the default subject would
+        // otherwise name itself as its issuer (OpenSSL: "self-signed").
+        other
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "ch-ingest other CA");
         let other_ca = other.self_signed(&other_key).unwrap().pem();
+        let other_issuer = Issuer::new(other, other_key);
+        let other_server_key = KeyPair::generate().unwrap();
+        let other_server_cert =
+            CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
+                .unwrap()
+                .signed_by(&other_server_key, &other_issuer)
+                .unwrap()
+                .pem();
         let write = |name: &str, text: &str| {
             let path = dir.join(name);
             std::fs::write(&path, text).unwrap();
@@ -52,6 +69,8 @@ impl Pki {
             client_cert: write("client.pem", &client_cert),
             client_key: write("client.key", &client_key),
             other_ca: write("other-ca.pem", &other_ca),
+            other_server_cert: write("other-server.pem", &other_server_cert),
+            other_server_key: write("other-server.key", &other_server_key.serialize_pem()),
         }
     }
 

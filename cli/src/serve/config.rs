@@ -18,6 +18,12 @@ use std::time::Duration;
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     listen: Option<String>,
+    /// A PEM certificate chain and key that make the listener (NDJSON API
+    /// and front door) speak HTTPS; re-read when they change or on SIGHUP.
+    tls_cert_file: Option<PathBuf>,
+    tls_key_file: Option<PathBuf>,
+    /// With it, clients must show a certificate signed by this CA.
+    tls_client_ca: Option<PathBuf>,
     /// Largest request body accepted, as sent (compressed or not).
     max_body_bytes: Option<usize>,
     /// Largest body after gzip/zstd decompression.
@@ -306,6 +312,8 @@ pub struct ServeFlags {
 /// A validated configuration.
 pub struct ServeConfig {
     pub listen: SocketAddr,
+    /// HTTPS on the listener, when configured.
+    pub listener_tls: Option<super::listener_tls::Files>,
     pub max_body_bytes: usize,
     pub max_decompressed_bytes: usize,
     pub max_decoded_bytes: usize,
@@ -430,6 +438,29 @@ impl ServeConfig {
                 )
             };
         let password = read_password("clickhouse", password_env, password_file)?;
+        let listener_tls =
+            match (
+                file.tls_cert_file.take(),
+                file.tls_key_file.take(),
+                file.tls_client_ca.take(),
+            ) {
+                (Some(cert), Some(key), client_ca) => Some(super::listener_tls::Files {
+                    cert,
+                    key,
+                    client_ca,
+                }),
+                (None, None, None) => None,
+                (None, None, Some(_)) => return Err(err(
+                    "tls_client_ca",
+                    "needs tls_cert_file and tls_key_file (client certificates are a TLS feature)",
+                )),
+                _ => {
+                    return Err(err(
+                        "tls_cert_file",
+                        "give tls_cert_file and tls_key_file together",
+                    ))
+                }
+            };
         let mut tls = ch_ingest::sink::Tls::new();
         if let Some(ca) = file.clickhouse.ca_cert.take() {
             tls = tls.ca_cert(ca);
@@ -732,6 +763,7 @@ impl ServeConfig {
         Ok(ServeConfig {
             front_door,
             listen,
+            listener_tls,
             max_body_bytes,
             max_decompressed_bytes,
             max_decoded_bytes,

@@ -17,11 +17,11 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
-/// What one connection may hold.
 /// The address a connection came from.
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub std::net::IpAddr);
 
+/// What one connection may hold.
 pub struct ConnLimits {
     /// Connections open at once; the next accept waits for one to close.
     pub max_connections: usize,
@@ -36,6 +36,7 @@ pub async fn serve(
     listener: TcpListener,
     router: axum::Router,
     limits: ConnLimits,
+    tls: Option<Arc<super::listener_tls::Tls>>,
     mut stop: watch::Receiver<bool>,
 ) {
     let open = Arc::new(Semaphore::new(limits.max_connections));
@@ -69,11 +70,37 @@ pub async fn serve(
         // Small answers go out at once, not after a delayed ACK.
         let _ = stream.set_nodelay(true);
         // The peer's address, for the front door's allow-list.
-        let service = router.clone().layer(axum::Extension(Peer(peer.ip())));
-        let conn = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
-        let conn = graceful.watch(conn);
+        let service =
+            TowerToHyperService::new(router.clone().layer(axum::Extension(Peer(peer.ip()))));
+        let http = http.clone();
+        let watcher = graceful.watcher();
+        // The handshake of the configuration of this moment (a reload
+        // changes the next ones), bounded like the headers are.
+        let handshake = tls.as_ref().map(|t| t.acceptor());
+        let header_timeout = limits.header_timeout;
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let ended = match handshake {
+                None => {
+                    watcher
+                        .watch(http.serve_connection(TokioIo::new(stream), service))
+                        .await
+                }
+                Some(acceptor) => {
+                    match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => {
+                            watcher
+                                .watch(http.serve_connection(TokioIo::new(tls), service))
+                                .await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, "TLS handshake failed");
+                            Ok(())
+                        }
+                        Err(_) => Ok(()),
+                    }
+                }
+            };
+            if let Err(e) = ended {
                 // A client that hung up or was too slow with its headers;
                 // nothing the operator has to act on.
                 tracing::debug!(error = %e, "connection ended with an error");

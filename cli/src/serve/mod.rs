@@ -12,6 +12,7 @@ mod config;
 mod front_door;
 mod http;
 mod listener;
+mod listener_tls;
 mod tables;
 
 use config::{ServeConfig, ServeFlags};
@@ -68,11 +69,32 @@ pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         let listener = tokio::net::TcpListener::bind(cfg.listen)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
+        let tls = match cfg.listener_tls.clone() {
+            None => None,
+            Some(files) => {
+                let tls = listener_tls::Tls::load(files)?;
+                tokio::spawn(tls.clone().watch());
+                #[cfg(unix)]
+                {
+                    let on_hup = tls.clone();
+                    let mut hup = tokio::signal::unix::signal(
+                        tokio::signal::unix::SignalKind::hangup(),
+                    )?;
+                    tokio::spawn(async move {
+                        while hup.recv().await.is_some() {
+                            on_hup.reload("SIGHUP");
+                        }
+                    });
+                }
+                Some(tls)
+            }
+        };
         let mut names: Vec<_> = tables.by_name.keys().cloned().collect();
         names.sort();
         // Always printed (tests and operators read the bound address here).
         eprintln!(
-            "ch-ingest serve: listening on http://{} (tables: {}; ClickHouse: {})",
+            "ch-ingest serve: listening on {}://{} (tables: {}; ClickHouse: {})",
+            if tls.is_some() { "https" } else { "http" },
             listener.local_addr()?,
             names.join(", "),
             cfg.urls.join(", ")
@@ -94,7 +116,7 @@ pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             max_connections: cfg.max_connections,
             header_timeout: cfg.header_timeout,
         };
-        let server = listener::serve(listener, router, conn_limits, stop_rx.clone());
+        let server = listener::serve(listener, router, conn_limits, tls, stop_rx.clone());
         // A client that never finishes its request must not hold the drain
         // (and the rows already accepted) hostage: after the grace period
         // the drain starts anyway; requests still running then find the
