@@ -37,69 +37,76 @@ const READONLY_LEVEL: &str = "SELECT value FROM system.settings WHERE name = 're
 /// here, and it costs them a question, not us memory).
 const REMEMBERED: usize = 100_000;
 
-/// A client's user and password, from wherever ClickHouse reads them.
+/// A client's credentials, from wherever ClickHouse reads them: a user
+/// and password, or a JWT (`Authorization: Bearer`, as ClickHouse Cloud
+/// takes it), and the quota key (`X-ClickHouse-Quota`).
 pub(super) struct Credentials {
     pub user: String,
     password: String,
+    /// A bearer token, sent on as it came; the server checks it.
+    jwt: Option<String>,
+    quota: Option<String>,
 }
 
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Credentials")
             .field("user", &self.user)
+            .field("jwt", &self.jwt.as_ref().map(|_| "(redacted)"))
             .finish_non_exhaustive()
     }
 }
 
-/// The user and password of a request: `X-ClickHouse-User`/`-Key`, else
-/// `Authorization: Basic`, else the `user`/`password` URL parameters, else
-/// ClickHouse's `default` with no password. A `Bearer` authorization is a
-/// table token (see `table_token`), not a ClickHouse credential.
+/// The credentials of a request: `X-ClickHouse-User`/`-Key`, else
+/// `Authorization: Basic` or `Bearer`, else the `user`/`password` URL
+/// parameters, else ClickHouse's `default` with no password.
 pub(super) fn credentials(headers: &HeaderMap, params: &Params) -> Result<Credentials, ChError> {
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let quota = text("X-ClickHouse-Quota")
+        .or_else(|| super::param(params, "quota_key"))
+        .map(str::to_string);
+    let with = |user: &str, password: &str, jwt: Option<&str>| Credentials {
+        user: user.to_string(),
+        password: password.to_string(),
+        jwt: jwt.map(str::to_string),
+        quota: quota.clone(),
+    };
     if let Some(user) = text("X-ClickHouse-User") {
-        return Ok(Credentials {
-            user: user.to_string(),
-            password: text("X-ClickHouse-Key").unwrap_or("").to_string(),
-        });
+        return Ok(with(user, text("X-ClickHouse-Key").unwrap_or(""), None));
     }
     if let Some(auth) = text("authorization") {
         let (scheme, rest) = auth.split_once(' ').unwrap_or((auth, ""));
-        if !scheme.eq_ignore_ascii_case("bearer") {
-            let basic = scheme
-                .eq_ignore_ascii_case("basic")
-                .then(|| base64(rest.trim()))
-                .flatten()
-                .and_then(|raw| String::from_utf8(raw).ok());
-            let Some(pair) = basic else {
-                return Err(ChError::new(
-                    Code::UnknownUser,
-                    "the Authorization header is not Basic user:password",
-                ));
-            };
-            let (user, password) = pair.split_once(':').unwrap_or((&pair, ""));
-            return Ok(Credentials {
-                user: user.to_string(),
-                password: password.to_string(),
-            });
+        if scheme.eq_ignore_ascii_case("bearer") {
+            return Ok(with("(token)", "", Some(rest.trim())));
         }
+        let basic = scheme
+            .eq_ignore_ascii_case("basic")
+            .then(|| base64(rest.trim()))
+            .flatten()
+            .and_then(|raw| String::from_utf8(raw).ok());
+        let Some(pair) = basic else {
+            return Err(ChError::new(
+                Code::UnknownUser,
+                "the Authorization header is neither Basic user:password nor Bearer",
+            ));
+        };
+        let (user, password) = pair.split_once(':').unwrap_or((&pair, ""));
+        return Ok(with(user, password, None));
     }
-    Ok(Credentials {
-        user: super::param(params, "user")
-            .unwrap_or("default")
-            .to_string(),
-        password: super::param(params, "password").unwrap_or("").to_string(),
-    })
+    Ok(with(
+        super::param(params, "user").unwrap_or("default"),
+        super::param(params, "password").unwrap_or(""),
+        None,
+    ))
 }
 
-/// The table token a request carries: `X-CH-Ingest-Token`, else
-/// `Authorization: Bearer` (as on the NDJSON API).
+/// The table token a front-door request carries (`X-CH-Ingest-Token`; an
+/// `Authorization: Bearer` there is a ClickHouse credential).
 pub(super) fn table_token(headers: &HeaderMap) -> Option<&str> {
-    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    text("X-CH-Ingest-Token").map(str::trim).or_else(|| {
-        let (scheme, token) = text("authorization")?.split_once(' ')?;
-        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-    })
+    headers
+        .get("X-CH-Ingest-Token")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
 }
 
 /// Standard base64 (RFC 4648), padding optional.
@@ -277,7 +284,8 @@ impl Gate {
     /// in the answer's first line (0 when it is not a number).
     async fn verified(&self, who: &Credentials, question: &str) -> Result<u8, ChError> {
         let key = (
-            self.digest.hash_one((&who.user, &who.password)),
+            self.digest
+                .hash_one((&who.user, &who.password, &who.jwt, &who.quota)),
             question.to_string(),
         );
         let remembered = self.remembered(&key);
@@ -343,11 +351,17 @@ impl Gate {
                 "{url}/?query={}",
                 crate::http_load::percent_encode(question)
             );
-            let request = hyper::Request::post(uri)
-                .header("X-ClickHouse-User", &who.user)
-                .header("X-ClickHouse-Key", &who.password)
-                .header(header::CONTENT_LENGTH, 0)
-                .body(Full::new(Bytes::new()));
+            let mut request = hyper::Request::post(uri).header(header::CONTENT_LENGTH, 0);
+            request = match &who.jwt {
+                Some(jwt) => request.header(header::AUTHORIZATION, format!("Bearer {jwt}")),
+                None => request
+                    .header("X-ClickHouse-User", &who.user)
+                    .header("X-ClickHouse-Key", &who.password),
+            };
+            if let Some(quota) = &who.quota {
+                request = request.header("X-ClickHouse-Quota", quota);
+            }
+            let request = request.body(Full::new(Bytes::new()));
             let Ok(request) = request else {
                 return Answer::No(ChError::new(
                     Code::UnknownUser,
@@ -419,14 +433,17 @@ mod tests {
         let mut bad = HeaderMap::new();
         bad.insert("authorization", HeaderValue::from_static("Basic !!!"));
         assert!(credentials(&bad, &Vec::new()).is_err());
-        // A bearer token is the table's, and the credentials come from
-        // the other places.
+        // A bearer token is a ClickHouse credential (a JWT), redacted.
         let mut bearer = HeaderMap::new();
-        bearer.insert("authorization", HeaderValue::from_static("Bearer tok"));
+        bearer.insert("authorization", HeaderValue::from_static("Bearer eyJ.tok"));
+        bearer.insert("X-ClickHouse-Quota", HeaderValue::from_static("team-a"));
         let c = credentials(&bearer, &p).unwrap();
-        assert_eq!((c.user.as_str(), c.password.as_str()), ("u", "p"));
-        assert_eq!(table_token(&bearer), Some("tok"));
-        assert!(!format!("{c:?}").contains("\"p\""), "{c:?}");
+        assert_eq!(c.jwt.as_deref(), Some("eyJ.tok"));
+        assert_eq!(c.quota.as_deref(), Some("team-a"));
+        assert_eq!(table_token(&bearer), None);
+        assert!(!format!("{c:?}").contains("eyJ"), "{c:?}");
+        bearer.insert("X-CH-Ingest-Token", HeaderValue::from_static("t"));
+        assert_eq!(table_token(&bearer), Some("t"));
     }
 
     #[test]

@@ -674,7 +674,7 @@ impl FrontDoor {
                 Code::AccessDenied,
                 format!(
                     "{} takes only requests with one of its tokens ([tables.{}] tokens): send \
-                     it as X-CH-Ingest-Token or Authorization: Bearer",
+                     it as X-CH-Ingest-Token",
                     table.name, table.name
                 ),
             ));
