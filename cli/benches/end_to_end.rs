@@ -93,7 +93,8 @@ fn bench_end_to_end(c: &mut Criterion) {
                             events,
                             time: Duration::from_secs(60),
                         };
-                        let p = workloads::run(&rt, &server.url, &table, peer, size, budget)
+                        let client = ch_ingest::sink::nodelay_client().with_url(&server.url);
+                        let p = workloads::run(&rt, &client, &table, peer, size, budget)
                             .unwrap_or_else(|e| panic!("{} at {size}: {e}", peer.name()));
                         assert_eq!(server.count(&table), p.rows, "rows acknowledged vs counted");
                         // Normalise to the iteration's nominal event count, so

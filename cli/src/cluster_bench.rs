@@ -16,7 +16,7 @@
 //! each way counts what it added instead).
 
 use super::workloads;
-use ch_ingest::sink::{nodelay_client, ClickHouseSink, ClusterShard, ClusterSink, Sink};
+use ch_ingest::sink::{ClickHouseSink, ClusterShard, ClusterSink, Sink};
 use ch_ingest::test_util::quote_table;
 use ch_ingest::{Buffer, PostEvent};
 use std::time::{Duration, Instant};
@@ -26,6 +26,8 @@ pub struct ClusterBenchArgs {
     /// One shard's replica URLs, comma-separated; repeat per shard.
     #[arg(long = "shard", required = true)]
     shards: Vec<String>,
+    #[command(flatten)]
+    tls: crate::tls_args::TlsArgs,
     /// The shards' local table.
     #[arg(long, default_value = "post_events_local")]
     local_table: String,
@@ -63,6 +65,9 @@ pub fn run(args: ClusterBenchArgs) -> Result<(), Box<dyn std::error::Error>> {
         .map(|s| ClusterShard::new(s.split(',').map(str::trim).filter(|u| !u.is_empty())))
         .collect();
     let nodes: Vec<String> = shards.iter().flat_map(|s| s.replicas().to_vec()).collect();
+    // Every client of the run: http:// or https:// with --ca-cert.
+    let base = args.tls.client()?;
+    let nodelay_client = || base.clone();
     let first = nodes.first().ok_or("--shard lists no URL")?.clone();
     let mut table = Vec::new();
     for way in [
@@ -76,7 +81,7 @@ pub fn run(args: ClusterBenchArgs) -> Result<(), Box<dyn std::error::Error>> {
             "SELECT count() FROM {}",
             quote_table(&args.distributed_table)
         );
-        let before = synced_total(&rt, &shards, &args.local_table)?;
+        let before = synced_total(&rt, &base, &shards, &args.local_table)?;
         let cpu_before = cpu_seconds(&args.server_pids);
         let started = Instant::now();
         let acked = match way {
@@ -123,7 +128,7 @@ pub fn run(args: ClusterBenchArgs) -> Result<(), Box<dyn std::error::Error>> {
         // Read through the Distributed table, a lagging replica can make
         // the count look short or (against a short `before`) long: the
         // check is on the shards, every replica caught up.
-        let stored = synced_total(&rt, &shards, &args.local_table)? - before;
+        let stored = synced_total(&rt, &base, &shards, &args.local_table)? - before;
         if visible < acked || stored != acked {
             return Err(format!(
                 "{way}: {acked} rows acknowledged, {visible} visible, {stored} stored"
@@ -248,6 +253,7 @@ pub(crate) fn inserter(
 /// what its twin stored (`SYSTEM SYNC REPLICA` on each).
 fn synced_total(
     rt: &tokio::runtime::Runtime,
+    client: &clickhouse::Client,
     shards: &[ClusterShard],
     local: &str,
 ) -> Result<u64, Box<dyn std::error::Error>> {
@@ -255,7 +261,7 @@ fn synced_total(
     for shard in shards {
         let mut counts = Vec::new();
         for url in shard.replicas() {
-            let c = nodelay_client().with_url(url).with_validation(false);
+            let c = client.clone().with_url(url).with_validation(false);
             rt.block_on(
                 c.query(&format!("SYSTEM SYNC REPLICA {}", quote_table(local)))
                     .execute(),

@@ -12,7 +12,6 @@
 use super::http_load::percent_encode as percent;
 use super::workloads::event;
 use bytes::Bytes;
-use ch_ingest::sink::nodelay_client;
 use ch_ingest::test_util::quote_table;
 use ch_ingest::PostEvent;
 use http_body_util::{BodyExt, Full};
@@ -26,6 +25,8 @@ pub struct DoorBenchArgs {
     /// ClickHouse HTTP URL (the direct ways, and the checks).
     #[arg(long)]
     clickhouse_url: String,
+    #[command(flatten)]
+    tls: crate::tls_args::TlsArgs,
     /// A running `ch-ingest serve` whose allow-list has --table, e.g.
     /// http://127.0.0.1:8080.
     #[arg(long)]
@@ -68,7 +69,7 @@ enum Body {
     Native,
 }
 
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
+type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 pub fn run(args: DoorBenchArgs) -> Result<(), Box<dyn std::error::Error>> {
     let mut ways = Vec::new();
@@ -113,12 +114,15 @@ async fn bench(
     args: DoorBenchArgs,
     ways: Vec<(String, Target, Body)>,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let ch = nodelay_client()
+    let ch = args
+        .tls
+        .client()?
         .with_url(&args.clickhouse_url)
         .with_validation(false);
     let version: String = ch.query("SELECT version()").fetch_one().await?;
+    // ClickHouse and serve over http:// or https://, with --ca-cert.
     let http: HttpClient =
-        Client::builder(hyper_util::rt::TokioExecutor::new()).build_http::<Full<Bytes>>();
+        Client::builder(hyper_util::rt::TokioExecutor::new()).build(args.tls.tls().connector()?);
     let table = quote_table(&args.table);
     println!(
         "front door: ClickHouse {version}; {} clients x {}-row INSERTs, {} s per way",

@@ -11,7 +11,7 @@
 //! a failed way (a count that does not match ends the run).
 
 use super::cluster_bench::{cpu_seconds, inserter, track_all};
-use ch_ingest::sink::{nodelay_client, ClickHouseSink, InsertFormat, InsertOrder};
+use ch_ingest::sink::{ClickHouseSink, InsertFormat, InsertOrder};
 use ch_ingest::test_util::quote_table;
 use ch_ingest::{Buffer, PostEvent};
 use std::time::Instant;
@@ -21,6 +21,8 @@ pub struct ShapeBenchArgs {
     /// ClickHouse HTTP URL.
     #[arg(long, default_value = "http://127.0.0.1:18123")]
     clickhouse_url: String,
+    #[command(flatten)]
+    tls: crate::tls_args::TlsArgs,
     /// A table with PostEvent's columns (created if missing; truncated
     /// before each way).
     #[arg(long, default_value = "post_events_shapes")]
@@ -70,7 +72,9 @@ pub fn run(args: ShapeBenchArgs) -> Result<(), Box<dyn std::error::Error>> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let client = nodelay_client()
+    let client = args
+        .tls
+        .client()?
         .with_url(&args.clickhouse_url)
         .with_validation(false);
     let table = quote_table(&args.table);
@@ -166,7 +170,10 @@ fn engine(
     order: InsertOrder,
     format: InsertFormat,
 ) -> Result<u64, Box<dyn std::error::Error>> {
-    let sink = ClickHouseSink::new(nodelay_client().with_url(&args.clickhouse_url), &args.table);
+    let sink = ClickHouseSink::new(
+        args.tls.client()?.with_url(&args.clickhouse_url),
+        &args.table,
+    );
     let buffer: Buffer<PostEvent> = rt.block_on(async {
         Buffer::builder()
             .shards(2)

@@ -6,7 +6,6 @@
 //! `end_to_end` bench). Must not: leave its table behind.
 
 use super::workloads::{self, Budget, Peer, Point};
-use ch_ingest::sink::nodelay_client;
 use ch_ingest::test_util::quote_table;
 use ch_ingest::PostEvent;
 use std::io::Write;
@@ -40,6 +39,8 @@ pub struct SweepArgs {
     /// ClickHouse HTTP URL, e.g. http://127.0.0.1:8123.
     #[arg(long)]
     clickhouse_url: String,
+    #[command(flatten)]
+    tls: crate::tls_args::TlsArgs,
     /// Scratch table, dropped and re-created for every point, dropped at the end.
     #[arg(long, default_value = "ch_ingest_sweep")]
     table: String,
@@ -101,7 +102,9 @@ fn sweep(args: SweepArgs) -> Result<(), Box<dyn std::error::Error>> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let client = nodelay_client()
+    let client = args
+        .tls
+        .client()?
         .with_url(&args.clickhouse_url)
         .with_validation(false);
     let version: String = rt.block_on(client.query("SELECT version()").fetch_one())?;
@@ -134,7 +137,7 @@ fn sweep(args: SweepArgs) -> Result<(), Box<dyn std::error::Error>> {
     for &size in &args.sizes {
         for &peer in &peers {
             recreate(&rt)?;
-            let p = workloads::run(&rt, &args.clickhouse_url, &args.table, peer, size, budget)
+            let p = workloads::run(&rt, &client, &args.table, peer, size, budget)
                 .map_err(|e| format!("{} at {size}: {e}", peer.name()))?;
             let counted: u64 = rt.block_on(
                 client

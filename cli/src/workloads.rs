@@ -12,9 +12,7 @@
 //! 500-row INSERTs on this machine), which would measure the kernel, not the
 //! peer.
 
-use ch_ingest::sink::{
-    nodelay_client, ClickHouseSink, InsertBatch, InsertFormat, InsertOrder, Sink, SinkError,
-};
+use ch_ingest::sink::{ClickHouseSink, InsertBatch, InsertFormat, InsertOrder, Sink, SinkError};
 use ch_ingest::{Buffer, PostEvent, TrackError};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -139,13 +137,13 @@ pub fn event(i: u64) -> PostEvent {
 /// [`PostEvent::DDL`]'s columns).
 pub fn run(
     rt: &tokio::runtime::Runtime,
-    url: &str,
+    client: &clickhouse::Client,
     table: &str,
     peer: Peer,
     size: u64,
     budget: Budget,
 ) -> Result<Point, BoxError> {
-    let client = nodelay_client().with_url(url).with_validation(false);
+    let client = client.clone().with_validation(false);
     let latencies = Arc::new(Mutex::new(Vec::new()));
     let started = Instant::now();
     let deadline = started + budget.time;
