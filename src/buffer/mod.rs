@@ -531,21 +531,11 @@ impl Buffer<Json> {
         mut receipt: Option<&mut Receipt>,
     ) -> Result<(), TrackJsonError> {
         let shared = &*self.inner.shared;
-        let cfg = &shared.cfg;
         let index = shard_for_this_thread(shared.shards.len());
         let shard = &shared.shards[index];
         let mut st = shard.lock();
-        if shared.closed.load(Relaxed) {
-            Counters::add(&shared.seal.stats.rejected_closed, 1);
-            return Err(TrackJsonError::Closed);
-        }
-        if st.rows >= cfg.max_rows || st.buf.len() >= cfg.max_bytes {
-            shard.seal(&mut st, &shared.seal);
-            if st.rows != 0 {
-                Shard::bump(&shard.rejected_full, 1);
-                return Err(TrackJsonError::Full);
-            }
-        }
+        self.admit(shard, &mut st)
+            .map_err(Rejected::<crate::DecodeError>::into_json_error)?;
         let Some(t) = &st.transcoder else {
             return Err(TrackJsonError::Decode(not_json()));
         };
@@ -575,16 +565,10 @@ impl Buffer<Json> {
         let mut start = 0;
         for &end in ends {
             st.buf.extend_from_slice(&rows[start..end]);
-            st.rows += 1;
-            let row = shard.tracked_rows.load(Relaxed);
-            Shard::bump(&shard.tracked_rows, 1);
-            Shard::bump(&shard.tracked_bytes, (end - start) as u64);
+            // A seal that finds a batch parked leaves the buffer open past
+            // its bound: the request is taken whole either way.
+            let row = self.appended(shard, &mut st, end - start);
             note(receipt.as_deref_mut(), (index, row));
-            if st.rows >= cfg.max_rows || st.buf.len() >= cfg.max_bytes {
-                // Leaves the buffer open (past its bound) while a batch is
-                // parked: the request is taken whole either way.
-                shard.seal(&mut st, &shared.seal);
-            }
             start = end;
         }
         Ok(())
@@ -714,20 +698,7 @@ impl<T> Buffer<T> {
         st: &mut crate::shard::ShardState,
         encode: impl FnOnce(&mut crate::shard::ShardState) -> Result<(), E>,
     ) -> Result<u64, Rejected<E>> {
-        let shared = &*self.inner.shared;
-        let cfg = &shared.cfg;
-        if shared.closed.load(Relaxed) {
-            Counters::add(&shared.seal.stats.rejected_closed, 1);
-            return Err(Rejected::Closed);
-        }
-        if st.rows >= cfg.max_rows || st.buf.len() >= cfg.max_bytes {
-            // Only reachable when a parked batch kept the last seal from happening.
-            shard.seal(st, &shared.seal);
-            if st.rows != 0 {
-                Shard::bump(&shard.rejected_full, 1);
-                return Err(Rejected::Full);
-            }
-        }
+        self.admit(shard, st)?;
         let before = st.buf.len();
         let mut rewind = RewindOnUnwind {
             st,
@@ -742,14 +713,49 @@ impl<T> Buffer<T> {
             Shard::bump(&shard.encode_errors, 1);
             return Err(Rejected::Invalid(e));
         }
+        Ok(self.appended(shard, st, st.buf.len() - before))
+    }
+
+    /// Whether a locked shard takes a row now: the buffer is open, and the
+    /// shard below its thresholds (sealing first when it is not, which
+    /// only fails while a parked batch waits for room).
+    #[inline(always)]
+    fn admit<E>(
+        &self,
+        shard: &Shard,
+        st: &mut crate::shard::ShardState,
+    ) -> Result<(), Rejected<E>> {
+        let shared = &*self.inner.shared;
+        let cfg = &shared.cfg;
+        if shared.closed.load(Relaxed) {
+            Counters::add(&shared.seal.stats.rejected_closed, 1);
+            return Err(Rejected::Closed);
+        }
+        if st.rows >= cfg.max_rows || st.buf.len() >= cfg.max_bytes {
+            // Only reachable when a parked batch kept the last seal from happening.
+            shard.seal(st, &shared.seal);
+            if st.rows != 0 {
+                Shard::bump(&shard.rejected_full, 1);
+                return Err(Rejected::Full);
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts a row of `bytes` just appended to a locked shard, sealing at
+    /// a threshold (a seal that finds a parked batch leaves the buffer
+    /// open); the row's number in the shard.
+    #[inline(always)]
+    fn appended(&self, shard: &Shard, st: &mut crate::shard::ShardState, bytes: usize) -> u64 {
+        let shared = &*self.inner.shared;
         st.rows += 1;
         let row = shard.tracked_rows.load(Relaxed);
         Shard::bump(&shard.tracked_rows, 1);
-        Shard::bump(&shard.tracked_bytes, (st.buf.len() - before) as u64);
-        if st.rows >= cfg.max_rows || st.buf.len() >= cfg.max_bytes {
+        Shard::bump(&shard.tracked_bytes, bytes as u64);
+        if st.rows >= shared.cfg.max_rows || st.buf.len() >= shared.cfg.max_bytes {
             shard.seal(st, &shared.seal);
         }
-        Ok(row)
+        row
     }
 
     /// Seals every shard and resolves once every row accepted before the call
