@@ -1872,19 +1872,8 @@ fn rss_mib(pid: u32) -> (u64, u64) {
     (field("VmHWM:"), field("VmRSS:"))
 }
 
-fn leb(out: &mut Vec<u8>, mut v: u64) {
-    loop {
-        let b = (v & 0x7f) as u8;
-        v >>= 7;
-        out.push(if v == 0 { b } else { b | 0x80 });
-        if v == 0 {
-            return;
-        }
-    }
-}
-
 fn native_text(out: &mut Vec<u8>, s: &str) {
-    leb(out, s.len() as u64);
+    ch_ingest::test_util::leb128_put(out, s.len() as u64);
     out.extend_from_slice(s.as_bytes());
 }
 
@@ -2046,14 +2035,14 @@ fn front_door_authorizes_as_clickhouse_and_bounds_what_a_body_costs() {
     // One 100 KB LowCardinality entry behind 200 000 one-byte keys: 20 GB.
     let keys = 200_000u64;
     let mut dictionary = vec![1];
-    leb(&mut dictionary, keys);
+    ch_ingest::test_util::leb128_put(&mut dictionary, keys);
     native_text(&mut dictionary, "s");
     native_text(&mut dictionary, "LowCardinality(String)");
     dictionary.extend_from_slice(&1u64.to_le_bytes());
     dictionary.extend_from_slice(&(1u64 << 9).to_le_bytes());
     dictionary.extend_from_slice(&2u64.to_le_bytes());
     dictionary.push(0);
-    leb(&mut dictionary, 100_000);
+    ch_ingest::test_util::leb128_put(&mut dictionary, 100_000);
     dictionary.extend(std::iter::repeat_n(b'x', 100_000));
     dictionary.extend_from_slice(&keys.to_le_bytes());
     dictionary.extend(std::iter::repeat_n(1u8, keys as usize));

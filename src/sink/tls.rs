@@ -84,6 +84,15 @@ impl Tls {
         provider()
     }
 
+    /// Every certificate in a PEM file, for a server-side configuration
+    /// too; `what` names the setting in the error (none is an error).
+    pub fn certificates(
+        what: &'static str,
+        path: &Path,
+    ) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+        certificates(what, path)
+    }
+
     /// The rustls configuration this describes.
     pub fn config(&self) -> Result<rustls::ClientConfig, TlsError> {
         self.config_with(true)

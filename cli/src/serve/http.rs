@@ -236,7 +236,14 @@ async fn events_for(app: &App, table: &Table, headers: &HeaderMap, request: Requ
         };
         track_body(table, engine, &body, json_type, app.limits.max_line_bytes)
     };
-    if large {
+    offload(large, work)
+}
+
+/// Runs `work` off the runtime's worker (`block_in_place`) when it may
+/// take long: inflating or decoding a large body must not stall the other
+/// connections on this worker.
+pub(super) fn offload<T>(heavy: bool, work: impl FnOnce() -> T) -> T {
+    if heavy {
         tokio::task::block_in_place(work)
     } else {
         work()

@@ -134,15 +134,6 @@ fn acceptor(files: &Files) -> Result<TlsAcceptor, String> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-fn certificates(what: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("{what} {}: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!(
-            "{what} {}: no PEM certificate in it",
-            path.display()
-        ));
-    }
-    Ok(certs)
+fn certificates(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    ch_ingest::sink::Tls::certificates(what, path).map_err(|e| e.to_string())
 }

@@ -262,7 +262,7 @@ async fn answer(
     let session_database = session_database(headers, &params);
     let packed =
         headers.contains_key(header::CONTENT_ENCODING) || param(&params, "decompress") == Some("1");
-    let body = offload(packed || raw.len() > INLINE_BODY, || {
+    let body = super::http::offload(packed || raw.len() > INLINE_BODY, || {
         unpack_body(door, headers, &params, raw.clone())
     })?;
     let describe = query::describe(if in_param.is_empty() {
@@ -381,17 +381,6 @@ struct InsertRequest<'a> {
     caller: &'a auth::Caller,
     headers: &'a HeaderMap,
     params: &'a Params,
-}
-
-/// Runs `work` off the runtime's worker (`block_in_place`) when it may
-/// take long: inflating or decoding a large body must not stall the other
-/// connections on this worker.
-fn offload<T>(heavy: bool, work: impl FnOnce() -> T) -> T {
-    if heavy {
-        tokio::task::block_in_place(work)
-    } else {
-        work()
-    }
 }
 
 fn syntax(e: query::SyntaxError) -> ChError {
@@ -760,7 +749,7 @@ impl FrontDoor {
         // a large one with `block_in_place`. (On the blocking pool, every
         // request's rows were written into the shard buffers from another
         // thread: serve's RSS reached 1.2 GB where 200 MB hold the rows.)
-        let decoded = offload(data.len() > INLINE_BODY, || {
+        let decoded = super::http::offload(data.len() > INLINE_BODY, || {
             formats::decode(format, engine.schema(), columns.as_deref(), &data, &options)
         })?;
         drop(data);
