@@ -134,6 +134,10 @@ stats! {
     counter dropped_rows,
     /// Retry attempts (an INSERT tried three times counts two).
     counter retried_inserts,
+    /// Tries that failed over a TLS certificate (also in `retried_inserts`
+    /// or `failed_inserts`): a wrong CA, a name or date the server's
+    /// certificate is not valid for, or ours refused.
+    counter certificate_errors,
     /// Rows sent again by those retries.
     counter retried_rows,
     /// Rows written to the spill directory by this engine.
@@ -184,6 +188,7 @@ pub(crate) struct Counters {
     pub dead_lettered_rows: AtomicU64,
     pub dropped_rows: AtomicU64,
     pub retried_inserts: AtomicU64,
+    pub certificate_errors: AtomicU64,
     pub retried_rows: AtomicU64,
     pub spilled_rows: AtomicU64,
     pub replayed_rows: AtomicU64,
@@ -222,6 +227,7 @@ impl Counters {
         s.dead_lettered_rows = self.dead_lettered_rows.load(Relaxed);
         s.dropped_rows = self.dropped_rows.load(Relaxed);
         s.retried_inserts = self.retried_inserts.load(Relaxed);
+        s.certificate_errors = self.certificate_errors.load(Relaxed);
         s.retried_rows = self.retried_rows.load(Relaxed);
         s.rejected_closed = self.rejected_closed.load(Relaxed);
         s.spilled_rows = self.spilled_rows.load(Relaxed);

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use ch_ingest::test_util::quote_table;
 use ch_ingest::PostEvent;
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::client::legacy::Client;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -69,7 +69,7 @@ enum Body {
     Native,
 }
 
-type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+type HttpClient = Client<ch_ingest::sink::TlsConnector, Full<Bytes>>;
 
 pub fn run(args: DoorBenchArgs) -> Result<(), Box<dyn std::error::Error>> {
     let mut ways = Vec::new();

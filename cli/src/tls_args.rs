@@ -2,8 +2,9 @@
 //! (`--ca-cert`, `--client-cert`, `--client-key`), and the client they
 //! make. `SSL_CERT_FILE` is honoured as OpenSSL-based tools do.
 //!
-//! Owns: turning the flags into the library's `sink::Tls`. Must not: offer
-//! a way to skip certificate checks.
+//! Owns: turning the flags into the library's `sink::Tls`. Must not: skip
+//! certificate checks unless the flag whose name says it is dangerous is
+//! given (the library logs a warning then).
 
 use std::path::PathBuf;
 
@@ -19,6 +20,11 @@ pub struct TlsArgs {
     /// The key of --client-cert (PEM).
     #[arg(long, value_name = "FILE", requires = "client_cert")]
     client_key: Option<PathBuf>,
+    /// Accept any certificate a ClickHouse server shows (no CA, name or
+    /// date check): anyone on the path can read and change the traffic,
+    /// passwords included. For a test server only; prefer --ca-cert.
+    #[arg(long)]
+    danger_accept_invalid_certs: bool,
 }
 
 impl TlsArgs {
@@ -31,7 +37,7 @@ impl TlsArgs {
         if let (Some(cert), Some(key)) = (&self.client_cert, &self.client_key) {
             tls = tls.client_auth(cert, key);
         }
-        tls
+        tls.danger_accept_invalid_certs(self.danger_accept_invalid_certs)
     }
 
     /// A client for `http://` and `https://` URLs with these settings.

@@ -31,17 +31,32 @@ struct Serve {
 
 impl Serve {
     fn start(config: &str) -> Serve {
+        Serve::start_with(config, &[])
+    }
+
+    /// With these environment variables; stdout is kept beside the log.
+    fn start_with(config: &str, env: &[(&str, &str)]) -> Serve {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("serve.toml");
         std::fs::write(&path, config).unwrap();
         let mut child = Command::new(BIN)
             .args(["serve", "--config"])
             .arg(&path)
-            .stdout(Stdio::null())
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         let stderr = Arc::new(Mutex::new(String::new()));
+        let out = BufReader::new(child.stdout.take().unwrap());
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            for line in out.lines().map_while(Result::ok) {
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
         let (tx, rx) = std::sync::mpsc::channel();
         let lines = BufReader::new(child.stderr.take().unwrap());
         let sink = stderr.clone();
@@ -2595,4 +2610,105 @@ fn serve_listens_over_https_with_client_certificates_and_reloads() {
     );
     assert!(code == 0 && text.ends_with("200"), "{text}");
     assert_eq!(server.count(&table), 2);
+}
+
+/// A full run at `RUST_LOG=debug` handles every kind of secret: serve's
+/// own ClickHouse password (from a file), a front-door client's password
+/// in each form ClickHouse takes (basic auth, `X-ClickHouse-Key`,
+/// `?password=`), a wrong one, a JWT, and the admin token (from the
+/// environment). None of them appears in anything serve prints, and
+/// serve's own requests carry its `quota_key`.
+#[test]
+fn serve_never_prints_a_secret_and_sends_its_quota_key() {
+    if std::env::var("CLICKHOUSE_URL").is_ok() {
+        return; // the private server's users are needed
+    }
+    let server = server_or_skip!();
+    let _one = serial();
+    let table = door_table(server, "door_secrets");
+    let dir = tempfile::tempdir().unwrap();
+    let pw = support::WRITER_PASSWORD;
+    let pw_file = dir.path().join("ch-password");
+    std::fs::write(&pw_file, format!("{pw}\n")).unwrap();
+    let admin = "adm1n-T0ken-never-printed";
+    let wrong = "wr0ng-Passw0rd-never-printed";
+    let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ3cml0ZXIifQ.bmV2ZXItcHJpbnRlZA";
+    let serve = Serve::start_with(
+        &format!(
+            "listen = \"127.0.0.1:0\"\nadmin_token_env = \"CH_TEST_ADMIN\"\n\
+             [clickhouse]\nurls = [\"{}\"]\nuser = \"writer\"\npassword_file = \"{}\"\n\
+             quota_key = \"serve-quota\"\n[tables.{table}]\n",
+            server.url,
+            pw_file.display()
+        ),
+        &[("CH_TEST_ADMIN", admin), ("RUST_LOG", "debug")],
+    );
+    let row = |id: u64| format!("{{\"id\":{id},\"name\":\"n\",\"at\":1700000000}}\n");
+    let auth = format!("Bearer {admin}");
+    let admin_header = [("Authorization", auth.as_str())];
+    let (status, body) = serve.post(
+        &format!("/v1/tables/{table}/events"),
+        &admin_header,
+        row(1).as_bytes(),
+    );
+    assert_eq!(status, 200, "{body}");
+    let query = format!(
+        "query={}",
+        percent(&format!("INSERT INTO {table} FORMAT JSONEachRow"))
+    );
+    let basic = support::basic_auth("writer", pw);
+    let forms: [(String, Vec<(&str, &str)>); 3] = [
+        (
+            format!("/?{query}"),
+            vec![("Authorization", basic.as_str())],
+        ),
+        (
+            format!("/?{query}"),
+            vec![("X-ClickHouse-User", "writer"), ("X-ClickHouse-Key", pw)],
+        ),
+        (format!("/?user=writer&password={pw}&{query}"), vec![]),
+    ];
+    for (i, (path, headers)) in forms.iter().enumerate() {
+        let (status, _, body) = door(&serve, path, headers, row(2 + i as u64).as_bytes());
+        assert_eq!(status, 200, "{path}: {body}");
+    }
+    let (status, _, body) = door(
+        &serve,
+        &format!("/?{query}"),
+        &[("X-ClickHouse-User", "writer"), ("X-ClickHouse-Key", wrong)],
+        row(9).as_bytes(),
+    );
+    assert!(status >= 400, "{status}: {body}");
+    let bearer = format!("Bearer {jwt}");
+    let (status, _, body) = door(
+        &serve,
+        &format!("/?{query}"),
+        &[("Authorization", bearer.as_str())],
+        row(10).as_bytes(),
+    );
+    assert!(status >= 400, "18.16 knows no JWT: {status}: {body}");
+    let (status, _, metrics) = http(&serve.addr, "GET", "/metrics", &admin_header, b"").unwrap();
+    let metrics = String::from_utf8_lossy(&metrics);
+    assert_eq!(status, 200, "{metrics}");
+    assert!(metrics.contains("certificate_errors"), "{metrics}");
+    let (status, body) = serve.post("/v1/flush", &admin_header, b"");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(server.count(&table), 4);
+    server.query("SYSTEM FLUSH LOGS");
+    let keyed = server.query(&format!(
+        "SELECT count() FROM system.query_log WHERE quota_key = 'serve-quota' \
+         AND user = 'writer' AND query LIKE 'INSERT INTO `{table}`%'"
+    ));
+    assert_ne!(keyed.trim(), "0", "serve's INSERTs carry no quota key");
+    let mut serve = serve;
+    serve.signal("TERM");
+    assert_eq!(serve.wait(Duration::from_secs(30)), 0, "{}", serve.log());
+    let log = serve.log();
+    assert!(
+        log.contains("DEBUG"),
+        "RUST_LOG=debug printed nothing: {log}"
+    );
+    for secret in [pw, wrong, jwt, admin, basic.trim_start_matches("Basic ")] {
+        assert!(!log.contains(secret), "{secret} printed:\n{log}");
+    }
 }

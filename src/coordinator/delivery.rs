@@ -85,6 +85,9 @@ impl<S: Sink> Delivery<S> {
                 Some(Err(e)) => e,
                 None => SinkError::Timeout,
             };
+            if let SinkError::Certificate { .. } = error {
+                Counters::add(&stats.certificate_errors, 1);
+            }
             let delay = if error.is_retryable() {
                 cfg.retry
                     .next_delay(attempts, started.elapsed(), &mut self.jitter)

@@ -69,19 +69,28 @@ pub(crate) fn tcp_connector() -> HttpConnector {
     connector
 }
 
-/// A `clickhouse::Client` over `connector`, its idle connections closed
-/// before the server closes them.
+/// A `clickhouse::Client` over `connector`, its kept-alive connections
+/// closed after [`IDLE_CLOSE`] by a timer (without one, hyper only drops
+/// a stale connection when it next picks it, which leaves it open on the
+/// server for as long as we send nothing).
 pub(crate) fn client_over<C>(connector: C) -> Client
 where
     C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
 {
     let http = HyperClient::builder(TokioExecutor::new())
-        // Below the 3 s keep-alive of older servers, so we never reuse a socket
-        // the server is closing.
-        .pool_idle_timeout(Duration::from_millis(2_500))
+        .pool_idle_timeout(IDLE_CLOSE)
+        .pool_timer(hyper_util::rt::TokioTimer::new())
         .build(connector);
     Client::with_http_client(http)
 }
+
+/// How long a kept-alive connection may sit idle before we close it:
+/// below the 3 s keep-alive of older servers, so we never reuse a socket
+/// the server is closing, and well below the 10 s after which ClickHouse
+/// Cloud closes idle connections. hyper's reaper looks every
+/// `IDLE_CLOSE`, so a connection is closed 2.5-5 s after its last answer
+/// (measured with the test proxy in tests/tls.rs: 4.9 s).
+pub const IDLE_CLOSE: Duration = Duration::from_millis(2_500);
 
 /// How long a silent endpoint has to answer `SELECT 1` before it counts as
 /// down (see [`TryTimeout`]).
@@ -618,10 +627,30 @@ pub(crate) fn map_error(e: clickhouse::error::Error) -> SinkError {
             code: parse_code(&message),
             message,
         },
-        E::Network(e) => SinkError::Network(error_chain(&*e)),
+        E::Network(e) => certificate(&*e).unwrap_or_else(|| SinkError::Network(error_chain(&*e))),
         E::TimedOut => SinkError::Timeout,
         other => SinkError::Other(error_chain(&other)),
     }
+}
+
+/// The certificate refusal our TLS connector reported, if that is what
+/// failed.
+fn certificate(e: &(dyn std::error::Error + 'static)) -> Option<SinkError> {
+    #[cfg(feature = "tls")]
+    {
+        let mut cur = Some(e);
+        while let Some(e) = cur {
+            if let Some(c) = e.downcast_ref::<super::CertificateError>() {
+                return Some(SinkError::Certificate {
+                    host: c.host.clone(),
+                    reason: c.reason.clone(),
+                });
+            }
+            cur = e.source();
+        }
+    }
+    let _ = e;
+    None
 }
 
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {

@@ -22,7 +22,7 @@ pub(crate) mod sql;
 mod tls;
 
 pub(crate) use self::clickhouse::fetch_text;
-pub use self::clickhouse::{nodelay_client, ClickHouseSink, NoUrls, TryTimeout};
+pub use self::clickhouse::{nodelay_client, ClickHouseSink, NoUrls, TryTimeout, IDLE_CLOSE};
 pub use self::cluster::{
     ClusterError, ClusterShard, ClusterSink, Discovery, DiscoveryError, Topology,
 };
@@ -31,7 +31,7 @@ pub use self::memory::MemorySink;
 pub use self::shape::{InsertFormat, InsertOrder, ShapeParseError};
 pub(crate) use self::sql::{insert_sql, quote_literal, quote_table};
 #[cfg(feature = "tls")]
-pub use self::tls::{Tls, TlsError};
+pub use self::tls::{CertificateError, Tls, TlsConnector, TlsError};
 pub use crate::batch::InsertBatch;
 
 use std::future::Future;
@@ -182,6 +182,20 @@ pub enum SinkError {
     /// The connection failed (refused, reset, closed mid-request).
     #[error("network error: {0}")]
     Network(String),
+    /// The TLS handshake failed over a certificate: the server's, refused
+    /// by our checks (an unknown CA, a name it is not valid for, expired),
+    /// or ours, refused by the server. Retried like a network error (a
+    /// server mid-rotation heals), and counted apart in
+    /// [`Stats::certificate_errors`](crate::Stats::certificate_errors), so
+    /// that a wrong CA shows at once.
+    #[error("TLS certificate refused with {host}: {reason}")]
+    Certificate {
+        /// The host we were connecting to.
+        host: String,
+        /// Why, in rustls's words (`UnknownIssuer`, `NotValidForName`,
+        /// `Expired`, or the server's alert).
+        reason: String,
+    },
     /// The request did not complete in time.
     #[error("timed out")]
     Timeout,
@@ -213,7 +227,7 @@ impl SinkError {
     /// its limit, is not); without a status it is retried.
     pub fn is_retryable(&self) -> bool {
         match self {
-            SinkError::Network(_) | SinkError::Timeout => true,
+            SinkError::Network(_) | SinkError::Certificate { .. } | SinkError::Timeout => true,
             SinkError::Server {
                 code: Some(code), ..
             } => codes::lookup(*code).is_some_and(|c| c.class == codes::Class::Transient),

@@ -4,16 +4,23 @@
 //! Owns: the rustls client configuration (the platform's roots, Mozilla's
 //! bundled roots, `SSL_CERT_FILE` as OpenSSL-based tools read it, a custom
 //! CA bundle; a client certificate and key for mutual TLS) and the
-//! connector that speaks `http://` and `https://` alike. Hostnames are
-//! always checked. Must not: turn verification off (there is no such
-//! switch here), or put a key's bytes in an error or a log.
+//! connector that speaks `http://` and `https://` alike and names the
+//! host and the reason when a certificate is refused. Hostnames are
+//! checked unless a user turns every check off through the one switch
+//! whose name says it is dangerous (and a warning is logged). Must not:
+//! put a key's bytes in an error or a log.
 
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{AlertDescription, DigitallySignedStruct, SignatureScheme};
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 /// Why a TLS configuration could not be built. Each names the file and
 /// the reason.
@@ -55,6 +62,7 @@ pub enum TlsError {
 pub struct Tls {
     ca_cert: Option<PathBuf>,
     client: Option<(PathBuf, PathBuf)>,
+    danger_accept_invalid_certs: bool,
 }
 
 impl Tls {
@@ -74,6 +82,17 @@ impl Tls {
     /// one: mutual TLS (default: none).
     pub fn client_auth(mut self, cert: impl AsRef<Path>, key: impl AsRef<Path>) -> Self {
         self.client = Some((cert.as_ref().to_path_buf(), key.as_ref().to_path_buf()));
+        self
+    }
+
+    /// Accepts any certificate a server shows: no chain, no hostname, no
+    /// expiry check (default: off). Anyone on the path can then read and
+    /// change what is sent, passwords included, so a warning is logged
+    /// each time a configuration is built with it. For a test server with
+    /// a certificate made on the spot; give its CA with
+    /// [`ca_cert`](Self::ca_cert) instead wherever you can.
+    pub fn danger_accept_invalid_certs(mut self, yes: bool) -> Self {
+        self.danger_accept_invalid_certs = yes;
         self
     }
 
@@ -121,8 +140,18 @@ impl Tls {
             }
         }
         let builder = rustls::ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots);
+            .with_safe_default_protocol_versions()?;
+        let builder = if self.danger_accept_invalid_certs {
+            tracing::warn!(
+                "danger_accept_invalid_certs: ClickHouse servers' certificates are NOT checked; \
+                 anyone on the path can read and change what is sent, passwords included"
+            );
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AcceptAny(provider())))
+        } else {
+            builder.with_root_certificates(roots)
+        };
         Ok(match &self.client {
             None => builder.with_no_client_auth(),
             Some((cert, key)) => {
@@ -139,7 +168,7 @@ impl Tls {
 
     /// A connector for `http://` and `https://` URLs alike, with
     /// `TCP_NODELAY` and a bounded connect, as `nodelay_client` uses.
-    pub fn connector(&self) -> Result<HttpsConnector<HttpConnector>, TlsError> {
+    pub fn connector(&self) -> Result<TlsConnector, TlsError> {
         Ok(connector(self.config()?))
     }
 
@@ -159,16 +188,152 @@ pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// The plain connector under the TLS one.
-pub(crate) fn connector(config: rustls::ClientConfig) -> HttpsConnector<HttpConnector> {
+/// The connector for `http://` and `https://` URLs over the plain one.
+pub(crate) fn connector(config: rustls::ClientConfig) -> TlsConnector {
     let mut http = crate::sink::clickhouse::tcp_connector();
     // The TLS connector must see `https://` URLs.
     http.enforce_http(false);
-    hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(config)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http)
+    TlsConnector(
+        hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(config)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http),
+    )
+}
+
+/// A connector for `http://` and `https://` URLs ([`Tls::connector`]):
+/// hyper-rustls's, except that a refused certificate comes back as a
+/// [`CertificateError`] naming the host, which the sink reports as
+/// [`SinkError::Certificate`](super::SinkError::Certificate) instead of
+/// a generic network error.
+#[derive(Clone)]
+pub struct TlsConnector(HttpsConnector<HttpConnector>);
+
+type Inner = HttpsConnector<HttpConnector>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl tower_service::Service<http::Uri> for TlsConnector {
+    type Response = <Inner as tower_service::Service<http::Uri>>::Response;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let host = uri.host().unwrap_or("?").to_string();
+        let connecting = self.0.call(uri);
+        Box::pin(async move {
+            connecting.await.map_err(|e| match refusal(&*e) {
+                Some(reason) => Box::new(CertificateError { host, reason }) as BoxError,
+                None => e,
+            })
+        })
+    }
+}
+
+/// A TLS handshake that failed over a certificate: the server's, refused
+/// by our checks, or ours, refused by the server.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("TLS certificate refused with {host}: {reason}")]
+pub struct CertificateError {
+    /// The host we were connecting to.
+    pub host: String,
+    /// Why (rustls's words: `UnknownIssuer`, `NotValidForName`, `Expired`,
+    /// or the server's alert when it refused our certificate).
+    pub reason: String,
+}
+
+/// The certificate problem somewhere in `e`'s chain, if that is what it is.
+fn refusal(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut cur = Some(e);
+    while let Some(mut e) = cur {
+        // tokio-rustls hands rustls's error over inside an io::Error, and
+        // hyper-rustls wraps that in another; an io::Error's `source`
+        // skips what it wraps.
+        while let Some(inner) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            e = inner;
+        }
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return about_certificates(tls).then(|| tls.to_string());
+        }
+        cur = e.source();
+    }
+    None
+}
+
+fn about_certificates(e: &rustls::Error) -> bool {
+    use AlertDescription as A;
+    match e {
+        rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented => true,
+        rustls::Error::AlertReceived(alert) => matches!(
+            alert,
+            A::BadCertificate
+                | A::UnsupportedCertificate
+                | A::CertificateRevoked
+                | A::CertificateExpired
+                | A::CertificateUnknown
+                | A::UnknownCA
+                | A::CertificateRequired
+        ),
+        _ => false,
+    }
+}
+
+/// `danger_accept_invalid_certs`: every certificate passes; the handshake's
+/// signatures are still checked (with the wrong key they would not be a
+/// handshake at all).
+#[derive(Debug)]
+struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAny {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 /// Every certificate in a PEM file; none is an error.

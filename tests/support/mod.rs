@@ -85,11 +85,33 @@ pub fn free_port() -> u16 {
 
 const BINARY: &str = "/usr/sbin/clickhouse-server";
 
+/// `Authorization: Basic` for `user` and `password`.
+pub fn basic_auth(user: &str, password: &str) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let bytes = format!("{user}:{password}").into_bytes();
+    let mut out = String::from("Basic ");
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().fold(0u32, |n, &b| n << 8 | b as u32) << (8 * (3 - chunk.len()));
+        for i in 0..4 {
+            let c = if i <= chunk.len() {
+                ABC[(n >> (18 - 6 * i) & 63) as usize]
+            } else {
+                b'='
+            };
+            out.push(c as char);
+        }
+    }
+    out
+}
+
 /// The private server's users besides `default`: `reader`, whose profile
 /// is `readonly = 1` (ClickHouse refuses its INSERTs with code 164), and
 /// `elsewhere`, who may use only the `system` database (code 291 for
-/// `default`'s tables).
+/// `default`'s tables), and `writer`, who may insert anywhere, whose
+/// quota is keyed (by `X-ClickHouse-Quota` / `quota_key`) and whose
+/// queries are in `system.query_log`.
 pub const READER_PASSWORD: &str = "r3ader-pw";
+pub const WRITER_PASSWORD: &str = "wr1ter-s3cret-pw";
 pub const ELSEWHERE_PASSWORD: &str = "elsewh3re-pw";
 
 impl Server {
@@ -166,17 +188,19 @@ impl Server {
         );
         let users = r#"<?xml version="1.0"?>
 <yandex>
-  <profiles><default><max_memory_usage>4000000000</max_memory_usage><allow_experimental_low_cardinality_type>1</allow_experimental_low_cardinality_type></default><readonly><readonly>1</readonly></readonly></profiles>
+  <profiles><default><max_memory_usage>4000000000</max_memory_usage><allow_experimental_low_cardinality_type>1</allow_experimental_low_cardinality_type></default><readonly><readonly>1</readonly></readonly><logged><profile>default</profile><log_queries>1</log_queries></logged></profiles>
   <users><default><password></password><networks><ip>::/0</ip></networks><profile>default</profile><quota>default</quota></default>
     <reader><password>{READER_PASSWORD}</password><networks><ip>::/0</ip></networks><profile>readonly</profile><quota>default</quota></reader>
-    <elsewhere><password>{ELSEWHERE_PASSWORD}</password><networks><ip>::/0</ip></networks><profile>default</profile><quota>default</quota><allow_databases><database>system</database></allow_databases></elsewhere></users>
-  <quotas><default><interval><duration>3600</duration><queries>0</queries><errors>0</errors><result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time></interval></default></quotas>
+    <elsewhere><password>{ELSEWHERE_PASSWORD}</password><networks><ip>::/0</ip></networks><profile>default</profile><quota>default</quota><allow_databases><database>system</database></allow_databases></elsewhere>
+    <writer><password>{WRITER_PASSWORD}</password><networks><ip>::/0</ip></networks><profile>logged</profile><quota>keyed</quota></writer></users>
+  <quotas><keyed><keyed/><interval><duration>3600</duration><queries>0</queries><errors>0</errors><result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time></interval></keyed><default><interval><duration>3600</duration><queries>0</queries><errors>0</errors><result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time></interval></default></quotas>
 </yandex>
 "#;
         std::fs::write(dir.join("config.xml"), config).map_err(|e| e.to_string())?;
         let users = users
             .replace("{READER_PASSWORD}", READER_PASSWORD)
-            .replace("{ELSEWHERE_PASSWORD}", ELSEWHERE_PASSWORD);
+            .replace("{ELSEWHERE_PASSWORD}", ELSEWHERE_PASSWORD)
+            .replace("{WRITER_PASSWORD}", WRITER_PASSWORD);
         std::fs::write(dir.join("users.xml"), users).map_err(|e| e.to_string())?;
         let child = spawn_tied_to_process(dir.join("config.xml"))?;
         let mut s = Server {

@@ -85,7 +85,18 @@ struct ClickHouseFile {
     user: Option<String>,
     password_env: Option<String>,
     password_file: Option<PathBuf>,
+    /// A JWT sent as `Authorization: Bearer` (ClickHouse Cloud), instead
+    /// of `user` and a password: read from this environment variable...
+    access_token_env: Option<String>,
+    /// ...or this file.
+    access_token_file: Option<PathBuf>,
+    /// Sent as `X-ClickHouse-Quota`: the key ClickHouse's keyed quotas
+    /// count this traffic under.
+    quota_key: Option<String>,
     database: Option<String>,
+    /// Accept any certificate the servers show (no CA, name or date
+    /// check; a warning is logged at start). Default false.
+    danger_accept_invalid_certs: Option<bool>,
     /// A PEM file of CA certificates to trust for `https://` URLs, besides
     /// the platform's and Mozilla's roots and `SSL_CERT_FILE`'s.
     ca_cert: Option<PathBuf>,
@@ -331,6 +342,10 @@ pub struct ServeConfig {
     pub destination: Destination,
     pub user: Option<String>,
     pub password: Option<String>,
+    /// A JWT for `Authorization: Bearer`, instead of user and password.
+    pub access_token: Option<String>,
+    /// `X-ClickHouse-Quota` on every request of serve's own.
+    pub quota_key: Option<String>,
     pub database: Option<String>,
     /// How `https://` servers are checked, and which certificate is shown.
     pub tls: ch_ingest::sink::Tls,
@@ -345,6 +360,7 @@ impl std::fmt::Debug for ServeConfig {
             .field("urls", &self.urls)
             .field("user", &self.user)
             .field("password", &self.password.as_ref().map(|_| "<set>"))
+            .field("access_token", &self.access_token.as_ref().map(|_| "<set>"))
             .field(
                 "tables",
                 &self.tables.iter().map(|t| &t.name).collect::<Vec<_>>(),
@@ -438,6 +454,20 @@ impl ServeConfig {
                 )
             };
         let password = read_password("clickhouse", password_env, password_file)?;
+        let access_token = read_secret(
+            "clickhouse",
+            "access_token",
+            file.clickhouse.access_token_env.take(),
+            file.clickhouse.access_token_file.take(),
+        )?;
+        let user = flags.user.or(file.clickhouse.user.take());
+        if access_token.is_some() && (user.is_some() || password.is_some()) {
+            return Err(err(
+                "clickhouse.access_token_env",
+                "a JWT names its user: give access_token_env/access_token_file or \
+                 user and a password, not both",
+            ));
+        }
         let listener_tls =
             match (
                 file.tls_cert_file.take(),
@@ -465,6 +495,12 @@ impl ServeConfig {
         if let Some(ca) = file.clickhouse.ca_cert.take() {
             tls = tls.ca_cert(ca);
         }
+        tls = tls.danger_accept_invalid_certs(
+            file.clickhouse
+                .danger_accept_invalid_certs
+                .take()
+                .unwrap_or(false),
+        );
         match (
             file.clickhouse.client_cert.take(),
             file.clickhouse.client_key.take(),
@@ -777,8 +813,10 @@ impl ServeConfig {
             schema_refresh,
             urls,
             destination,
-            user: flags.user.or(file.clickhouse.user.take()),
+            user,
             password,
+            access_token,
+            quota_key: file.clickhouse.quota_key.take(),
             database: file.clickhouse.database.take(),
             tls,
             tables,
@@ -1007,21 +1045,32 @@ fn read_password(
     env: Option<String>,
     file: Option<PathBuf>,
 ) -> Result<Option<String>, ConfigError> {
-    let key = |k: &str| format!("{section}.{k}");
+    read_secret(section, "password", env, file)
+}
+
+/// A secret from `{section}.{name}_env` or `{section}.{name}_file` (one of
+/// them, or neither): secrets are never written in the TOML itself.
+fn read_secret(
+    section: &str,
+    name: &str,
+    env: Option<String>,
+    file: Option<PathBuf>,
+) -> Result<Option<String>, ConfigError> {
+    let key = |k: &str| format!("{section}.{name}_{k}");
     match (env, file) {
         (Some(_), Some(_)) => Err(err(
-            &key("password_env"),
-            "give password_env or password_file, not both",
+            &key("env"),
+            format!("give {name}_env or {name}_file, not both"),
         )),
         (Some(var), None) => std::env::var(&var).map(Some).map_err(|_| {
             err(
-                &key("password_env"),
+                &key("env"),
                 format!("environment variable `{var}` is not set"),
             )
         }),
         (None, Some(path)) => std::fs::read_to_string(&path)
             .map(|p| Some(p.trim_end_matches(['\r', '\n']).to_string()))
-            .map_err(|e| err(&key("password_file"), format!("{}: {e}", path.display()))),
+            .map_err(|e| err(&key("file"), format!("{}: {e}", path.display()))),
         (None, None) => Ok(None),
     }
 }
@@ -1315,6 +1364,39 @@ mod tests {
         };
         let c = ServeConfig::from_parts(file, flags).unwrap();
         assert_eq!(c.password.as_deref(), Some("from-env"));
+    }
+
+    #[test]
+    fn a_jwt_comes_from_the_environment_or_a_file_and_stays_out_of_debug() {
+        std::env::set_var("CH_INGEST_TEST_JWT", "eyJ.secret-jwt.sig");
+        let base = "[clickhouse]\nurls = [\"https://h:8443\"]\n";
+        let c = parse(&format!(
+            "{base}access_token_env = \"CH_INGEST_TEST_JWT\"\nquota_key = \"tenant\"\n\
+             danger_accept_invalid_certs = true\n[tables.t]"
+        ))
+        .unwrap();
+        assert_eq!(c.access_token.as_deref(), Some("eyJ.secret-jwt.sig"));
+        assert_eq!(c.quota_key.as_deref(), Some("tenant"));
+        assert!(!format!("{c:?}").contains("secret-jwt"), "{c:?}");
+        for (extra, key) in [
+            (
+                "access_token_env = \"CH_INGEST_TEST_JWT\"\nuser = \"u\"",
+                "clickhouse.access_token_env",
+            ),
+            (
+                "access_token_env = \"CH_INGEST_TEST_JWT\"\naccess_token_file = \"/x\"",
+                "clickhouse.access_token_env",
+            ),
+            (
+                "access_token_file = \"/nonexistent/jwt\"",
+                "clickhouse.access_token_file",
+            ),
+            ("access_token = \"eyJ.inline\"", "access_token"),
+        ] {
+            let e = parse(&format!("{base}{extra}\n[tables.t]")).unwrap_err();
+            assert!(e.to_string().contains(key), "{extra}: {e}");
+            assert!(!e.to_string().contains("secret-jwt"), "{e}");
+        }
     }
 
     #[test]

@@ -452,6 +452,14 @@ impl Tables {
         if let Some(password) = &cfg.password {
             client = client.with_password(password);
         }
+        // Config refused a token beside a user or password, which the
+        // crate would panic on.
+        if let Some(token) = &cfg.access_token {
+            client = client.with_access_token(token);
+        }
+        if let Some(key) = &cfg.quota_key {
+            client = client.with_header("X-ClickHouse-Quota", key);
+        }
         if let Some(db) = &cfg.database {
             client = client.with_database(db);
         }

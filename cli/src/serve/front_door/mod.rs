@@ -38,11 +38,11 @@ use ch_ingest_protocol::formats::{self, AllowErrors, Format};
 use ch_ingest_protocol::query::{self, Statement};
 use ch_ingest_protocol::{blocks, ChError, Code};
 use http_body_util::Full;
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::client::legacy::Client;
 
 /// The connector to ClickHouse: `http://` and `https://`, with serve's
 /// `[clickhouse]` certificates.
-pub type Upstream = hyper_rustls::HttpsConnector<HttpConnector>;
+pub type Upstream = ch_ingest::sink::TlsConnector;
 use metrics::Kind;
 use reply::Ack;
 use std::collections::HashMap;
@@ -97,7 +97,8 @@ pub struct Limits {
 /// bounded, so a dead server costs seconds).
 fn upstream_client(connector: Upstream) -> Client<Upstream, Full<Bytes>> {
     Client::builder(hyper_util::rt::TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_millis(2_500))
+        .pool_idle_timeout(ch_ingest::sink::IDLE_CLOSE)
+        .pool_timer(hyper_util::rt::TokioTimer::new())
         .build(connector)
 }
 
