@@ -11,7 +11,7 @@ mod support;
 
 use ch_ingest::sink::{
     nodelay_client, ClusterShard, ClusterSink, Discovery, DiscoveryError, InsertBatch, Sink,
-    SinkError, TryTimeout,
+    SinkError, Tls, TryTimeout,
 };
 use ch_ingest::{Buffer, PostEvent};
 use std::sync::{Arc, Mutex};
@@ -318,6 +318,54 @@ async fn the_topology_and_the_local_table_are_discovered_through_one_node() {
     assert!(
         err.to_string()
             .contains("insert through the Distributed table"),
+        "{err}"
+    );
+}
+
+/// A cluster reached over HTTPS only: discovery through an `https://`
+/// seed keeps the scheme and maps each replica to its HTTPS port, and the
+/// sink (trusting the cluster's CA) writes every row once, to the shard
+/// the weights say. The sink is given no HTTP port at all; with a CA that
+/// signed none of the certificates, discovery fails naming the host and
+/// the certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_served_over_https_only_is_discovered_and_written_over_tls() {
+    let _one = SERIAL.lock().await;
+    let cluster = cluster_or_skip!();
+    let (local, dist) = cluster.create_tables("over_tls", COLUMNS, "tweet_id", "rand()");
+    let seed = format!("https://localhost:{}", cluster.https_ports[0]);
+    let discovery = cluster.tcp_ports.iter().zip(&cluster.https_ports).fold(
+        Discovery::new(seed).distributed_table(&dist),
+        |d, (tcp, https)| d.http_port(format!("127.0.0.1:{tcp}"), *https),
+    );
+    let client = Tls::new().ca_cert(&cluster.pki.ca).client().unwrap();
+    let topology = discovery.topology(&client).await.unwrap();
+    let urls: Vec<&String> = topology.shards.iter().flat_map(|s| s.replicas()).collect();
+    assert_eq!(urls.len(), 4);
+    for (url, port) in urls.iter().zip(&cluster.https_ports) {
+        assert_eq!(**url, format!("https://127.0.0.1:{port}"));
+    }
+    let sink = Counted::new(ClusterSink::discover(client, &discovery).await.unwrap());
+    let b = engine(sink.clone());
+    track_all(&b, 0..10_000).await;
+    assert!(b.shutdown().await.unwrap().is_complete());
+    check(
+        cluster,
+        "over TLS",
+        &local,
+        &dist,
+        10_000,
+        &sink,
+        Duration::ZERO,
+    );
+
+    let wrong = Tls::new().ca_cert(&cluster.pki.other_ca).client().unwrap();
+    let err = discovery.topology(&wrong).await.unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            DiscoveryError::Query(SinkError::Certificate { host, .. }) if host == "localhost"
+        ),
         "{err}"
     );
 }

@@ -261,3 +261,93 @@ fn spilled_batches_survive_a_sigkill_of_the_ingesting_process() {
         .unwrap()
         .is_empty());
 }
+
+/// Mutual TLS to ClickHouse, and `replay` over it: a server that requires
+/// a client certificate signed by its CA. The library sink with the
+/// certificate dead-letters a batch for a missing table; without it the
+/// handshake fails as a certificate error naming the host. `ch-ingest
+/// replay` with `--ca-cert`, `--client-cert` and `--client-key` delivers
+/// the letters; without the client certificate it fails and keeps them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_and_the_sink_speak_mutual_tls() {
+    if std::env::var("CLICKHOUSE_URL").is_ok() {
+        return; // needs a private server with an HTTPS port
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pki = support::pki::Pki::new(dir.path());
+    let https = support::free_port();
+    let server = support::Server::start_node(
+        support::free_port(),
+        support::free_port(),
+        &pki.mutual_server_xml(https),
+    )
+    .expect("a private server with an HTTPS port");
+    let url = format!("https://localhost:{https}");
+    let table = "mtls_events";
+    let tls = ch_ingest::sink::Tls::new().ca_cert(&pki.ca);
+    let mutual = tls.clone().client_auth(&pki.client_cert, &pki.client_key);
+
+    // Without our certificate: refused in the handshake, by name.
+    let b: Buffer<PostEvent> = Buffer::builder()
+        .retry(support::check::quick_retries())
+        .build(ClickHouseSink::new(
+            tls.client().unwrap().with_url(&url),
+            table,
+        ))
+        .unwrap();
+    b.track(ev(0)).unwrap();
+    let report = b.shutdown().await.unwrap();
+    let error = &report.failures[0].error;
+    assert!(
+        matches!(error, ch_ingest::sink::SinkError::Certificate { host, .. } if host == "localhost"),
+        "{error:?}"
+    );
+    assert!(b.stats().certificate_errors >= 1);
+
+    // With it: the table is missing, so the batch is dead-lettered.
+    let letters = dir.path().join("dead");
+    let b: Buffer<PostEvent> = Buffer::builder()
+        .dead_letter_dir(&letters)
+        .build(ClickHouseSink::new(
+            mutual.client().unwrap().with_url(&url),
+            table,
+        ))
+        .unwrap();
+    for i in 0..1_000 {
+        b.track(ev(i)).unwrap();
+    }
+    let report = b.shutdown().await.unwrap();
+    assert_eq!(report.failed_rows, 1_000, "{:?}", report.failures);
+    server.query(&PostEvent::create_table_sql(table));
+
+    let replay = |with_cert: bool| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ch-ingest"));
+        cmd.arg("replay")
+            .arg(&letters)
+            .args(["--clickhouse-url", &url, "--ca-cert"])
+            .arg(&pki.ca);
+        if with_cert {
+            cmd.arg("--client-cert")
+                .arg(&pki.client_cert)
+                .arg("--client-key")
+                .arg(&pki.client_key);
+        }
+        cmd.output().unwrap()
+    };
+    let out = replay(false);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("certificate"), "{text}");
+    assert_eq!(server.count(table), 0);
+    assert_ne!(
+        std::fs::read_dir(&letters).unwrap().count(),
+        0,
+        "letters kept"
+    );
+    let out = replay(true);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert_eq!(server.count(table), 1_000);
+    assert_eq!(std::fs::read_dir(&letters).unwrap().count(), 0, "{text}");
+}

@@ -2712,3 +2712,204 @@ fn serve_never_prints_a_secret_and_sends_its_quota_key() {
         assert!(!log.contains(secret), "{secret} printed:\n{log}");
     }
 }
+
+/// Real clients through serve's HTTPS listener. clickhouse-connect with
+/// `secure=True` inserts with the right CA and refuses another itself. The
+/// Rust `clickhouse` crate with its own rustls (trusting both test CAs
+/// through `SSL_CERT_FILE`, as its native-roots feature reads it) inserts
+/// without pause while serve's certificate rotates to another CA
+/// (SIGHUP), to an expired one (the files' change alone) and back: every
+/// acknowledged row is stored exactly once, and while the expired
+/// certificate is served a new client fails with the TLS error, not with
+/// garbage.
+#[test]
+fn serve_takes_real_clients_over_https_while_its_certificate_rotates() {
+    let server = server_or_skip!();
+    let _one = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = support::pki::Pki::new(dir.path());
+    let table = door_table(server, "door_https_clients");
+    let cert = dir.path().join("live.pem");
+    let key = dir.path().join("live.key");
+    let install = |c: &std::path::Path, k: &std::path::Path| {
+        // Into place by rename, as a certificate manager does: the
+        // listener never reads half a file.
+        for (from, to) in [(c, &cert), (k, &key)] {
+            let tmp = to.with_extension("tmp");
+            std::fs::copy(from, &tmp).unwrap();
+            std::fs::rename(&tmp, to).unwrap();
+        }
+    };
+    install(&pki.server_cert, &pki.server_key);
+    let serve = Serve::start(&format!(
+        "tls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n{}",
+        cert.display(),
+        key.display(),
+        config(server, &format!("[tables.{table}]\n"))
+    ));
+    let port = serve.addr.rsplit(':').next().unwrap().to_string();
+    let base = format!("https://localhost:{port}");
+    let ca = pki.ca.to_str().unwrap().to_string();
+    let serves = |ca: &str| {
+        let (code, text) = curl(&format!("{base}/ready"), &["--cacert", ca], None);
+        (code, text)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while serves(&ca).0 != 0 {
+        assert!(Instant::now() < deadline, "never ready: {}", serve.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let python = Command::new("python3")
+        .args(["-c", "import clickhouse_connect"])
+        .status()
+        .is_ok_and(|s| s.success());
+    let python_rows = if python {
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/clients/clickhouse_connect_tls.py"
+        );
+        let out = Command::new("python3")
+            .args([script, "localhost", &port, &table, &ca])
+            .arg(&pki.other_ca)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{text}\n{}", serve.log());
+        assert!(text.contains("inserted 1000"), "{text}");
+        assert!(text.contains("CERTIFICATE_VERIFY_FAILED"), "{text}");
+        1000
+    } else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "clickhouse-connect is not installed (scripts/test.sh installs it)"
+        );
+        0
+    };
+
+    let bundle = dir.path().join("both-cas.pem");
+    std::fs::write(
+        &bundle,
+        std::fs::read_to_string(&pki.ca).unwrap()
+            + &std::fs::read_to_string(&pki.other_ca).unwrap(),
+    )
+    .unwrap();
+    // The crate reads SSL_CERT_FILE when its client is made.
+    let rust_client = |url: &str| {
+        std::env::set_var("SSL_CERT_FILE", &bundle);
+        let client = clickhouse::Client::default()
+            .with_url(url)
+            .with_validation(false);
+        std::env::remove_var("SSL_CERT_FILE");
+        client
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let loader = {
+        let client = rust_client(&base);
+        let table = table.clone();
+        let stop = stop.clone();
+        let handle = rt.handle().clone();
+        std::thread::spawn(move || {
+            handle.block_on(async {
+                let (mut acked, mut failed, mut errors) = (0u64, 0u64, Vec::new());
+                let mut next = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let result = async {
+                        let mut insert = client.insert::<DoorRow>(&table).await?;
+                        for id in next..next + 200 {
+                            let name = format!("rs{id}");
+                            let row = DoorRow {
+                                id,
+                                name,
+                                at: 0,
+                                tag: None,
+                            };
+                            insert.write(&row).await?;
+                        }
+                        insert.end().await
+                    }
+                    .await;
+                    match result {
+                        Ok(()) => acked += 200,
+                        Err(e) => {
+                            failed += 1;
+                            errors.push(e.to_string());
+                        }
+                    }
+                    next += 200;
+                }
+                (acked, failed, errors)
+            })
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    // To another CA, on SIGHUP.
+    install(&pki.other_server_cert, &pki.other_server_key);
+    serve.signal("HUP");
+    let other = pki.other_ca.to_str().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while serves(other).0 != 0 {
+        assert!(Instant::now() < deadline, "never reloaded: {}", serve.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    // To an expired certificate, noticed by the file's change alone: a new
+    // client refuses it with the TLS error.
+    install(&pki.expired_server_cert, &pki.expired_server_key);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        // (Until the change is seen, the other CA's certificate is
+        // served: code 60 too, for its issuer.)
+        let (code, text) = serves(&ca);
+        if code == 60 && text.contains("expired") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never served the expired one: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let fresh = rust_client(&base);
+    let e = rt
+        .block_on(fresh.query("SELECT 1").fetch_one::<u8>())
+        .unwrap_err();
+    let chain = {
+        let mut text = e.to_string();
+        let mut cur = std::error::Error::source(&e);
+        while let Some(inner) = cur {
+            text.push_str(&format!(": {inner}"));
+            cur = inner.source();
+        }
+        text
+    };
+    assert!(chain.to_lowercase().contains("expired"), "{chain}");
+    // And back to the first, by the file's change alone.
+    install(&pki.server_cert, &pki.server_key);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while serves(&ca).0 != 0 {
+        assert!(Instant::now() < deadline, "never restored: {}", serve.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (acked, failed, errors) = loader.join().unwrap();
+    let (code, text) = curl(
+        &format!("{base}/v1/flush"),
+        &["--cacert", &ca, "-X", "POST"],
+        None,
+    );
+    assert!(code == 0 && text.ends_with("200"), "{code}: {text}");
+    eprintln!("rust client over rotating TLS: {acked} rows acknowledged, {failed} inserts failed");
+    assert!(
+        acked >= 1000,
+        "too little load to say anything: {acked}, {errors:?}"
+    );
+    let stored = server.query(&format!(
+        "SELECT count(), uniqExact(id) FROM {table} WHERE name LIKE 'rs%' FORMAT TSV"
+    ));
+    assert_eq!(stored.trim(), format!("{acked}\t{acked}"), "{errors:?}");
+    assert_eq!(server.count(&table), acked + python_rows);
+}

@@ -639,7 +639,15 @@ fn certificate(e: &(dyn std::error::Error + 'static)) -> Option<SinkError> {
     #[cfg(feature = "tls")]
     {
         let mut cur = Some(e);
-        while let Some(e) = cur {
+        while let Some(mut e) = cur {
+            // A refusal on a read after the handshake comes inside the
+            // io::Error the connection returned (whose `source` skips it).
+            while let Some(inner) = e
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+            {
+                e = inner;
+            }
             if let Some(c) = e.downcast_ref::<super::CertificateError>() {
                 return Some(SinkError::Certificate {
                     host: c.host.clone(),

@@ -648,7 +648,10 @@ impl Sink for ClusterSink {
 /// from the `Distributed` table's definition (or given by name).
 ///
 /// `system.clusters` lists native (TCP) ports; the HTTP port of a replica is
-/// the seed URL's unless [`http_port`](Self::http_port) maps it.
+/// the seed URL's unless [`http_port`](Self::http_port) maps it. Every
+/// replica is reached with the seed's scheme: an `https://` seed (with the
+/// `tls` feature) makes an HTTPS-only cluster, each replica at its HTTPS
+/// port.
 ///
 /// ```no_run
 /// use ch_ingest::sink::{nodelay_client, ClusterSink, Discovery};
@@ -707,9 +710,10 @@ impl Discovery {
         self
     }
 
-    /// The HTTP port of the replica `host` (as `system.clusters` names it,
-    /// `host_name` or `host_address`; `host:tcp_port` to tell apart several
-    /// servers on one host). Default: the seed URL's port.
+    /// The HTTP port of the replica `host` (its HTTPS port when the seed is
+    /// `https://`), with `host` as `system.clusters` names it (`host_name`
+    /// or `host_address`; `host:tcp_port` to tell apart several servers on
+    /// one host). Default: the seed URL's port.
     pub fn http_port(mut self, host: impl Into<String>, port: u16) -> Self {
         self.http_ports.push((host.into(), port));
         self

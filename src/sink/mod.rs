@@ -31,7 +31,7 @@ pub use self::memory::MemorySink;
 pub use self::shape::{InsertFormat, InsertOrder, ShapeParseError};
 pub(crate) use self::sql::{insert_sql, quote_literal, quote_table};
 #[cfg(feature = "tls")]
-pub use self::tls::{CertificateError, Tls, TlsConnector, TlsError};
+pub use self::tls::{CertificateError, Tls, TlsConnector, TlsError, TlsStream};
 pub use crate::batch::InsertBatch;
 
 use std::future::Future;

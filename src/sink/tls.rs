@@ -213,24 +213,110 @@ pub struct TlsConnector(HttpsConnector<HttpConnector>);
 type Inner = HttpsConnector<HttpConnector>;
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+type Stream = <Inner as tower_service::Service<http::Uri>>::Response;
+
 impl tower_service::Service<http::Uri> for TlsConnector {
-    type Response = <Inner as tower_service::Service<http::Uri>>::Response;
+    type Response = TlsStream;
     type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+    type Future = Pin<Box<dyn Future<Output = Result<TlsStream, BoxError>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.0.poll_ready(cx)
     }
 
     fn call(&mut self, uri: http::Uri) -> Self::Future {
-        let host = uri.host().unwrap_or("?").to_string();
+        let host: Arc<str> = uri.host().unwrap_or("?").into();
         let connecting = self.0.call(uri);
         Box::pin(async move {
-            connecting.await.map_err(|e| match refusal(&*e) {
-                Some(reason) => Box::new(CertificateError { host, reason }) as BoxError,
-                None => e,
-            })
+            match connecting.await {
+                Ok(inner) => Ok(TlsStream { inner, host }),
+                Err(e) => Err(match refusal(&*e) {
+                    Some(reason) => Box::new(CertificateError {
+                        host: host.to_string(),
+                        reason,
+                    }) as BoxError,
+                    None => e,
+                }),
+            }
         })
+    }
+}
+
+/// A connection [`TlsConnector`] made. With TLS 1.3 a server checks our
+/// certificate after the handshake: its refusal arrives on the first read,
+/// and is named with the host here as a refusal during the handshake is.
+pub struct TlsStream {
+    inner: Stream,
+    host: Arc<str>,
+}
+
+impl TlsStream {
+    fn named(&self, e: std::io::Error) -> std::io::Error {
+        match refusal(&e) {
+            Some(reason) => std::io::Error::new(
+                e.kind(),
+                CertificateError {
+                    host: self.host.to_string(),
+                    reason,
+                },
+            ),
+            None => e,
+        }
+    }
+}
+
+impl hyper::rt::Read for TlsStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(Err(e)) => Poll::Ready(Err(self.named(e))),
+            other => other,
+        }
+    }
+}
+
+impl hyper::rt::Write for TlsStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match Pin::new(&mut self.inner).poll_write(cx, buf) {
+            Poll::Ready(Err(e)) => Poll::Ready(Err(self.named(e))),
+            other => other,
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
+            Poll::Ready(Err(e)) => Poll::Ready(Err(self.named(e))),
+            other => other,
+        }
+    }
+}
+
+impl hyper_util::client::legacy::connect::Connection for TlsStream {
+    fn connected(&self) -> hyper_util::client::legacy::connect::Connected {
+        self.inner.connected()
     }
 }
 

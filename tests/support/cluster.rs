@@ -117,6 +117,10 @@ pub struct Cluster {
     pub nodes: Vec<Server>,
     /// Each node's native (TCP) port, as `system.clusters` lists it.
     pub tcp_ports: Vec<u16>,
+    /// Each node's HTTPS port, its certificate (for `localhost` and
+    /// `127.0.0.1`) signed by `pki.ca`.
+    pub https_ports: Vec<u16>,
+    pub pki: super::pki::Pki,
     pub zk: ZooKeeper,
 }
 
@@ -152,9 +156,11 @@ macro_rules! cluster_or_skip {
 impl Cluster {
     pub fn start() -> Result<Cluster, String> {
         let zk = ZooKeeper::start()?;
+        let pki = super::pki::Pki::new(&zk.dir);
         let ports: Vec<(u16, u16, u16)> = (0..SHARDS * REPLICAS)
             .map(|_| (free_port(), free_port(), free_port()))
             .collect();
+        let https_ports: Vec<u16> = ports.iter().map(|_| free_port()).collect();
         let mut remote = String::new();
         for shard in 0..SHARDS {
             // Shard 2 weighs 2: weights are exercised end to end.
@@ -181,8 +187,9 @@ impl Cluster {
                  <macros><shard>{shard:02}</shard><replica>r{replica}</replica></macros>\n\
                  <remote_servers><{NAME}>{remote}</{NAME}></remote_servers>\n\
                  <distributed_ddl><path>/clickhouse/task_queue/ddl</path></distributed_ddl>\n\
-                 <merge_tree><replicated_max_ratio_of_wrong_parts>1</replicated_max_ratio_of_wrong_parts></merge_tree>",
-                zk = zk.port
+                 <merge_tree><replicated_max_ratio_of_wrong_parts>1</replicated_max_ratio_of_wrong_parts></merge_tree>\n{https}",
+                zk = zk.port,
+                https = pki.server_xml(https_ports[i]),
             );
             nodes.push(Server::start_node(http, tcp, &extra)?);
         }
@@ -190,6 +197,8 @@ impl Cluster {
         Ok(Cluster {
             nodes,
             tcp_ports,
+            https_ports,
+            pki,
             zk,
         })
     }

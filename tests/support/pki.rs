@@ -1,6 +1,7 @@
 //! Certificates made on the spot for the TLS tests: a CA, a server
 //! certificate for `localhost` and `127.0.0.1` signed by it, a client
-//! certificate signed by it, and a second CA that signed nothing here.
+//! certificate signed by it, an expired server certificate, and a second
+//! CA with a server certificate of its own.
 
 use std::path::{Path, PathBuf};
 
@@ -16,6 +17,10 @@ pub struct Pki {
     /// rotation to another CA).
     pub other_server_cert: PathBuf,
     pub other_server_key: PathBuf,
+    /// A server certificate from `ca` for the same names that expired in
+    /// 2021.
+    pub expired_server_cert: PathBuf,
+    pub expired_server_key: PathBuf,
 }
 
 impl Pki {
@@ -39,6 +44,12 @@ impl Pki {
             (cert.pem(), key.serialize_pem())
         };
         let (server_cert, server_key) = leaf(vec!["localhost".into(), "127.0.0.1".into()]);
+        let expired_key = KeyPair::generate().unwrap();
+        let mut expired =
+            CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+        expired.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        expired.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        let expired_cert = expired.signed_by(&expired_key, &issuer).unwrap().pem();
         let (client_cert, client_key) = leaf(vec!["client.ch-ingest.test".into()]);
         let other_key = KeyPair::generate().unwrap();
         let mut other = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -71,16 +82,34 @@ impl Pki {
             other_ca: write("other-ca.pem", &other_ca),
             other_server_cert: write("other-server.pem", &other_server_cert),
             other_server_key: write("other-server.key", &other_server_key.serialize_pem()),
+            expired_server_cert: write("expired-server.pem", &expired_cert),
+            expired_server_key: write("expired-server.key", &expired_key.serialize_pem()),
         }
     }
 
     /// The `<https_port>` and `<openSSL>` XML of a private server that
     /// serves HTTPS on `port` with this PKI's server certificate.
     pub fn server_xml(&self, port: u16) -> String {
+        self.server_xml_with(port, "<verificationMode>none</verificationMode>".into())
+    }
+
+    /// The same, but the server requires a client certificate signed by
+    /// `ca` (mutual TLS).
+    pub fn mutual_server_xml(&self, port: u16) -> String {
+        self.server_xml_with(
+            port,
+            format!(
+                "<verificationMode>strict</verificationMode><caConfig>{}</caConfig>",
+                self.ca.display()
+            ),
+        )
+    }
+
+    fn server_xml_with(&self, port: u16, verification: String) -> String {
         format!(
             "<https_port>{port}</https_port>\n<openSSL><server>\
              <certificateFile>{}</certificateFile><privateKeyFile>{}</privateKeyFile>\
-             <verificationMode>none</verificationMode><loadDefaultCAFile>false</loadDefaultCAFile>\
+             {verification}<loadDefaultCAFile>false</loadDefaultCAFile>\
              <cacheSessions>true</cacheSessions><disableProtocols>sslv2,sslv3</disableProtocols>\
              <preferServerCiphers>true</preferServerCiphers></server></openSSL>",
             self.server_cert.display(),
