@@ -46,6 +46,8 @@ step "cargo fmt --check"
 cargo fmt --all -- --check
 step "dependency graph an embedder gets (scripts/deps.sh)"
 ./scripts/deps.sh
+step "no import circle between files (scripts/layers.py; ARCHITECTURE.md, \"Layers\")"
+python3 scripts/layers.py src protocol/src cli/src
 step "cargo clippy --workspace --all-targets -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 step "cargo clippy -p ch-ingest --lib (what an embedder compiles: default features, no test-util, no prometheus-client)"

@@ -53,8 +53,10 @@ mod civil;
 mod coordinator;
 mod dead_letter;
 mod durable;
+mod engine;
 mod histogram;
 mod json;
+mod ledger;
 #[cfg(feature = "metrics")]
 pub mod metrics;
 mod post_event;
@@ -73,17 +75,17 @@ mod ticks;
 mod transcode;
 mod wide;
 
-pub(crate) use buffer::Config;
 pub use buffer::{
-    Buffer, BuildError, Builder, Closed, Json, NdjsonTracked, TrackError, TrackJsonError, WhenFull,
+    Buffer, BuildError, Builder, Closed, Json, NdjsonTracked, TrackError, TrackJsonError,
 };
-pub use coordinator::{FailedInsert, FlushReport};
+pub use engine::WhenFull;
 pub use histogram::{Histogram, Histograms};
 pub use json::{
     DecodeError, DecodeErrorKind, JsonOptions, NdjsonCursor, NdjsonReport, NdjsonRow, RejectedLine,
 };
+pub use ledger::{FailedInsert, FlushReport, Settled};
 pub use post_event::PostEvent;
-pub use receipt::{Receipt, Settled};
+pub use receipt::Receipt;
 pub use replay::{replay_dirs, ReplayError, ReplayReport};
 pub use retry::RetryPolicy;
 pub use rowbinary::decode::{decode_all, decode_row, value_len, RowBinaryError};

@@ -1,18 +1,18 @@
-//! Per-caller outcomes: a [`Receipt`] names the rows one caller tracked, and
-//! [`Settled`] says what became of exactly those rows.
+//! Per-caller row identity: a [`Receipt`] names the rows one caller
+//! tracked; the ledger's [`Settled`](crate::Settled) says what became of
+//! exactly those rows.
 //!
 //! Owns: row identity (a shard and its running row number, [`Span`]), the
 //! receipt's record of spans, and counting how many of its rows an INSERT
-//! carried. Must not: seal, wait, or touch the shards; the coordinator's
-//! ledger decides when a receipt is settled and with which INSERTs.
+//! carried. Must not: seal, wait, touch the shards, or know of INSERTs
+//! (the coordinator's ledger decides when a receipt is settled and with
+//! which INSERTs).
 //!
 //! Why row numbers and not batch numbers: a row's batch gets its sequence
 //! number only when its shard seals, after `track` returned. Each shard
 //! numbers its rows as it takes them, and each sealed batch is one
 //! contiguous run of those numbers, so "which of my rows did this INSERT
 //! carry" is an intersection of ranges, known at any time.
-
-use crate::coordinator::FailedInsert;
 
 /// A contiguous run of one shard's row numbers: the rows of one sealed batch,
 /// or rows a receipt noted.
@@ -136,39 +136,6 @@ impl Receipt {
                 .unwrap_or(0);
             (shard as usize, end)
         })
-    }
-}
-
-/// What became of the rows of one [`Receipt`] ([`Buffer::settle`]).
-///
-/// `stored_rows + spilled_rows + failed_rows == rows`.
-///
-/// [`Buffer::settle`]: crate::Buffer::settle
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Settled {
-    /// Rows the receipt noted.
-    pub rows: u64,
-    /// Of those, rows the sink acknowledged.
-    pub stored_rows: u64,
-    /// Rows whose retries ran out and that were written to the spill
-    /// directory; the replayer delivers them later.
-    pub spilled_rows: u64,
-    /// Rows whose INSERT failed for good (dead-lettered or dropped). Also
-    /// rows whose fate the engine no longer remembers: it keeps the last
-    /// 4096 failed and 4096 spilled INSERTs, and a receipt settled after
-    /// more than that many failed counts its unaccounted rows here, with no
-    /// entry in `failures`.
-    pub failed_rows: u64,
-    /// The failed INSERTs that carried some of these rows (they may have
-    /// carried other rows too).
-    pub failures: Vec<FailedInsert>,
-}
-
-impl Settled {
-    /// True when every row was acknowledged or durably spilled.
-    pub fn is_stored(&self) -> bool {
-        self.failed_rows == 0
     }
 }
 

@@ -16,7 +16,7 @@
 //! delete it and any dead letter of the same INSERT.
 
 use crate::batch::InsertBatch;
-use crate::coordinator::Shared;
+use crate::engine::Shared;
 use crate::retry::Jitter;
 use crate::sink::{Sink, SinkError};
 use crate::spill::{self, SpillDir, SpillError, Spilled};

@@ -97,7 +97,22 @@ impl Type {
     /// type, when it is fixed: `Some(8)` for `UInt64` or `DateTime64`,
     /// `None` for `String`, `Nullable`, arrays.
     pub fn fixed_width(&self) -> Option<usize> {
-        crate::transcode::fixed_width(self)
+        Some(match self {
+            Type::UInt8 | Type::Int8 | Type::Bool | Type::Enum8(_) => 1,
+            Type::UInt16 | Type::Int16 | Type::Date | Type::Enum16(_) => 2,
+            Type::UInt32
+            | Type::Int32
+            | Type::Float32
+            | Type::Date32
+            | Type::DateTime(_)
+            | Type::Ipv4 => 4,
+            Type::UInt64 | Type::Int64 | Type::Float64 | Type::DateTime64(..) => 8,
+            Type::UInt128 | Type::Int128 | Type::Uuid | Type::Ipv6 => 16,
+            Type::UInt256 | Type::Int256 => 32,
+            Type::FixedString(n) => *n,
+            Type::Decimal(p, _) => Type::decimal_width(*p),
+            _ => return None,
+        })
     }
 
     /// Bytes of a Decimal of this precision.

@@ -382,28 +382,8 @@ pub(crate) fn write_default(ty: &Type, out: &mut impl BufMut) {
         Type::Nullable(_) => out.put_u8(1),
         Type::LowCardinality(t) => write_default(t, out),
         Type::Tuple(items) => items.iter().for_each(|(_, t)| write_default(t, out)),
-        other => out.put_bytes(0, fixed_width(other).unwrap_or(0)),
+        other => out.put_bytes(0, other.fixed_width().unwrap_or(0)),
     }
-}
-
-/// Bytes of a fixed-width type.
-pub(crate) fn fixed_width(ty: &Type) -> Option<usize> {
-    Some(match ty {
-        Type::UInt8 | Type::Int8 | Type::Bool | Type::Enum8(_) => 1,
-        Type::UInt16 | Type::Int16 | Type::Date | Type::Enum16(_) => 2,
-        Type::UInt32
-        | Type::Int32
-        | Type::Float32
-        | Type::Date32
-        | Type::DateTime(_)
-        | Type::Ipv4 => 4,
-        Type::UInt64 | Type::Int64 | Type::Float64 | Type::DateTime64(..) => 8,
-        Type::UInt128 | Type::Int128 | Type::Uuid | Type::Ipv6 => 16,
-        Type::UInt256 | Type::Int256 => 32,
-        Type::FixedString(n) => *n,
-        Type::Decimal(p, _) => Type::decimal_width(*p),
-        _ => return None,
-    })
 }
 
 /// Reserves the byte an element count under 128 takes, ahead of the

@@ -18,12 +18,7 @@ fn tls_server(dir: &std::path::Path) -> Option<(support::Server, String, support
         return None;
     }
     let pki = support::pki::Pki::new(dir);
-    let https = support::free_port();
-    let server = match support::Server::start_node(
-        support::free_port(),
-        support::free_port(),
-        &pki.server_xml(https),
-    ) {
+    let (server, url) = match pki.start_server(false) {
         Ok(s) => s,
         Err(e) if std::env::var("CI").as_deref() == Ok("true") => panic!("no server: {e}"),
         Err(e) => {
@@ -31,7 +26,7 @@ fn tls_server(dir: &std::path::Path) -> Option<(support::Server, String, support
             return None;
         }
     };
-    Some((server, format!("https://localhost:{https}"), pki))
+    Some((server, url, pki))
 }
 
 async fn deliver(client: clickhouse::Client, table: &str, n: u64) -> Result<u64, SinkError> {

@@ -275,14 +275,9 @@ async fn replay_and_the_sink_speak_mutual_tls() {
     }
     let dir = tempfile::tempdir().unwrap();
     let pki = support::pki::Pki::new(dir.path());
-    let https = support::free_port();
-    let server = support::Server::start_node(
-        support::free_port(),
-        support::free_port(),
-        &pki.mutual_server_xml(https),
-    )
-    .expect("a private server with an HTTPS port");
-    let url = format!("https://localhost:{https}");
+    let (server, url) = pki
+        .start_server(true)
+        .expect("a private server with an HTTPS port");
     let table = "mtls_events";
     let tls = ch_ingest::sink::Tls::new().ca_cert(&pki.ca);
     let mutual = tls.clone().client_auth(&pki.client_cert, &pki.client_key);

@@ -2383,17 +2383,13 @@ fn serve_reaches_clickhouse_over_https_with_its_own_ca() {
     }
     let dir = tempfile::tempdir().unwrap();
     let pki = support::pki::Pki::new(dir.path());
-    let https = support::free_port();
-    let server = support::Server::start_node(
-        support::free_port(),
-        support::free_port(),
-        &pki.server_xml(https),
-    )
-    .expect("a private server with an HTTPS port");
+    let (server, url) = pki
+        .start_server(false)
+        .expect("a private server with an HTTPS port");
     let table = "tls_serve";
     server.query(&ch_ingest::PostEvent::create_table_sql(table));
     let serve = Serve::start(&format!(
-        "listen = \"127.0.0.1:0\"\n[clickhouse]\nurls = [\"https://localhost:{https}\"]\n\
+        "listen = \"127.0.0.1:0\"\n[clickhouse]\nurls = [\"{url}\"]\n\
          ca_cert = \"{}\"\n[tables.{table}]\n",
         pki.ca.display()
     ));
@@ -2418,7 +2414,6 @@ fn serve_reaches_clickhouse_over_https_with_its_own_ca() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(server.count(table), 2);
     // `load` and `replay` take the same CA with --ca-cert.
-    let url = format!("https://localhost:{https}");
     let out = Command::new(BIN)
         .args([
             "load",
@@ -2454,7 +2449,7 @@ fn serve_reaches_clickhouse_over_https_with_its_own_ca() {
     std::fs::write(
         &config,
         format!(
-            "[clickhouse]\nurls = [\"https://localhost:{https}\"]\nca_cert = \"{}\"\n[tables.{table}]\n",
+            "[clickhouse]\nurls = [\"{url}\"]\nca_cert = \"{}\"\n[tables.{table}]\n",
             empty.display()
         ),
     )

@@ -8,8 +8,13 @@
 //! server does, so the statement `query` classifies is the one ClickHouse
 //! runs. Must not: interpret tokens (that is `query`'s), or accept what
 //! the server's lexer refuses (an unknown byte is an error, never skipped).
-
-use crate::query::SyntaxError;
+/// Why the text is not a statement we can read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("Syntax error at position {at}: expected {expected}")]
+pub struct SyntaxError {
+    pub at: usize,
+    pub expected: &'static str,
+}
 
 /// What a token is, in the terms of ClickHouse's lexer (`TokenType`): the
 /// kinds the parsing here tells apart, every other operator as `Op`.

@@ -10,17 +10,20 @@
 //! Must not: do I/O, build SQL, or panic on any input.
 
 pub mod blocks;
+mod decoded;
 mod error;
 pub mod formats;
 mod lexer;
 mod literal;
 mod native;
 pub mod query;
+mod scalar;
 mod text;
 
+pub use decoded::Csv;
 pub use error::{ChError, Code};
 pub use native::describe_block;
-pub use text::{Csv, Text};
+pub use text::Text;
 
 /// The amplification property of the fuzz targets: a global allocator
 /// that counts the live heap and its peak, so a target can assert that
@@ -199,7 +202,7 @@ pub fn fuzz_decoder(decoder: FuzzDecoder, rest: &[u8]) {
             ratio: 0.0,
         },
         max_line: if flag(16) { 64 } else { usize::MAX },
-        csv: text::Csv {
+        csv: Csv {
             delimiter: if flag(32) { b';' } else { b',' },
             single_quotes: !flag(64),
             double_quotes: !flag(128),

@@ -55,7 +55,7 @@ pub(crate) enum ValuesError {
 pub(crate) fn values(
     types: &[&Type],
     text: &[u8],
-    rows: &mut crate::formats::Rows,
+    rows: &mut crate::decoded::Rows,
     max_decoded: usize,
 ) -> Result<(), ValuesError> {
     let mut p = Parser { s: text, at: 0 };
@@ -184,7 +184,7 @@ impl Parser<'_> {
                         "the {scalar} value at byte {at} must be quoted ('...')"
                     ));
                 }
-                crate::text::write_scalar(scalar, &text, false, out)
+                crate::scalar::write_scalar(scalar, &text, false, out)
                     .map_err(|e| format!("{e} at byte {at}"))
             }
         }
@@ -247,7 +247,7 @@ impl Parser<'_> {
                 }
             }
             self.at += 1;
-            return crate::text::unescape(&lit);
+            return crate::scalar::unescape(&lit);
         }
         while let Some(&b) = self.s.get(self.at) {
             if matches!(b, b',' | b']' | b')' | b'}' | b':') || b.is_ascii_whitespace() {

@@ -14,6 +14,7 @@
 //! read kind, and it carries none of the clauses that make a read write
 //! (`INTO OUTFILE`, `PARALLEL WITH`, an `INSERT` after `WITH`).
 
+pub use crate::lexer::SyntaxError;
 use crate::lexer::{Kind, Lexer, Raw, Token};
 
 /// The statement a request carries.
@@ -45,14 +46,6 @@ pub struct Insert {
     /// one `\n`; after `VALUES`, at the next token. The length of the text
     /// when it carries no data.
     pub data_start: usize,
-}
-
-/// Why the text is not a statement we can read.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("Syntax error at position {at}: expected {expected}")]
-pub struct SyntaxError {
-    pub at: usize,
-    pub expected: &'static str,
 }
 
 /// The first words of the statements that are reads.

@@ -9,35 +9,15 @@
 //! at the next row after a bad one. Must not: accept a row with more or
 //! fewer fields than columns.
 
-use ch_ingest::{Schema, Transcoder, Type};
+use crate::decoded::Csv;
+use crate::scalar::{unescape, write_scalar};
+use ch_ingest::{Schema, Type};
 
 /// Which text format, and how many header lines it has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Text {
     Tsv { names: bool, types: bool },
     Csv { names: bool },
-}
-
-/// How CSV is written: ClickHouse's `format_csv_delimiter`,
-/// `format_csv_allow_single_quotes` and `format_csv_allow_double_quotes`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Csv {
-    /// Between fields (default `,`).
-    pub delimiter: u8,
-    /// A field may be quoted with `'` (default: yes, as in 18.16).
-    pub single_quotes: bool,
-    /// A field may be quoted with `"` (default: yes).
-    pub double_quotes: bool,
-}
-
-impl Default for Csv {
-    fn default() -> Self {
-        Csv {
-            delimiter: b',',
-            single_quotes: true,
-            double_quotes: true,
-        }
-    }
 }
 
 /// How many bad rows keep their reasons (the rest are only counted).
@@ -78,8 +58,8 @@ pub fn decode(
     schema: &Schema,
     columns: Option<&[usize]>,
     data: &[u8],
-    options: &crate::formats::Options,
-    decoded: &mut crate::formats::Rows,
+    options: &crate::decoded::Options,
+    decoded: &mut crate::decoded::Rows,
     bad: &mut Vec<BadRow>,
 ) -> Result<(), HeaderError> {
     let max_line = options.max_line;
@@ -146,12 +126,12 @@ pub fn decode(
             }));
         }
     }
-    let fill = crate::formats::left_out(schema, &order).map_err(HeaderError::LeftOut)?;
+    let fill = crate::decoded::left_out(schema, &order).map_err(HeaderError::LeftOut)?;
     // A left-out column's bytes are set once; `row` writes only the listed.
     let mut values: Vec<Vec<u8>> = fill.into_iter().map(Option::unwrap_or_default).collect();
     // Every bad row is counted (`decoded.skipped`), the first few kept with
     // their reasons: a body of junk lines must not grow a record per line.
-    let mut bad_row = |b: BadRow, decoded: &mut crate::formats::Rows| {
+    let mut bad_row = |b: BadRow, decoded: &mut crate::decoded::Rows| {
         decoded.skipped += 1;
         if bad.len() < KEPT_BAD_ROWS {
             bad.push(b);
@@ -283,76 +263,6 @@ fn takes_bytes(ty: &Type) -> bool {
         Type::String | Type::FixedString(_) => true,
         _ => false,
     }
-}
-
-/// A scalar value of `ty` from its text, escapes undone: a String or
-/// FixedString takes the bytes as they are (ClickHouse stores any bytes,
-/// UTF-8 or not); other types read the text. With `empty_is_zero`, an empty
-/// field of a number type is 0, as 18.16 reads TSV and CSV (even in a
-/// Nullable column: not NULL).
-pub(crate) fn write_scalar(
-    ty: &Type,
-    text: &[u8],
-    empty_is_zero: bool,
-    out: &mut Vec<u8>,
-) -> Result<(), String> {
-    match ty {
-        Type::Nullable(t) => {
-            let before = out.len();
-            out.push(0);
-            let r = write_scalar(t, text, empty_is_zero, out);
-            if r.is_err() {
-                out.truncate(before);
-            }
-            return r;
-        }
-        Type::LowCardinality(t) => return write_scalar(t, text, empty_is_zero, out),
-        Type::String => {
-            ch_ingest::test_util::leb128_put(out, text.len() as u64);
-            out.extend_from_slice(text);
-            return Ok(());
-        }
-        Type::FixedString(n) => {
-            if text.len() > *n {
-                return Err(format!(
-                    "{} bytes are too long for FixedString({n})",
-                    text.len()
-                ));
-            }
-            out.extend_from_slice(text);
-            out.resize(out.len() + (n - text.len()), 0);
-            return Ok(());
-        }
-        _ => {}
-    }
-    if text.is_empty() && empty_is_zero && is_number(ty) {
-        Transcoder::write_default(ty, out);
-        return Ok(());
-    }
-    let text = std::str::from_utf8(text).map_err(|_| format!("the {ty} value is not UTF-8"))?;
-    Transcoder::write_text(ty, text, out).map_err(|e| e.reason)
-}
-
-fn is_number(ty: &Type) -> bool {
-    use Type::*;
-    matches!(
-        ty,
-        UInt8
-            | UInt16
-            | UInt32
-            | UInt64
-            | UInt128
-            | UInt256
-            | Int8
-            | Int16
-            | Int32
-            | Int64
-            | Int128
-            | Int256
-            | Float32
-            | Float64
-            | Decimal(..)
-    )
 }
 
 struct Rows<'a> {
@@ -491,48 +401,6 @@ fn tsv_field(raw: &[u8]) -> Result<Vec<u8>, String> {
     unescape(raw)
 }
 
-/// `raw` with ClickHouse's backslash escapes undone (`\n`, `\t`, `\xHH`,
-/// ...; any other escaped byte stands for itself), as TSV fields and
-/// quoted strings carry them.
-pub(crate) fn unescape(raw: &[u8]) -> Result<Vec<u8>, String> {
-    if !raw.contains(&b'\\') {
-        return Ok(raw.to_vec());
-    }
-    let mut out = Vec::with_capacity(raw.len());
-    let mut i = 0;
-    while i < raw.len() {
-        if raw[i] == b'\\' {
-            let Some(&e) = raw.get(i + 1) else {
-                return Err("a field ends in a lone backslash".into());
-            };
-            out.push(match e {
-                b'n' => b'\n',
-                b't' => b'\t',
-                b'r' => b'\r',
-                b'b' => 8,
-                b'f' => 12,
-                b'0' => 0,
-                b'a' => 7,
-                b'v' => 11,
-                b'x' if raw.len() >= i + 4
-                    && raw[i + 2..i + 4].iter().all(u8::is_ascii_hexdigit) =>
-                {
-                    let hex = |b: u8| (b as char).to_digit(16).unwrap_or(0) as u8;
-                    out.push(hex(raw[i + 2]) << 4 | hex(raw[i + 3]));
-                    i += 4;
-                    continue;
-                }
-                other => other,
-            });
-            i += 2;
-        } else {
-            out.push(raw[i]);
-            i += 1;
-        }
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -541,13 +409,13 @@ mod tests {
     fn composites_in_tsv_from_the_raw_field_and_tuples_in_csv_as_fields() {
         let schema = Schema::parse("id UInt8, t Tuple(UInt8, String), a Array(String)").unwrap();
         let decode_one = |format, data: &[u8]| {
-            let (mut decoded, mut bad) = (crate::formats::Rows::default(), Vec::new());
+            let (mut decoded, mut bad) = (crate::decoded::Rows::default(), Vec::new());
             decode(
                 format,
                 &schema,
                 None,
                 data,
-                &crate::formats::Options::default(),
+                &crate::decoded::Options::default(),
                 &mut decoded,
                 &mut bad,
             )
@@ -568,13 +436,13 @@ mod tests {
 
     fn run(format: Text, data: impl AsRef<[u8]>) -> (Vec<Vec<u8>>, Vec<BadRow>) {
         let schema = Schema::parse("id UInt8, s String, n Nullable(Int16)").unwrap();
-        let (mut decoded, mut bad) = (crate::formats::Rows::default(), Vec::new());
+        let (mut decoded, mut bad) = (crate::decoded::Rows::default(), Vec::new());
         decode(
             format,
             &schema,
             None,
             data.as_ref(),
-            &crate::formats::Options::default(),
+            &crate::decoded::Options::default(),
             &mut decoded,
             &mut bad,
         )
@@ -663,26 +531,26 @@ mod tests {
         );
         assert!(rows.is_empty() && bad[0].reason.contains("2 fields"));
         let schema = Schema::parse("id UInt8, s String").unwrap();
-        let mut sink = (crate::formats::Rows::default(), Vec::new());
+        let mut sink = (crate::decoded::Rows::default(), Vec::new());
         let e = decode(
             Text::Csv { names: true },
             &schema,
             None,
             b"id,nope\n",
-            &crate::formats::Options::default(),
+            &crate::decoded::Options::default(),
             &mut sink.0,
             &mut sink.1,
         )
         .unwrap_err();
         assert!(matches!(e, HeaderError::Bad(b) if b.reason.contains("nope")));
         // A header that leaves `s` out: its default (empty) fills it.
-        let (mut decoded, mut bad) = (crate::formats::Rows::default(), Vec::new());
+        let (mut decoded, mut bad) = (crate::decoded::Rows::default(), Vec::new());
         decode(
             Text::Csv { names: true },
             &schema,
             None,
             b"id\n7\n",
-            &crate::formats::Options::default(),
+            &crate::decoded::Options::default(),
             &mut decoded,
             &mut bad,
         )
@@ -694,7 +562,7 @@ mod tests {
             &defaulted,
             None,
             b"id\n7\n",
-            &crate::formats::Options::default(),
+            &crate::decoded::Options::default(),
             &mut decoded,
             &mut bad,
         )

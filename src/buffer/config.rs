@@ -1,14 +1,15 @@
 //! Configuration and its builder: every knob, its default and its checks,
 //! and `build`, which starts the coordinator and the replayer.
 //!
-//! Owns: [`Builder`], the engine's `Config`, [`WhenFull`] and
-//! [`BuildError`]. Must not: touch the hot path; what `track` reads of the
-//! configuration is copied into the shared state at build time.
+//! Owns: [`Builder`] (every knob's setter and check) and [`BuildError`].
+//! Must not: touch the hot path; what `track` reads of the configuration
+//! is copied into the shared state at build time.
 
 use super::{Buffer, Inner, Json};
-use crate::coordinator::{Coordinator, Shared};
+use crate::coordinator::Coordinator;
+use crate::engine::{Config, Shared, WhenFull};
 use crate::shard::{SealTarget, Shard};
-use crate::sink::{InsertFormat, InsertOrder, Sink};
+use crate::sink::Sink;
 use crate::stats::Counters;
 use serde::Serialize;
 use std::marker::PhantomData;
@@ -16,118 +17,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::mpsc;
-
-/// Engine configuration. Build it with [`Buffer::builder`]; every knob says
-/// its default.
-#[derive(Debug, Clone)]
-pub(crate) struct Config {
-    pub shards: usize,
-    pub max_rows: u64,
-    pub max_bytes: usize,
-    pub flush_interval: Duration,
-    pub max_inflight: usize,
-    pub queue_batches: usize,
-    pub queue_bytes: usize,
-    pub max_insert_rows: u64,
-    pub max_insert_bytes: usize,
-    pub linger: Duration,
-    pub insert_order: InsertOrder,
-    pub insert_format: InsertFormat,
-    pub retry: crate::RetryPolicy,
-    pub dead_letter_dir: Option<std::path::PathBuf>,
-    pub spill_dir: Option<std::path::PathBuf>,
-    pub spill_max_bytes: u64,
-    pub spill_full: crate::SpillFullPolicy,
-    /// The spill family of the engine this one takes over (see
-    /// `Builder::takes_over_spill_of`).
-    pub spill_family: Option<crate::spill::Family>,
-    pub when_full: WhenFull,
-    pub insert_timeout: Duration,
-    /// The sink's lanes (`Sink::lanes`), each with `max_inflight` slots;
-    /// set by `build`.
-    pub lanes: usize,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        let shards = std::thread::available_parallelism().map_or(1, |n| n.get());
-        Self {
-            shards,
-            max_rows: 500,
-            max_bytes: 1 << 20,
-            flush_interval: Duration::from_secs(10),
-            max_inflight: 2,
-            queue_batches: 4096,
-            queue_bytes: 16 << 20,
-            max_insert_rows: 100_000,
-            max_insert_bytes: 16 << 20,
-            linger: Duration::ZERO,
-            insert_order: Default::default(),
-            insert_format: Default::default(),
-            retry: crate::RetryPolicy::default(),
-            dead_letter_dir: None,
-            spill_dir: None,
-            spill_max_bytes: 1 << 30,
-            spill_full: crate::SpillFullPolicy::DropNewest,
-            spill_family: None,
-            when_full: WhenFull::Reject,
-            insert_timeout: Duration::from_secs(60),
-            lanes: 1,
-        }
-    }
-}
-
-/// What the sort of one INSERT holds per row while it runs: the row's place
-/// (12 bytes), its key words (8 bytes each; 40 covers keys of up to five
-/// columns, strings as ranks), the packed keys and their radix copy (32)
-/// and the order (4); rounded up.
-const SORT_INDEX_BYTES_PER_ROW: usize = 96;
-
-impl Config {
-    /// Worst-case bytes of RowBinary the engine holds, by construction:
-    /// open shard buffers, one parked batch per shard, the sealed-batch queue,
-    /// and the in-flight INSERTs with what shaping them adds. A single row
-    /// larger than `max_bytes` may add its own size once per shard.
-    pub(crate) fn memory_bound(&self) -> usize {
-        let open_and_parked = self.shards * 2 * self.max_bytes;
-        // The byte budget admits a batch only if it fits, except into an
-        // empty queue; the batch count caps it too.
-        let queued = self
-            .queue_bytes
-            .max(self.max_bytes)
-            .min(self.queue_batches * self.max_bytes);
-        let insert = self.max_insert_bytes.max(self.max_bytes);
-        // Shaping an INSERT holds a second copy of its rows (the sorted
-        // one while sorting, the Native block during an attempt), and the
-        // sort its index while it runs.
-        let shaping = match (&self.insert_order, self.insert_format) {
-            (InsertOrder::Arrival, InsertFormat::RowBinary) => 0,
-            (InsertOrder::Arrival, _) => insert,
-            _ => insert.saturating_add(
-                SORT_INDEX_BYTES_PER_ROW.saturating_mul(self.max_insert_rows as usize),
-            ),
-        };
-        let inflight = self.lanes * self.max_inflight * insert.saturating_add(shaping);
-        open_and_parked + queued + inflight
-    }
-}
-
-/// What [`track`](Buffer::track) does when this thread's shard is full (the
-/// sink is behind and every queue is at its bound): the lossy-or-not switch.
-/// Either way `track` returns at once; to wait for room, call
-/// [`track_timeout`](Buffer::track_timeout) (async) or
-/// [`track_blocking`](Buffer::track_blocking) (a plain thread) instead.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum WhenFull {
-    /// Hand the row back: `TrackError::Full(row)` (`Stats::rejected_full`).
-    /// The caller decides.
-    #[default]
-    Reject,
-    /// Drop the row and return `Ok` (`Stats::dropped_full_rows`): for data
-    /// where the newest sample matters less than the request path.
-    DropNewest,
-}
 
 /// Sets up a [`Buffer`]. Obtained from [`Buffer::builder`].
 #[derive(Debug, Clone, Default)]

@@ -8,13 +8,15 @@
 
 mod config;
 
-use crate::coordinator::{Command, FlushReport, Shared};
-use crate::receipt::{Receipt, Settled};
+use crate::coordinator::Command;
+use crate::engine::{snapshot, Shared, WhenFull};
+use crate::receipt::Receipt;
 use crate::rowbinary::{encode_row, encode_row_as, EncodeError};
 use crate::shard::{shard_for_this_thread, Shard};
 use crate::stats::{Counters, Stats};
-pub(crate) use config::Config;
-pub use config::{BuildError, Builder, WhenFull};
+use crate::FlushReport;
+use crate::Settled;
+pub use config::{BuildError, Builder};
 use serde::Serialize;
 use std::fmt;
 use std::marker::PhantomData;
@@ -861,24 +863,6 @@ impl<T> Buffer<T> {
         let names = self.inner.shared.columns.get()?;
         Some(names.iter().map(|c| &**c).collect())
     }
-}
-
-pub(crate) fn snapshot(shared: &Shared) -> Stats {
-    let mut s = Stats::default();
-    let (mut sealed, mut sealed_bytes) = (0, 0);
-    for shard in shared.shards.iter() {
-        s.tracked_rows += shard.tracked_rows.load(Relaxed);
-        s.tracked_bytes += shard.tracked_bytes.load(Relaxed);
-        s.rejected_full += shard.rejected_full.load(Relaxed);
-        s.encode_errors += shard.encode_errors.load(Relaxed);
-        sealed += shard.sealed_rows.load(Relaxed);
-        sealed_bytes += shard.sealed_bytes.load(Relaxed);
-    }
-    s.buffered_rows = s.tracked_rows.saturating_sub(sealed);
-    s.buffered_bytes = s.tracked_bytes.saturating_sub(sealed_bytes);
-    s.queued_bytes = shared.seal.queued_bytes.load(Relaxed) as u64;
-    shared.seal.stats.fill(&mut s, sealed);
-    s
 }
 
 /// Why `track` handed a row back. The row is inside: nothing was buffered.

@@ -5,37 +5,13 @@
 //! Owns: the attempt loop and the report an INSERT task hands back. Must
 //! not: write files (the fallback does) or count outcomes in the ledger.
 
-use super::{fallback, Shared};
+use super::fallback::{self, Delivered};
 use crate::batch::InsertBatch;
+use crate::engine::Shared;
 use crate::sink::{Sink, SinkError};
 use crate::stats::Counters;
 use std::sync::Arc;
 use tracing::Instrument;
-
-/// What an INSERT task reports back.
-pub(super) struct Delivered {
-    pub(super) result: Result<(), SinkError>,
-    pub(super) attempts: u32,
-    pub(super) dead_letter: Option<std::path::PathBuf>,
-    pub(super) spilled: Option<std::path::PathBuf>,
-    /// Not spilled: the directory was at its budget (`DropNewest`).
-    pub(super) spill_rejected: bool,
-    /// Rows deleted from the spill directory to make room.
-    pub(super) evicted: crate::spill::Evicted,
-}
-
-impl Default for Delivered {
-    fn default() -> Self {
-        Self {
-            result: Ok(()),
-            attempts: 0,
-            dead_letter: None,
-            spilled: None,
-            spill_rejected: false,
-            evicted: Default::default(),
-        }
-    }
-}
 
 /// One INSERT's life: attempts with backoff per the retry policy, then, if
 /// it still failed and a dead-letter directory is set, its bytes on disk.

@@ -7,11 +7,36 @@
 //! reports), or touch a file on a runtime worker: every file operation runs
 //! on a blocking thread.
 
-use super::delivery::Delivered;
-use super::Shared;
 use crate::batch::InsertBatch;
+use crate::engine::Shared;
 use crate::sink::SinkError;
 use std::sync::Arc;
+
+/// What became of one INSERT: its last attempt's result and, if it
+/// failed, where its rows were kept. What an INSERT task reports back.
+pub(super) struct Delivered {
+    pub(super) result: Result<(), SinkError>,
+    pub(super) attempts: u32,
+    pub(super) dead_letter: Option<std::path::PathBuf>,
+    pub(super) spilled: Option<std::path::PathBuf>,
+    /// Not spilled: the directory was at its budget (`DropNewest`).
+    pub(super) spill_rejected: bool,
+    /// Rows deleted from the spill directory to make room.
+    pub(super) evicted: crate::spill::Evicted,
+}
+
+impl Default for Delivered {
+    fn default() -> Self {
+        Self {
+            result: Ok(()),
+            attempts: 0,
+            dead_letter: None,
+            spilled: None,
+            spill_rejected: false,
+            evicted: Default::default(),
+        }
+    }
+}
 
 /// Keeps a failed INSERT's rows where the configuration says; `result` is
 /// the last attempt's (an `Ok` passes through untouched).

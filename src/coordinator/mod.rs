@@ -16,88 +16,22 @@
 mod delivery;
 mod fallback;
 mod lanes;
-mod ledger;
 
-use delivery::{Delivered, Delivery};
+use crate::ledger::{FailedInsert, Fate, FlushReport, Ledger, PartOutcome, Reply, Waiter};
+use delivery::Delivery;
+use fallback::Delivered;
 use lanes::Lanes;
-pub use ledger::{FailedInsert, FlushReport};
-use ledger::{Fate, Ledger, PartOutcome, Reply, Waiter};
 
 use crate::batch::{Batch, InsertBatch};
-use crate::shard::{SealTarget, Shard};
+use crate::engine::Shared;
 use crate::sink::{Sink, SinkError};
 use crate::stats::Counters;
 use crate::ticks::Ticks;
-use crate::Config;
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
-
-/// What the handles and the coordinator share.
-pub(crate) struct Shared {
-    pub cfg: Config,
-    pub shards: Box<[Shard]>,
-    pub seal: SealTarget,
-    pub closed: AtomicBool,
-    /// Column names for the sink (from the first row, or the schema).
-    pub columns: OnceLock<crate::batch::ColumnNames>,
-    /// Field names of a serde row type, for the per-row check in `track`.
-    pub row_columns: OnceLock<Arc<[&'static str]>>,
-    /// The spill directory, when configured.
-    pub spill: Option<Arc<crate::spill::SpillDir>>,
-    /// This engine's random instance id (see `InsertBatch::dedup_token`).
-    pub instance: u64,
-    /// Wakes the replayer (a batch was spilled, or it should stop).
-    pub replay_wake: tokio::sync::Notify,
-    pub replay_stop: AtomicBool,
-    /// What the coordinator remembered of failed and spilled INSERTs, left
-    /// here when it stops: receipts settled after that are answered from it.
-    pub fates: OnceLock<ledger::Fates>,
-}
-
-impl Shared {
-    /// Seals shard `i`; true when its open buffer is empty afterwards.
-    fn seal_shard(&self, i: usize) -> bool {
-        let shard = &self.shards[i];
-        let mut st = shard.lock();
-        shard.seal(&mut st, &self.seal);
-        st.rows == 0
-    }
-
-    /// Seals shard `i` if its open buffer holds any row numbered below
-    /// `end`; whether none is left open. Read under the lock: a seal on
-    /// another thread raises `sealed_rows` before it numbers the batch, and
-    /// a barrier fixed in between would not cover it.
-    fn seal_shard_holding(&self, i: usize, end: u64) -> bool {
-        let Some(shard) = self.shards.get(i) else {
-            return true;
-        };
-        let mut st = shard.lock();
-        if shard.sealed_rows.load(Relaxed) >= end {
-            return true;
-        }
-        shard.seal(&mut st, &self.seal);
-        shard.sealed_rows.load(Relaxed) >= end
-    }
-
-    /// Shards that still have unsealed rows after an attempt to seal them all.
-    fn seal_all(&self) -> Vec<usize> {
-        (0..self.shards.len())
-            .filter(|&i| !self.seal_shard(i))
-            .collect()
-    }
-
-    fn unpark_all(&self) {
-        for shard in self.shards.iter() {
-            let mut st = shard.lock();
-            if st.parked.is_some() {
-                Shard::unpark(&mut st, &self.seal);
-            }
-        }
-    }
-}
 
 pub(crate) enum Command {
     Flush(oneshot::Sender<FlushReport>),
@@ -153,7 +87,7 @@ impl<S> Drop for Coordinator<S> {
         if self.shared.closed.swap(true, Relaxed) {
             return;
         }
-        let s = crate::buffer::snapshot(&self.shared);
+        let s = crate::engine::snapshot(&self.shared);
         tracing::error!(
             buffered_rows = s.buffered_rows,
             pending_rows = s.pending_rows,

@@ -185,7 +185,7 @@ fn skip(ty: &Type, r: &mut Reader<'_>) -> Result<(), RowBinaryError> {
         }
         _ => {}
     }
-    if let Some(n) = crate::transcode::fixed_width(ty) {
+    if let Some(n) = ty.fixed_width() {
         r.take(n)?;
         return Ok(());
     }

@@ -2,16 +2,15 @@
 //! per batch.
 //!
 //! Owns: turning an [`InsertBatch`] into one INSERT through the official
-//! `clickhouse` crate, the server-version check that decides which settings
-//! may be sent, and mapping the crate's errors to [`SinkError`]. Must not:
+//! `clickhouse` crate, failover among replicas, and the server-version
+//! check that decides which settings may be sent. Must not:
 //! retry (the coordinator's job), or shape the body itself (`shape` orders
 //! and transposes it; RowBinary chunks are sent as they are).
 
+use super::client::{log_label, map_error};
 use super::shape::Body;
 use super::{insert_sql, InsertBatch, InsertFormat, InsertOrder, Sink, SinkError};
 use clickhouse::Client;
-use hyper_util::client::legacy::{connect::HttpConnector, Client as HyperClient};
-use hyper_util::rt::TokioExecutor;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -19,85 +18,9 @@ use std::time::Duration;
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
-/// A `clickhouse::Client` whose connections set `TCP_NODELAY`; with the
-/// `tls` feature it speaks `https://` too, trusting the platform's roots,
-/// Mozilla's and `SSL_CERT_FILE`'s (see [`Tls`](super::Tls) for a custom
-/// CA or a client certificate).
-///
-/// The crate's default client leaves Nagle's algorithm on, which delays every
-/// small INSERT by up to 40 ms: measured on this project's machine, 500-row
-/// INSERTs ran at 35 000 rows/s with the default client and 320 000 rows/s with
-/// this one. Use it unless you bring your own tuned transport.
-///
-/// ```
-/// let client = ch_ingest::sink::nodelay_client().with_url("http://127.0.0.1:8123");
-/// # let _ = client;
-/// ```
-pub fn nodelay_client() -> Client {
-    #[cfg(feature = "tls")]
-    {
-        // The default roots cannot fail to load; only a broken
-        // `SSL_CERT_FILE` can, and then the bundled and platform roots
-        // still serve (the error is logged once per client).
-        let tls = super::Tls::new();
-        let config = tls.config().or_else(|e| {
-            tracing::warn!(error = %e, "SSL_CERT_FILE ignored");
-            tls.config_with(false)
-        });
-        match config {
-            Ok(config) => client_over(super::tls::connector(config)),
-            // Unreachable without a file to read; plain HTTP still works.
-            Err(e) => {
-                tracing::error!(error = %e, "no TLS configuration; https:// URLs will fail");
-                client_over(tcp_connector())
-            }
-        }
-    }
-    #[cfg(not(feature = "tls"))]
-    client_over(tcp_connector())
-}
-
-/// The TCP connector every client of ours starts from: `TCP_NODELAY`,
-/// keep-alive, a bounded connect.
-pub(crate) fn tcp_connector() -> HttpConnector {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_keepalive(Some(Duration::from_secs(60)));
-    // A server behind a dropped route never answers the SYN; without a bound
-    // the connect waits for the kernel's retries (minutes).
-    connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-    connector
-}
-
-/// A `clickhouse::Client` over `connector`, its kept-alive connections
-/// closed after [`IDLE_CLOSE`] by a timer (without one, hyper only drops
-/// a stale connection when it next picks it, which leaves it open on the
-/// server for as long as we send nothing).
-pub(crate) fn client_over<C>(connector: C) -> Client
-where
-    C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
-{
-    let http = HyperClient::builder(TokioExecutor::new())
-        .pool_idle_timeout(IDLE_CLOSE)
-        .pool_timer(hyper_util::rt::TokioTimer::new())
-        .build(connector);
-    Client::with_http_client(http)
-}
-
-/// How long a kept-alive connection may sit idle before we close it:
-/// below the 3 s keep-alive of older servers, so we never reuse a socket
-/// the server is closing, and well below the 10 s after which ClickHouse
-/// Cloud closes idle connections. hyper's reaper looks every
-/// `IDLE_CLOSE`, so a connection is closed 2.5-5 s after its last answer
-/// (measured with the test proxy in tests/tls.rs: 4.9 s).
-pub const IDLE_CLOSE: Duration = Duration::from_millis(2_500);
-
 /// How long a silent endpoint has to answer `SELECT 1` before it counts as
 /// down (see [`TryTimeout`]).
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// `nodelay_client`'s bound on opening a TCP connection.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Sends each batch as one `INSERT INTO table (columns) FORMAT RowBinary`.
 ///
@@ -603,133 +526,9 @@ impl Sink for ClickHouseSink {
     }
 }
 
-/// Runs a read-only query and returns its `TabSeparatedRaw` text: the one
-/// way the engine reads metadata (DESCRIBE, `system.clusters`).
-pub(crate) async fn fetch_text(client: &Client, sql: &str) -> Result<String, SinkError> {
-    let mut cursor = client
-        .clone()
-        .with_validation(false)
-        .query(sql)
-        .fetch_bytes("TabSeparatedRaw")
-        .map_err(map_error)?;
-    let mut body = Vec::new();
-    while let Some(chunk) = cursor.next().await.map_err(map_error)? {
-        body.extend_from_slice(&chunk);
-    }
-    String::from_utf8(body)
-        .map_err(|e| SinkError::Other(format!("{sql}: the answer is not UTF-8: {e}")))
-}
-
-pub(crate) fn map_error(e: clickhouse::error::Error) -> SinkError {
-    use clickhouse::error::Error as E;
-    match e {
-        E::BadResponse(message) => SinkError::Server {
-            code: parse_code(&message),
-            message,
-        },
-        E::Network(e) => certificate(&*e).unwrap_or_else(|| SinkError::Network(error_chain(&*e))),
-        E::TimedOut => SinkError::Timeout,
-        other => SinkError::Other(error_chain(&other)),
-    }
-}
-
-/// The certificate refusal our TLS connector reported, if that is what
-/// failed.
-fn certificate(e: &(dyn std::error::Error + 'static)) -> Option<SinkError> {
-    #[cfg(feature = "tls")]
-    {
-        let mut cur = Some(e);
-        while let Some(mut e) = cur {
-            // A refusal on a read after the handshake comes inside the
-            // io::Error the connection returned (whose `source` skips it).
-            while let Some(inner) = e
-                .downcast_ref::<std::io::Error>()
-                .and_then(|io| io.get_ref())
-            {
-                e = inner;
-            }
-            if let Some(c) = e.downcast_ref::<super::CertificateError>() {
-                return Some(SinkError::Certificate {
-                    host: c.host.clone(),
-                    reason: c.reason.clone(),
-                });
-            }
-            cur = e.source();
-        }
-    }
-    let _ = e;
-    None
-}
-
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(inner) = cur {
-        let text = inner.to_string();
-        if !s.contains(&text) {
-            s.push_str(": ");
-            s.push_str(&text);
-        }
-        cur = inner.source();
-    }
-    s
-}
-
-/// `Code: 60, e.displayText() = ...` (18.x) or `Code: 60. DB::Exception: ...` (newer).
-fn parse_code(message: &str) -> Option<u32> {
-    let rest = &message[message.find("Code: ")? + 6..];
-    let digits: &str = &rest[..rest
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(rest.len())];
-    digits.parse().ok()
-}
-
-/// `url` as it may be logged: no userinfo (everything up to the last `@`
-/// goes, which also covers a `/` inside a password) and no query or
-/// fragment (ClickHouse takes `?password=`).
-pub(crate) fn log_label(url: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    let rest = rest.split(['?', '#']).next().unwrap_or("");
-    let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
-    if scheme.is_empty() {
-        rest.to_string()
-    } else {
-        format!("{scheme}://{rest}")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn logged_urls_carry_no_secret() {
-        for (url, label) in [
-            ("http://h:8123", "http://h:8123"),
-            ("https://h:8443/", "https://h:8443/"),
-            ("http://u:secret@h:8123/", "http://h:8123/"),
-            ("http://u:sec/ret@h:8123", "http://h:8123"),
-            ("http://h:8123/?user=u&password=secret", "http://h:8123/"),
-            ("http://h:8123#secret", "http://h:8123"),
-            ("http://h:8123/?password=a@b", "http://h:8123/"),
-            ("h:8123", "h:8123"),
-        ] {
-            assert_eq!(log_label(url), label, "{url}");
-        }
-    }
-
-    #[test]
-    fn parses_codes_of_old_and_new_servers() {
-        assert_eq!(
-            parse_code("Code: 60, e.displayText() = DB::Exception: Table default.x doesn't exist., e.what() = DB::Exception"),
-            Some(60)
-        );
-        assert_eq!(
-            parse_code("Code: 252. DB::Exception: Too many parts"),
-            Some(252)
-        );
-        assert_eq!(parse_code("bad gateway"), None);
-    }
 
     #[test]
     fn no_urls_is_an_error_not_a_panic_later() {

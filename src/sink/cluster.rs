@@ -11,7 +11,7 @@
 //! replay after a restart or a failover must offer the same block to the
 //! same shard, or the replicas' block deduplication cannot drop the copy.
 
-use super::clickhouse::log_label;
+use super::client::log_label;
 use super::sharding::ShardingKey;
 use super::sql::system_tables_filter;
 use super::{

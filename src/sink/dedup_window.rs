@@ -15,7 +15,7 @@
 //! (the read runs on its own task) or fail one (a window it cannot read is
 //! no window to check).
 
-use super::clickhouse::fetch_text;
+use super::client::fetch_text;
 use super::sql::system_tables_filter;
 use clickhouse::Client;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};

@@ -9,6 +9,7 @@
 //! ([`InsertOrder`]), once before its first attempt ([`Sink::prepare`]).
 
 mod clickhouse;
+mod client;
 mod cluster;
 mod codes;
 pub(crate) mod deadline;
@@ -20,9 +21,11 @@ mod sharding;
 pub(crate) mod sql;
 #[cfg(feature = "tls")]
 mod tls;
+mod transport;
 
-pub(crate) use self::clickhouse::fetch_text;
-pub use self::clickhouse::{nodelay_client, ClickHouseSink, NoUrls, TryTimeout, IDLE_CLOSE};
+pub use self::clickhouse::{ClickHouseSink, NoUrls, TryTimeout};
+pub(crate) use self::client::fetch_text;
+pub use self::client::nodelay_client;
 pub use self::cluster::{
     ClusterError, ClusterShard, ClusterSink, Discovery, DiscoveryError, Topology,
 };
@@ -32,6 +35,7 @@ pub use self::shape::{InsertFormat, InsertOrder, ShapeParseError};
 pub(crate) use self::sql::{insert_sql, quote_literal, quote_table};
 #[cfg(feature = "tls")]
 pub use self::tls::{CertificateError, Tls, TlsConnector, TlsError, TlsStream};
+pub use self::transport::IDLE_CLOSE;
 pub use crate::batch::InsertBatch;
 
 use std::future::Future;

@@ -175,7 +175,7 @@ impl Tls {
     /// A `clickhouse::Client` (no URL yet) that speaks both schemes with
     /// this configuration: `nodelay_client`, with these certificates.
     pub fn client(&self) -> Result<clickhouse::Client, TlsError> {
-        Ok(crate::sink::clickhouse::client_over(self.connector()?))
+        Ok(crate::sink::transport::client_over(self.connector()?))
     }
 }
 
@@ -190,7 +190,7 @@ pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 /// The connector for `http://` and `https://` URLs over the plain one.
 pub(crate) fn connector(config: rustls::ClientConfig) -> TlsConnector {
-    let mut http = crate::sink::clickhouse::tcp_connector();
+    let mut http = crate::sink::transport::tcp_connector();
     // The TLS connector must see `https://` URLs.
     http.enforce_http(false);
     TlsConnector(
@@ -334,23 +334,28 @@ pub struct CertificateError {
 
 /// The certificate problem somewhere in `e`'s chain, if that is what it is.
 fn refusal(e: &(dyn std::error::Error + 'static)) -> Option<String> {
-    let mut cur = Some(e);
-    while let Some(mut e) = cur {
-        // tokio-rustls hands rustls's error over inside an io::Error, and
-        // hyper-rustls wraps that in another; an io::Error's `source`
-        // skips what it wraps.
-        while let Some(inner) = e
+    let tls = causes(e).find_map(|e| e.downcast_ref::<rustls::Error>())?;
+    about_certificates(tls).then(|| tls.to_string())
+}
+
+/// `e` and its causes, looking inside every `io::Error` on the way:
+/// tokio-rustls hands rustls's error over inside one, hyper-rustls wraps
+/// that in another, and an `io::Error`'s `source` skips what it wraps.
+pub(crate) fn causes<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    let mut next = Some(e);
+    std::iter::from_fn(move || {
+        let e = next?;
+        next = match e
             .downcast_ref::<std::io::Error>()
             .and_then(|io| io.get_ref())
         {
-            e = inner;
-        }
-        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
-            return about_certificates(tls).then(|| tls.to_string());
-        }
-        cur = e.source();
-    }
-    None
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
+        Some(e)
+    })
 }
 
 fn about_certificates(e: &rustls::Error) -> bool {

@@ -87,6 +87,20 @@ impl Pki {
         }
     }
 
+    /// A private server serving HTTPS with this PKI's certificate (with
+    /// `mutual`, requiring a client certificate signed by `ca`), and its
+    /// HTTPS URL (`https://localhost:PORT`).
+    pub fn start_server(&self, mutual: bool) -> Result<(super::Server, String), String> {
+        let https = super::free_port();
+        let xml = if mutual {
+            self.mutual_server_xml(https)
+        } else {
+            self.server_xml(https)
+        };
+        let server = super::Server::start_node(super::free_port(), super::free_port(), &xml)?;
+        Ok((server, format!("https://localhost:{https}")))
+    }
+
     /// The `<https_port>` and `<openSSL>` XML of a private server that
     /// serves HTTPS on `port` with this PKI's server certificate.
     pub fn server_xml(&self, port: u16) -> String {

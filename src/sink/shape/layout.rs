@@ -39,7 +39,7 @@ pub(crate) struct WalkError {
 impl Field {
     /// The layout of `ty`; `None` for a type with no RowBinary layout.
     pub(crate) fn of(ty: &Type) -> Option<Field> {
-        if let Some(n) = crate::transcode::fixed_width(ty) {
+        if let Some(n) = ty.fixed_width() {
             return Some(Field::Fixed(n));
         }
         Some(match ty {

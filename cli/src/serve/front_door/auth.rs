@@ -13,8 +13,9 @@
 //! must not be served from memory, a restored one must not wait), or take
 //! an unreachable server for a refusal.
 
-use super::Params;
+use super::params::{param, Params};
 use crate::serve::config::{FrontDoorAuth, FrontDoorUser};
+use crate::serve::http::same_secret;
 use axum::body::Bytes;
 use axum::http::{header, HeaderMap};
 use ch_ingest_protocol::{ChError, Code};
@@ -63,7 +64,7 @@ impl std::fmt::Debug for Credentials {
 pub(super) fn credentials(headers: &HeaderMap, params: &Params) -> Result<Credentials, ChError> {
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let quota = text("X-ClickHouse-Quota")
-        .or_else(|| super::param(params, "quota_key"))
+        .or_else(|| param(params, "quota_key"))
         .map(str::to_string);
     let with = |user: &str, password: &str, jwt: Option<&str>| Credentials {
         user: user.to_string(),
@@ -94,8 +95,8 @@ pub(super) fn credentials(headers: &HeaderMap, params: &Params) -> Result<Creden
         return Ok(with(user, password, None));
     }
     Ok(with(
-        super::param(params, "user").unwrap_or("default"),
-        super::param(params, "password").unwrap_or(""),
+        param(params, "user").unwrap_or("default"),
+        param(params, "password").unwrap_or(""),
         None,
     ))
 }
@@ -132,20 +133,6 @@ fn base64(text: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// Whether `given` is `secret`, in time that depends only on `given`'s
-/// length (which the caller knows): the secret's length does not leak
-/// through an early exit.
-pub(in crate::serve) fn same_secret(secret: &[u8], given: &[u8]) -> bool {
-    let mut diff = u8::from(secret.len() != given.len());
-    for (i, g) in given.iter().enumerate() {
-        // Compared against the secret cycled, so every byte of `given`
-        // costs the same whatever the secret's length.
-        let s = secret.get(i % secret.len().max(1)).copied().unwrap_or(0);
-        diff |= s ^ g;
-    }
-    diff == 0
-}
-
 /// What ClickHouse said about a caller.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Identity {
@@ -169,7 +156,7 @@ pub(super) struct Gate {
     users: Vec<FrontDoorUser>,
     ttl: Duration,
     outage_ttl: Duration,
-    client: Client<super::Upstream, Full<Bytes>>,
+    client: Client<ch_ingest::sink::TlsConnector, Full<Bytes>>,
     /// Every server that may be asked, the first first.
     urls: Vec<String>,
     digest: std::collections::hash_map::RandomState,
@@ -193,7 +180,7 @@ impl Gate {
         users: Vec<FrontDoorUser>,
         ttl: Duration,
         outage_ttl: Duration,
-        client: Client<super::Upstream, Full<Bytes>>,
+        client: Client<ch_ingest::sink::TlsConnector, Full<Bytes>>,
         urls: Vec<String>,
     ) -> Self {
         Gate {
@@ -444,16 +431,5 @@ mod tests {
         assert!(!format!("{c:?}").contains("eyJ"), "{c:?}");
         bearer.insert("X-CH-Ingest-Token", HeaderValue::from_static("t"));
         assert_eq!(table_token(&bearer), Some("t"));
-    }
-
-    #[test]
-    fn secrets_compare_by_content_only() {
-        assert!(same_secret(b"s3cret", b"s3cret"));
-        assert!(!same_secret(b"s3cret", b"s3cre"));
-        assert!(!same_secret(b"s3cret", b"s3cret!"));
-        assert!(!same_secret(b"s3cret", b"S3cret"));
-        assert!(same_secret(b"", b""));
-        assert!(!same_secret(b"", b"x"));
-        assert!(!same_secret(b"x", b""));
     }
 }

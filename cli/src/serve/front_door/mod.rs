@@ -20,6 +20,7 @@
 
 pub(super) mod auth;
 mod metrics;
+mod params;
 mod reply;
 mod retries;
 
@@ -44,6 +45,7 @@ use hyper_util::client::legacy::Client;
 /// `[clickhouse]` certificates.
 pub type Upstream = ch_ingest::sink::TlsConnector;
 use metrics::Kind;
+use params::{param, Params};
 use reply::Ack;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -142,8 +144,6 @@ pub fn routes(
         .with_state(door)
 }
 
-type Params = Vec<(String, String)>;
-
 /// The database an unqualified table name is in, as the client set it for
 /// the request (`database` parameter, else `X-ClickHouse-Database`); `None`:
 /// serve's `[clickhouse] database`.
@@ -152,14 +152,6 @@ fn session_database(headers: &HeaderMap, params: &Params) -> Option<String> {
         .or_else(|| headers.get("X-ClickHouse-Database")?.to_str().ok())
         .filter(|db| !db.is_empty())
         .map(str::to_string)
-}
-
-fn param<'a>(params: &'a Params, name: &str) -> Option<&'a str> {
-    params
-        .iter()
-        .rev()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
 }
 
 async fn handle(

@@ -1,5 +1,6 @@
-//! The barrier ledger: what became of every sealed batch, in sequence
-//! order, and the flush reports and settled receipts built from it.
+//! The ledger: what became of every sealed batch, in sequence order, and
+//! what callers are told of it ([`FlushReport`], [`FailedInsert`],
+//! [`Settled`]).
 //!
 //! Owns: the watermark below which every batch's fate is known, the ranges
 //! completed ahead of it, the sums a flush or shutdown reports, and the
@@ -7,7 +8,7 @@
 //! start INSERTs or wait; the coordinator's loop feeds it outcomes and asks
 //! it which barriers are done.
 
-use crate::receipt::{overlap, Receipt, Settled, Span};
+use crate::receipt::{overlap, Receipt, Span};
 use crate::sink::SinkError;
 use std::collections::BTreeMap;
 use tokio::sync::oneshot;
@@ -39,6 +40,39 @@ impl FlushReport {
     }
 }
 
+/// What became of the rows of one [`Receipt`] ([`Buffer::settle`]).
+///
+/// `stored_rows + spilled_rows + failed_rows == rows`.
+///
+/// [`Buffer::settle`]: crate::Buffer::settle
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Settled {
+    /// Rows the receipt noted.
+    pub rows: u64,
+    /// Of those, rows the sink acknowledged.
+    pub stored_rows: u64,
+    /// Rows whose retries ran out and that were written to the spill
+    /// directory; the replayer delivers them later.
+    pub spilled_rows: u64,
+    /// Rows whose INSERT failed for good (dead-lettered or dropped). Also
+    /// rows whose fate the engine no longer remembers: it keeps the last
+    /// 4096 failed and 4096 spilled INSERTs, and a receipt settled after
+    /// more than that many failed counts its unaccounted rows here, with no
+    /// entry in `failures`.
+    pub failed_rows: u64,
+    /// The failed INSERTs that carried some of these rows (they may have
+    /// carried other rows too).
+    pub failures: Vec<FailedInsert>,
+}
+
+impl Settled {
+    /// True when every row was acknowledged or durably spilled.
+    pub fn is_stored(&self) -> bool {
+        self.failed_rows == 0
+    }
+}
+
 /// One failed INSERT in a [`FlushReport`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -60,7 +94,7 @@ pub struct FailedInsert {
 }
 
 #[derive(Clone, Copy, Default, PartialEq, Eq)]
-pub(super) enum Fate {
+pub(crate) enum Fate {
     #[default]
     Acked,
     Spilled,
@@ -68,24 +102,24 @@ pub(super) enum Fate {
 }
 
 #[derive(Clone, Copy, Default)]
-pub(super) struct PartOutcome {
-    pub(super) rows: u64,
-    pub(super) bytes: u64,
-    pub(super) fate: Fate,
+pub(crate) struct PartOutcome {
+    pub(crate) rows: u64,
+    pub(crate) bytes: u64,
+    pub(crate) fate: Fate,
 }
 
 /// Running sums over every sealed batch below some sequence number.
 #[derive(Clone, Copy, Default)]
-pub(super) struct Sums {
-    pub(super) rows: u64,
-    pub(super) bytes: u64,
-    pub(super) batches: u64,
-    pub(super) failed_rows: u64,
-    pub(super) spilled_rows: u64,
+pub(crate) struct Sums {
+    pub(crate) rows: u64,
+    pub(crate) bytes: u64,
+    pub(crate) batches: u64,
+    pub(crate) failed_rows: u64,
+    pub(crate) spilled_rows: u64,
 }
 
 impl Sums {
-    pub(super) fn of(o: PartOutcome) -> Self {
+    pub(crate) fn of(o: PartOutcome) -> Self {
         let mut s = Sums::default();
         match o.fate {
             Fate::Failed => s.failed_rows = o.rows,
@@ -99,7 +133,7 @@ impl Sums {
         s
     }
 
-    pub(super) fn merge(&mut self, o: Sums) {
+    pub(crate) fn merge(&mut self, o: Sums) {
         self.rows += o.rows;
         self.bytes += o.bytes;
         self.batches += o.batches;
@@ -110,22 +144,22 @@ impl Sums {
 
 /// Completed batches `start..end` above the watermark, their outcomes summed.
 #[derive(Clone, Copy)]
-pub(super) struct Done {
-    pub(super) end: u64,
-    pub(super) sums: Sums,
+pub(crate) struct Done {
+    pub(crate) end: u64,
+    pub(crate) sums: Sums,
 }
 
-pub(super) struct Waiter {
-    pub(super) start: u64,
+pub(crate) struct Waiter {
+    pub(crate) start: u64,
     /// Shards whose rows at call time are not sealed yet (a parked batch was in
     /// the way). The barrier is fixed once they all sealed.
-    pub(super) unsealed: Vec<usize>,
-    pub(super) target: Option<u64>,
-    pub(super) reply: Reply,
+    pub(crate) unsealed: Vec<usize>,
+    pub(crate) target: Option<u64>,
+    pub(crate) reply: Reply,
 }
 
 /// Who waits at a barrier, and what they are told.
-pub(super) enum Reply {
+pub(crate) enum Reply {
     /// `flush` / `shutdown`: everything between the last barrier and this one.
     Flush(oneshot::Sender<FlushReport>),
     /// `settle`: the receipt's own rows.
@@ -154,23 +188,23 @@ const MAX_REMEMBERED_FAILURES: usize = 4096;
 /// entries), split only at barrier points; sums are kept only at barrier
 /// points.
 #[derive(Default)]
-pub(super) struct Ledger {
+pub(crate) struct Ledger {
     /// Every batch with a smaller sequence number is done.
-    pub(super) watermark: u64,
+    pub(crate) watermark: u64,
     /// Sums over all batches below `watermark`.
-    pub(super) sums: Sums,
+    pub(crate) sums: Sums,
     /// Completed batches above the watermark (out-of-order completions), as
     /// disjoint ranges keyed by their first sequence number.
-    pub(super) ahead: BTreeMap<u64, Done>,
+    pub(crate) ahead: BTreeMap<u64, Done>,
     /// `sums` as it was when the watermark passed each barrier point.
-    pub(super) marks: BTreeMap<u64, Sums>,
+    pub(crate) marks: BTreeMap<u64, Sums>,
     /// Barrier points the watermark has not reached yet.
-    pub(super) pending_marks: Vec<u64>,
+    pub(crate) pending_marks: Vec<u64>,
     /// Where the next flush's report starts: the last barrier fixed.
-    pub(super) last_target: u64,
+    pub(crate) last_target: u64,
     /// The failed and spilled INSERTs, for reports and receipts.
-    pub(super) fates: Fates,
-    pub(super) waiters: Vec<Waiter>,
+    pub(crate) fates: Fates,
+    pub(crate) waiters: Vec<Waiter>,
 }
 
 /// The failed and spilled INSERTs an engine remembers, with the row spans
@@ -187,7 +221,7 @@ pub(crate) struct Fates {
 }
 
 impl Fates {
-    pub(super) fn record_failure(&mut self, f: FailedInsert) {
+    pub(crate) fn record_failure(&mut self, f: FailedInsert) {
         if self.failures.len() == MAX_REMEMBERED_FAILURES {
             if let Some(old) = self.failures.pop_front() {
                 self.forget(&old.batches);
@@ -196,7 +230,7 @@ impl Fates {
         self.failures.push_back(f);
     }
 
-    pub(super) fn record_spill(&mut self, batches: Vec<u64>, spans: Vec<Span>) {
+    pub(crate) fn record_spill(&mut self, batches: Vec<u64>, spans: Vec<Span>) {
         if self.spills.len() == MAX_REMEMBERED_FAILURES {
             if let Some(old) = self.spills.pop_front() {
                 self.forget(&old.batches);
@@ -242,13 +276,13 @@ impl Fates {
 }
 
 impl Ledger {
-    pub(super) fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let mut l = Self::default();
         l.marks.insert(0, Sums::default());
         l
     }
 
-    pub(super) fn record(&mut self, seq: u64, outcome: PartOutcome) {
+    pub(crate) fn record(&mut self, seq: u64, outcome: PartOutcome) {
         let mut start = seq;
         let mut done = Done {
             end: seq + 1,
@@ -282,7 +316,7 @@ impl Ledger {
         }
     }
 
-    pub(super) fn mark_if_pending(&mut self) {
+    pub(crate) fn mark_if_pending(&mut self) {
         let w = self.watermark;
         if let Some(i) = self.pending_marks.iter().position(|&m| m == w) {
             self.pending_marks.swap_remove(i);
@@ -290,7 +324,7 @@ impl Ledger {
         }
     }
 
-    pub(super) fn fix_target(&mut self, target: u64) {
+    pub(crate) fn fix_target(&mut self, target: u64) {
         self.last_target = self.last_target.max(target);
         if target <= self.watermark {
             // Only reachable when target == watermark (targets are read after
@@ -301,7 +335,7 @@ impl Ledger {
         }
     }
 
-    pub(super) fn resolve(&mut self) {
+    pub(crate) fn resolve(&mut self) {
         let watermark = self.watermark;
         let mut i = 0;
         while i < self.waiters.len() {
@@ -334,7 +368,7 @@ impl Ledger {
         // failed and a flush passed it.
     }
 
-    pub(super) fn report(&self, start: u64, end: u64) -> FlushReport {
+    pub(crate) fn report(&self, start: u64, end: u64) -> FlushReport {
         let zero = Sums::default();
         let a = self.marks.get(&start).copied().unwrap_or(zero);
         let b = self.marks.get(&end).copied().unwrap_or(self.sums);
@@ -362,7 +396,7 @@ impl Ledger {
 mod tests {
     use super::*;
 
-    pub(super) fn acked(rows: u64) -> PartOutcome {
+    pub(crate) fn acked(rows: u64) -> PartOutcome {
         PartOutcome {
             rows,
             bytes: rows * 10,
@@ -371,7 +405,7 @@ mod tests {
     }
 
     #[test]
-    pub(super) fn completions_behind_one_slow_insert_stay_a_few_ranges() {
+    pub(crate) fn completions_behind_one_slow_insert_stay_a_few_ranges() {
         let mut l = Ledger::new();
         // Batch 0 is the INSERT that retries for minutes; a million others
         // complete after it, in two interleaved streams.
@@ -390,7 +424,7 @@ mod tests {
     }
 
     #[test]
-    pub(super) fn barrier_sums_are_exact_whatever_the_completion_order() {
+    pub(crate) fn barrier_sums_are_exact_whatever_the_completion_order() {
         // Completion orders from a fixed xorshift, barriers between.
         let mut x = 0x9E37_79B9_7F4A_7C15u64;
         let mut next = || {
@@ -419,7 +453,7 @@ mod tests {
     }
 
     #[test]
-    pub(super) fn a_failed_insert_with_a_batch_before_the_barrier_is_in_that_report() {
+    pub(crate) fn a_failed_insert_with_a_batch_before_the_barrier_is_in_that_report() {
         let mut l = Ledger::new();
         l.fix_target(10);
         // INSERT 12 carried batch 7, parked earlier and sealed before the
