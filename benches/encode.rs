@@ -2,7 +2,7 @@
 //! the same row, measured in the same run (ns/row and MB/s).
 
 use bytes::{BufMut, BytesMut};
-use ch_ingest::encode_row;
+use ch_ingest::rowbinary::encode_row;
 use ch_ingest::PostEvent;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;

@@ -11,7 +11,7 @@
 //! natively (a smoke check); the script runs it under callgrind.
 
 use bytes::BytesMut;
-use ch_ingest::encode_row;
+use ch_ingest::rowbinary::encode_row;
 use ch_ingest::sink::{InsertBatch, Sink, SinkError};
 use ch_ingest::{Buffer, PostEvent};
 use std::hint::black_box;

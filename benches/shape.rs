@@ -10,8 +10,10 @@
 //! `cargo bench -p ch-ingest --bench shape`; ns per row = 1e9 / (elements/s).
 
 use bytes::{Bytes, BytesMut};
-use ch_ingest::test_util::{native_block, sort_rows};
-use ch_ingest::{encode_row, PostEvent, Schema};
+use ch_ingest::rowbinary::encode_row;
+use ch_ingest::sink::native_block;
+use ch_ingest::test_util::sort_rows;
+use ch_ingest::{PostEvent, Schema};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::hint::black_box;
 

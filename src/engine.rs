@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-/// Engine configuration. Build it with [`Buffer::builder`]; every knob says
+/// Engine configuration. Build it with [`Buffer::builder`](crate::Buffer::builder); every knob says
 /// its default.
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
@@ -109,11 +109,11 @@ impl Config {
     }
 }
 
-/// What [`track`](Buffer::track) does when this thread's shard is full (the
+/// What [`track`](crate::Buffer::track) does when this thread's shard is full (the
 /// sink is behind and every queue is at its bound): the lossy-or-not switch.
 /// Either way `track` returns at once; to wait for room, call
-/// [`track_timeout`](Buffer::track_timeout) (async) or
-/// [`track_blocking`](Buffer::track_blocking) (a plain thread) instead.
+/// [`track_timeout`](crate::Buffer::track_timeout) (async) or
+/// [`track_blocking`](crate::Buffer::track_blocking) (a plain thread) instead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum WhenFull {

@@ -20,8 +20,7 @@ pub use crate::json::scan::implementation as json_scan;
 pub fn leb128_put(buf: &mut impl bytes::BufMut, value: u64) {
     crate::rowbinary::leb128::put(buf, value)
 }
-pub use crate::sink::shape::passes::{native_block, sort_rows};
-pub use crate::sink::sql::{insert_sql, quote_ident, quote_table};
+pub use crate::sink::shape::passes::sort_rows;
 
 /// Spill files: list a directory (oldest first) and read one back.
 pub mod spill {

@@ -295,7 +295,7 @@ async fn every_type_reads_back_byte_for_byte() {
     let mut expected = bytes::BytesMut::new();
     let mut cols = None;
     for r in &rows {
-        let learned = ch_ingest::encode_row(r, &mut expected, cols.as_deref()).unwrap();
+        let learned = ch_ingest::rowbinary::encode_row(r, &mut expected, cols.as_deref()).unwrap();
         if learned.is_some() {
             cols = learned;
         }

@@ -52,7 +52,8 @@ fn case<V: Serialize + std::fmt::Debug>(
     for (id, v) in values.into_iter().enumerate() {
         rows.push((buf.len(), format!("{v:?}")));
         let row = Row { id: id as u32, v };
-        if let Some(c) = ch_ingest::encode_row(&row, &mut buf, cols.as_deref()).unwrap() {
+        if let Some(c) = ch_ingest::rowbinary::encode_row(&row, &mut buf, cols.as_deref()).unwrap()
+        {
             cols = Some(c);
         }
     }
@@ -207,7 +208,7 @@ fn first_difference(case: &Case, got: &[u8]) -> String {
 fn native(c: &Case) -> Vec<u8> {
     let schema = ch_ingest::Schema::new([("id", "UInt32"), ("v", c.ty)]).unwrap();
     let rows = c.rows.len() as u64;
-    ch_ingest::test_util::native_block(&schema, &[bytes::Bytes::from(c.data.clone())], rows)
+    ch_ingest::sink::native_block(&schema, &[bytes::Bytes::from(c.data.clone())], rows)
         .unwrap()
         .concat()
 }

@@ -3,8 +3,9 @@
 //! ordering and accounting. The same scenarios against a real ClickHouse are
 //! in `clickhouse.rs`.
 
+use ch_ingest::rowbinary::EncodeError;
 use ch_ingest::sink::{InsertBatch, MemorySink, Sink, SinkError};
-use ch_ingest::{Buffer, EncodeError, PostEvent, RetryPolicy, TrackError};
+use ch_ingest::{Buffer, PostEvent, RetryPolicy, TrackError};
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::Duration;
@@ -191,7 +192,8 @@ async fn a_permanent_error_is_dead_lettered_at_once_with_its_sidecar() {
     let mut expected = bytes::BytesMut::new();
     let mut cols = None;
     for i in 0..10 {
-        let learned = ch_ingest::encode_row(&ev(i), &mut expected, cols.as_deref()).unwrap();
+        let learned =
+            ch_ingest::rowbinary::encode_row(&ev(i), &mut expected, cols.as_deref()).unwrap();
         cols = cols.or(learned);
         b.track(ev(i)).unwrap();
     }

@@ -129,7 +129,7 @@ async fn a_panic_inside_a_users_serialize_leaves_no_half_row_behind() {
     assert!(report.is_complete());
     // Every stored row decodes to exactly what was tracked.
     let schema = ch_ingest::Schema::parse("id UInt64, payload String, tail UInt32").unwrap();
-    let rows = ch_ingest::decode_all(&schema, &sink.concat()).unwrap();
+    let rows = ch_ingest::rowbinary::decode_all(&schema, &sink.concat()).unwrap();
     assert_eq!(rows.len(), 9_990);
     for row in rows {
         let id = row["id"].as_u64().unwrap();
@@ -539,7 +539,7 @@ async fn spill_order_survives_a_clock_that_stepped_back() {
         .map(|f| {
             let kept = ch_ingest::test_util::spill::read(f).unwrap();
             let schema = ch_ingest::Schema::new(PostEvent::SCHEMA.iter().copied()).unwrap();
-            let rows = ch_ingest::decode_all(&schema, &kept.data).unwrap();
+            let rows = ch_ingest::rowbinary::decode_all(&schema, &kept.data).unwrap();
             rows[0]["tweet_id"].as_u64().unwrap()
         })
         .collect();

@@ -2,8 +2,9 @@
 //! bytes `clickhouse::Client::insert::<T>` sends: both requests are captured
 //! by a tiny HTTP server in this test and compared byte for byte.
 
+use ch_ingest::rowbinary::encode_row;
+use ch_ingest::sink::InsertBatch;
 use ch_ingest::sink::{ClickHouseSink, InsertFormat, InsertOrder, Sink};
-use ch_ingest::{encode_row, sink::InsertBatch};
 use clickhouse::types::{Int256, UInt256};
 use serde::Serialize;
 use std::collections::BTreeMap;

@@ -16,8 +16,8 @@
 //! each way counts what it added instead).
 
 use super::workloads;
+use ch_ingest::sink::sql::quote_table;
 use ch_ingest::sink::{ClickHouseSink, ClusterShard, ClusterSink, Sink};
-use ch_ingest::test_util::quote_table;
 use ch_ingest::{Buffer, PostEvent};
 use std::time::{Duration, Instant};
 

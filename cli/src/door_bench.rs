@@ -12,7 +12,7 @@
 use super::http_load::percent_encode as percent;
 use super::workloads::event;
 use bytes::Bytes;
-use ch_ingest::test_util::quote_table;
+use ch_ingest::sink::sql::quote_table;
 use ch_ingest::PostEvent;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
@@ -285,11 +285,13 @@ fn build(body: Body, from: u64, rows: u64) -> Result<Bytes, String> {
         Body::Native => {
             let mut rb = bytes::BytesMut::new();
             for i in from..from + rows {
-                ch_ingest::encode_row(&event(i), &mut rb, None).map_err(|e| e.to_string())?;
+                ch_ingest::rowbinary::encode_row(&event(i), &mut rb, None)
+                    .map_err(|e| e.to_string())?;
             }
             let schema = ch_ingest::Schema::new(PostEvent::SCHEMA.iter().copied())
                 .map_err(|e| e.to_string())?;
-            let block = ch_ingest::test_util::native_block(&schema, &[rb.freeze()], rows)?;
+            let block = ch_ingest::sink::native_block(&schema, &[rb.freeze()], rows)
+                .map_err(|e| e.to_string())?;
             Ok(block.concat().into())
         }
     }

@@ -58,7 +58,7 @@ async fn drive(load: HttpLoad) -> Result<(), Box<dyn std::error::Error>> {
         Some(table) => {
             let sql = format!(
                 "INSERT INTO {} FORMAT JSONEachRow",
-                ch_ingest::test_util::quote_table(table)
+                ch_ingest::sink::sql::quote_table(table)
             );
             let sep = if load.url.contains('?') { '&' } else { '?' };
             format!("{}{sep}query={}", load.url, percent_encode(&sql))

@@ -1,7 +1,7 @@
 //! `ch-ingest inspect FILE --schema '...'`: prints a RowBinary batch file as
 //! JSON lines, one object per row, decoded with the given schema.
 
-use ch_ingest::decode_row;
+use ch_ingest::rowbinary::decode_row;
 use ch_ingest::Schema;
 use std::io::Write;
 use std::path::PathBuf;

@@ -258,7 +258,7 @@ fn run_cluster(
                 let c = client.clone().with_url(url).with_validation(false);
                 let sync = format!(
                     "SYSTEM SYNC REPLICA {}",
-                    ch_ingest::test_util::quote_table(&table)
+                    ch_ingest::sink::sql::quote_table(&table)
                 );
                 // Not replicated (a plain MergeTree): nothing to wait for.
                 let _ = c.query(&sync).execute().await;
@@ -275,7 +275,7 @@ fn run_cluster(
     let counts = |rt: &tokio::runtime::Runtime| -> Result<Vec<u64>, String> {
         let sql = format!(
             "SELECT count() FROM {}",
-            ch_ingest::test_util::quote_table(&args.table)
+            ch_ingest::sink::sql::quote_table(&args.table)
         );
         shards
             .iter()
@@ -306,7 +306,7 @@ fn run_cluster(
             // uniqExact over a Nullable column is Nullable on 18.16: ifNull
             // keeps the answer a plain UInt64.
             "SELECT toUInt64(ifNull(count() - uniqExact(session_id), 0)) FROM {} WHERE startsWith(session_id, 'u{run:x}-')",
-            ch_ingest::test_util::quote_table(&args.table)
+            ch_ingest::sink::sql::quote_table(&args.table)
         );
         let dups: Vec<u64> = shards
             .iter()
@@ -342,7 +342,7 @@ async fn count(client: &clickhouse::Client, table: &str) -> Result<u64, clickhou
         .with_validation(false)
         .query(&format!(
             "SELECT count() FROM {}",
-            ch_ingest::test_util::quote_table(table)
+            ch_ingest::sink::sql::quote_table(table)
         ))
         .fetch_one::<u64>()
         .await

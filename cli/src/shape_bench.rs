@@ -11,8 +11,8 @@
 //! a failed way (a count that does not match ends the run).
 
 use super::cluster_bench::{cpu_seconds, inserter, track_all};
+use ch_ingest::sink::sql::quote_table;
 use ch_ingest::sink::{ClickHouseSink, InsertFormat, InsertOrder};
-use ch_ingest::test_util::quote_table;
 use ch_ingest::{Buffer, PostEvent};
 use std::time::Instant;
 

@@ -6,7 +6,7 @@
 //! `end_to_end` bench). Must not: leave its table behind.
 
 use super::workloads::{self, Budget, Peer, Point};
-use ch_ingest::test_util::quote_table;
+use ch_ingest::sink::sql::quote_table;
 use ch_ingest::PostEvent;
 use std::io::Write;
 use std::path::{Path, PathBuf};

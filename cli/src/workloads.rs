@@ -430,11 +430,11 @@ async fn ceiling(
     let mut body = bytes::BytesMut::new();
     let mut columns = None;
     for i in 0..size {
-        let learned = ch_ingest::encode_row(&event(i), &mut body, columns.as_deref())?;
+        let learned = ch_ingest::rowbinary::encode_row(&event(i), &mut body, columns.as_deref())?;
         columns = columns.or(learned);
     }
     let body = body.freeze();
-    let sql = ch_ingest::test_util::insert_sql(table, &columns.unwrap_or_default());
+    let sql = ch_ingest::sink::sql::insert_sql(table, &columns.unwrap_or_default());
     let mut rows = 0;
     while rows < budget.events && Instant::now() < deadline {
         let t = Instant::now();

@@ -226,7 +226,7 @@ fn injection_through_the_table_name_and_json_keys_never_reaches_sql() {
     server.query(&format!("INSERT INTO {victim} VALUES (1)"));
     // A table whose name is itself an injection attempt: it must be quoted.
     let odd = format!("odd`; DROP TABLE {victim}; --");
-    let odd_sql = ch_ingest::test_util::quote_ident(&odd);
+    let odd_sql = ch_ingest::sink::sql::quote_ident(&odd);
     server.query(&format!("DROP TABLE IF EXISTS {odd_sql}"));
     server.query(&format!(
         "CREATE TABLE {odd_sql} (event_type String, tweet_id UInt64, occurred_at DateTime) \

@@ -4,8 +4,10 @@
 #![no_main]
 
 use bytes::Bytes;
-use ch_ingest::test_util::{native_block, sort_rows};
-use ch_ingest::{decode_all, Schema};
+use ch_ingest::rowbinary::decode_all;
+use ch_ingest::sink::native_block;
+use ch_ingest::test_util::sort_rows;
+use ch_ingest::Schema;
 use libfuzzer_sys::fuzz_target;
 
 const SCHEMAS: [&[(&str, &str)]; 3] = [

@@ -6,8 +6,8 @@
 //! decodes to itself.
 #![no_main]
 
+use ch_ingest::rowbinary::{decode_row, encode_row};
 use ch_ingest::test_util::{json_reference, json_scan_all};
-use ch_ingest::{decode_row, encode_row};
 use ch_ingest::{JsonOptions, PostEvent, Schema};
 use libfuzzer_sys::fuzz_target;
 

@@ -6,7 +6,7 @@
 #![no_main]
 
 use arbitrary::{Arbitrary, Unstructured};
-use ch_ingest::decode_row;
+use ch_ingest::rowbinary::decode_row;
 use ch_ingest::test_util::json_reference;
 use ch_ingest::Transcoder;
 use ch_ingest::{Schema, Type};

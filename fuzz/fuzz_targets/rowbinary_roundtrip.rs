@@ -3,8 +3,8 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
+use ch_ingest::rowbinary::{decode_all, encode_row};
 use ch_ingest::Schema;
-use ch_ingest::{decode_all, encode_row};
 use libfuzzer_sys::fuzz_target;
 use serde::Serialize;
 use serde_json::{json, Value};

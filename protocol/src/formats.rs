@@ -491,7 +491,7 @@ fn row_binary(
     while at < data.len() {
         let row_start = at;
         for &c in order {
-            let n = ch_ingest::value_len(&cols[c].ty, &data[at..]).map_err(|e| {
+            let n = ch_ingest::rowbinary::value_len(&cols[c].ty, &data[at..]).map_err(|e| {
                 ChError::new(
                     Code::CannotParseInput,
                     format!(
@@ -577,6 +577,7 @@ fn names_and_types(schema: &Schema, data: &[u8]) -> Result<(Vec<usize>, usize), 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ch_ingest::rowbinary::leb128;
 
     fn put(out: &mut Vec<u8>, text: &str) {
         out.push(text.len() as u8);
@@ -603,14 +604,14 @@ mod tests {
         // One 100 KB entry referenced by 200 000 keys: 20 GB decoded.
         let rows = 200_000u64;
         let mut body = vec![1];
-        ch_ingest::test_util::leb128_put(&mut body, rows);
+        leb128::put(&mut body, rows);
         put(&mut body, "s");
         put(&mut body, "LowCardinality(String)");
         body.extend_from_slice(&1u64.to_le_bytes());
         body.extend_from_slice(&(1u64 << 9).to_le_bytes());
         body.extend_from_slice(&2u64.to_le_bytes());
         body.push(0);
-        ch_ingest::test_util::leb128_put(&mut body, 100_000);
+        leb128::put(&mut body, 100_000);
         body.extend(std::iter::repeat_n(b'x', 100_000));
         body.extend_from_slice(&rows.to_le_bytes());
         body.extend(std::iter::repeat_n(1u8, rows as usize));

@@ -228,7 +228,8 @@ pub fn fuzz_decoder(decoder: FuzzDecoder, rest: &[u8]) {
         for row in rows.iter() {
             let mut at = 0;
             for col in schema.columns() {
-                at += ch_ingest::value_len(&col.ty, &row[at..]).expect("a decoded row walks");
+                at += ch_ingest::rowbinary::value_len(&col.ty, &row[at..])
+                    .expect("a decoded row walks");
             }
             assert_eq!(at, row.len(), "a decoded row is exactly one row");
         }

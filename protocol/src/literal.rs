@@ -9,6 +9,7 @@
 //! `Transcoder::write_text`, the JSON path's own value parser, so a value
 //! means the same in every format), or leave bytes behind on an error.
 
+use ch_ingest::rowbinary::leb128;
 use ch_ingest::Type;
 
 /// Whether `ty` is written in this form (an Array, Tuple or Map, under any
@@ -212,7 +213,7 @@ impl Parser<'_> {
                 self.expect(b',')?;
             }
         }
-        ch_ingest::test_util::leb128_put(out, n);
+        leb128::put(out, n);
         out.extend_from_slice(&items);
         Ok(())
     }

@@ -12,6 +12,7 @@
 //! bytes (a LowCardinality key copies its dictionary entry, so a body of
 //! one-byte keys would otherwise grow without bound), or panic on any input.
 
+use ch_ingest::rowbinary::leb128;
 use ch_ingest::Type;
 
 /// Why a Native body could not be read.
@@ -126,15 +127,10 @@ impl<'a> Reader<'a> {
     }
 
     pub fn leb128(&mut self) -> Result<u64, NativeError> {
-        let mut value = 0u64;
-        for i in 0..10 {
-            let b = self.take(1)?[0];
-            value |= u64::from(b & 0x7f) << (7 * i);
-            if b & 0x80 == 0 {
-                return Ok(value);
-            }
-        }
-        Err(self.err("a LEB128 number longer than 10 bytes"))
+        let (value, used) =
+            leb128::read(&self.data[self.pos..]).map_err(|e| self.err(e.reason()))?;
+        self.pos += used;
+        Ok(value)
     }
 
     /// A count of things that take at least `min` bytes each.
@@ -254,7 +250,7 @@ fn values(ty: &Type, n: usize, r: &mut Reader<'_>) -> Result<Column, NativeError
             let n = r.count(n as u64, 1)?;
             for _ in 0..n {
                 let s = r.string()?;
-                ch_ingest::test_util::leb128_put(&mut out.bytes, s.len() as u64);
+                leb128::put(&mut out.bytes, s.len() as u64);
                 out.bytes.extend_from_slice(s);
                 out.end_row();
             }
@@ -280,7 +276,7 @@ fn values(ty: &Type, n: usize, r: &mut Reader<'_>) -> Result<Column, NativeError
             let inner = column(t, offsets.last().copied().unwrap_or(0), r)?;
             let mut start = 0;
             for &end in &offsets {
-                ch_ingest::test_util::leb128_put(&mut out.bytes, (end - start) as u64);
+                leb128::put(&mut out.bytes, (end - start) as u64);
                 for i in start..end {
                     out.bytes.extend_from_slice(inner.row(i));
                 }
@@ -295,7 +291,7 @@ fn values(ty: &Type, n: usize, r: &mut Reader<'_>) -> Result<Column, NativeError
             let values = column(v, total, r)?;
             let mut start = 0;
             for &end in &offsets {
-                ch_ingest::test_util::leb128_put(&mut out.bytes, (end - start) as u64);
+                leb128::put(&mut out.bytes, (end - start) as u64);
                 for i in start..end {
                     out.bytes.extend_from_slice(keys.row(i));
                     out.bytes.extend_from_slice(values.row(i));
@@ -410,13 +406,13 @@ fn offsets(n: usize, r: &mut Reader<'_>) -> Result<Vec<usize>, NativeError> {
 /// and has no `ttl_expression`, which clickhouse-connect cannot read.
 pub fn describe_block(schema: &ch_ingest::Schema) -> Vec<u8> {
     let put = |out: &mut Vec<u8>, s: &str| {
-        ch_ingest::test_util::leb128_put(out, s.len() as u64);
+        leb128::put(out, s.len() as u64);
         out.extend_from_slice(s.as_bytes());
     };
     let cols = schema.columns();
     let mut out = Vec::new();
-    ch_ingest::test_util::leb128_put(&mut out, 7);
-    ch_ingest::test_util::leb128_put(&mut out, cols.len() as u64);
+    leb128::put(&mut out, 7);
+    leb128::put(&mut out, cols.len() as u64);
     let value = |i: usize, field: usize| -> String {
         let default = schema.default_expression(i);
         match field {

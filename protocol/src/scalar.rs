@@ -5,6 +5,7 @@
 //! number) and [`unescape`] (ClickHouse's backslash escapes). Must not:
 //! split fields or rows (`text` and `literal` do, above this).
 
+use ch_ingest::rowbinary::leb128;
 use ch_ingest::{Transcoder, Type};
 
 /// A scalar value of `ty` from its text, escapes undone: a String or
@@ -30,7 +31,7 @@ pub(crate) fn write_scalar(
         }
         Type::LowCardinality(t) => return write_scalar(t, text, empty_is_zero, out),
         Type::String => {
-            ch_ingest::test_util::leb128_put(out, text.len() as u64);
+            leb128::put(out, text.len() as u64);
             out.extend_from_slice(text);
             return Ok(());
         }

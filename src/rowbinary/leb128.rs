@@ -1,5 +1,15 @@
 //! The unsigned LEB128 varint ClickHouse puts before every string, array and
-//! map: the one codec the encoder, the transcoder and the decoder share.
+//! map (and a Native block's counts): the one codec the encoder, the
+//! transcoder, the decoders and the protocol crate share.
+//!
+//! ```
+//! use ch_ingest::rowbinary::leb128;
+//! let mut buf = Vec::new();
+//! leb128::put(&mut buf, 300);
+//! assert_eq!(buf, [0xac, 0x02]);
+//! assert_eq!(leb128::read(&buf), Ok((300, 2)));
+//! assert_eq!(leb128::read(&[0x80]), Err(leb128::ReadError::Truncated));
+//! ```
 //!
 //! Owns: writing and reading a `u64` as LEB128. Must not: read past the
 //! input or accept more than the 10 bytes a `u64` can take.
@@ -8,7 +18,7 @@ use bytes::BufMut;
 
 /// Appends `value`, seven bits per byte, lowest first.
 #[inline]
-pub(crate) fn put(buf: &mut impl BufMut, mut value: u64) {
+pub fn put(buf: &mut impl BufMut, mut value: u64) {
     while value >= 0x80 {
         buf.put_u8((value as u8) | 0x80);
         value >>= 7;
@@ -18,7 +28,7 @@ pub(crate) fn put(buf: &mut impl BufMut, mut value: u64) {
 
 /// Why a varint could not be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ReadError {
+pub enum ReadError {
     /// The input ended inside the varint.
     Truncated,
     /// More than 64 bits.
@@ -26,7 +36,8 @@ pub(crate) enum ReadError {
 }
 
 impl ReadError {
-    pub(crate) fn reason(self) -> &'static str {
+    /// What went wrong, as an error message says it.
+    pub fn reason(self) -> &'static str {
         match self {
             ReadError::Truncated => "input ends inside a length prefix",
             ReadError::Overflow => "length prefix overflows 64 bits",
@@ -36,7 +47,7 @@ impl ReadError {
 
 /// Reads one varint from the start of `data`: the value and the bytes it took.
 #[inline]
-pub(crate) fn read(data: &[u8]) -> Result<(u64, usize), ReadError> {
+pub fn read(data: &[u8]) -> Result<(u64, usize), ReadError> {
     let mut value = 0u64;
     for (i, &b) in data.iter().enumerate().take(10) {
         if i == 9 && b > 1 {

@@ -1,5 +1,8 @@
-//! RowBinary encoding of any `serde::Serialize` struct (and, in [`decode`],
-//! decoding driven by a [`Schema`](crate::Schema)).
+//! RowBinary, ClickHouse's row format: encoding any `serde::Serialize`
+//! struct ([`encode_row`]), reading rows back by a [`Schema`](crate::Schema)
+//! ([`decode_all`], [`decode_row`], [`value_len`]), and the LEB128 length
+//! prefix every string and array carries ([`leb128`]): the one codec the
+//! engine, the sidecar's decoders and the tools share.
 //!
 //! Owns: turning one row value into ClickHouse `RowBinary` bytes appended to a
 //! `BytesMut`, and learning the column names from the struct's field names.
@@ -30,8 +33,10 @@
 //! | tuples, tuple structs, nested structs      | `Tuple(...)`                                   |
 //! | `HashMap`, `BTreeMap`, `Vec<(K, V)>`       | `Map(K, V)`                                    |
 
-pub mod decode;
-pub(crate) mod leb128;
+pub(crate) mod decode;
+pub mod leb128;
+
+pub use decode::{decode_all, decode_row, value_len, RowBinaryError};
 
 use bytes::{BufMut, BytesMut};
 use serde::ser::{self, Impossible, Serialize};

@@ -18,7 +18,7 @@ mod file;
 mod memory;
 pub(crate) mod shape;
 mod sharding;
-pub(crate) mod sql;
+pub mod sql;
 #[cfg(feature = "tls")]
 mod tls;
 mod transport;
@@ -31,7 +31,7 @@ pub use self::cluster::{
 };
 pub use self::file::FileSink;
 pub use self::memory::MemorySink;
-pub use self::shape::{InsertFormat, InsertOrder, ShapeParseError};
+pub use self::shape::{native_block, InsertFormat, InsertOrder, ShapeParseError};
 pub(crate) use self::sql::{insert_sql, quote_literal, quote_table};
 #[cfg(feature = "tls")]
 pub use self::tls::{CertificateError, Tls, TlsConnector, TlsError, TlsStream};

@@ -1,4 +1,12 @@
-//! The SQL the sinks send: identifier quoting and the INSERT statement.
+//! The SQL the sinks send: identifier quoting and the INSERT statement,
+//! public for tools that write SQL beside a sink (the CLI's load and bench
+//! commands, the front door's checks).
+//!
+//! ```
+//! use ch_ingest::sink::sql::{insert_sql, quote_table};
+//! assert_eq!(quote_table("db.odd`name"), "`db`.`odd\\`name`");
+//! assert_eq!(insert_sql("t", &["a", "b"]), "INSERT INTO `t` (`a`, `b`) FORMAT RowBinary");
+//! ```
 //!
 //! Owns: quoting names so none can close its quote and splice SQL, and the
 //! `INSERT INTO t (cols) FORMAT RowBinary` every sink and dead letter uses.

@@ -41,7 +41,7 @@ pub async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 /// The `tweet_id`s a sink stored, in the order it stored them.
 pub fn tweet_ids(sink: &MemorySink) -> Vec<u64> {
     let schema = ch_ingest::Schema::new(PostEvent::SCHEMA.iter().copied()).unwrap();
-    ch_ingest::decode_all(&schema, &sink.concat())
+    ch_ingest::rowbinary::decode_all(&schema, &sink.concat())
         .unwrap()
         .iter()
         .map(|row| row["tweet_id"].as_u64().unwrap())

@@ -444,8 +444,9 @@ fn key_expressions(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// The two passes on their own, for benches and conformance tests
-/// (through `test_util`): rows of `schema` (its columns in order).
+/// The sort pass on its own, for benches and conformance tests (through
+/// `test_util`): rows of `schema` (its columns in order). The Native pass
+/// is public: [`native_block`].
 #[cfg(feature = "test-util")]
 pub mod passes {
     use super::*;
@@ -474,22 +475,50 @@ pub mod passes {
             .collect::<Result<_, String>>()?;
         sort::sort(&layout, &SortKey { columns }, chunks, rows).map_err(|e| e.to_string())
     }
+}
 
-    /// `chunks` (`rows` rows) as one Native block, in the chunks the sink
-    /// sends one after another.
-    pub fn native_block(
-        schema: &Schema,
-        chunks: &[Bytes],
-        rows: u64,
-    ) -> Result<Vec<Bytes>, String> {
-        let layout = layout(schema)?;
-        let types: Vec<String> = schema
-            .columns()
-            .iter()
-            .map(|c| native::declared(&c.ty).to_string())
-            .collect();
-        native::transpose(&layout, schema.names(), &types, chunks, rows).map_err(|e| e.to_string())
-    }
+/// The Native block a [`ClickHouseSink`](super::ClickHouseSink) sends
+/// for `rows` RowBinary rows of `schema` (its columns in order), back to
+/// back in `chunks`, as the pieces it sends one after another: for tools
+/// that speak Native to a server or a front door themselves.
+///
+/// ```
+/// use ch_ingest::{rowbinary::encode_row, sink::native_block, PostEvent, Schema};
+/// let schema = Schema::new(PostEvent::SCHEMA.iter().copied()).unwrap();
+/// let mut rows = bytes::BytesMut::new();
+/// encode_row(&PostEvent::new("like", 42, 1_700_000_000), &mut rows, None).unwrap();
+/// let block = native_block(&schema, &[rows.freeze()], 1).unwrap().concat();
+/// assert_eq!(block[..2], [schema.columns().len() as u8, 1]); // columns, rows
+/// ```
+///
+/// Rows that do not fit the schema are a [`RowBinaryError`](crate::rowbinary::RowBinaryError) at their byte.
+pub fn native_block(
+    schema: &Schema,
+    chunks: &[Bytes],
+    rows: u64,
+) -> Result<Vec<Bytes>, crate::rowbinary::RowBinaryError> {
+    let fail =
+        |column: Option<String>, offset: usize, reason: String| crate::rowbinary::RowBinaryError {
+            column,
+            offset,
+            reason,
+        };
+    let types: Vec<_> = schema.columns().iter().map(|c| c.ty.clone()).collect();
+    let layout = Layout::of(&types).map_err(|i| {
+        let c = &schema.columns()[i];
+        fail(
+            Some(c.name.to_string()),
+            0,
+            format!("{} has no RowBinary layout", c.ty),
+        )
+    })?;
+    let declared: Vec<String> = schema
+        .columns()
+        .iter()
+        .map(|c| native::declared(&c.ty).to_string())
+        .collect();
+    native::transpose(&layout, schema.names(), &declared, chunks, rows)
+        .map_err(|e| fail(None, e.offset, e.reason.to_string()))
 }
 
 #[cfg(test)]

@@ -677,7 +677,7 @@ impl FrontDoor {
             format!("{}.{}", self.database, table.name)
         };
         self.gate
-            .may_insert(caller, &ch_ingest::test_util::quote_table(&qualified))
+            .may_insert(caller, &ch_ingest::sink::sql::quote_table(&qualified))
             .await
     }
 
