@@ -304,7 +304,10 @@ impl Builder {
         )?;
         // Random per engine: with the batch sequence it makes INSERT ids
         // (dedup tokens, spill files) unique across processes and restarts.
-        let instance = crate::retry::Jitter::from_entropy().unit().to_bits() | 1;
+        // Random per engine, from the OS: two engines (two processes, or a
+        // restart within the same clock tick) never share the id their
+        // deduplication tokens and spill files carry.
+        let instance = rand::random::<u64>() | 1;
         let spill = match &cfg.spill_dir {
             Some(dir) => Some(Arc::new(
                 crate::spill::SpillDir::open(
