@@ -636,20 +636,6 @@ async fn a_refreshed_sink_fails_over_to_a_replica_it_learned_from_the_cluster() 
     );
 }
 
-/// Log lines, for a test to read.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// A shard table that remembers only its last 10 blocks, fed 200 INSERTs
 /// with a 2-minute retry horizon: the engine reads the window from the
 /// table's own SETTINGS and says, once, that a retry could outlive it.
@@ -663,13 +649,7 @@ fn a_deduplication_window_smaller_than_the_retry_horizon_is_logged() {
         "tweet_id SETTINGS replicated_deduplication_window = 10",
         "rand()",
     );
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let _log = tracing::subscriber::set_default(subscriber);
+    let (logs, _log) = support::Captured::start();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -683,7 +663,7 @@ fn a_deduplication_window_smaller_than_the_retry_horizon_is_logged() {
         track_all(&b, 0..100_000).await;
         b.shutdown().await.unwrap();
     });
-    let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    let text = logs.text();
     let warnings: Vec<&str> = text
         .lines()
         .filter(|l| l.contains("the server forgets a block"))

@@ -49,6 +49,9 @@ async fn a_dropped_table_dead_letters_without_retrying_and_replay_recovers() {
         report.failures.iter().all(|f| f.attempts == 1),
         "never retried"
     );
+    // Asked again twice before it was believed, and the error says so.
+    let said = report.failures[0].error.to_string();
+    assert!(said.contains("the same answer 3 times"), "{said}");
     assert!(report.failures.iter().all(|f| f.dead_letter.is_some()));
     let s = b.stats();
     assert_eq!(

@@ -1,5 +1,5 @@
 //! ClickHouse over HTTP: one `INSERT ... FORMAT Native` (or `RowBinary`)
-//! per batch.
+//! per INSERT the coordinator forms (queued batches coalesce into one).
 //!
 //! Owns: turning an [`InsertBatch`] into one INSERT through the official
 //! `clickhouse` crate, failover among replicas, and the server-version
@@ -22,7 +22,22 @@ use tokio::time::Instant;
 /// down (see [`TryTimeout`]).
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Sends each batch as one `INSERT INTO table (columns) FORMAT RowBinary`.
+/// Sends each INSERT the engine forms (its queued batches coalesced, up to
+/// `max_insert_rows` / `max_insert_bytes`) as one `INSERT INTO table
+/// (columns) FORMAT Native`, its rows sorted by the table's sorting key (the
+/// defaults: [`InsertOrder::Sorted`], [`InsertFormat::Native`]; `RowBinary`
+/// and arrival order are a [`Builder`](crate::Builder) setting away).
+///
+/// ```no_run
+/// use ch_ingest::{sink::{nodelay_client, ClickHouseSink}, Buffer, PostEvent};
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let client = nodelay_client()
+///     .with_url("http://127.0.0.1:8123")
+///     .with_user("ingest")
+///     .with_password(std::env::var("CLICKHOUSE_PASSWORD")?);
+/// let buffer: Buffer<PostEvent> = Buffer::builder().build(ClickHouseSink::new(client, "post_events"))?;
+/// # Ok(()) }
+/// ```
 ///
 /// Compression is whatever the client says (the crate's default is LZ4). On
 /// servers that know `async_insert` (21.11+, on by default from 26.2) it is
@@ -217,11 +232,6 @@ impl ClickHouseSink {
         self
     }
 
-    /// The table this sink inserts into.
-    pub fn table(&self) -> &str {
-        &self.table
-    }
-
     /// The client (of the first endpoint).
     pub fn client(&self) -> &Client {
         &self.endpoints[0].client
@@ -349,6 +359,7 @@ impl ClickHouseSink {
         patience: Option<Duration>,
     ) -> Result<(), SinkError> {
         let mut result = self.insert_into(ep, batch, body, outer, patience).await;
+        let mut asked = 1;
         for wait in [Duration::from_secs(1), Duration::from_secs(2)] {
             let missing = matches!(
                 &result,
@@ -363,8 +374,23 @@ impl ClickHouseSink {
             }
             tokio::time::sleep_until(again_at).await;
             result = self.insert_into(ep, batch, body, outer, patience).await;
+            asked += 1;
         }
-        result
+        // The re-asks are not retries (nothing was stored, and the retry
+        // policy never saw them), but the error says they happened.
+        match result {
+            Err(SinkError::Server {
+                code: code @ Some(60 | 81),
+                message,
+            }) if asked > 1 => Err(SinkError::Server {
+                code,
+                message: format!(
+                    "{message} (the same answer {asked} times, 1 s and 2 s apart: a \
+                     restarting server answers it while it attaches its tables)"
+                ),
+            }),
+            other => other,
+        }
     }
 }
 

@@ -147,7 +147,7 @@ impl Sink for WatchedSink {
 
     fn table(&self) -> Option<&str> {
         match &self.inner {
-            Route::Server(s) => Some(s.table()),
+            Route::Server(s) => s.table(),
             Route::Cluster(s) => s.table(),
         }
     }

@@ -164,6 +164,12 @@ struct Plan {
     /// The Native declared types, when the format is Native and every
     /// column transposes.
     native: Option<Vec<String>>,
+    /// Why the rows are not sorted, when `key` is `None`: what the log
+    /// says, naming the column.
+    unsorted: Option<String>,
+    /// A column of the rows the table does not have (the INSERT will be
+    /// refused, code 16 on 18.16).
+    missing: Option<String>,
 }
 
 /// The body of one attempt.
@@ -180,8 +186,9 @@ pub(crate) enum Body {
 pub(crate) struct Shaper {
     knobs: Mutex<(InsertOrder, InsertFormat)>,
     plan: tokio::sync::Mutex<Option<Arc<Plan>>>,
-    /// Things said once: (no key / no Native / bytes that did not walk).
-    told: Mutex<[bool; 3]>,
+    /// Things said once: no key, no Native, bytes that did not walk, a
+    /// column the table lacks.
+    told: Mutex<[bool; 4]>,
 }
 
 impl Shaper {
@@ -218,10 +225,20 @@ impl Shaper {
         .await;
         match learned {
             Ok(Ok(p)) => {
-                if p.key.is_none() && order != InsertOrder::Arrival {
-                    self.tell_once(0, || {
-                        tracing::info!(table, %order, "no sorting key to order INSERTs by; rows go in arrival order")
+                if let Some(column) = &p.missing {
+                    self.tell_once(3, || {
+                        tracing::warn!(
+                            table,
+                            column = column.as_str(),
+                            "the rows have a column the table does not; ClickHouse will refuse their INSERTs"
+                        )
                     });
+                } else if let (None, Some(why)) = (&p.key, &p.unsorted) {
+                    if order != InsertOrder::Arrival {
+                        self.tell_once(0, || {
+                            tracing::info!(table, %order, reason = why.as_str(), "rows go in arrival order")
+                        });
+                    }
                 }
                 if p.native.is_none() && format == InsertFormat::Native {
                     self.tell_once(1, || {
@@ -357,21 +374,48 @@ async fn learn(
             key_expressions(text.trim_end_matches('\n'))
         }
     };
+    let missing = columns
+        .iter()
+        .find(|c| schema.index_of(c).is_none())
+        .map(|c| c.to_string());
+    let mut unsorted = None;
     let key = match (&types, &layout) {
         (Some(types), Some(layout)) => {
             let mut key = Vec::new();
             for expr in &key_columns {
                 let Some(i) = columns.iter().position(|c| c == expr) else {
+                    if key.is_empty() {
+                        unsorted = Some(format!(
+                            "the sorting key starts with `{expr}`, which is not a column of the rows"
+                        ));
+                    }
                     break;
                 };
                 match KeyKind::of(&types[i]) {
                     Some(kind) if sort::fits(&layout.fields[i], kind) => key.push((i, kind)),
-                    _ => break,
+                    _ => {
+                        if key.is_empty() {
+                            unsorted = Some(format!(
+                                "the sorting key's column `{expr}` ({}) is not one rows are sorted by here",
+                                types[i]
+                            ));
+                        }
+                        break;
+                    }
                 }
+            }
+            if key_columns.is_empty() {
+                unsorted = Some("the table has no sorting key".to_string());
             }
             (!key.is_empty()).then_some(SortKey { columns: key })
         }
-        _ => None,
+        _ => {
+            unsorted = Some(match &missing {
+                Some(c) => format!("the rows' column `{c}` is not in the table"),
+                None => "a column's type has no byte layout here".to_string(),
+            });
+            None
+        }
     };
     // Measured on 18.16: a Native `String` column into a
     // `LowCardinality(String)` one is refused (code 368, "Bad cast from
@@ -394,6 +438,8 @@ async fn learn(
         layout,
         key,
         native,
+        unsorted,
+        missing,
     })
 }
 
