@@ -39,9 +39,12 @@ impl Serve {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("serve.toml");
         std::fs::write(&path, config).unwrap();
+        // Its working directory is the test's own: the default data
+        // directory (`ch-ingest-data`) lands there.
         let mut child = Command::new(BIN)
             .args(["serve", "--config"])
             .arg(&path)
+            .current_dir(dir.path())
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -2907,4 +2910,90 @@ fn serve_takes_real_clients_over_https_while_its_certificate_rotates() {
     ));
     assert_eq!(stored.trim(), format!("{acked}\t{acked}"), "{errors:?}");
     assert_eq!(server.count(&table), acked + python_rows);
+}
+
+/// serve's defaults keep what an outage would otherwise drop: ClickHouse
+/// SIGKILLed for 80 s (longer than the 60 s retry window) under NDJSON
+/// load, then restarted. Every event answered 200 is stored once
+/// (counted and distinct), through the spill directory serve keeps under
+/// its default data directory (`ch-ingest-data` in its working directory).
+#[test]
+fn an_outage_longer_than_the_retry_window_loses_nothing_with_the_defaults() {
+    if std::env::var("CLICKHOUSE_URL").is_ok() {
+        return; // kills its own server
+    }
+    let server = support::Server::start_node(support::free_port(), support::free_port(), "")
+        .expect("a private server");
+    let table = "outage_events";
+    server.query(&ch_ingest::PostEvent::create_table_sql(table));
+    let serve = Serve::start(&format!(
+        "listen = \"127.0.0.1:0\"\n[clickhouse]\nurls = [\"{}\"]\n[tables.{table}]\n",
+        server.url
+    ));
+    assert!(
+        serve.log().contains("are kept in") && serve.log().contains("ch-ingest-data"),
+        "{}",
+        serve.log()
+    );
+    let body = |from: u64| {
+        (from..from + 100)
+            .map(|i| {
+                format!("{{\"event_type\":\"like\",\"tweet_id\":{i},\"occurred_at\":1700000000}}\n")
+            })
+            .collect::<String>()
+    };
+    let path = format!("/v1/tables/{table}/events");
+    let mut accepted = 0u64;
+    let mut next = 0u64;
+    let mut send = |n: usize, accepted: &mut u64| {
+        for _ in 0..n {
+            let (status, _) = serve.post(&path, &[], body(next).as_bytes());
+            if status == 200 {
+                *accepted += 100;
+            }
+            next += 100;
+        }
+    };
+    send(50, &mut accepted);
+    std::thread::scope(|s| {
+        let outage = s.spawn(|| server.kill_and_restart(Duration::from_secs(80)));
+        std::thread::sleep(Duration::from_millis(500));
+        // While it is down: accepted until the buffers are full, then 503.
+        for _ in 0..20 {
+            send(10, &mut accepted);
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        outage.join().unwrap();
+    });
+    send(50, &mut accepted);
+    let (status, body) = serve.post("/v1/flush", &[], b"");
+    assert_eq!(status, 200, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let stored = loop {
+        let got = server.query(&format!(
+            "SELECT count(), uniqExact(tweet_id) FROM {table} FORMAT TSV"
+        ));
+        if got.trim() == format!("{accepted}\t{accepted}") || Instant::now() > deadline {
+            break got;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let (_, _, metrics) = serve.get("/metrics").unwrap();
+    let metrics = String::from_utf8_lossy(&metrics).into_owned();
+    let spilled = metrics
+        .lines()
+        .find(|l| l.starts_with("ch_ingest_spilled_rows_total"))
+        .unwrap_or("")
+        .to_string();
+    println!("outage: accepted {accepted} of {next}, stored {stored:?}, {spilled}");
+    assert_eq!(
+        stored.trim(),
+        format!("{accepted}\t{accepted}"),
+        "{}",
+        serve.log()
+    );
+    assert!(
+        !spilled.ends_with(" 0") && !spilled.is_empty(),
+        "the outage outlived the retry window, so rows went through the spill: {spilled}"
+    );
 }

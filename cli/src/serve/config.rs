@@ -51,7 +51,14 @@ pub struct FileConfig {
     admin_tokens: Option<Vec<String>>,
     #[serde(alias = "admin_token_env")]
     admin_tokens_env: Option<String>,
-    /// Base directories; each table gets a subdirectory.
+    /// Where rows ClickHouse cannot take are kept: `spill/` (retried
+    /// errors past the retry window, replayed when the server is back) and
+    /// `dead/` (permanent errors), one subdirectory per table. Default
+    /// `ch-ingest-data` in the working directory; `""` keeps nothing (such
+    /// rows are then dropped, and a warning says so at start).
+    data_dir: Option<PathBuf>,
+    /// Base directories overriding `data_dir`'s; each table gets a
+    /// subdirectory.
     spill_dir: Option<PathBuf>,
     dead_letter_dir: Option<PathBuf>,
     /// How often the table schemas are read again (a schema error on an
@@ -312,17 +319,27 @@ pub struct ServeFlags {
     /// Largest request body, in bytes [default: 16 MiB].
     #[arg(long)]
     pub max_body_bytes: Option<usize>,
-    /// Spill directory (one subdirectory per table).
+    /// Where undeliverable rows are kept (spill/ and dead/ in it)
+    /// [default: ch-ingest-data; "" keeps nothing].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Spill directory (one subdirectory per table) [default: DATA_DIR/spill].
     #[arg(long)]
     pub spill_dir: Option<PathBuf>,
-    /// Dead-letter directory (one subdirectory per table).
+    /// Dead-letter directory (one subdirectory per table) [default: DATA_DIR/dead].
     #[arg(long)]
     pub dead_letter_dir: Option<PathBuf>,
 }
 
+/// `data_dir`'s default, in the working directory.
+pub const DEFAULT_DATA_DIR: &str = "ch-ingest-data";
+
 /// A validated configuration.
 pub struct ServeConfig {
     pub listen: SocketAddr,
+    /// Where undeliverable rows are kept: the spill and dead-letter base
+    /// directories (`None`: dropped), for the start line.
+    pub kept: (Option<PathBuf>, Option<PathBuf>),
     /// HTTPS on the listener, when configured.
     pub listener_tls: Option<super::listener_tls::Files>,
     pub max_body_bytes: usize,
@@ -586,8 +603,25 @@ impl ServeConfig {
                 "allow at least one table ([tables.NAME] or --table NAME)",
             ));
         }
-        let spill_dir = flags.spill_dir.or(file.spill_dir.take());
-        let dead_letter_dir = flags.dead_letter_dir.or(file.dead_letter_dir.take());
+        let data_dir = flags
+            .data_dir
+            .or(file.data_dir.take())
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let data_dir = if data_dir.as_os_str().is_empty() {
+            None
+        } else {
+            // Absolute, so the start line says exactly where.
+            Some(std::path::absolute(&data_dir).map_err(|e| err("data_dir", e.to_string()))?)
+        };
+        let spill_dir = flags
+            .spill_dir
+            .or(file.spill_dir.take())
+            .or_else(|| data_dir.as_ref().map(|d| d.join("spill")));
+        let dead_letter_dir = flags
+            .dead_letter_dir
+            .or(file.dead_letter_dir.take())
+            .or_else(|| data_dir.as_ref().map(|d| d.join("dead")));
+        let kept = (spill_dir.clone(), dead_letter_dir.clone());
         let mut tables = Vec::new();
         for (name, t) in &file.tables {
             check_table_name(name).map_err(|why| err(&format!("tables.{name}"), why))?;
@@ -797,6 +831,7 @@ impl ServeConfig {
             )?,
         };
         Ok(ServeConfig {
+            kept,
             front_door,
             listen,
             listener_tls,
@@ -1364,6 +1399,27 @@ mod tests {
         };
         let c = ServeConfig::from_parts(file, flags).unwrap();
         assert_eq!(c.password.as_deref(), Some("from-env"));
+    }
+
+    #[test]
+    fn undeliverable_rows_are_kept_under_a_data_directory_by_default() {
+        let base = "[clickhouse]\nurls = [\"http://h:8123\"]\n[tables.t]\n";
+        let c = parse(base).unwrap();
+        let here = std::env::current_dir().unwrap().join(DEFAULT_DATA_DIR);
+        assert_eq!(c.kept, (Some(here.join("spill")), Some(here.join("dead"))));
+        let c = parse(&format!("data_dir = \"/srv/ch\"\n{base}")).unwrap();
+        assert_eq!(
+            c.kept,
+            (Some("/srv/ch/spill".into()), Some("/srv/ch/dead".into()))
+        );
+        let c = parse(&format!(
+            "data_dir = \"/srv/ch\"\nspill_dir = \"/fast\"\n{base}"
+        ))
+        .unwrap();
+        assert_eq!(c.kept, (Some("/fast".into()), Some("/srv/ch/dead".into())));
+        // Only when asked: nothing kept.
+        let c = parse(&format!("data_dir = \"\"\n{base}")).unwrap();
+        assert_eq!(c.kept, (None, None));
     }
 
     #[test]

@@ -99,6 +99,27 @@ pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             names.join(", "),
             cfg.urls.join(", ")
         );
+        match &cfg.kept {
+            (Some(spill), Some(dead)) => eprintln!(
+                "ch-ingest serve: rows ClickHouse cannot take are kept in {} (replayed) and {} (dead letters)",
+                spill.display(),
+                dead.display()
+            ),
+            (spill, dead) => {
+                if spill.is_none() {
+                    eprintln!(
+                        "ch-ingest serve: WARNING: no spill directory: rows ClickHouse does not take \
+                         within the retry window are dropped"
+                    );
+                }
+                if dead.is_none() {
+                    eprintln!(
+                        "ch-ingest serve: WARNING: no dead-letter directory: rows ClickHouse refuses \
+                         for good are dropped"
+                    );
+                }
+            }
+        }
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let watcher = tables.clone();
         tokio::spawn(async move {
