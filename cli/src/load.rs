@@ -498,6 +498,21 @@ fn drive<S: Sink>(
         s.dead_lettered_rows,
         s.dropped_rows
     );
+    let place = |dir: &Option<PathBuf>, none: &str| {
+        dir.as_ref()
+            .map_or(none.to_string(), |d| d.display().to_string())
+    };
+    println!(
+        "kept      spill in {}, dead letters in {}",
+        place(
+            &args.spill_dir,
+            "none (--spill-dir: rows past the retry window are dropped)"
+        ),
+        place(
+            &args.dead_letter_dir,
+            "none (--dead-letter-dir: rows refused for good are dropped)"
+        ),
+    );
     let millions = (s.acked_rows as f64 / 1e6).max(1e-9);
     let spent =
         |pids: &[u32], before: Option<f64>| cpu_seconds(pids).zip(before).map(|(a, b)| a - b);
