@@ -460,79 +460,14 @@ impl ServeConfig {
                 "at least one ClickHouse URL is required",
             ));
         }
-        // A password flag replaces both of the file's sources (flags win).
-        let (password_env, password_file) =
-            if flags.password_env.is_some() || flags.password_file.is_some() {
-                (flags.password_env, flags.password_file)
-            } else {
-                (
-                    file.clickhouse.password_env.take(),
-                    file.clickhouse.password_file.take(),
-                )
-            };
-        let password = read_password("clickhouse", password_env, password_file)?;
-        let access_token = read_secret(
-            "clickhouse",
-            "access_token",
-            file.clickhouse.access_token_env.take(),
-            file.clickhouse.access_token_file.take(),
+        let (user, password, access_token) = credentials(
+            &mut file.clickhouse,
+            flags.user,
+            flags.password_env,
+            flags.password_file,
         )?;
-        let user = flags.user.or(file.clickhouse.user.take());
-        if access_token.is_some() && (user.is_some() || password.is_some()) {
-            return Err(err(
-                "clickhouse.access_token_env",
-                "a JWT names its user: give access_token_env/access_token_file or \
-                 user and a password, not both",
-            ));
-        }
-        let listener_tls =
-            match (
-                file.tls_cert_file.take(),
-                file.tls_key_file.take(),
-                file.tls_client_ca.take(),
-            ) {
-                (Some(cert), Some(key), client_ca) => Some(super::listener_tls::Files {
-                    cert,
-                    key,
-                    client_ca,
-                }),
-                (None, None, None) => None,
-                (None, None, Some(_)) => return Err(err(
-                    "tls_client_ca",
-                    "needs tls_cert_file and tls_key_file (client certificates are a TLS feature)",
-                )),
-                _ => {
-                    return Err(err(
-                        "tls_cert_file",
-                        "give tls_cert_file and tls_key_file together",
-                    ))
-                }
-            };
-        let mut tls = ch_ingest::sink::Tls::new();
-        if let Some(ca) = file.clickhouse.ca_cert.take() {
-            tls = tls.ca_cert(ca);
-        }
-        tls = tls.danger_accept_invalid_certs(
-            file.clickhouse
-                .danger_accept_invalid_certs
-                .take()
-                .unwrap_or(false),
-        );
-        match (
-            file.clickhouse.client_cert.take(),
-            file.clickhouse.client_key.take(),
-        ) {
-            (Some(cert), Some(key)) => tls = tls.client_auth(cert, key),
-            (None, None) => {}
-            _ => {
-                return Err(err(
-                    "clickhouse.client_cert",
-                    "give client_cert and client_key together",
-                ))
-            }
-        }
-        // Read now, so a bad file stops serve at start, naming it.
-        tls.config().map_err(|e| err("clickhouse", e.to_string()))?;
+        let listener_tls = listener_tls(&mut file)?;
+        let tls = upstream_tls(&mut file.clickhouse)?;
         let positive = |key: &str, v: Option<usize>, default: usize| match v {
             Some(0) => Err(err(key, "must be at least 1")),
             Some(n) => Ok(n),
@@ -603,24 +538,11 @@ impl ServeConfig {
                 "allow at least one table ([tables.NAME] or --table NAME)",
             ));
         }
-        let data_dir = flags
-            .data_dir
-            .or(file.data_dir.take())
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
-        let data_dir = if data_dir.as_os_str().is_empty() {
-            None
-        } else {
-            // Absolute, so the start line says exactly where.
-            Some(std::path::absolute(&data_dir).map_err(|e| err("data_dir", e.to_string()))?)
-        };
-        let spill_dir = flags
-            .spill_dir
-            .or(file.spill_dir.take())
-            .or_else(|| data_dir.as_ref().map(|d| d.join("spill")));
-        let dead_letter_dir = flags
-            .dead_letter_dir
-            .or(file.dead_letter_dir.take())
-            .or_else(|| data_dir.as_ref().map(|d| d.join("dead")));
+        let (spill_dir, dead_letter_dir) = kept_dirs(
+            flags.data_dir.or(file.data_dir.take()),
+            flags.spill_dir.or(file.spill_dir.take()),
+            flags.dead_letter_dir.or(file.dead_letter_dir.take()),
+        )?;
         let kept = (spill_dir.clone(), dead_letter_dir.clone());
         let mut tables = Vec::new();
         for (name, t) in &file.tables {
@@ -632,204 +554,10 @@ impl ServeConfig {
             if flags.flush_interval.is_some() {
                 t.flush_interval = flags.flush_interval.clone();
             }
-            let key = |k: &str| format!("tables.{name}.{k}");
-            let mut b = ch_ingest::Buffer::builder();
-            if let Some(n) = t.max_rows {
-                nonzero(&key("max_rows"), n as usize)?;
-                b = b.max_rows(n);
-            }
-            if let Some(n) = t.max_bytes {
-                b = b.max_bytes(nonzero(&key("max_bytes"), n)?);
-            }
-            if let Some(s) = &t.flush_interval {
-                b = b.flush_interval(nonzero_duration(
-                    &key("flush_interval"),
-                    Some(s),
-                    Duration::ZERO,
-                )?);
-            }
-            if let Some(n) = t.shards {
-                b = b.shards(nonzero(&key("shards"), n)?);
-            }
-            if let Some(n) = t.max_inflight {
-                b = b.max_inflight(nonzero(&key("max_inflight"), n)?);
-            }
-            if let Some(n) = t.queue_bytes {
-                b = b.queue_bytes(nonzero(&key("queue_bytes"), n)?);
-            }
-            if let Some(n) = t.max_insert_rows {
-                nonzero(&key("max_insert_rows"), n as usize)?;
-                b = b.max_insert_rows(n);
-            }
-            if let Some(n) = t.max_insert_bytes {
-                b = b.max_insert_bytes(nonzero(&key("max_insert_bytes"), n)?);
-            }
-            if let Some(s) = &t.linger {
-                b = b.linger(duration(&key("linger"), Some(s), Duration::ZERO)?);
-            }
-            if let Some(s) = &t.insert_order {
-                b = b.insert_order(s.parse().map_err(|e| err(&key("insert_order"), e))?);
-            }
-            if let Some(s) = &t.insert_format {
-                b = b.insert_format(s.parse().map_err(|e| err(&key("insert_format"), e))?);
-            }
-            if let Some(s) = &t.insert_timeout {
-                b = b.insert_timeout(nonzero_duration(
-                    &key("insert_timeout"),
-                    Some(s),
-                    Duration::ZERO,
-                )?);
-            }
-            if t.retry_attempts.is_some() || t.retry_max_elapsed.is_some() {
-                let mut policy = RetryPolicy::default();
-                if let Some(n) = t.retry_attempts {
-                    policy.max_attempts = nonzero(&key("retry_attempts"), n as usize)? as u32;
-                }
-                if let Some(s) = &t.retry_max_elapsed {
-                    policy.max_elapsed =
-                        duration(&key("retry_max_elapsed"), Some(s), Duration::ZERO)?;
-                }
-                b = b.retry(policy);
-            }
-            if let Some(dir) = &spill_dir {
-                b = b.spill_dir(
-                    dir.join(dir_name(name).map_err(|why| err(&key("spill_dir"), why))?),
-                );
-                if let Some(n) = t.spill_max_bytes {
-                    nonzero(&key("spill_max_bytes"), n as usize)?;
-                    b = b.spill_max_bytes(n);
-                }
-            } else if t.spill_max_bytes.is_some() {
-                return Err(err(&key("spill_max_bytes"), "needs spill_dir"));
-            }
-            if let Some(dir) = &dead_letter_dir {
-                b = b.dead_letter_dir(
-                    dir.join(dir_name(name).map_err(|why| err(&key("dead_letter_dir"), why))?),
-                );
-            }
-            if destination == Destination::Server {
-                for (k, given) in [
-                    ("local_table", t.local_table.is_some()),
-                    ("sharding_key", t.sharding_key.is_some()),
-                ] {
-                    if given {
-                        return Err(err(
-                            &key(k),
-                            "needs a cluster (clickhouse.cluster or clickhouse.shards)",
-                        ));
-                    }
-                }
-            }
-            if let Some(lt) = &t.local_table {
-                check_table_name(lt).map_err(|why| err(&key("local_table"), why))?;
-            }
-            if let Some(k) = &t.sharding_key {
-                if !ch_ingest::sink::ClusterSink::can_route_by(k) {
-                    return Err(err(
-                        &key("sharding_key"),
-                        format!(
-                            "`{k}` is not a key ch-ingest computes (a column, intHash64(c), \
-                             cityHash64(c) or sipHash64(c)); for others, insert through the \
-                             Distributed table (clickhouse.urls, no cluster)"
-                        ),
-                    ));
-                }
-            }
-            tables.push(TableConfig {
-                name: name.clone(),
-                local_table: t.local_table.clone(),
-                sharding_key: t.sharding_key.clone(),
-                builder: b,
-                deny_unknown_fields: t.deny_unknown_fields.unwrap_or(false),
-                tokens: tokens(&key("tokens"), t.tokens.clone(), t.tokens_env.clone())?,
-            });
+            let kept = (spill_dir.as_deref(), dead_letter_dir.as_deref());
+            tables.push(table(name, &t, kept, &destination)?);
         }
-        let front_door = FrontDoorConfig {
-            passthrough: match file.clickhouse.passthrough.as_deref() {
-                None | Some("read") => Passthrough::Read,
-                Some("all") => Passthrough::All,
-                Some("none") => Passthrough::None,
-                Some(other) => {
-                    return Err(err(
-                        "clickhouse.passthrough",
-                        format!("`{other}` is not one of all, read, none"),
-                    ))
-                }
-            },
-            auth: match (file.front_door.auth.as_deref(), &file.front_door.users) {
-                (None, Some(_)) | (Some("users"), Some(_)) => FrontDoorAuth::Users,
-                (Some("users"), None) => {
-                    return Err(err(
-                        "front_door.auth",
-                        "`users` needs [front_door.users.NAME] sections",
-                    ))
-                }
-                (None, None) | (Some("clickhouse"), _) => FrontDoorAuth::ClickHouse,
-                (Some("none"), _) => FrontDoorAuth::None,
-                (Some(other), _) => {
-                    return Err(err(
-                        "front_door.auth",
-                        format!("`{other}` is not one of clickhouse, users, none"),
-                    ))
-                }
-            },
-            users: {
-                let mut users = Vec::new();
-                for (name, u) in file.front_door.users.take().unwrap_or_default() {
-                    let section = format!("front_door.users.{name}");
-                    let Some(password) = read_password(&section, u.password_env, u.password_file)?
-                    else {
-                        return Err(err(
-                            &format!("{section}.password_env"),
-                            "give password_env or password_file (an empty variable or file \
-                             is an empty password)",
-                        ));
-                    };
-                    if let Some(list) = &u.tables {
-                        if let Some(t) = list.iter().find(|t| !file.tables.contains_key(*t)) {
-                            return Err(err(
-                                &format!("{section}.tables"),
-                                format!("`{t}` is not an allowed table ([tables.{t}])"),
-                            ));
-                        }
-                    }
-                    users.push(FrontDoorUser {
-                        name,
-                        password,
-                        tables: u.tables,
-                    });
-                }
-                users
-            },
-            busy_timeout: match &file.front_door.busy_timeout {
-                None => Duration::from_millis(200),
-                Some(s) => parse_duration(s).map_err(|e| err("front_door.busy_timeout", e))?,
-            },
-            credentials_ttl: duration(
-                "front_door.credentials_ttl",
-                file.front_door.credentials_ttl.as_deref(),
-                Duration::from_secs(60),
-            )?,
-            credentials_outage_ttl: duration(
-                "front_door.credentials_outage_ttl",
-                file.front_door.credentials_outage_ttl.as_deref(),
-                Duration::from_secs(3600),
-            )?,
-            allow_from: match file.front_door.allow_from.take() {
-                None => None,
-                Some(list) => Some(
-                    list.iter()
-                        .map(|n| Network::parse(n))
-                        .collect::<Result<_, _>>()
-                        .map_err(|e| err("front_door.allow_from", e))?,
-                ),
-            },
-            dedup_window: duration(
-                "front_door.dedup_window",
-                file.front_door.dedup_window.as_deref(),
-                Duration::from_secs(600),
-            )?,
-        };
+        let front_door = front_door(&mut file)?;
         Ok(ServeConfig {
             kept,
             front_door,
@@ -857,6 +585,326 @@ impl ServeConfig {
             tables,
         })
     }
+}
+
+/// Serve's own ClickHouse credentials: a user, a password, a JWT.
+type Credentials = (Option<String>, Option<String>, Option<String>);
+
+/// `[clickhouse]`'s credentials (flags win): a user and password, or a
+/// JWT, never both (the `clickhouse` crate would panic).
+fn credentials(
+    ch: &mut ClickHouseFile,
+    user_flag: Option<String>,
+    password_env_flag: Option<String>,
+    password_file_flag: Option<PathBuf>,
+) -> Result<Credentials, ConfigError> {
+    // A password flag replaces both of the file's sources (flags win).
+    let (password_env, password_file) =
+        if password_env_flag.is_some() || password_file_flag.is_some() {
+            (password_env_flag, password_file_flag)
+        } else {
+            (ch.password_env.take(), ch.password_file.take())
+        };
+    let password = read_password("clickhouse", password_env, password_file)?;
+    let access_token = read_secret(
+        "clickhouse",
+        "access_token",
+        ch.access_token_env.take(),
+        ch.access_token_file.take(),
+    )?;
+    let user = user_flag.or(ch.user.take());
+    if access_token.is_some() && (user.is_some() || password.is_some()) {
+        return Err(err(
+            "clickhouse.access_token_env",
+            "a JWT names its user: give access_token_env/access_token_file or \
+                 user and a password, not both",
+        ));
+    }
+    Ok((user, password, access_token))
+}
+
+/// `tls_cert_file`, `tls_key_file`, `tls_client_ca`: serve's listener over
+/// HTTPS, or not.
+fn listener_tls(file: &mut FileConfig) -> Result<Option<super::listener_tls::Files>, ConfigError> {
+    let files = match (
+        file.tls_cert_file.take(),
+        file.tls_key_file.take(),
+        file.tls_client_ca.take(),
+    ) {
+        (Some(cert), Some(key), client_ca) => Some(super::listener_tls::Files {
+            cert,
+            key,
+            client_ca,
+        }),
+        (None, None, None) => None,
+        (None, None, Some(_)) => {
+            return Err(err(
+                "tls_client_ca",
+                "needs tls_cert_file and tls_key_file (client certificates are a TLS feature)",
+            ))
+        }
+        _ => {
+            return Err(err(
+                "tls_cert_file",
+                "give tls_cert_file and tls_key_file together",
+            ))
+        }
+    };
+    Ok(files)
+}
+
+/// How `https://` ClickHouse servers are checked and which certificate is
+/// shown them; the files are read now, so a bad one stops serve at start.
+fn upstream_tls(ch: &mut ClickHouseFile) -> Result<ch_ingest::sink::Tls, ConfigError> {
+    let mut tls = ch_ingest::sink::Tls::new();
+    if let Some(ca) = ch.ca_cert.take() {
+        tls = tls.ca_cert(ca);
+    }
+    tls = tls.danger_accept_invalid_certs(ch.danger_accept_invalid_certs.take().unwrap_or(false));
+    match (ch.client_cert.take(), ch.client_key.take()) {
+        (Some(cert), Some(key)) => tls = tls.client_auth(cert, key),
+        (None, None) => {}
+        _ => {
+            return Err(err(
+                "clickhouse.client_cert",
+                "give client_cert and client_key together",
+            ))
+        }
+    }
+    // Read now, so a bad file stops serve at start, naming it.
+    tls.config().map_err(|e| err("clickhouse", e.to_string()))?;
+    Ok(tls)
+}
+
+/// The spill and dead-letter base directories: given, or under
+/// `data_dir` (default [`DEFAULT_DATA_DIR`]; `""` keeps nothing).
+fn kept_dirs(
+    data_dir: Option<PathBuf>,
+    spill_dir: Option<PathBuf>,
+    dead_letter_dir: Option<PathBuf>,
+) -> Result<(Option<PathBuf>, Option<PathBuf>), ConfigError> {
+    let data_dir = data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+    let data_dir = if data_dir.as_os_str().is_empty() {
+        None
+    } else {
+        // Absolute, so the start line says exactly where.
+        Some(std::path::absolute(&data_dir).map_err(|e| err("data_dir", e.to_string()))?)
+    };
+    let spill_dir = spill_dir.or_else(|| data_dir.as_ref().map(|d| d.join("spill")));
+    let dead_letter_dir = dead_letter_dir.or_else(|| data_dir.as_ref().map(|d| d.join("dead")));
+    Ok((spill_dir, dead_letter_dir))
+}
+
+/// One `[tables.NAME]` section (merged with `[defaults]`): its engine's
+/// builder, its cluster settings and its tokens, each value checked.
+fn table(
+    name: &str,
+    t: &TableFile,
+    kept: (Option<&std::path::Path>, Option<&std::path::Path>),
+    destination: &Destination,
+) -> Result<TableConfig, ConfigError> {
+    let key = |k: &str| format!("tables.{name}.{k}");
+    let mut b = ch_ingest::Buffer::builder();
+    if let Some(n) = t.max_rows {
+        nonzero(&key("max_rows"), n as usize)?;
+        b = b.max_rows(n);
+    }
+    if let Some(n) = t.max_bytes {
+        b = b.max_bytes(nonzero(&key("max_bytes"), n)?);
+    }
+    if let Some(s) = &t.flush_interval {
+        b = b.flush_interval(nonzero_duration(
+            &key("flush_interval"),
+            Some(s),
+            Duration::ZERO,
+        )?);
+    }
+    if let Some(n) = t.shards {
+        b = b.shards(nonzero(&key("shards"), n)?);
+    }
+    if let Some(n) = t.max_inflight {
+        b = b.max_inflight(nonzero(&key("max_inflight"), n)?);
+    }
+    if let Some(n) = t.queue_bytes {
+        b = b.queue_bytes(nonzero(&key("queue_bytes"), n)?);
+    }
+    if let Some(n) = t.max_insert_rows {
+        nonzero(&key("max_insert_rows"), n as usize)?;
+        b = b.max_insert_rows(n);
+    }
+    if let Some(n) = t.max_insert_bytes {
+        b = b.max_insert_bytes(nonzero(&key("max_insert_bytes"), n)?);
+    }
+    if let Some(s) = &t.linger {
+        b = b.linger(duration(&key("linger"), Some(s), Duration::ZERO)?);
+    }
+    if let Some(s) = &t.insert_order {
+        b = b.insert_order(s.parse().map_err(|e| err(&key("insert_order"), e))?);
+    }
+    if let Some(s) = &t.insert_format {
+        b = b.insert_format(s.parse().map_err(|e| err(&key("insert_format"), e))?);
+    }
+    if let Some(s) = &t.insert_timeout {
+        b = b.insert_timeout(nonzero_duration(
+            &key("insert_timeout"),
+            Some(s),
+            Duration::ZERO,
+        )?);
+    }
+    if t.retry_attempts.is_some() || t.retry_max_elapsed.is_some() {
+        let mut policy = RetryPolicy::default();
+        if let Some(n) = t.retry_attempts {
+            policy.max_attempts = nonzero(&key("retry_attempts"), n as usize)? as u32;
+        }
+        if let Some(s) = &t.retry_max_elapsed {
+            policy.max_elapsed = duration(&key("retry_max_elapsed"), Some(s), Duration::ZERO)?;
+        }
+        b = b.retry(policy);
+    }
+    if let Some(dir) = kept.0 {
+        b = b.spill_dir(dir.join(dir_name(name).map_err(|why| err(&key("spill_dir"), why))?));
+        if let Some(n) = t.spill_max_bytes {
+            nonzero(&key("spill_max_bytes"), n as usize)?;
+            b = b.spill_max_bytes(n);
+        }
+    } else if t.spill_max_bytes.is_some() {
+        return Err(err(
+            &key("spill_max_bytes"),
+            "needs a spill directory (data_dir is \"\" and no spill_dir is given)",
+        ));
+    }
+    if let Some(dir) = kept.1 {
+        b = b.dead_letter_dir(
+            dir.join(dir_name(name).map_err(|why| err(&key("dead_letter_dir"), why))?),
+        );
+    }
+    if *destination == Destination::Server {
+        for (k, given) in [
+            ("local_table", t.local_table.is_some()),
+            ("sharding_key", t.sharding_key.is_some()),
+        ] {
+            if given {
+                return Err(err(
+                    &key(k),
+                    "needs a cluster (clickhouse.cluster or clickhouse.shards)",
+                ));
+            }
+        }
+    }
+    if let Some(lt) = &t.local_table {
+        check_table_name(lt).map_err(|why| err(&key("local_table"), why))?;
+    }
+    if let Some(k) = &t.sharding_key {
+        if !ch_ingest::sink::ClusterSink::can_route_by(k) {
+            return Err(err(
+                &key("sharding_key"),
+                format!(
+                    "`{k}` is not a key ch-ingest computes (a column, intHash64(c), \
+                     cityHash64(c) or sipHash64(c)); for others, insert through the \
+                     Distributed table (clickhouse.urls, no cluster)"
+                ),
+            ));
+        }
+    }
+    Ok(TableConfig {
+        name: name.to_string(),
+        local_table: t.local_table.clone(),
+        sharding_key: t.sharding_key.clone(),
+        builder: b,
+        deny_unknown_fields: t.deny_unknown_fields.unwrap_or(false),
+        tokens: tokens(&key("tokens"), t.tokens.clone(), t.tokens_env.clone())?,
+    })
+}
+
+/// The front door's settings (`[front_door]`, and `[clickhouse]
+/// passthrough`); its users are checked against the allowed tables.
+fn front_door(file: &mut FileConfig) -> Result<FrontDoorConfig, ConfigError> {
+    Ok(FrontDoorConfig {
+        passthrough: match file.clickhouse.passthrough.as_deref() {
+            None | Some("read") => Passthrough::Read,
+            Some("all") => Passthrough::All,
+            Some("none") => Passthrough::None,
+            Some(other) => {
+                return Err(err(
+                    "clickhouse.passthrough",
+                    format!("`{other}` is not one of all, read, none"),
+                ))
+            }
+        },
+        auth: match (file.front_door.auth.as_deref(), &file.front_door.users) {
+            (None, Some(_)) | (Some("users"), Some(_)) => FrontDoorAuth::Users,
+            (Some("users"), None) => {
+                return Err(err(
+                    "front_door.auth",
+                    "`users` needs [front_door.users.NAME] sections",
+                ))
+            }
+            (None, None) | (Some("clickhouse"), _) => FrontDoorAuth::ClickHouse,
+            (Some("none"), _) => FrontDoorAuth::None,
+            (Some(other), _) => {
+                return Err(err(
+                    "front_door.auth",
+                    format!("`{other}` is not one of clickhouse, users, none"),
+                ))
+            }
+        },
+        users: {
+            let mut users = Vec::new();
+            for (name, u) in file.front_door.users.take().unwrap_or_default() {
+                let section = format!("front_door.users.{name}");
+                let Some(password) = read_password(&section, u.password_env, u.password_file)?
+                else {
+                    return Err(err(
+                        &format!("{section}.password_env"),
+                        "give password_env or password_file (an empty variable or file \
+                             is an empty password)",
+                    ));
+                };
+                if let Some(list) = &u.tables {
+                    if let Some(t) = list.iter().find(|t| !file.tables.contains_key(*t)) {
+                        return Err(err(
+                            &format!("{section}.tables"),
+                            format!("`{t}` is not an allowed table ([tables.{t}])"),
+                        ));
+                    }
+                }
+                users.push(FrontDoorUser {
+                    name,
+                    password,
+                    tables: u.tables,
+                });
+            }
+            users
+        },
+        busy_timeout: match &file.front_door.busy_timeout {
+            None => Duration::from_millis(200),
+            Some(s) => parse_duration(s).map_err(|e| err("front_door.busy_timeout", e))?,
+        },
+        credentials_ttl: duration(
+            "front_door.credentials_ttl",
+            file.front_door.credentials_ttl.as_deref(),
+            Duration::from_secs(60),
+        )?,
+        credentials_outage_ttl: duration(
+            "front_door.credentials_outage_ttl",
+            file.front_door.credentials_outage_ttl.as_deref(),
+            Duration::from_secs(3600),
+        )?,
+        allow_from: match file.front_door.allow_from.take() {
+            None => None,
+            Some(list) => Some(
+                list.iter()
+                    .map(|n| Network::parse(n))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| err("front_door.allow_from", e))?,
+            ),
+        },
+        dedup_window: duration(
+            "front_door.dedup_window",
+            file.front_door.dedup_window.as_deref(),
+            Duration::from_secs(600),
+        )?,
+    })
 }
 
 /// `[clickhouse]`'s `cluster` or `shards` (not both); with `shards`, the
@@ -1223,7 +1271,7 @@ mod tests {
             ),
             ("[tables.t]\ntokens = [\"short\"]", "tables.t.tokens"),
             (
-                "[tables.t]\nspill_max_bytes = 10",
+                "data_dir = \"\"\n[tables.t]\nspill_max_bytes = 10",
                 "tables.t.spill_max_bytes",
             ),
             ("listen = \"nowhere\"\n[tables.t]", "listen"),
