@@ -186,17 +186,7 @@ async fn answer(
     kind: &mut Kind,
 ) -> Result<Response, ChError> {
     let (parts, body) = request.into_parts();
-    // ClickHouse runs the first `query` (and takes the first `database`,
-    // `user`, `password`) where `param` reads the last, as settings are:
-    // a repeat would make what is checked here differ from what runs.
-    for name in ["query", "database", "user", "password"] {
-        if params.iter().filter(|(k, _)| k == name).count() > 1 {
-            return Err(ChError::new(
-                Code::BadArguments,
-                format!("the URL parameter `{name}` is given more than once"),
-            ));
-        }
-    }
+    refuse_repeated(&params)?;
     let in_param = param(&params, "query");
     let no_body = parts.headers.get(header::TRANSFER_ENCODING).is_none()
         && parts
@@ -208,45 +198,13 @@ async fn answer(
         *kind = Kind::Ping;
         return Ok("Ok.\n".into_response());
     }
-    let peer = parts.extensions.get::<super::listener::Peer>().map(|p| p.0);
-    if let (Some(allowed), Some(peer)) = (&door.cfg.allow_from, peer) {
-        if !allowed.iter().any(|n| n.contains(peer)) {
-            return Err(ChError::new(
-                Code::IpAddressNotAllowed,
-                format!("{peer} is not in [front_door] allow_from"),
-            ));
-        }
-    }
+    door.check_peer(&parts)?;
     // Every request that may carry a body takes a permit before it is
     // read, and says who it is before a byte of the body is read or
     // inflated: an unknown caller costs no body memory and no CPU.
     let permit = door.permit().await?;
     let caller = door.gate.login(&parts.headers, &params).await?;
-    let read = tokio::time::timeout(
-        door.body_timeout,
-        axum::body::to_bytes(body, door.max_body_bytes),
-    );
-    let raw = match read.await {
-        Ok(Ok(b)) => b,
-        Ok(Err(_)) => {
-            return Err(ChError::new(
-                Code::QueryIsTooLarge,
-                format!(
-                    "the body is over max_body_bytes ({} bytes) or was cut off",
-                    door.max_body_bytes
-                ),
-            ))
-        }
-        Err(_) => {
-            return Err(ChError::new(
-                Code::TimeoutExceeded,
-                format!(
-                    "the body took longer than body_timeout ({:?}) to arrive",
-                    door.body_timeout
-                ),
-            ))
-        }
-    };
+    let raw = door.read_body(body).await?;
     let in_param = in_param.unwrap_or("");
     if in_param.trim().is_empty() && raw.is_empty() {
         return Err(ChError::new(Code::SyntaxError, "Empty query"));
@@ -263,35 +221,7 @@ async fn answer(
     } else {
         in_param.as_bytes()
     });
-    let (statement, data) = if in_param.is_empty() {
-        let statement = query::parse(&body).map_err(syntax)?;
-        let data = match &statement {
-            Statement::Insert(i) => body.slice(i.data_start..),
-            _ => Bytes::new(),
-        };
-        (statement, data)
-    } else {
-        let text = in_param.as_bytes();
-        let statement = query::parse(text).map_err(syntax)?;
-        // ClickHouse reads the parameter, a newline, then the body.
-        match statement {
-            Statement::Insert(i) if i.data_start < text.len() => {
-                let mut d = text[i.data_start..].to_vec();
-                d.push(b'\n');
-                d.extend_from_slice(&body);
-                (Statement::Insert(i), Bytes::from(d))
-            }
-            Statement::Insert(i) => (Statement::Insert(i), body),
-            // Anything else is classified as the server runs it: the
-            // parameter, a newline, the body (`?query=SELECT 1` with a body
-            // `PARALLEL WITH DROP TABLE t` is no read).
-            _ if !body.is_empty() => {
-                let whole = [text, b"\n", &body].concat();
-                (query::parse(&whole).map_err(syntax)?, Bytes::new())
-            }
-            other => (other, Bytes::new()),
-        }
-    };
+    let (statement, data) = statement_and_data(in_param, body)?;
     if matches!(statement, Statement::Read) && describe.is_some() {
         // Answered from the table's schema, whatever `passthrough` says:
         // nothing reaches ClickHouse, and clickhouse-connect cannot insert
@@ -310,18 +240,14 @@ async fn answer(
             return Ok(answer);
         }
     }
-    *kind = match statement {
-        Statement::Insert(_) => Kind::Insert { wait: true },
-        Statement::Read if door.cfg.passthrough != Passthrough::None => Kind::Forward,
-        Statement::Other if door.cfg.passthrough == Passthrough::All => Kind::Forward,
-        _ => Kind::Refused,
-    };
-    match statement {
-        Statement::Insert(_) if parts.method == Method::GET => Err(ChError::new(
+    let route = Route::of(statement, door.cfg.passthrough);
+    *kind = route.kind();
+    match route {
+        Route::Insert(_) if parts.method == Method::GET => Err(ChError::new(
             Code::ReadOnly,
             "an INSERT sent with GET: ClickHouse runs GET requests read-only; send it with POST",
         )),
-        Statement::Insert(mut insert) => {
+        Route::Insert(mut insert) => {
             if insert.database.is_none() {
                 insert.database = session_database;
             }
@@ -332,10 +258,11 @@ async fn answer(
             };
             door.insert(insert, request, data, permit, kind).await
         }
-        Statement::Read if door.cfg.passthrough != Passthrough::None => {
-            // The server's own `readonly`, so that no disagreement between
-            // our classifier and its parser can make this a write.
-            let readonly = if door.cfg.passthrough == Passthrough::Read {
+        Route::Forward { read } => {
+            // A read runs under the server's own `readonly`, so that no
+            // disagreement between our classifier and its parser can make
+            // it a write.
+            let readonly = if read && door.cfg.passthrough == Passthrough::Read {
                 door.gate.readonly_level(&caller).await? == 0
             } else {
                 false
@@ -344,28 +271,143 @@ async fn answer(
             door.forward(parts.method, parts.uri, parts.headers, raw, readonly)
                 .await
         }
-        Statement::Other if door.cfg.passthrough == Passthrough::All => {
-            drop(permit);
-            door.forward(parts.method, parts.uri, parts.headers, raw, false)
-                .await
+        Route::Refused => Err(not_forwarded(door.cfg.passthrough)),
+    }
+}
+
+/// ClickHouse runs the first `query` (and takes the first `database`,
+/// `user`, `password`) where `param` reads the last, as settings are: a
+/// repeat would make what is checked here differ from what runs.
+fn refuse_repeated(params: &Params) -> Result<(), ChError> {
+    for name in ["query", "database", "user", "password"] {
+        if params.iter().filter(|(k, _)| k == name).count() > 1 {
+            return Err(ChError::new(
+                Code::BadArguments,
+                format!("the URL parameter `{name}` is given more than once"),
+            ));
         }
-        _ => Err(ChError::new(
-            Code::ReadOnly,
-            format!(
-                "ch-ingest forwards {} to ClickHouse ([clickhouse] passthrough = \"{}\"); \
-                 it buffers only INSERTs of data into its allowed tables",
-                match door.cfg.passthrough {
-                    Passthrough::All => "every query",
-                    Passthrough::Read => "only SELECT, DESCRIBE, SHOW, EXISTS and EXPLAIN",
-                    Passthrough::None => "nothing",
-                },
-                match door.cfg.passthrough {
-                    Passthrough::All => "all",
-                    Passthrough::Read => "read",
-                    Passthrough::None => "none",
-                }
-            ),
-        )),
+    }
+    Ok(())
+}
+
+/// The statement, and the data after it: in the body, or in the `query`
+/// parameter continued by the body (a newline between, as ClickHouse
+/// reads them).
+fn statement_and_data(in_param: &str, body: Bytes) -> Result<(Statement, Bytes), ChError> {
+    if in_param.is_empty() {
+        let statement = query::parse(&body).map_err(syntax)?;
+        let data = match &statement {
+            Statement::Insert(i) => body.slice(i.data_start..),
+            _ => Bytes::new(),
+        };
+        return Ok((statement, data));
+    }
+    let text = in_param.as_bytes();
+    let statement = query::parse(text).map_err(syntax)?;
+    Ok(match statement {
+        Statement::Insert(i) if i.data_start < text.len() => {
+            let mut d = text[i.data_start..].to_vec();
+            d.push(b'\n');
+            d.extend_from_slice(&body);
+            (Statement::Insert(i), Bytes::from(d))
+        }
+        Statement::Insert(i) => (Statement::Insert(i), body),
+        // Anything else is classified as the server runs it: the
+        // parameter, a newline, the body (`?query=SELECT 1` with a body
+        // `PARALLEL WITH DROP TABLE t` is no read).
+        _ if !body.is_empty() => {
+            let whole = [text, b"\n", &body].concat();
+            (query::parse(&whole).map_err(syntax)?, Bytes::new())
+        }
+        other => (other, Bytes::new()),
+    })
+}
+
+/// What the door does with a statement, decided once.
+enum Route {
+    /// Buffered: an INSERT of data.
+    Insert(query::Insert),
+    /// Sent on to ClickHouse (`read`: a read, run read-only).
+    Forward { read: bool },
+    /// Refused under `passthrough`.
+    Refused,
+}
+
+impl Route {
+    fn of(statement: Statement, passthrough: Passthrough) -> Route {
+        match statement {
+            Statement::Insert(i) => Route::Insert(i),
+            Statement::Read if passthrough != Passthrough::None => Route::Forward { read: true },
+            Statement::Other if passthrough == Passthrough::All => Route::Forward { read: false },
+            _ => Route::Refused,
+        }
+    }
+
+    /// What the metrics count it as.
+    fn kind(&self) -> Kind {
+        match self {
+            Route::Insert(_) => Kind::Insert { wait: true },
+            Route::Forward { .. } => Kind::Forward,
+            Route::Refused => Kind::Refused,
+        }
+    }
+}
+
+/// The refusal of a statement `passthrough` does not forward.
+fn not_forwarded(passthrough: Passthrough) -> ChError {
+    let (what, setting) = match passthrough {
+        Passthrough::All => ("every query", "all"),
+        Passthrough::Read => ("only SELECT, DESCRIBE, SHOW, EXISTS and EXPLAIN", "read"),
+        Passthrough::None => ("nothing", "none"),
+    };
+    ChError::new(
+        Code::ReadOnly,
+        format!(
+            "ch-ingest forwards {what} to ClickHouse ([clickhouse] passthrough = \"{setting}\"); \
+             it buffers only INSERTs of data into its allowed tables"
+        ),
+    )
+}
+
+impl FrontDoor {
+    /// `[front_door] allow_from`: a peer outside every network is refused
+    /// (code 195) before anything else is read.
+    fn check_peer(&self, parts: &axum::http::request::Parts) -> Result<(), ChError> {
+        let peer = parts.extensions.get::<super::listener::Peer>().map(|p| p.0);
+        if let (Some(allowed), Some(peer)) = (&self.cfg.allow_from, peer) {
+            if !allowed.iter().any(|n| n.contains(peer)) {
+                return Err(ChError::new(
+                    Code::IpAddressNotAllowed,
+                    format!("{peer} is not in [front_door] allow_from"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The whole body, within `max_body_bytes` and `body_timeout`.
+    async fn read_body(&self, body: axum::body::Body) -> Result<Bytes, ChError> {
+        let read = tokio::time::timeout(
+            self.body_timeout,
+            axum::body::to_bytes(body, self.max_body_bytes),
+        );
+        match read.await {
+            Ok(Ok(b)) => Ok(b),
+            Ok(Err(_)) => Err(ChError::new(
+                Code::QueryIsTooLarge,
+                format!(
+                    "the body is over max_body_bytes ({} bytes) or was cut off",
+                    self.max_body_bytes
+                ),
+            )),
+            Err(_) => Err(ChError::new(
+                Code::TimeoutExceeded,
+                format!(
+                    "the body took longer than body_timeout ({:?}) to arrive",
+                    self.body_timeout
+                ),
+            )),
+        }
     }
 }
 
