@@ -356,32 +356,7 @@ fn drive<S: Sink>(
 ) -> Result<Stats, Box<dyn std::error::Error>> {
     let producers = args.producers.unwrap_or(cores).max(1);
     let rss_before_kib = status_kib("VmRSS:");
-    let buffer: Buffer<PostEvent> = rt.block_on(async {
-        let builder = Buffer::builder()
-            .shards(args.shards.unwrap_or(cores))
-            .max_rows(args.max_rows)
-            .max_bytes(args.max_bytes)
-            .flush_interval(args.flush_interval)
-            .max_inflight(args.max_inflight)
-            .queue_bytes(args.queue_bytes)
-            .linger(args.linger)
-            .insert_order(args.insert_order.clone())
-            .insert_format(args.insert_format)
-            .retry(
-                ch_ingest::RetryPolicy::default()
-                    .with_max_attempts(args.retry_attempts.max(1))
-                    .with_max_elapsed(args.retry_max_elapsed),
-            );
-        let builder = match &args.spill_dir {
-            Some(dir) => builder.spill_dir(dir),
-            None => builder,
-        };
-        let builder = match &args.dead_letter_dir {
-            Some(dir) => builder.dead_letter_dir(dir),
-            None => builder,
-        };
-        builder.build(sink)
-    })?;
+    let buffer = engine(rt, args, sink, cores)?;
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
     let server: Vec<u32> = args.server_pid.into_iter().collect();
@@ -460,7 +435,94 @@ fn drive<S: Sink>(
         bar.finish_and_clear();
     }
     let s = buffer.stats();
-    let events = sent.load(Relaxed);
+    print_report(&Outcome {
+        args,
+        events: sent.load(Relaxed),
+        producers,
+        produced_in,
+        total,
+        stats: &s,
+        hist: &hist,
+        full_retries,
+        report: &report,
+        server: &server,
+        cpu_before,
+        rss_before_kib,
+        memory_bound: buffer.memory_bound(),
+    });
+    Ok(s)
+}
+
+/// The engine `load` drives, as its flags say.
+fn engine<S: Sink>(
+    rt: &tokio::runtime::Runtime,
+    args: &LoadArgs,
+    sink: S,
+    cores: usize,
+) -> Result<Buffer<PostEvent>, ch_ingest::BuildError> {
+    rt.block_on(async {
+        let builder = Buffer::builder()
+            .shards(args.shards.unwrap_or(cores))
+            .max_rows(args.max_rows)
+            .max_bytes(args.max_bytes)
+            .flush_interval(args.flush_interval)
+            .max_inflight(args.max_inflight)
+            .queue_bytes(args.queue_bytes)
+            .linger(args.linger)
+            .insert_order(args.insert_order.clone())
+            .insert_format(args.insert_format)
+            .retry(
+                ch_ingest::RetryPolicy::default()
+                    .with_max_attempts(args.retry_attempts.max(1))
+                    .with_max_elapsed(args.retry_max_elapsed),
+            );
+        let builder = match &args.spill_dir {
+            Some(dir) => builder.spill_dir(dir),
+            None => builder,
+        };
+        let builder = match &args.dead_letter_dir {
+            Some(dir) => builder.dead_letter_dir(dir),
+            None => builder,
+        };
+        builder.build(sink)
+    })
+}
+
+/// What a run did, for its report.
+struct Outcome<'a> {
+    args: &'a LoadArgs,
+    events: u64,
+    producers: usize,
+    produced_in: Duration,
+    total: Duration,
+    stats: &'a Stats,
+    hist: &'a hdrhistogram::Histogram<u64>,
+    full_retries: u64,
+    report: &'a ch_ingest::FlushReport,
+    server: &'a [u32],
+    cpu_before: (Option<f64>, Option<f64>),
+    rss_before_kib: u64,
+    memory_bound: usize,
+}
+
+/// The report `load` prints: one line per aspect, stable for scripts.
+fn print_report(o: &Outcome<'_>) {
+    let Outcome {
+        args,
+        events,
+        producers,
+        produced_in,
+        total,
+        stats: s,
+        hist,
+        full_retries,
+        report,
+        server,
+        cpu_before,
+        rss_before_kib,
+        memory_bound,
+    } = *o;
+    let me = [std::process::id()];
     println!("ch-ingest load report");
     println!(
         "events    {events} from {producers} producers in {:.2}s (+{:.2}s to drain)",
@@ -503,7 +565,7 @@ fn drive<S: Sink>(
             .map_or(none.to_string(), |d| d.display().to_string())
     };
     println!(
-        "kept      spill in {}, dead letters in {}",
+        "kept      spill: {}; dead letters: {}",
         place(
             &args.spill_dir,
             "none (--spill-dir: rows past the retry window are dropped)"
@@ -520,7 +582,7 @@ fn drive<S: Sink>(
         "cpu       {} INSERTs ({}): server {}, this process {}",
         args.insert_format,
         args.insert_order,
-        spent(&server, cpu_before.0).map_or("n/a (--server-pid)".into(), |c| format!(
+        spent(server, cpu_before.0).map_or("n/a (--server-pid)".into(), |c| format!(
             "{c:.2}s ({:.3}s per M rows)",
             c / millions
         )),
@@ -535,9 +597,8 @@ fn drive<S: Sink>(
         peak_kib / 1024,
         rss_before_kib / 1024,
         peak_kib.saturating_sub(rss_before_kib) / 1024,
-        buffer.memory_bound() >> 20
+        memory_bound >> 20
     );
-    Ok(s)
 }
 
 /// One producer: realistic events as fast as allowed; retries a row handed
