@@ -206,22 +206,9 @@ async fn pass<S: Sink>(
         if memory.foreign.contains(&path) {
             continue;
         }
-        // The header says whose file it is, before the whole file is read
-        // and checksummed.
-        if let (Some(ours), Some(Ok(header))) = (sink.table(), {
-            let p = path.clone();
-            blocking(move || spill::read_header(&p)).await
-        }) {
-            if header.table.as_deref().is_some_and(|theirs| theirs != ours) {
-                tracing::warn!(
-                    file = %path.display(),
-                    file_table = header.table.as_deref().unwrap_or(""),
-                    table = ours,
-                    "spill file is for another table; left for `ch-ingest replay`"
-                );
-                memory.foreign.insert(path);
-                continue;
-            }
+        if for_another_table(sink, &path).await {
+            memory.foreign.insert(path);
+            continue;
         }
         // Claimed for the whole send: another replayer on this directory
         // (the other engine across a schema swap, `ch-ingest replay`)
@@ -232,37 +219,7 @@ async fn pass<S: Sink>(
         let spilled = match read {
             Ok(s) => s,
             Err(SpillError::Corrupt(why)) => {
-                let (d, p) = (dir.path().to_path_buf(), path.clone());
-                let moved = blocking(move || {
-                    // The header may still say whose rows these were.
-                    let header = spill::read_header(&p).ok();
-                    spill::quarantine(&d, &p).map(|to| (to, header))
-                })
-                .await;
-                match moved {
-                    Some(Ok((to, header))) => {
-                        tracing::error!(
-                            file = %path.display(),
-                            moved_to = %to.display(),
-                            reason = %why,
-                            "spill file failed its check; quarantined, the rest replays"
-                        );
-                        // This engine's rows leave the spill directory
-                        // undelivered: out of spill-pending, into failed.
-                        if let Some(h) = header.filter(|h| dir.owns(h.instance)) {
-                            Counters::add(&stats.spill_out_failed_rows, h.rows);
-                            Counters::add(&stats.failed_rows, h.rows);
-                            Counters::add(&stats.dropped_rows, h.rows);
-                        }
-                    }
-                    other => tracing::error!(
-                        file = %path.display(),
-                        reason = %why,
-                        error = ?other.map(|r| r.err()),
-                        "spill file failed its check and could not be moved"
-                    ),
-                }
-                Counters::add(&stats.quarantined_files, 1);
+                quarantine(shared, dir, &path, &why).await;
                 drop(held);
                 continue;
             }
@@ -300,13 +257,7 @@ async fn pass<S: Sink>(
                     memory.delivered.insert(path.clone());
                 }
                 drop(held);
-                if own {
-                    Counters::add(&stats.replayed_rows, spilled.rows);
-                    Counters::add(&stats.acked_rows, spilled.rows);
-                    Counters::add(&stats.acked_bytes, insert.bytes());
-                } else {
-                    Counters::add(&stats.replayed_foreign_rows, spilled.rows);
-                }
+                count_replayed(stats, own, spilled.rows, insert.bytes());
                 tracing::info!(file = %path.display(), rows = spilled.rows, "spilled batch replayed");
                 memory.poison.remove(&path);
                 delivered_one = true;
@@ -339,6 +290,78 @@ async fn pass<S: Sink>(
     match suspect {
         Some((path, error)) => Pass::LastFailed(path, error),
         None => Pass::Healthy,
+    }
+}
+
+/// Whether the file's header names another table than the sink's: such a
+/// file is left for `ch-ingest replay`, read before the whole file is
+/// read and checksummed.
+async fn for_another_table<S: Sink>(sink: &S, path: &Path) -> bool {
+    let Some(ours) = sink.table() else {
+        return false;
+    };
+    let p = path.to_path_buf();
+    let Some(Ok(header)) = blocking(move || spill::read_header(&p)).await else {
+        return false;
+    };
+    let Some(theirs) = header.table.as_deref().filter(|theirs| *theirs != ours) else {
+        return false;
+    };
+    tracing::warn!(
+        file = %path.display(),
+        file_table = theirs,
+        table = ours,
+        "spill file is for another table; left for `ch-ingest replay`"
+    );
+    true
+}
+
+/// A spill file that failed its checksum: moved to `quarantine/`, its
+/// rows (when this engine's) counted out of spill-pending into failed.
+async fn quarantine(shared: &Shared, dir: &Arc<SpillDir>, path: &Path, why: &str) {
+    let stats = &shared.seal.stats;
+    let (d, p) = (dir.path().to_path_buf(), path.to_path_buf());
+    let moved = blocking(move || {
+        // The header may still say whose rows these were.
+        let header = spill::read_header(&p).ok();
+        spill::quarantine(&d, &p).map(|to| (to, header))
+    })
+    .await;
+    match moved {
+        Some(Ok((to, header))) => {
+            tracing::error!(
+                file = %path.display(),
+                moved_to = %to.display(),
+                reason = %why,
+                "spill file failed its check; quarantined, the rest replays"
+            );
+            // This engine's rows leave the spill directory
+            // undelivered: out of spill-pending, into failed.
+            if let Some(h) = header.filter(|h| dir.owns(h.instance)) {
+                Counters::add(&stats.spill_out_failed_rows, h.rows);
+                Counters::add(&stats.failed_rows, h.rows);
+                Counters::add(&stats.dropped_rows, h.rows);
+            }
+        }
+        other => tracing::error!(
+            file = %path.display(),
+            reason = %why,
+            error = ?other.map(|r| r.err()),
+            "spill file failed its check and could not be moved"
+        ),
+    }
+    Counters::add(&stats.quarantined_files, 1);
+}
+
+/// Rows a replay delivered: this engine's count as acknowledged, another's
+/// as foreign.
+fn count_replayed(stats: &Counters, own: bool, rows: u64, bytes: u64) {
+    if own {
+        Counters::add(&stats.replayed_rows, rows);
+        Counters::add(&stats.acked_rows, rows);
+        Counters::add(&stats.acked_bytes, bytes);
+    } else {
+        Counters::add(&stats.replayed_foreign_rows, rows);
     }
 }
 
