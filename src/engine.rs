@@ -9,8 +9,8 @@
 
 use crate::shard::{SealTarget, Shard};
 use crate::sink::{InsertFormat, InsertOrder};
-use crate::stats::Stats;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use crate::stats::{Counters, Stats};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -107,6 +107,55 @@ impl Config {
         let inflight = self.lanes * self.max_inflight * insert.saturating_add(shaping);
         open_and_parked + queued + inflight
     }
+
+    /// Every knob within its range, or the first one that is not: its
+    /// name and why (`BuildError::Invalid` to the builder's caller).
+    pub(crate) fn validate(&self) -> Result<(), (&'static str, &'static str)> {
+        let check = |ok: bool, field: &'static str, reason: &'static str| {
+            if ok {
+                Ok(())
+            } else {
+                Err((field, reason))
+            }
+        };
+        check(self.shards >= 1, "shards", "must be at least 1")?;
+        check(self.max_rows >= 1, "max_rows", "must be at least 1")?;
+        check(self.max_bytes >= 1, "max_bytes", "must be at least 1")?;
+        check(
+            !self.flush_interval.is_zero(),
+            "flush_interval",
+            "must be longer than zero",
+        )?;
+        check(self.max_inflight >= 1, "max_inflight", "must be at least 1")?;
+        check(
+            self.queue_batches >= 1,
+            "queue_batches",
+            "must be at least 1",
+        )?;
+        check(self.queue_bytes >= 1, "queue_bytes", "must be at least 1")?;
+        check(
+            self.max_insert_rows >= 1,
+            "max_insert_rows",
+            "must be at least 1",
+        )?;
+        check(
+            self.max_insert_bytes >= 1,
+            "max_insert_bytes",
+            "must be at least 1",
+        )?;
+
+        check(
+            !self.insert_timeout.is_zero(),
+            "insert_timeout",
+            "must be longer than zero",
+        )?;
+        check(
+            self.retry.max_attempts >= 1,
+            "retry",
+            "max_attempts must be at least 1",
+        )?;
+        Ok(())
+    }
 }
 
 /// What [`track`](crate::Buffer::track) does when this thread's shard is full (the
@@ -149,6 +198,49 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The state of a new engine: `cfg.shards` empty shards (each with
+    /// `transcoder`, for JSON engines), the seal target over `tx`, no
+    /// column names yet (but the transcoder's).
+    pub(crate) fn new(
+        cfg: Config,
+        transcoder: Option<crate::transcode::Transcoder>,
+        tx: flume::Sender<crate::batch::Batch>,
+        instance: u64,
+        spill: Option<Arc<crate::spill::SpillDir>>,
+    ) -> Shared {
+        // A first guess at a batch's size; shards resize from what they seal.
+        let initial = (cfg.max_rows as usize * 64).min(cfg.max_bytes) + 64;
+        let columns = OnceLock::new();
+        if let Some(t) = &transcoder {
+            let _ = columns.set(t.schema().names().clone());
+        }
+        Shared {
+            shards: (0..cfg.shards)
+                .map(|i| Shard::new(i, initial, transcoder.clone()))
+                .collect(),
+            seal: SealTarget {
+                tx,
+                next_seq: AtomicU64::new(0),
+                parked: AtomicUsize::new(0),
+                stats: Counters::default(),
+                space: Default::default(),
+                space_async: tokio::sync::Notify::new(),
+                space_waiters: AtomicUsize::new(0),
+                queued_bytes: AtomicUsize::new(0),
+                max_queued_bytes: cfg.queue_bytes,
+            },
+            closed: AtomicBool::new(false),
+            columns,
+            row_columns: OnceLock::new(),
+            spill,
+            instance,
+            replay_wake: tokio::sync::Notify::new(),
+            replay_stop: AtomicBool::new(false),
+            fates: OnceLock::new(),
+            cfg,
+        }
+    }
+
     /// Seals shard `i`; true when its open buffer is empty afterwards.
     pub(crate) fn seal_shard(&self, i: usize) -> bool {
         let shard = &self.shards[i];

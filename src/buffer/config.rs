@@ -8,13 +8,10 @@
 use super::{Buffer, Inner, Json};
 use crate::coordinator::Coordinator;
 use crate::engine::{Config, Shared, WhenFull};
-use crate::shard::{SealTarget, Shard};
 use crate::sink::Sink;
-use crate::stats::Counters;
 use serde::Serialize;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -259,54 +256,11 @@ impl Builder {
         cfg.lanes = sink.lanes().max(1);
         sink.retry_horizon(cfg.retry.max_elapsed.saturating_add(cfg.insert_timeout));
         sink.insert_shape(&cfg.insert_order, cfg.insert_format);
-        let check = |ok: bool, field: &'static str, reason: &'static str| {
-            if ok {
-                Ok(())
-            } else {
-                Err(BuildError::Invalid { field, reason })
-            }
-        };
-        check(cfg.shards >= 1, "shards", "must be at least 1")?;
-        check(cfg.max_rows >= 1, "max_rows", "must be at least 1")?;
-        check(cfg.max_bytes >= 1, "max_bytes", "must be at least 1")?;
-        check(
-            !cfg.flush_interval.is_zero(),
-            "flush_interval",
-            "must be longer than zero",
-        )?;
-        check(cfg.max_inflight >= 1, "max_inflight", "must be at least 1")?;
-        check(
-            cfg.queue_batches >= 1,
-            "queue_batches",
-            "must be at least 1",
-        )?;
-        check(cfg.queue_bytes >= 1, "queue_bytes", "must be at least 1")?;
-        check(
-            cfg.max_insert_rows >= 1,
-            "max_insert_rows",
-            "must be at least 1",
-        )?;
-        check(
-            cfg.max_insert_bytes >= 1,
-            "max_insert_bytes",
-            "must be at least 1",
-        )?;
-
-        check(
-            !cfg.insert_timeout.is_zero(),
-            "insert_timeout",
-            "must be longer than zero",
-        )?;
-        check(
-            cfg.retry.max_attempts >= 1,
-            "retry",
-            "max_attempts must be at least 1",
-        )?;
-        // Random per engine: with the batch sequence it makes INSERT ids
-        // (dedup tokens, spill files) unique across processes and restarts.
-        // Random per engine, from the OS: two engines (two processes, or a
-        // restart within the same clock tick) never share the id their
-        // deduplication tokens and spill files carry.
+        cfg.validate()
+            .map_err(|(field, reason)| BuildError::Invalid { field, reason })?;
+        // Random per engine, from the OS: with the batch sequence it makes
+        // INSERT ids (dedup tokens, spill files) unique across processes and
+        // restarts, even two started within the same clock tick.
         let instance = rand::random::<u64>() | 1;
         let spill = match &cfg.spill_dir {
             Some(dir) => Some(Arc::new(
@@ -326,37 +280,7 @@ impl Builder {
         };
 
         let (tx, rx) = flume::bounded(cfg.queue_batches);
-        // A first guess at a batch's size; shards resize from what they seal.
-        let initial = (cfg.max_rows as usize * 64).min(cfg.max_bytes) + 64;
-        let columns = OnceLock::new();
-        if let Some(t) = &transcoder {
-            let _ = columns.set(t.schema().names().clone());
-        }
-        let shared = Arc::new(Shared {
-            shards: (0..cfg.shards)
-                .map(|i| Shard::new(i, initial, transcoder.clone()))
-                .collect(),
-            seal: SealTarget {
-                tx,
-                next_seq: AtomicU64::new(0),
-                parked: AtomicUsize::new(0),
-                stats: Counters::default(),
-                space: Default::default(),
-                space_async: tokio::sync::Notify::new(),
-                space_waiters: AtomicUsize::new(0),
-                queued_bytes: AtomicUsize::new(0),
-                max_queued_bytes: cfg.queue_bytes,
-            },
-            closed: AtomicBool::new(false),
-            columns,
-            row_columns: OnceLock::new(),
-            spill,
-            instance,
-            replay_wake: tokio::sync::Notify::new(),
-            replay_stop: AtomicBool::new(false),
-            fates: OnceLock::new(),
-            cfg,
-        });
+        let shared = Arc::new(Shared::new(cfg, transcoder, tx, instance, spill));
         let (ctrl, ctrl_rx) = mpsc::unbounded_channel();
         let sink = Arc::new(sink);
         // `new` spawns the replayer, on this runtime.
