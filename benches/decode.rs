@@ -12,8 +12,9 @@
 //! serde_json-based decoder the crate's reader replaced (kept as the
 //! differential tests' oracle), in the same run.
 
-use ch_ingest::test_util::json_reference;
-use ch_ingest::{JsonOptions, NdjsonCursor, PostEvent, Schema, Transcoder};
+use ch_ingest::json::reference;
+use ch_ingest::json::{JsonOptions, NdjsonCursor};
+use ch_ingest::{PostEvent, Schema, Transcoder};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use serde::Deserialize;
 use std::hint::black_box;
@@ -128,8 +129,7 @@ fn group<R: for<'de> Deserialize<'de>>(c: &mut Criterion, name: &str, input: &[V
             input
                 .iter()
                 .filter(|l| {
-                    json_reference::post_event_from_json(black_box(l), JsonOptions::default())
-                        .is_ok()
+                    reference::post_event_from_json(black_box(l), JsonOptions::default()).is_ok()
                 })
                 .count()
         })
@@ -152,9 +152,7 @@ fn transcoders(
             out.clear();
             let ok = input
                 .iter()
-                .filter(|l| {
-                    json_reference::transcode(schema, false, black_box(l), &mut out).is_ok()
-                })
+                .filter(|l| reference::transcode(schema, false, black_box(l), &mut out).is_ok())
                 .count();
             black_box((ok, out.len()))
         })

@@ -55,7 +55,7 @@ mod dead_letter;
 mod durable;
 mod engine;
 mod histogram;
-mod json;
+pub mod json;
 mod ledger;
 #[cfg(feature = "metrics")]
 pub mod metrics;
@@ -80,9 +80,6 @@ pub use buffer::{
 };
 pub use engine::WhenFull;
 pub use histogram::{Histogram, Histograms};
-pub use json::{
-    DecodeError, DecodeErrorKind, JsonOptions, NdjsonCursor, NdjsonReport, NdjsonRow, RejectedLine,
-};
 pub use ledger::{FailedInsert, FlushReport, Settled};
 pub use post_event::PostEvent;
 pub use receipt::Receipt;

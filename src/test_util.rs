@@ -8,7 +8,6 @@
 
 /// The serde_json-based JSON decoders the reader replaced: the oracle of
 /// the differential tests and fuzz targets.
-pub use crate::json::reference as json_reference;
 /// Every JSON string-scan implementation's answer, for differential fuzzing.
 pub use crate::json::scan::every_implementation as json_scan_all;
 /// Which string scan the JSON reader uses here: `"sse2"` or `"portable"`

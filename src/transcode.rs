@@ -88,7 +88,8 @@ impl Transcoder {
     /// this on to refuse it.
     ///
     /// ```
-    /// use ch_ingest::{DecodeErrorKind, Schema, Transcoder};
+    /// use ch_ingest::{Schema, Transcoder};
+    /// use ch_ingest::json::DecodeErrorKind;
     /// let schema = Schema::parse("id UInt64, at DateTime")?.with_default_expression("at", "now()");
     /// let mut t = Transcoder::new(schema).refuse_omitted_default_expressions(true);
     /// let mut out = Vec::new();

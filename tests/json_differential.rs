@@ -1,5 +1,5 @@
 //! The crate's JSON reader against the serde_json-based decoders it
-//! replaced (`test_util::json_reference`): on generated and mutated JSON,
+//! replaced (`json::reference`): on generated and mutated JSON,
 //! both accept and refuse the same rows, and accepted rows are equal. The
 //! only differences allowed are the ones the reader makes on purpose:
 //! numbers with a fraction or exponent (serde_json's default float parse is
@@ -7,11 +7,12 @@
 //! exactly, where serde_json goes through `f64`). The fuzz targets
 //! `json_post_event` and `json_schema_row` run the same comparison.
 
-use ch_ingest::test_util::json_reference;
-use ch_ingest::{JsonOptions, NdjsonCursor, PostEvent, Schema, Transcoder};
+use ch_ingest::json::reference;
+use ch_ingest::json::{JsonOptions, NdjsonCursor};
+use ch_ingest::{PostEvent, Schema, Transcoder};
 use proptest::prelude::*;
 
-use json_reference::inexact_number;
+use reference::inexact_number;
 
 const KEYS: &[&str] = &[
     "event_type",
@@ -118,7 +119,7 @@ fn object() -> impl Strategy<Value = Vec<u8>> {
 
 fn compare_post_event(json: &[u8], options: JsonOptions) {
     let new = PostEvent::from_json_with(json, options);
-    let old = json_reference::post_event_from_json(json, options);
+    let old = reference::post_event_from_json(json, options);
     let text = String::from_utf8_lossy(json);
     assert_eq!(
         new.is_ok(),
@@ -133,8 +134,8 @@ fn compare_post_event(json: &[u8], options: JsonOptions) {
     }
     if let (Err(a), Err(b)) = (&new, &old) {
         // Both name the same field when the row is valid JSON.
-        if a.kind != ch_ingest::DecodeErrorKind::Syntax
-            && b.kind != ch_ingest::DecodeErrorKind::Syntax
+        if a.kind != ch_ingest::json::DecodeErrorKind::Syntax
+            && b.kind != ch_ingest::json::DecodeErrorKind::Syntax
         {
             assert_eq!(a.field, b.field, "{text}\nnew: {a}\nold: {b}");
         }
@@ -146,7 +147,7 @@ fn compare_row(schema: &Schema, json: &[u8], deny: bool) {
     let mut new = vec![7u8];
     let mut old = vec![7u8];
     let a = t.transcode(json, &mut new);
-    let b = json_reference::transcode(schema, deny, json, &mut old);
+    let b = reference::transcode(schema, deny, json, &mut old);
     let text = String::from_utf8_lossy(json);
     assert_eq!(a.is_ok(), b.is_ok(), "{text}\nnew: {a:?}\nold: {b:?}");
     if a.is_ok() {
@@ -193,7 +194,7 @@ proptest! {
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            match json_reference::post_event_from_json(line, JsonOptions::default()) {
+            match reference::post_event_from_json(line, JsonOptions::default()) {
                 Ok(e) => want.push(e),
                 Err(_) => rejected.push(i + 1),
             }

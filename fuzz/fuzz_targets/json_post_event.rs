@@ -6,9 +6,11 @@
 //! decodes to itself.
 #![no_main]
 
+use ch_ingest::json::reference as json_reference;
+use ch_ingest::json::JsonOptions;
 use ch_ingest::rowbinary::{decode_row, encode_row};
-use ch_ingest::test_util::{json_reference, json_scan_all};
-use ch_ingest::{JsonOptions, PostEvent, Schema};
+use ch_ingest::test_util::json_scan_all;
+use ch_ingest::{PostEvent, Schema};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -6,8 +6,8 @@
 #![no_main]
 
 use arbitrary::{Arbitrary, Unstructured};
+use ch_ingest::json::reference as json_reference;
 use ch_ingest::rowbinary::decode_row;
-use ch_ingest::test_util::json_reference;
 use ch_ingest::Transcoder;
 use ch_ingest::{Schema, Type};
 use libfuzzer_sys::fuzz_target;

@@ -353,14 +353,14 @@ fn json_lines(
     let mut total = 0u64;
     // One pass: each row's parse finds its line's end, and a line over
     // the limit is refused after reading at most that much of it.
-    let mut cursor = ch_ingest::NdjsonCursor::new(data).max_line(max_line);
+    let mut cursor = ch_ingest::json::NdjsonCursor::new(data).max_line(max_line);
     while let Some(row) = t.transcode_line(&mut cursor, &mut rows.bytes) {
         total += 1;
         match row.result {
             Ok(()) => rows.end_row(max_decoded)?,
             // Not a bad row: ClickHouse would store it, with a value only
             // it can compute. Skipping it under allow-errors would lose it.
-            Err(e) if e.kind == ch_ingest::DecodeErrorKind::Missing => {
+            Err(e) if e.kind == ch_ingest::json::DecodeErrorKind::Missing => {
                 return Err(ChError::new(
                     Code::NotImplemented,
                     format!("row {}: {e}", row.line),
@@ -368,7 +368,7 @@ fn json_lines(
             }
             Err(e) => {
                 rows.skipped += 1;
-                let e = if e.kind == ch_ingest::DecodeErrorKind::TooLong {
+                let e = if e.kind == ch_ingest::json::DecodeErrorKind::TooLong {
                     format!(
                         "the line is {} bytes, over max_line_bytes ({max_line})",
                         row.bytes

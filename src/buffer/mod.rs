@@ -111,7 +111,7 @@ enum Rejected<E> {
     Invalid(E),
 }
 
-impl Rejected<crate::DecodeError> {
+impl Rejected<crate::json::DecodeError> {
     /// What a JSON or RowBinary `track` tells its caller.
     fn into_json_error(self) -> TrackJsonError {
         match self {
@@ -477,15 +477,15 @@ impl Buffer<Json> {
                     st.buf.extend_from_slice(row);
                     Ok(())
                 }
-                Ok(n) => Err(crate::DecodeError {
+                Ok(n) => Err(crate::json::DecodeError {
                     field: None,
-                    kind: crate::DecodeErrorKind::Invalid,
+                    kind: crate::json::DecodeErrorKind::Invalid,
                     reason: format!("{} bytes after the row's last column", row.len() - n),
                     offset: Some(n),
                 }),
-                Err(e) => Err(crate::DecodeError {
+                Err(e) => Err(crate::json::DecodeError {
                     field: e.column,
-                    kind: crate::DecodeErrorKind::Invalid,
+                    kind: crate::json::DecodeErrorKind::Invalid,
                     reason: e.reason,
                     offset: Some(e.offset),
                 }),
@@ -537,7 +537,7 @@ impl Buffer<Json> {
         let shard = &shared.shards[index];
         let mut st = shard.lock();
         self.admit(shard, &mut st)
-            .map_err(Rejected::<crate::DecodeError>::into_json_error)?;
+            .map_err(Rejected::<crate::json::DecodeError>::into_json_error)?;
         let Some(t) = &st.transcoder else {
             return Err(TrackJsonError::Decode(not_json()));
         };
@@ -555,9 +555,9 @@ impl Buffer<Json> {
                         n,
                     ),
                 };
-                return Err(TrackJsonError::Decode(crate::DecodeError {
+                return Err(TrackJsonError::Decode(crate::json::DecodeError {
                     field,
-                    kind: crate::DecodeErrorKind::Invalid,
+                    kind: crate::json::DecodeErrorKind::Invalid,
                     reason: format!("row {}: {reason}", i + 1),
                     offset: Some(offset),
                 }));
@@ -582,14 +582,14 @@ impl Buffer<Json> {
     /// and `stopped` says from which line.
     pub fn track_ndjson(&self, body: &[u8]) -> NdjsonTracked {
         let mut out = NdjsonTracked::default();
-        let mut cursor = crate::NdjsonCursor::new(body);
+        let mut cursor = crate::json::NdjsonCursor::new(body);
         while let Some((line, result)) = self.track_line(&mut cursor) {
             match result {
                 Ok(()) => out.report.accepted += 1,
                 Err(TrackJsonError::Decode(error)) => out
                     .report
                     .rejected
-                    .push(crate::RejectedLine { line, error }),
+                    .push(crate::json::RejectedLine { line, error }),
                 Err(other) => {
                     out.stopped = Some((line, other));
                     break;
@@ -599,14 +599,15 @@ impl Buffer<Json> {
         out
     }
 
-    /// Tracks the cursor's next line (see [`NdjsonCursor`](crate::NdjsonCursor)),
+    /// Tracks the cursor's next line (see [`NdjsonCursor`](crate::json::NdjsonCursor)),
     /// reading it straight from the body into this thread's shard, and
     /// returns its number and outcome; `None` at the end of the body. When
     /// the buffer is full or closed the cursor stays on that line, so the
     /// caller can offer it again, or to another buffer.
     ///
     /// ```
-    /// use ch_ingest::{Buffer, NdjsonCursor, Schema, sink::MemorySink};
+    /// use ch_ingest::{Buffer, Schema, sink::MemorySink};
+    /// use ch_ingest::json::NdjsonCursor;
     /// # let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     /// # rt.block_on(async {
     /// let buffer = Buffer::builder().build_json(Schema::parse("id UInt64")?, MemorySink::new())?;
@@ -619,7 +620,7 @@ impl Buffer<Json> {
     /// ```
     pub fn track_line(
         &self,
-        cursor: &mut crate::NdjsonCursor<'_>,
+        cursor: &mut crate::json::NdjsonCursor<'_>,
     ) -> Option<(usize, Result<(), TrackJsonError>)> {
         let line = cursor.next_line()?;
         let result = self.append(|st| match &mut st.transcoder {
@@ -641,10 +642,10 @@ fn note(receipt: Option<&mut Receipt>, (shard, row): (usize, u64)) {
 }
 
 /// The error of a JSON `track` on a buffer of typed rows.
-fn not_json() -> crate::DecodeError {
-    crate::DecodeError {
+fn not_json() -> crate::json::DecodeError {
+    crate::json::DecodeError {
         field: None,
-        kind: crate::DecodeErrorKind::Invalid,
+        kind: crate::json::DecodeErrorKind::Invalid,
         reason: "this buffer was not built with build_json".into(),
         offset: None,
     }
@@ -654,7 +655,7 @@ fn not_json() -> crate::DecodeError {
 #[derive(Debug, Default)]
 pub struct NdjsonTracked {
     /// Lines buffered, and lines rejected with their errors.
-    pub report: crate::NdjsonReport,
+    pub report: crate::json::NdjsonReport,
     /// Set when the buffer was full or closed: the 1-based line from which
     /// nothing was taken, and why.
     pub stopped: Option<(usize, TrackJsonError)>,
@@ -934,7 +935,7 @@ pub enum TrackJsonError {
     Closed,
     /// The row is not valid for the schema.
     #[error("row rejected: {0}")]
-    Decode(crate::DecodeError),
+    Decode(crate::json::DecodeError),
 }
 
 /// The buffer has shut down (or its runtime is gone).

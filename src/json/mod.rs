@@ -1,10 +1,11 @@
-//! JSON input: the reader every decoder is built on, the error type they
-//! return, and NDJSON bodies.
+//! JSON input: the error every decoder returns ([`DecodeError`]: field,
+//! kind, reason, byte offset), the options they take ([`JsonOptions`]),
+//! and NDJSON bodies ([`NdjsonCursor`], which walks a body line by line
+//! in one pass so that good lines are never lost because of bad ones;
+//! [`NdjsonReport`], [`RejectedLine`]).
 //!
-//! Owns: [`DecodeError`] (field, reason, byte offset), the pull [`reader`]
-//! and its byte [`scan`], and [`NdjsonCursor`], which walks an NDJSON body
-//! line by line in one pass so that good lines are never lost because of
-//! bad ones. Must not: know any row type (see `post_event` and
+//! Inside (private): the pull `reader` every decoder is built on and its
+//! byte `scan`. Must not: know any row type (see `post_event` and
 //! `transcode`).
 
 pub(crate) mod reader;
@@ -149,7 +150,8 @@ pub struct NdjsonReport {
 /// row's own parse, and only a bad row costs a search for its line's end.
 ///
 /// ```
-/// use ch_ingest::{NdjsonCursor, Schema, Transcoder};
+/// use ch_ingest::{Schema, Transcoder};
+/// use ch_ingest::json::NdjsonCursor;
 /// let mut t = Transcoder::new(Schema::parse("id UInt8")?);
 /// let mut cursor = NdjsonCursor::new(b"{\"id\":1}\n\n{\"id\":300}\r\n{\"id\":3}");
 /// let mut out = Vec::new();

@@ -15,7 +15,8 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use ch_ingest::{DecodeErrorKind, TrackJsonError};
+use ch_ingest::json::DecodeErrorKind;
+use ch_ingest::TrackJsonError;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -362,7 +363,7 @@ fn track_body(
     } else {
         // One pass over the body: each line is read straight into a shard,
         // and a line over the limit is refused after at most that many bytes.
-        let mut cursor = ch_ingest::NdjsonCursor::new(body).max_line(max_line);
+        let mut cursor = ch_ingest::json::NdjsonCursor::new(body).max_line(max_line);
         while let Some(line) = cursor.next_line() {
             let offered = tracker.offer_with(line, |buffer| {
                 buffer.track_line(&mut cursor).map_or(Ok(()), |(_, r)| r)
