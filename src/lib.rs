@@ -42,10 +42,36 @@
 //! ```
 //!
 //! See `ARCHITECTURE.md` for the memory bound, the ordering guarantee and the
-//! failure path, and README.md ("Delivery guarantees") for what is and is
+//! failure path, and docs/delivery.md for what is and is
 //! not guaranteed.
 
 #![warn(missing_docs)]
+
+/// The guides' Rust examples, compiled and run as doctests by the test
+/// command, so that none of them drifts from the API.
+#[cfg(doctest)]
+mod guides {
+    #[doc = include_str!("../README.md")]
+    struct Readme;
+    #[doc = include_str!("../docs/embedding.md")]
+    struct Embedding;
+    #[doc = include_str!("../docs/delivery.md")]
+    struct Delivery;
+    #[doc = include_str!("../docs/clusters.md")]
+    struct Clusters;
+    #[doc = include_str!("../docs/sidecar.md")]
+    struct Sidecar;
+    #[doc = include_str!("../docs/front-door.md")]
+    struct FrontDoor;
+    #[doc = include_str!("../docs/tls.md")]
+    struct Tls;
+    #[doc = include_str!("../docs/security.md")]
+    struct Security;
+    #[doc = include_str!("../docs/tuning.md")]
+    struct Tuning;
+    #[doc = include_str!("../docs/json.md")]
+    struct Json;
+}
 
 mod batch;
 mod buffer;

@@ -533,8 +533,7 @@ impl Sink for ClickHouseSink {
 
     /// Reads the table's deduplication window (after the first INSERT, on
     /// a task of its own) and logs one warning when the INSERT rate would
-    /// push a block out of it before `horizon` ends (see README, "Feeding
-    /// a cluster").
+    /// push a block out of it before `horizon` ends (see docs/clusters.md).
     fn retry_horizon(&self, horizon: Duration) {
         self.dedup_window.set_horizon(horizon);
     }

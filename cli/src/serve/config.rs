@@ -289,7 +289,7 @@ pub struct TableFile {
 /// Flags that override the file.
 #[derive(clap::Args, Debug, Default)]
 pub struct ServeFlags {
-    /// TOML configuration file (see README for the keys).
+    /// TOML configuration file (docs/sidecar.md lists the keys).
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:8080].
