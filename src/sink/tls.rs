@@ -204,7 +204,7 @@ pub(crate) fn connector(config: rustls::ClientConfig) -> TlsConnector {
 
 /// A connector for `http://` and `https://` URLs ([`Tls::connector`]):
 /// hyper-rustls's, except that a refused certificate comes back as a
-/// [`CertificateError`] naming the host, which the sink reports as
+/// certificate error naming the host, which the sink reports as
 /// [`SinkError::Certificate`](super::SinkError::Certificate) instead of
 /// a generic network error.
 #[derive(Clone)]
@@ -324,12 +324,12 @@ impl hyper_util::client::legacy::connect::Connection for TlsStream {
 /// by our checks, or ours, refused by the server.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("TLS certificate refused with {host}: {reason}")]
-pub struct CertificateError {
+pub(crate) struct CertificateError {
     /// The host we were connecting to.
-    pub host: String,
+    pub(crate) host: String,
     /// Why (rustls's words: `UnknownIssuer`, `NotValidForName`, `Expired`,
     /// or the server's alert when it refused our certificate).
-    pub reason: String,
+    pub(crate) reason: String,
 }
 
 /// The certificate problem somewhere in `e`'s chain, if that is what it is.
