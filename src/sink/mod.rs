@@ -34,9 +34,9 @@ pub use self::memory::MemorySink;
 pub use self::shape::{native_block, InsertFormat, InsertOrder, ShapeParseError};
 pub(crate) use self::sql::{insert_sql, quote_literal, quote_table};
 #[cfg(feature = "tls")]
-pub use self::tls::{Tls, TlsConnector, TlsError, TlsStream};
-#[cfg(feature = "tls")]
 pub(crate) use self::tls::CertificateError;
+#[cfg(feature = "tls")]
+pub use self::tls::{Tls, TlsConnector, TlsError, TlsStream};
 pub use self::transport::IDLE_CLOSE;
 pub use crate::batch::InsertBatch;
 
