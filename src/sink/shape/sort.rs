@@ -82,6 +82,9 @@ pub(crate) struct SortKey {
     pub(crate) columns: Vec<(usize, KeyKind)>,
 }
 
+/// Where a row is: its chunk, its start and its end.
+type Place = (u32, u32, u32);
+
 /// `chunks` (whole RowBinary rows of `layout`) in key order, as one
 /// buffer; `None` when they already are in that order (nothing to copy).
 pub(crate) fn sort(
@@ -94,10 +97,32 @@ pub(crate) fn sort(
     if width == 0 {
         return Ok(None);
     }
+    let (rows, words) = key_words(layout, key, chunks, rows_hint, width)?;
+    let order = order_of(&words, width, rows.len());
+    if order.iter().enumerate().all(|(i, &r)| i == r as usize) {
+        return Ok(None);
+    }
     let total: usize = chunks.iter().map(Bytes::len).sum();
+    let mut out = BytesMut::with_capacity(total);
+    for r in order {
+        let (c, start, end) = rows[r as usize];
+        out.extend_from_slice(&chunks[c as usize][start as usize..end as usize]);
+    }
+    Ok(Some(out.freeze()))
+}
+
+/// Each row's place, and its key as `width` words per row (strings as
+/// their rank among this INSERT's strings, so words compare as values).
+fn key_words(
+    layout: &Layout,
+    key: &SortKey,
+    chunks: &[Bytes],
+    rows_hint: u64,
+    width: usize,
+) -> Result<(Vec<Place>, Vec<u64>), WalkError> {
     let hint = usize::try_from(rows_hint).unwrap_or(0).min(1 << 26);
     // (chunk, start, end) of each row.
-    let mut rows: Vec<(u32, u32, u32)> = Vec::with_capacity(hint);
+    let mut rows: Vec<Place> = Vec::with_capacity(hint);
     let mut words: Vec<u64> = Vec::with_capacity(hint * width);
     let mut strings: Vec<Strings<'_>> = key
         .columns
@@ -162,6 +187,14 @@ pub(crate) fn sort(
         }
         w += kind.words();
     }
+    Ok((rows, words))
+}
+
+/// The rows' order by their key words, stable (equal keys keep arrival
+/// order): each word column narrowed to its range in this INSERT, then a
+/// radix sort when the key fits in 64 bits, one integer sort up to 96,
+/// else the leading 128 bits and the rest compared.
+fn order_of(words: &[u64], width: usize, n: usize) -> Vec<u32> {
     // Each word column narrowed to its range in this INSERT.
     let mut mins = vec![u64::MAX; width];
     let mut maxs = vec![0u64; width];
@@ -175,7 +208,7 @@ pub(crate) fn sort(
         .map(|j| 64 - (maxs[j].wrapping_sub(mins[j])).leading_zeros())
         .collect();
     let key_bits: u32 = bits.iter().sum();
-    let order: Vec<u32> = if key_bits <= 64 {
+    if key_bits <= 64 {
         // One word: a stable radix sort (equal keys keep arrival order).
         let mut keyed: Vec<(u64, u32)> = (0..n)
             .map(|r| {
@@ -220,16 +253,7 @@ pub(crate) fn sort(
                 .then(a.1.cmp(&b.1))
         });
         keyed.into_iter().map(|(_, r)| r).collect()
-    };
-    if order.iter().enumerate().all(|(i, &r)| i == r as usize) {
-        return Ok(None);
     }
-    let mut out = BytesMut::with_capacity(total);
-    for r in order {
-        let (c, start, end) = rows[r as usize];
-        out.extend_from_slice(&chunks[c as usize][start as usize..end as usize]);
-    }
-    Ok(Some(out.freeze()))
 }
 
 /// The words of one row, each less its column's minimum, in its column's
