@@ -97,69 +97,17 @@ async fn drive(load: HttpLoad) -> Result<(), Box<dyn std::error::Error>> {
                 if k >= bodies {
                     break;
                 }
-                let (plain, mut wire) = match prebuilt.get(k as usize) {
+                let (plain, wire) = match prebuilt.get(k as usize) {
                     Some(b) => b.clone(),
                     None => body_for(&load, k),
                 };
-                let mut plain = &plain[..];
-                let mut refused_since: Option<Instant> = None;
-                loop {
-                    let t0 = Instant::now();
-                    let (status, retry_after, text) =
-                        post(&client, &target, &load, wire.clone()).await?;
-                    latencies.saturating_record(t0.elapsed().as_micros() as u64);
-                    requests += 1;
-                    match status {
-                        200 => {
-                            // The generated events are all valid: a line
-                            // `serve` rejected is a bug worth stopping for.
-                            let answer = serde_json::from_str::<serde_json::Value>(&text).ok();
-                            let rejected = answer
-                                .as_ref()
-                                .and_then(|v| v["rejected_count"].as_u64())
-                                .unwrap_or(0);
-                            if rejected > 0 {
-                                return Err(format!(
-                                    "HTTP 200 but {rejected} lines rejected: {}",
-                                    text.trim()
-                                ));
-                            }
-                            break;
-                        }
-                        429 | 503 => {
-                            let since = *refused_since.get_or_insert_with(Instant::now);
-                            if since.elapsed() > GIVE_UP_AFTER {
-                                return Err(format!(
-                                    "HTTP {status} for {GIVE_UP_AFTER:?} on one body: {}",
-                                    text.trim()
-                                ));
-                            }
-                            retried.fetch_add(1, Relaxed);
-                            // Lines before `retry_from_line` were taken: resend the rest.
-                            let taken = serde_json::from_str::<serde_json::Value>(&text)
-                                .ok()
-                                .and_then(|v| v["retry_from_line"].as_u64())
-                                .map_or(0, |line| line.saturating_sub(1));
-                            let skip: usize = plain
-                                .split_inclusive(|&b| b == b'\n')
-                                .take(taken as usize)
-                                .map(<[u8]>::len)
-                                .sum();
-                            plain = &plain[skip..];
-                            if skip > 0 {
-                                // Progress: only a body refused outright
-                                // for the whole window fails the run.
-                                refused_since = None;
-                            }
-                            wire = encode(&load, plain.to_vec());
-                            tokio::time::sleep(retry_after.unwrap_or(Duration::from_millis(100)))
-                                .await;
-                        }
-                        _ => {
-                            return Err(format!("HTTP {status}: {}", text.trim()));
-                        }
-                    }
-                }
+                let to = Endpoint {
+                    client: &client,
+                    target: &target,
+                    load: &load,
+                    retried: &retried,
+                };
+                send_until_taken(to, &plain, wire, &mut latencies, &mut requests).await?;
                 let first = k * load.batch;
                 let count = (first + load.batch).min(load.events) - first;
                 let n = sent.fetch_add(count, Relaxed) + count;
@@ -202,6 +150,93 @@ async fn drive(load: HttpLoad) -> Result<(), Box<dyn std::error::Error>> {
     );
     if events != load.events {
         return Err(format!("only {events} of {} events acknowledged", load.events).into());
+    }
+    Ok(())
+}
+
+/// Where one connection's bodies go, and the count of resends.
+#[derive(Clone, Copy)]
+struct Endpoint<'a> {
+    client: &'a HttpClient,
+    target: &'a str,
+    load: &'a HttpLoad,
+    retried: &'a AtomicU64,
+}
+
+/// Posts one body until serve takes all of it: a 429/503 resends the lines
+/// after `retry_from_line`, after `Retry-After`; a body refused outright
+/// for `GIVE_UP_AFTER` fails the run, as does any other status or a
+/// rejected line (the generated events are all valid).
+async fn send_until_taken(
+    to: Endpoint<'_>,
+    plain: &[u8],
+    wire: Bytes,
+    latencies: &mut hdrhistogram::Histogram<u64>,
+    requests: &mut u64,
+) -> Result<(), String> {
+    let Endpoint {
+        client,
+        target,
+        load,
+        retried,
+    } = to;
+    let mut plain = plain;
+    let mut wire = wire;
+    let mut refused_since: Option<Instant> = None;
+    loop {
+        let t0 = Instant::now();
+        let (status, retry_after, text) = post(client, target, load, wire.clone()).await?;
+        latencies.saturating_record(t0.elapsed().as_micros() as u64);
+        *requests += 1;
+        match status {
+            200 => {
+                // The generated events are all valid: a line
+                // `serve` rejected is a bug worth stopping for.
+                let answer = serde_json::from_str::<serde_json::Value>(&text).ok();
+                let rejected = answer
+                    .as_ref()
+                    .and_then(|v| v["rejected_count"].as_u64())
+                    .unwrap_or(0);
+                if rejected > 0 {
+                    return Err(format!(
+                        "HTTP 200 but {rejected} lines rejected: {}",
+                        text.trim()
+                    ));
+                }
+                break;
+            }
+            429 | 503 => {
+                let since = *refused_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > GIVE_UP_AFTER {
+                    return Err(format!(
+                        "HTTP {status} for {GIVE_UP_AFTER:?} on one body: {}",
+                        text.trim()
+                    ));
+                }
+                retried.fetch_add(1, Relaxed);
+                // Lines before `retry_from_line` were taken: resend the rest.
+                let taken = serde_json::from_str::<serde_json::Value>(&text)
+                    .ok()
+                    .and_then(|v| v["retry_from_line"].as_u64())
+                    .map_or(0, |line| line.saturating_sub(1));
+                let skip: usize = plain
+                    .split_inclusive(|&b| b == b'\n')
+                    .take(taken as usize)
+                    .map(<[u8]>::len)
+                    .sum();
+                plain = &plain[skip..];
+                if skip > 0 {
+                    // Progress: only a body refused outright
+                    // for the whole window fails the run.
+                    refused_since = None;
+                }
+                wire = encode(load, plain.to_vec());
+                tokio::time::sleep(retry_after.unwrap_or(Duration::from_millis(100))).await;
+            }
+            _ => {
+                return Err(format!("HTTP {status}: {}", text.trim()));
+            }
+        }
     }
     Ok(())
 }

@@ -723,6 +723,48 @@ impl FrontDoor {
             .await
     }
 
+    /// The client's `query_id`, or one of ours.
+    fn query_id(&self, params: &Params) -> String {
+        param(params, "query_id").map_or_else(
+            || {
+                format!(
+                    "ch-ingest-{}-{}",
+                    std::process::id(),
+                    self.queries.fetch_add(1, Relaxed)
+                )
+            },
+            str::to_string,
+        )
+    }
+
+    /// How this INSERT's body is read: the client's settings where it
+    /// gave them, else the table's and the server's, within serve's limits.
+    fn decode_options(
+        &self,
+        settings: &Settings<'_>,
+        table: &Table,
+        engine: &Engine,
+    ) -> Result<formats::Options, ChError> {
+        let allow = AllowErrors {
+            num: settings.number("input_format_allow_errors_num", 0u64)?,
+            ratio: settings.number("input_format_allow_errors_ratio", 0f64)?,
+        };
+        Ok(formats::Options {
+            // The client's own setting wins; without it, the table's.
+            deny_unknown_fields: settings
+                .flag("input_format_skip_unknown_fields")
+                .map_or(table.deny_unknown_fields(), |skip| !skip),
+            allow,
+            max_line: self.max_line_bytes,
+            // The client's own setting wins; without it, the server's.
+            defaults_for_omitted: settings
+                .flag("input_format_defaults_for_omitted_fields")
+                .unwrap_or(engine.omitted_defaults()),
+            csv: settings.csv()?,
+            max_decoded: self.max_decoded_bytes,
+        })
+    }
+
     async fn insert(
         self: &Arc<Self>,
         insert: query::Insert,
@@ -740,25 +782,12 @@ impl FrontDoor {
             url: params,
             clause: &insert.settings,
         };
-        let allow = AllowErrors {
-            num: settings.number("input_format_allow_errors_num", 0u64)?,
-            ratio: settings.number("input_format_allow_errors_ratio", 0f64)?,
-        };
         // ClickHouse: `wait_for_async_insert` only matters for async inserts.
         let wait = !(settings.flag("wait_for_async_insert") == Some(false)
             && settings.flag("async_insert") != Some(false));
         *kind = Kind::Insert { wait };
         let busy = settings.busy_timeout(self.cfg.busy_timeout)?;
-        let query_id = param(params, "query_id").map_or_else(
-            || {
-                format!(
-                    "ch-ingest-{}-{}",
-                    std::process::id(),
-                    self.queries.fetch_add(1, Relaxed)
-                )
-            },
-            str::to_string,
-        );
+        let query_id = self.query_id(params);
         let Some(engine) = table.engine() else {
             return Err(ChError::new(
                 Code::TooManySimultaneousQueries,
@@ -766,20 +795,7 @@ impl FrontDoor {
             ));
         };
         let columns = insert.columns;
-        let options = formats::Options {
-            // The client's own setting wins; without it, the table's.
-            deny_unknown_fields: settings
-                .flag("input_format_skip_unknown_fields")
-                .map_or(table.deny_unknown_fields(), |skip| !skip),
-            allow,
-            max_line: self.max_line_bytes,
-            // The client's own setting wins; without it, the server's.
-            defaults_for_omitted: settings
-                .flag("input_format_defaults_for_omitted_fields")
-                .unwrap_or(engine.omitted_defaults()),
-            csv: settings.csv()?,
-            max_decoded: self.max_decoded_bytes,
-        };
+        let options = self.decode_options(&settings, &table, &engine)?;
         // As on the NDJSON endpoint: a small body is decoded on the worker,
         // a large one with `block_in_place`. (On the blocking pool, every
         // request's rows were written into the shard buffers from another
